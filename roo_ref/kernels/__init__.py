@@ -1,0 +1,1 @@
+"""Triton kernels (GPU; also runnable on CPU through TRITON_INTERPRET=1 at small shapes)."""

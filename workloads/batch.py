@@ -1,0 +1,303 @@
+"""The two layouts of the same data, as torch tensors (CPU or any torch device).
+
+RequestBatch (ROO): one row per request. Request-only (RO) features once per request; non-request-
+only (NRO) features and labels jagged over the request's k impressions.
+
+ImpressionBatch: one row per impression, RO features copied into each of the request's rows —
+what a classic pipeline stores and trains on.
+
+Jagged conventions (as torchrec's KeyedJaggedTensor and fbgemm): sparse features are
+`values` (all ids, feature-major) + `lengths` of shape [F, rows] (ids per feature per row).
+The history is `history_lengths` [rows] + flat `history_item_ids`, `history_actions`,
+`history_timestamps`. Offsets are always derived from lengths (`offsets_of`).
+
+Invariants (checked by `validate()`): every request has >= 1 impression; the rows of one request
+are adjacent in an ImpressionBatch built by `to_impressions()`; `to_requests()` accepts any row
+order and groups by `request_id` in order of first appearance, keeping impression order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from workloads.errors import UserError
+
+RO_FIELDS = (
+    "timestamp",
+    "user_dense",
+    "user_sparse_lengths",
+    "user_sparse_values",
+    "history_lengths",
+    "history_item_ids",
+    "history_actions",
+    "history_timestamps",
+)
+NRO_FIELDS = ("item_id", "item_sparse_lengths", "item_sparse_values", "item_dense", "labels")
+
+
+def offsets_of(lengths: torch.Tensor) -> torch.Tensor:
+    """Complete cumulative sum: [0, l0, l0+l1, ...] (length n+1)."""
+    out = torch.zeros(lengths.numel() + 1, dtype=torch.int64, device=lengths.device)
+    torch.cumsum(lengths.reshape(-1), 0, out=out[1:])
+    return out
+
+
+def jagged_gather(values: torch.Tensor, lengths: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows `index` of a jagged tensor (values, lengths): returns (values', lengths').
+
+    Vectorized (no Python loop): the output position p of segment j reads
+    values[offsets[index[j]] + (p - out_offsets[j])]."""
+    offsets = offsets_of(lengths)
+    out_lengths = lengths[index]
+    total = int(out_lengths.sum())
+    if total == 0:
+        return values[:0], out_lengths
+    out_offsets = offsets_of(out_lengths)
+    shift = torch.repeat_interleave(offsets[index] - out_offsets[:-1], out_lengths, output_size=total)
+    pos = torch.arange(total, device=values.device) + shift
+    return values[pos], out_lengths
+
+
+def keyed_gather(values: torch.Tensor, lengths: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """jagged_gather for feature-major keyed lengths [F, rows]: the same rows of every feature."""
+    n_feat, n_rows = lengths.shape
+    if n_feat == 0:
+        return values[:0], lengths.new_zeros((0, index.numel()))
+    flat_index = (torch.arange(n_feat, device=index.device)[:, None] * n_rows + index[None, :]).reshape(-1)
+    v, lens = jagged_gather(values, lengths.reshape(-1), flat_index)
+    return v, lens.reshape(n_feat, index.numel())
+
+
+@dataclass
+class _Batch:
+    def to(self, device: torch.device | str) -> _Batch:
+        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors().values())
+
+    def equal(self, other: _Batch) -> bool:
+        if type(self) is not type(other):
+            return False
+        return all(
+            a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+            for a, b in zip(self.tensors().values(), other.tensors().values(), strict=True)
+        )
+
+
+@dataclass
+class RequestBatch(_Batch):
+    request_id: torch.Tensor  # int64 [R]
+    timestamp: torch.Tensor  # int64 [R], seconds
+    num_impressions: torch.Tensor  # int64 [R], k_r >= 1
+    user_dense: torch.Tensor  # float32 [R, Du]
+    user_sparse_lengths: torch.Tensor  # int64 [Fu, R]
+    user_sparse_values: torch.Tensor  # int64 [sum]
+    history_lengths: torch.Tensor  # int64 [R]
+    history_item_ids: torch.Tensor  # int64 [H]
+    history_actions: torch.Tensor  # int64 [H]
+    history_timestamps: torch.Tensor  # int64 [H], ascending within a request
+    item_id: torch.Tensor  # int64 [N], the candidate item (same id space as history items)
+    item_sparse_lengths: torch.Tensor  # int64 [Fi, N]
+    item_sparse_values: torch.Tensor  # int64 [sum]
+    item_dense: torch.Tensor  # float32 [N, Di]
+    labels: torch.Tensor  # float32 [N, T]
+
+    @property
+    def num_requests(self) -> int:
+        return self.request_id.numel()
+
+    @property
+    def num_impressions_total(self) -> int:
+        return self.item_id.numel()
+
+    def impression_offsets(self) -> torch.Tensor:
+        return offsets_of(self.num_impressions)
+
+    def impression_to_request(self) -> torch.Tensor:
+        """For each impression row, the index of its request (the request→impression expansion map)."""
+        return torch.repeat_interleave(
+            torch.arange(self.num_requests, device=self.num_impressions.device),
+            self.num_impressions,
+            output_size=self.num_impressions_total,
+        )
+
+    def validate(self) -> None:
+        r, n = self.num_requests, self.num_impressions_total
+        if (self.num_impressions < 1).any():
+            raise UserError("every request needs at least one impression")
+        if int(self.num_impressions.sum()) != n:
+            raise UserError(f"num_impressions sums to {int(self.num_impressions.sum())}, but there are {n} impressions")
+        _check_rows(self, r, ("timestamp", "user_dense", "history_lengths"))
+        _check_rows(self, n, ("item_id", "item_dense", "labels"))
+        _check_keyed(self.user_sparse_lengths, self.user_sparse_values, r, "user_sparse")
+        _check_keyed(self.item_sparse_lengths, self.item_sparse_values, n, "item_sparse")
+        _check_jagged_history(self)
+
+    def to_impressions(self) -> ImpressionBatch:
+        """Expand: copy every RO feature into each of the request's impression rows."""
+        idx = self.impression_to_request()
+        usv, usl = keyed_gather(self.user_sparse_values, self.user_sparse_lengths, idx)
+        hl = self.history_lengths
+        h_ids, h_len = jagged_gather(self.history_item_ids, hl, idx)
+        h_act, _ = jagged_gather(self.history_actions, hl, idx)
+        h_ts, _ = jagged_gather(self.history_timestamps, hl, idx)
+        return ImpressionBatch(
+            request_id=self.request_id[idx],
+            timestamp=self.timestamp[idx],
+            user_dense=self.user_dense[idx],
+            user_sparse_lengths=usl,
+            user_sparse_values=usv,
+            history_lengths=h_len,
+            history_item_ids=h_ids,
+            history_actions=h_act,
+            history_timestamps=h_ts,
+            item_id=self.item_id,
+            item_sparse_lengths=self.item_sparse_lengths,
+            item_sparse_values=self.item_sparse_values,
+            item_dense=self.item_dense,
+            labels=self.labels,
+        )
+
+
+@dataclass
+class ImpressionBatch(_Batch):
+    request_id: torch.Tensor  # int64 [N], the request key
+    timestamp: torch.Tensor  # int64 [N]
+    user_dense: torch.Tensor  # float32 [N, Du] (copied per impression)
+    user_sparse_lengths: torch.Tensor  # int64 [Fu, N]
+    user_sparse_values: torch.Tensor
+    history_lengths: torch.Tensor  # int64 [N]
+    history_item_ids: torch.Tensor
+    history_actions: torch.Tensor
+    history_timestamps: torch.Tensor
+    item_id: torch.Tensor  # int64 [N]
+    item_sparse_lengths: torch.Tensor  # int64 [Fi, N]
+    item_sparse_values: torch.Tensor
+    item_dense: torch.Tensor  # float32 [N, Di]
+    labels: torch.Tensor  # float32 [N, T]
+
+    @property
+    def num_impressions_total(self) -> int:
+        return self.request_id.numel()
+
+    def validate(self) -> None:
+        n = self.num_impressions_total
+        _check_rows(self, n, ("timestamp", "user_dense", "history_lengths", "item_id", "item_dense", "labels"))
+        _check_keyed(self.user_sparse_lengths, self.user_sparse_values, n, "user_sparse")
+        _check_keyed(self.item_sparse_lengths, self.item_sparse_values, n, "item_sparse")
+        _check_jagged_history(self)
+
+    def permute(self, perm: torch.Tensor) -> ImpressionBatch:
+        """Rows in a new order (e.g. a training shuffle)."""
+        usv, usl = keyed_gather(self.user_sparse_values, self.user_sparse_lengths, perm)
+        isv, isl = keyed_gather(self.item_sparse_values, self.item_sparse_lengths, perm)
+        hl = self.history_lengths
+        h_ids, h_len = jagged_gather(self.history_item_ids, hl, perm)
+        h_act, _ = jagged_gather(self.history_actions, hl, perm)
+        h_ts, _ = jagged_gather(self.history_timestamps, hl, perm)
+        return ImpressionBatch(
+            request_id=self.request_id[perm],
+            timestamp=self.timestamp[perm],
+            user_dense=self.user_dense[perm],
+            user_sparse_lengths=usl,
+            user_sparse_values=usv,
+            history_lengths=h_len,
+            history_item_ids=h_ids,
+            history_actions=h_act,
+            history_timestamps=h_ts,
+            item_id=self.item_id[perm],
+            item_sparse_lengths=isl,
+            item_sparse_values=isv,
+            item_dense=self.item_dense[perm],
+            labels=self.labels[perm],
+        )
+
+    def request_grouping(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(perm, first_rows, counts): `perm` orders rows by request (requests in order of first
+        appearance, impressions in their original order); `first_rows` is each request's first row
+        in the original order; `counts` its number of impressions."""
+        rid = self.request_id
+        n = rid.numel()
+        uniq, inv, counts = torch.unique(rid, return_inverse=True, return_counts=True)
+        pos = torch.arange(n, device=rid.device)
+        first = torch.full((uniq.numel(),), n, dtype=torch.int64, device=rid.device)
+        first.scatter_reduce_(0, inv, pos, reduce="amin")
+        order = torch.argsort(first)  # groups by first appearance
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel(), device=rid.device)
+        perm = torch.argsort(rank[inv], stable=True)
+        return perm, first[order], counts[order]
+
+    def to_requests(self, check_constant: bool = True) -> RequestBatch:
+        """Group rows by request_id; RO features are taken from each request's first row.
+
+        With check_constant, a request whose rows disagree on any RO feature is an error (the
+        data is not request-level clean; `roo-bench convert --on-conflict first` handles that)."""
+        perm, first, counts = self.request_grouping()
+        if check_constant:
+            _check_ro_constant(self, first, counts)
+        usv, usl = keyed_gather(self.user_sparse_values, self.user_sparse_lengths, first)
+        hl = self.history_lengths
+        h_ids, h_len = jagged_gather(self.history_item_ids, hl, first)
+        h_act, _ = jagged_gather(self.history_actions, hl, first)
+        h_ts, _ = jagged_gather(self.history_timestamps, hl, first)
+        isv, isl = keyed_gather(self.item_sparse_values, self.item_sparse_lengths, perm)
+        return RequestBatch(
+            request_id=self.request_id[first],
+            timestamp=self.timestamp[first],
+            num_impressions=counts.to(torch.int64),
+            user_dense=self.user_dense[first],
+            user_sparse_lengths=usl,
+            user_sparse_values=usv,
+            history_lengths=h_len,
+            history_item_ids=h_ids,
+            history_actions=h_act,
+            history_timestamps=h_ts,
+            item_id=self.item_id[perm],
+            item_sparse_lengths=isl,
+            item_sparse_values=isv,
+            item_dense=self.item_dense[perm],
+            labels=self.labels[perm],
+        )
+
+
+def _check_ro_constant(b: ImpressionBatch, first: torch.Tensor, counts: torch.Tensor) -> None:
+    """Every row of a request must carry the RO features of the request's first row."""
+    req_of_row = torch.empty_like(b.request_id)
+    uniq_first_row = torch.repeat_interleave(first, counts)
+    perm, _, _ = b.request_grouping()
+    req_of_row[perm] = uniq_first_row  # for each row, its request's first row
+    expanded = b.permute(req_of_row)
+    for name in RO_FIELDS:
+        if not torch.equal(getattr(expanded, name), getattr(b, name)):
+            raise UserError(
+                f"RO feature {name!r} differs between impressions of the same request; "
+                "this is not request-level data (use roo-bench convert --on-conflict first)"
+            )
+
+
+def _check_rows(b: _Batch, n: int, names: tuple[str, ...]) -> None:
+    for name in names:
+        t = getattr(b, name)
+        if t.shape[0] != n:
+            raise UserError(f"{name} has {t.shape[0]} rows, expected {n}")
+
+
+def _check_keyed(lengths: torch.Tensor, values: torch.Tensor, rows: int, name: str) -> None:
+    if lengths.dim() != 2 or lengths.shape[1] != rows:
+        raise UserError(f"{name}_lengths has shape {tuple(lengths.shape)}, expected [F, {rows}]")
+    if (lengths < 0).any() or int(lengths.sum()) != values.numel():
+        raise UserError(f"{name}_lengths (sum {int(lengths.sum())}) do not match {values.numel()} values")
+
+
+def _check_jagged_history(b: _Batch) -> None:
+    total = int(b.history_lengths.sum())
+    for name in ("history_item_ids", "history_actions", "history_timestamps"):
+        if getattr(b, name).numel() != total:
+            raise UserError(f"{name} has {getattr(b, name).numel()} values, history_lengths sum to {total}")

@@ -1,0 +1,238 @@
+"""Integer count distributions (impressions per request, history length, pooling factors).
+
+A `Dist` is a frozen, validated description; `sample(rng, n)` draws `n` integers with numpy's
+Generator (vectorized, no per-row Python), clipped to [min, max]. `mean()` is the expected value
+*after* clipping, computed exactly on the (finite) support where one exists, so that the analytic
+cost model and the generator agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+from scipy import stats
+
+from workloads.errors import SpecError
+
+KINDS = ("fixed", "uniform", "geometric", "poisson", "lognormal", "zipf", "powerlaw", "empirical")
+
+# Where no explicit max is given, the support used for exact means is cut here (the mass beyond
+# it is negligible for every preset and gets folded into the last value, as clipping does).
+_SUPPORT_CAP = 1 << 20
+
+
+@dataclass(frozen=True)
+class Dist:
+    """A distribution of non-negative integer counts.
+
+    kind       parameters used
+    fixed      value
+    uniform    low, high (inclusive)
+    geometric  mean (>= 1; support 1, 2, ...)
+    poisson    mean
+    lognormal  mean, sigma (of the underlying normal); rounded to the nearest integer
+    zipf       a (> 1), support 1, 2, ...
+    powerlaw   a (> 1), low (>= 1): a discrete Pareto, P(x) ~ x^-a for x >= low
+    empirical  values, weights (a histogram)
+    min / max clip every kind (max=None: no upper clip).
+    """
+
+    kind: str = "fixed"
+    value: int = 1
+    low: int = 0
+    high: int = 0
+    mean_: float = 1.0
+    sigma: float = 0.5
+    a: float = 2.0
+    values: tuple[int, ...] = ()
+    weights: tuple[float, ...] = ()
+    min: int = 0
+    max: int | None = None
+    _name: str = field(default="dist", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n = self._name
+        if self.kind not in KINDS:
+            raise SpecError(f"{n}.kind={self.kind!r} is not a distribution; allowed: {', '.join(KINDS)}")
+        if self.min < 0:
+            raise SpecError(f"{n}.min={self.min} must be >= 0")
+        if self.max is not None and self.max < self.min:
+            raise SpecError(f"{n}.max={self.max} is below {n}.min={self.min}; set max >= min")
+        k = self.kind
+        if k == "fixed" and self.value < 0:
+            raise SpecError(f"{n}.value={self.value} must be >= 0")
+        if k == "uniform" and not (0 <= self.low <= self.high):
+            raise SpecError(f"{n}: uniform needs 0 <= low <= high, got low={self.low} high={self.high}")
+        if k == "geometric" and not self.mean_ >= 1:
+            raise SpecError(f"{n}.mean={self.mean_} must be >= 1 for a geometric distribution")
+        if k in ("poisson", "lognormal") and not self.mean_ > 0:
+            raise SpecError(f"{n}.mean={self.mean_} must be > 0")
+        if k == "lognormal" and not self.sigma > 0:
+            raise SpecError(f"{n}.sigma={self.sigma} must be > 0")
+        if k in ("zipf", "powerlaw") and not self.a > 1:
+            raise SpecError(f"{n}.a={self.a} must be > 1")
+        if k == "powerlaw" and self.low < 1:
+            raise SpecError(f"{n}.low={self.low} must be >= 1 for a power law")
+        if k == "empirical":
+            if not self.values or len(self.values) != len(self.weights):
+                raise SpecError(f"{n}: empirical needs values and weights of equal, non-zero length")
+            if any(v < 0 for v in self.values) or any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise SpecError(f"{n}: empirical values and weights must be >= 0 with a positive sum")
+
+    # --- construction helpers -------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict, name: str = "dist") -> Dist:
+        d = dict(d)
+        if "mean" in d:
+            d["mean_"] = d.pop("mean")
+        allowed = {f for f in cls.__dataclass_fields__ if not f.startswith("_")}
+        unknown = set(d) - allowed
+        if unknown:
+            raise SpecError(f"{name}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_public(allowed))}")
+        for key, want in _FIELD_TYPES.items():
+            if key in d and d[key] is not None:
+                d[key] = _coerce(d[key], want, f"{name}.{'mean' if key == 'mean_' else key}")
+        if "kind" in d and not isinstance(d["kind"], str):
+            raise SpecError(f"{name}.kind={d['kind']!r} must be a string; allowed: {', '.join(KINDS)}")
+        return cls(**d, _name=name)
+
+    def to_dict(self) -> dict:
+        """Only the keys that matter for this kind (plus clipping), for readable spec files."""
+        used = {
+            "fixed": ("value",),
+            "uniform": ("low", "high"),
+            "geometric": ("mean_",),
+            "poisson": ("mean_",),
+            "lognormal": ("mean_", "sigma"),
+            "zipf": ("a",),
+            "powerlaw": ("a", "low"),
+            "empirical": ("values", "weights"),
+        }[self.kind]
+        out: dict = {"kind": self.kind}
+        for f in used:
+            v = getattr(self, f)
+            out["mean" if f == "mean_" else f] = list(v) if isinstance(v, tuple) else v
+        if self.min:
+            out["min"] = self.min
+        if self.max is not None:
+            out["max"] = self.max
+        return out
+
+    # --- support and moments ----------------------------------------------------------------
+    @cached_property
+    def pmf_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(support, probabilities) after clipping; exact for finite supports."""
+        hi = self.max if self.max is not None else None
+        k = self.kind
+        if k == "fixed":
+            xs, ps = np.array([self.value]), np.array([1.0])
+        elif k == "uniform":
+            xs = np.arange(self.low, self.high + 1)
+            ps = np.full(len(xs), 1.0 / len(xs))
+        elif k == "empirical":
+            xs = np.asarray(self.values, dtype=np.int64)
+            ps = np.asarray(self.weights, dtype=np.float64)
+            ps = ps / ps.sum()
+        else:
+            top = hi if hi is not None else self._natural_cap()
+            xs = np.arange(0, top + 1)
+            ps = self._pmf(xs)
+            ps = np.where(np.isfinite(ps), ps, 0.0)
+            ps[-1] += max(0.0, 1.0 - ps.sum())  # mass beyond the cap lands on the cap (clipping)
+            ps = ps / ps.sum()
+        clipped = np.clip(xs, self.min, hi if hi is not None else np.iinfo(np.int64).max)
+        uniq, inv = np.unique(clipped, return_inverse=True)
+        return uniq.astype(np.int64), np.bincount(inv, weights=ps, minlength=len(uniq))
+
+    def _natural_cap(self) -> int:
+        k = self.kind
+        if k == "geometric":
+            return int(min(_SUPPORT_CAP, max(64, math.ceil(self.mean_ * 60))))
+        if k == "poisson":
+            return int(min(_SUPPORT_CAP, self.mean_ + 20 * math.sqrt(self.mean_) + 20))
+        if k == "lognormal":
+            mu = math.log(self.mean_) - self.sigma**2 / 2
+            return int(min(_SUPPORT_CAP, math.exp(mu + 8 * self.sigma) + 2))
+        return _SUPPORT_CAP  # zipf / powerlaw: heavy tails, cut at 2^20
+
+    def _pmf(self, xs: np.ndarray) -> np.ndarray:
+        k = self.kind
+        if k == "geometric":
+            return stats.geom.pmf(xs, 1.0 / self.mean_)
+        if k == "poisson":
+            return stats.poisson.pmf(xs, self.mean_)
+        if k == "lognormal":
+            mu = math.log(self.mean_) - self.sigma**2 / 2
+            d = stats.lognorm(s=self.sigma, scale=math.exp(mu))
+            # rounding to the nearest integer: P(x) = F(x+0.5) - F(x-0.5)
+            return d.cdf(xs + 0.5) - d.cdf(np.maximum(xs - 0.5, 0.0))
+        if k == "zipf":
+            return stats.zipf.pmf(xs, self.a)
+        if k == "powerlaw":
+            p = np.where(xs >= self.low, np.power(np.maximum(xs, 1).astype(float), -self.a), 0.0)
+            return p / p.sum()
+        raise AssertionError(k)
+
+    def mean(self) -> float:
+        xs, ps = self.pmf_table
+        return float(np.dot(xs, ps))
+
+    def second_moment(self) -> float:
+        xs, ps = self.pmf_table
+        return float(np.dot(xs.astype(float) ** 2, ps))
+
+    # --- sampling ------------------------------------------------------------------------------
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n draws as int64, clipped to [min, max]."""
+        k = self.kind
+        if k == "fixed":
+            out = np.full(n, self.value, dtype=np.int64)
+        elif k == "uniform":
+            out = rng.integers(self.low, self.high + 1, size=n, dtype=np.int64)
+        elif k == "geometric":
+            out = rng.geometric(1.0 / self.mean_, size=n).astype(np.int64)
+        elif k == "poisson":
+            out = rng.poisson(self.mean_, size=n).astype(np.int64)
+        elif k == "lognormal":
+            mu = math.log(self.mean_) - self.sigma**2 / 2
+            out = np.rint(rng.lognormal(mu, self.sigma, size=n)).astype(np.int64)
+        else:
+            # zipf, powerlaw, empirical: inverse CDF on the (clipped) table, one searchsorted
+            xs, ps = self.pmf_table
+            cdf = np.cumsum(ps)
+            cdf[-1] = 1.0
+            out = xs[np.searchsorted(cdf, rng.random(n), side="right").clip(0, len(xs) - 1)]
+            return out
+        hi = self.max if self.max is not None else np.iinfo(np.int64).max
+        return np.clip(out, self.min, hi, out=out)
+
+
+_FIELD_TYPES = {
+    "value": int, "low": int, "high": int, "min": int, "max": int,
+    "mean_": float, "sigma": float, "a": float, "values": (int,), "weights": (float,),
+}
+
+
+def _coerce(v, want, where: str):
+    if isinstance(want, tuple):
+        if not isinstance(v, list | tuple):
+            raise SpecError(f"{where}={v!r} must be a list of numbers")
+        return tuple(_coerce(x, want[0], f"{where}[]") for x in v)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise SpecError(f"{where}={v!r} must be {'an integer' if want is int else 'a number'}")
+    if want is int:
+        if isinstance(v, float) and not v.is_integer():
+            raise SpecError(f"{where}={v!r} must be an integer")
+        return int(v)
+    return float(v)
+
+
+def _public(names: set[str]) -> set[str]:
+    return {"mean" if f == "mean_" else f for f in names}
+
+
+def fixed(v: int, name: str = "dist") -> Dist:
+    return Dist(kind="fixed", value=v, _name=name)
