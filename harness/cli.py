@@ -20,11 +20,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"roo-bench: error: {message} (see `{self.prog} --help`)\n")
 
 
+def command_modules() -> tuple[list, list[str]]:
+    """(imported command modules, problems). A module that fails to import is reported, not fatal:
+    the other commands keep working (tests/test_cli.py asserts that there are no problems)."""
+    modules, problems = [], []
+    for mod in sorted(pkgutil.iter_modules(_commands.__path__), key=lambda m: m.name):
+        try:
+            modules.append(importlib.import_module(f"harness.commands.{mod.name}"))
+        except Exception as e:  # noqa: BLE001 - any import failure of one command
+            problems.append(f"command module harness.commands.{mod.name} failed to import: {e!r}")
+    return modules, problems
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="roo-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for mod in sorted(pkgutil.iter_modules(_commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"harness.commands.{mod.name}")
+    modules, problems = command_modules()
+    for p in problems:
+        print(f"roo-bench: warning: {p}", file=sys.stderr)
+    for module in modules:
         register = getattr(module, "register", None)
         if register is not None:
             register(sub)
