@@ -1,0 +1,21 @@
+"""Shared helpers for the asv suite (numpy/scipy style): fixed seeds, small cached datasets.
+
+Benchmarks must raise on a broken build, never return a made-up number: every helper here lets
+exceptions propagate, and `require(cond, msg)` turns a failed sanity check into an error."""
+
+from __future__ import annotations
+
+SEED = 1234
+
+
+def require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise RuntimeError(f"benchmark sanity check failed: {msg}")
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
