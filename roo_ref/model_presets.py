@@ -1,0 +1,179 @@
+"""Model configurations: one frozen, validated ModelConfig per workload preset.
+
+The workload preset (workloads.presets) says what the data looks like; the ModelConfig here says
+what network trains on it. `--set key=value` overrides (flat keys, lists as JSON `[512,256]`) go
+through `ModelConfig.with_overrides`, with the same validation as construction.
+
+Sizing (DESIGN.md "Preset guidance"): `late-ranking` follows MLPerf DLRM-v2 (dim 128, bottom
+512-256, DCN-v2 3 cross layers rank 512, top 1024-1024-512-256); `hstu-ranking` follows MLPerf
+DLRMv3 (5 layers, 4 heads, d_qk = d_v = 128 per head, dim 512); early-ranking/retrieval put most
+per-impression compute on the user side. Embedding tables are sized cardinality x dim but capped at
+`max_table_rows` (ids hashed modulo the cap) so a preset fits one GPU and tests fit a CPU.
+
+hstu-ranking keeps the most recent `max_history_len=256` events: the torch attention reference
+materializes [B, H, N, N] scores, and in the impression layout B = 32 x 32 = 1024 sequences, so a
+longer history would not fit 80 GB (at 256: ~1024*4*258^2*2 B = 0.55 GB per score tensor, a few per
+layer). The triton backend can raise it (`--set max_history_len=2048`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from workloads.errors import SpecError
+
+ARCHS = ("dlrm", "two_tower", "hstu")
+INTERACTIONS = ("dot", "dcn")
+ATTENTION_BACKENDS = ("torch", "triton")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "dlrm"
+    embedding_dim: int = 16
+    max_table_rows: int = 1000
+    # DLRM / two-tower
+    dense_arch: tuple[int, ...] = (32,)  # MLP hidden sizes for dense features (-> embedding_dim)
+    user_arch: tuple[int, ...] = (64,)  # UserArch / user tower hidden sizes
+    user_vectors: int = 2  # UserArch output: this many embedding_dim vectors
+    item_arch: tuple[int, ...] = (32,)  # item arch / item tower hidden sizes
+    item_vectors: int = 2
+    interaction: str = "dot"
+    dcn_layers: int = 2
+    dcn_rank: int = 16
+    top_arch: tuple[int, ...] = (32,)
+    tower_dim: int = 16  # two-tower output dim
+    # HSTU
+    hstu_layers: int = 2
+    num_heads: int = 2
+    qk_dim: int = 16  # total over heads
+    v_dim: int = 16  # total over heads
+    normalizer: float = 64.0  # the fixed N dividing attention (same in both layouts)
+    max_history_len: int = 0  # keep the most recent events; 0 = all
+    rab: bool = True
+    pos_buckets: int = 64
+    time_buckets: int = 32
+    attention_backend: str = "torch"
+    head_arch: tuple[int, ...] = (32,)
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise SpecError(msg)
+
+        need(self.arch in ARCHS, f"model arch={self.arch!r}; allowed: {', '.join(ARCHS)}")
+        need(self.interaction in INTERACTIONS,
+             f"model interaction={self.interaction!r}; allowed: {', '.join(INTERACTIONS)}")
+        need(self.attention_backend in ATTENTION_BACKENDS,
+             f"model attention_backend={self.attention_backend!r}; allowed: {', '.join(ATTENTION_BACKENDS)}")
+        for name in ("embedding_dim", "max_table_rows", "user_vectors", "item_vectors", "tower_dim",
+                     "num_heads", "qk_dim", "v_dim", "pos_buckets", "time_buckets", "dcn_rank"):
+            v = getattr(self, name)
+            need(_is_int(v) and v >= 1, f"model {name}={v!r} must be an integer >= 1")
+        for name in ("dcn_layers", "hstu_layers", "max_history_len"):
+            v = getattr(self, name)
+            need(_is_int(v) and v >= 0, f"model {name}={v!r} must be an integer >= 0")
+        for name in ("dense_arch", "user_arch", "item_arch", "top_arch", "head_arch"):
+            v = getattr(self, name)
+            need(isinstance(v, tuple) and all(_is_int(x) and x >= 1 for x in v),
+                 f"model {name}={list(v) if isinstance(v, tuple) else v!r} must be a list of integers >= 1")
+        need(isinstance(self.normalizer, float) and self.normalizer > 0,
+             f"model normalizer={self.normalizer!r} must be > 0")
+        need(isinstance(self.rab, bool), f"model rab={self.rab!r} must be true or false")
+        for name in ("qk_dim", "v_dim"):
+            v = getattr(self, name)
+            need(v % self.num_heads == 0,
+                 f"model {name}={v} is not divisible by num_heads={self.num_heads}; "
+                 f"choose {name} as a multiple of num_heads")
+
+    @property
+    def d_qk(self) -> int:
+        return self.qk_dim // self.num_heads
+
+    @property
+    def d_v(self) -> int:
+        return self.v_dim // self.num_heads
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise SpecError(f"model config: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        kw = {}
+        for k, v in d.items():
+            if isinstance(v, list):
+                v = tuple(v)
+            if k == "normalizer" and _is_int(v):
+                v = float(v)
+            kw[k] = v
+        return cls(**kw)
+
+    def with_overrides(self, assignments: list[str] | tuple[str, ...]) -> ModelConfig:
+        d = self.to_dict()
+        for a in assignments:
+            if "=" not in a:
+                raise SpecError(f"--set {a!r}: expected key=value, e.g. embedding_dim=32")
+            k, raw = (x.strip() for x in a.split("=", 1))
+            if k not in d:
+                raise SpecError(f"--set {k}: unknown model key; allowed: {sorted(d)}")
+            d[k] = parse_value(raw)
+        return ModelConfig.from_dict(d)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def parse_value(raw: str):
+    for conv in (int, float):
+        try:
+            return conv(raw)
+        except ValueError:
+            pass
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    if raw.startswith("["):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise SpecError(f"--set value {raw!r} is not a valid JSON list") from None
+    return raw
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(),
+    "early-ranking": ModelConfig(
+        arch="dlrm", embedding_dim=64, max_table_rows=500_000, dense_arch=(128,),
+        user_arch=(1024, 512), user_vectors=4, item_arch=(128,), item_vectors=2,
+        interaction="dot", top_arch=(256, 64),
+    ),
+    "late-ranking": ModelConfig(
+        arch="dlrm", embedding_dim=128, max_table_rows=500_000, dense_arch=(512, 256),
+        user_arch=(1024, 512), user_vectors=4, item_arch=(512,), item_vectors=4,
+        interaction="dcn", dcn_layers=3, dcn_rank=512, top_arch=(1024, 1024, 512, 256),
+    ),
+    "retrieval": ModelConfig(
+        arch="two_tower", embedding_dim=64, max_table_rows=500_000, dense_arch=(128,),
+        user_arch=(1024, 512), item_arch=(256,), tower_dim=128,
+    ),
+    "hstu-ranking": ModelConfig(
+        arch="hstu", embedding_dim=512, max_table_rows=500_000, dense_arch=(128,),
+        hstu_layers=5, num_heads=4, qk_dim=512, v_dim=512, normalizer=512.0, max_history_len=256,
+        rab=True, pos_buckets=512, time_buckets=32, head_arch=(512, 256),
+    ),
+}
+
+
+def get_model_config(preset: str | None, overrides=()) -> ModelConfig:
+    """The model config of a preset (the `tiny` one for a custom spec), with overrides applied."""
+    name = preset or "tiny"
+    if name not in MODEL_PRESETS:
+        raise SpecError(f"unknown model preset {name!r}; choose one of: {', '.join(MODEL_PRESETS)}")
+    return MODEL_PRESETS[name].with_overrides(list(overrides))

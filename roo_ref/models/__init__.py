@@ -1,0 +1,60 @@
+"""Reference models, each computing the same function in the impression and the ROO layout.
+
+    build_model(spec, preset=None, overrides=(), device="cpu", dtype=torch.float32, seed=0)
+
+returns a module with `.config` (ModelConfig) and `.forward(batch, layout) -> {"loss", "logits"}`
+(layout "impression" takes an ImpressionBatch, "roo" a RequestBatch; logits [N, T] in the
+request-grouped impression order in both).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from roo_ref.model_presets import MODEL_PRESETS, ModelConfig, get_model_config
+from roo_ref.models.common import LAYOUTS
+from roo_ref.models.dlrm import DLRM
+from roo_ref.models.hstu import HSTURanker
+from roo_ref.models.two_tower import TwoTower
+from workloads.errors import SpecError, UserError
+from workloads.spec import WorkloadSpec
+
+__all__ = ["LAYOUTS", "DLRM", "HSTURanker", "TwoTower", "build_model", "check_compatible", "model_config_for"]
+
+_ARCH = {"dlrm": DLRM, "two_tower": TwoTower, "hstu": HSTURanker}
+
+
+def model_config_for(spec: WorkloadSpec, preset: str | None = None, overrides=()) -> ModelConfig:
+    """The model preset `preset`, else the one named like the spec, else `tiny`; plus overrides."""
+    name = preset if preset is not None else (spec.name if spec.name in MODEL_PRESETS else "tiny")
+    return get_model_config(name, overrides)
+
+
+def check_compatible(spec: WorkloadSpec, cfg: ModelConfig) -> None:
+    """Spec/model combinations the model cannot honour: one clear SpecError."""
+    length = spec.history.length
+    if cfg.arch == "hstu" and (length.max == 0 or (length.kind == "fixed" and length.value == 0)):
+        raise SpecError(
+            "model arch='hstu' needs a user history, but history.length is always 0; "
+            "give history.length a distribution with positive lengths (e.g. history.length.kind=lognormal)"
+        )
+
+
+def build_model(
+    spec: WorkloadSpec,
+    preset: str | None = None,
+    overrides=(),
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> nn.Module:
+    cfg = model_config_for(spec, preset, overrides)
+    check_compatible(spec, cfg)
+    if dtype not in (torch.float32, torch.bfloat16, torch.float64, torch.float16):
+        raise UserError(f"model dtype={dtype}; allowed: float32, bfloat16 (float64 for tests)")
+    # initialize on CPU under a private RNG: the same seed gives the same weights on any device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _ARCH[cfg.arch](spec, cfg)
+    return model.to(device=device, dtype=dtype)

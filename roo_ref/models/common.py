@@ -1,0 +1,51 @@
+"""Pieces shared by the models: MLPs, the layout check, the per-impression BCE loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from workloads.batch import ImpressionBatch, RequestBatch
+from workloads.errors import UserError
+
+LAYOUTS = ("impression", "roo")
+
+
+class MLP(nn.Sequential):
+    """Linear(+ReLU) layers; the last layer's ReLU only with final_act (children named 0, 1, ...)."""
+
+    def __init__(self, in_dim: int, sizes: tuple[int, ...] | list[int], final_act: bool = True):
+        layers: list[nn.Module] = []
+        d = in_dim
+        for i, s in enumerate(sizes):
+            layers.append(nn.Linear(d, s))
+            if final_act or i < len(sizes) - 1:
+                layers.append(nn.ReLU())
+            d = s
+        super().__init__(*layers)
+        self.out_dim = d
+
+
+def check_layout(batch, layout: str) -> bool:
+    """True for the ROO layout; a clear error for a wrong layout or batch type."""
+    if layout not in LAYOUTS:
+        raise UserError(f"layout={layout!r}; allowed: {', '.join(LAYOUTS)}")
+    want = RequestBatch if layout == "roo" else ImpressionBatch
+    if not isinstance(batch, want):
+        raise UserError(f"layout={layout!r} needs a {want.__name__}, got {type(batch).__name__}")
+    return layout == "roo"
+
+
+def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BCE per task, mean over impressions (and tasks); computed in fp32 under autocast."""
+    return F.binary_cross_entropy_with_logits(at_least_fp32(logits), labels.to(at_least_fp32(logits).dtype))
+
+
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """Upcast half types for reductions/losses; keep float64 (the tight equivalence tests)."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
+def param_dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype

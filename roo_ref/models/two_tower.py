@@ -1,0 +1,89 @@
+"""Two-tower retrieval with in-batch negatives.
+
+`user_tower` (RO: user sparse bags, user dense MLP, pooled history) -> u; `item_tower` (NRO: item
+sparse bags, candidate item id, item dense MLP) -> i. For impression n of request r(n):
+    s(n, m) = <u_r(n), i_m> / sqrt(tower_dim)   over every impression m of the batch
+    loss_ce(n) = logsumexp_m s(n, m) - s(n, n)         (label: the impression's own item)
+plus BCE heads on the positive score (one logit per task). Total = mean CE + mean BCE.
+
+Same negative set in both layouts. "impression": u is per impression, `similarity` is an [N, N]
+matmul. "roo": u per request, `similarity` is [R, N] and each request's logsumexp is expanded to
+its k impressions — identical values at 1/k of the matmul (the ROO saving for retrieval).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from roo_ref.embeddings import EmbeddingBagCollection, Table
+from roo_ref.jagged_dispatch import expand_by_request
+from roo_ref.model_presets import ModelConfig
+from roo_ref.models.common import MLP, at_least_fp32, bce_loss, check_layout, param_dtype
+from workloads.spec import WorkloadSpec
+
+
+class InBatchSimilarity(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(dim)
+
+    def forward(self, u_rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """logsumexp over all the batch's items for each user row: [rows]."""
+        s = torch.matmul(u_rows, items.t()) * self.scale
+        return torch.logsumexp(at_least_fp32(s), dim=1)
+
+
+class TwoTower(nn.Module):
+    def __init__(self, spec: WorkloadSpec, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        d = cfg.embedding_dim
+        self.user_sparse = EmbeddingBagCollection([g.cardinality for _, g in spec.user_features()], d,
+                                                  cfg.max_table_rows)
+        self.user_dense_arch = MLP(spec.user_dense, (*cfg.dense_arch, d)) if spec.user_dense else None
+        self.item_table = Table(spec.history.item_cardinality, d, cfg.max_table_rows)
+        self.action_table = Table(spec.history.action_types, d, cfg.max_table_rows)
+        n_user_in = spec.n_user_sparse + (1 if spec.user_dense else 0) + 1
+        self.user_tower = MLP(n_user_in * d, (*cfg.user_arch, cfg.tower_dim), final_act=False)
+        self.item_sparse = EmbeddingBagCollection([g.cardinality for _, g in spec.item_features()], d,
+                                                  cfg.max_table_rows)
+        self.item_dense_arch = MLP(spec.item_dense, (*cfg.dense_arch, d)) if spec.item_dense else None
+        n_item_in = spec.n_item_sparse + (1 if spec.item_dense else 0) + 1
+        self.item_tower = MLP(n_item_in * d, (*cfg.item_arch, cfg.tower_dim), final_act=False)
+        self.similarity = InBatchSimilarity(cfg.tower_dim)
+        self.heads = nn.Linear(1, spec.n_tasks)
+
+    def user_side(self, b) -> torch.Tensor:
+        parts = [self.user_sparse(b.user_sparse_lengths, b.user_sparse_values)]
+        if self.user_dense_arch is not None:
+            parts.append(self.user_dense_arch(b.user_dense.to(param_dtype(self)))[:, None])
+        hist = self.item_table.pooled_mean(b.history_item_ids, b.history_lengths)
+        hist = hist + self.action_table.pooled_mean(b.history_actions, b.history_lengths)
+        parts.append(hist[:, None])
+        return self.user_tower(torch.cat(parts, 1).flatten(1))
+
+    def item_side(self, b) -> torch.Tensor:
+        parts = [
+            self.item_sparse(b.item_sparse_lengths, b.item_sparse_values),
+            self.item_table(b.item_id)[:, None],
+        ]
+        if self.item_dense_arch is not None:
+            parts.append(self.item_dense_arch(b.item_dense.to(param_dtype(self)))[:, None])
+        return self.item_tower(torch.cat(parts, 1).flatten(1))
+
+    def forward(self, batch, layout: str) -> dict[str, torch.Tensor]:
+        roo = check_layout(batch, layout)
+        u = self.user_side(batch)
+        i = self.item_side(batch).to(u.dtype)
+        lse = self.similarity(u, i)
+        if roo:
+            n = i.shape[0]
+            u = expand_by_request(u, batch.num_impressions, n)
+            lse = expand_by_request(lse[:, None], batch.num_impressions, n)[:, 0]
+        pos = (u * i).sum(-1) * self.similarity.scale  # the impression's own item
+        ce = (lse - at_least_fp32(pos)).mean()
+        logits = self.heads(pos[:, None])
+        return {"loss": ce + bce_loss(logits, batch.labels), "logits": logits}
