@@ -1,0 +1,96 @@
+"""One training step, identical for both layouts: forward + backward + optimizer.
+
+Dense parameters: Adam. Embedding tables (sparse gradients): row-wise Adagrad (one accumulator per
+row, as fbgemm's EXACT_ROWWISE_ADAGRAD) or plain SGD — updating only the rows the batch touched.
+bf16: `amp_bf16=True` runs forward/backward under torch.autocast(bfloat16) with fp32 master weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from roo_ref.embeddings import embedding_parameters
+from roo_ref.models.common import LAYOUTS
+from workloads.errors import UserError
+
+EMB_OPTIMIZERS = ("rowwise_adagrad", "sgd")
+
+
+class RowWiseAdagrad(torch.optim.Optimizer):
+    """state[row] += mean(g_row^2); w_row -= lr * g_row / (sqrt(state[row]) + eps). Sparse or dense
+    gradients; with sparse ones only the touched rows are read and written."""
+
+    def __init__(self, params, lr: float = 0.01, eps: float = 1e-8):
+        super().__init__(params, {"lr": lr, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, eps = group["lr"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "sum" not in state:
+                    state["sum"] = torch.zeros(p.shape[0], dtype=torch.float32, device=p.device)
+                g = p.grad
+                if g.is_sparse:
+                    g = g.coalesce()
+                    rows, vals = g.indices()[0], g.values().float()
+                else:
+                    rows, vals = None, g.float()
+                sq = vals.pow(2).mean(dim=tuple(range(1, vals.dim()))) if vals.dim() > 1 else vals.pow(2)
+                if rows is None:
+                    state["sum"].add_(sq)
+                    std = state["sum"].sqrt().add_(eps)
+                    p.add_((-lr * vals / std.view(-1, *([1] * (vals.dim() - 1)))).to(p.dtype))
+                else:
+                    state["sum"].index_add_(0, rows, sq)
+                    std = state["sum"][rows].sqrt().add_(eps)
+                    p.index_add_(0, rows, (-lr * vals / std.view(-1, *([1] * (vals.dim() - 1)))).to(p.dtype))
+
+
+class Trainer:
+    """`Trainer(model, layout).step(batch)` -> loss (a tensor; not synchronized)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layout: str,
+        amp_bf16: bool = False,
+        seed: int = 0,
+        lr: float = 1e-3,
+        emb_lr: float = 0.01,
+        emb_optimizer: str = "rowwise_adagrad",
+    ):
+        if layout not in LAYOUTS:
+            raise UserError(f"layout={layout!r}; allowed: {', '.join(LAYOUTS)}")
+        if emb_optimizer not in EMB_OPTIMIZERS:
+            raise UserError(f"emb_optimizer={emb_optimizer!r}; allowed: {', '.join(EMB_OPTIMIZERS)}")
+        torch.manual_seed(seed)  # nothing in a step is random today; keeps any future dropout fixed
+        self.model, self.layout, self.amp_bf16 = model, layout, amp_bf16
+        emb = embedding_parameters(model)
+        emb_ids = {id(p) for p in emb}
+        dense = [p for p in model.parameters() if id(p) not in emb_ids and p.requires_grad]
+        self.dense_opt = torch.optim.Adam(dense, lr=lr) if dense else None
+        if emb_optimizer == "sgd":
+            self.emb_opt = torch.optim.SGD(emb, lr=emb_lr) if emb else None
+        else:
+            self.emb_opt = RowWiseAdagrad(emb, lr=emb_lr) if emb else None
+        self.device_type = next(model.parameters()).device.type
+
+    def loss(self, batch) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.amp_bf16):
+            return self.model(batch, self.layout)["loss"]
+
+    def step(self, batch) -> torch.Tensor:
+        for opt in (self.dense_opt, self.emb_opt):
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+        loss = self.loss(batch)
+        loss.backward()
+        for opt in (self.dense_opt, self.emb_opt):
+            if opt is not None:
+                opt.step()
+        return loss.detach()
