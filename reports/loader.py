@@ -1,0 +1,248 @@
+"""Read result files into one tolerant, normalized ResultSet.
+
+Inputs (docs/contracts.md "Results"):
+- `*.jsonl`: one result record per line (`schema: roo-bench/result/1`, `kind`, `config`, `metrics`,
+  `provenance`). A truncated or foreign line, or a record of another schema version, is skipped with
+  a warning naming the file and the line; the warning is shown in the report too.
+- `*.json`: one object. Either a result record (has `schema`/`kind`), or the `--json` output of a
+  command, classified by its keys: storage (`formats` + `*_uncompressed_ratio`), model (`components`
+  + `totals`), comm (`counted_bytes_per_step` per layout), calibration (`matmul_flops` +
+  `copy_bandwidth`), project (`gpu_hours_per_day` per layout), demo (`stages`). A JSON array of
+  result records is accepted too.
+- directories are scanned recursively for both.
+
+Every record is normalized to the result-record shape (`kind`, `status`, `config`, `metrics`,
+`provenance`) plus a `source` (file, line, origin label) so the report never guesses later.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workloads.errors import UserError
+
+SCHEMA_PREFIX = "roo-bench/result/"
+SUPPORTED_SCHEMA_VERSIONS = ("1",)
+KINDS = ("point", "storage", "calibration", "comm", "model", "project", "demo")
+LAYOUTS = ("impression", "roo")
+# Committed GPU results live under reports/data/<device>/ (DESIGN.md, "The GPU machine").
+COMMITTED_MARK = ("reports", "data")
+
+
+@dataclass
+class Source:
+    path: str
+    line: int | None
+    committed: bool
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}" if self.line is not None else self.path
+
+
+@dataclass
+class ResultSet:
+    records: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def of(self, kind: str) -> list[dict]:
+        return [r for r in self.records if r["kind"] == kind]
+
+
+def find_result_files(paths: list[str]) -> list[Path]:
+    """Expand files and directories (recursively: *.jsonl, *.json); sorted, without duplicates."""
+    found: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise UserError(
+                f"results path {raw!r} does not exist; pass result files (*.jsonl, *.json) or "
+                "directories holding them"
+            )
+        if p.is_dir():
+            found += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in (".jsonl", ".json"))
+        else:
+            found.append(p)
+    seen: set[Path] = set()
+    out = []
+    for p in found:
+        r = p.resolve()
+        if r not in seen:
+            seen.add(r)
+            out.append(p)
+    if not out:
+        raise UserError(f"no result files found in {', '.join(paths)} (looked for *.jsonl and *.json)")
+    return out
+
+
+def is_committed(path: Path) -> bool:
+    parts = path.resolve().parts
+    return any(parts[i : i + 2] == COMMITTED_MARK for i in range(len(parts) - 1))
+
+
+def load(paths: list[str]) -> ResultSet:
+    """Load and normalize every record; raise UserError when nothing usable remains."""
+    files = find_result_files(paths)
+    rs = ResultSet(files=[str(f) for f in files])
+    for f in files:
+        committed = is_committed(f)
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            rs.warnings.append(f"{f}: skipped, cannot read it as UTF-8 text ({type(e).__name__})")
+            continue
+        if f.suffix == ".jsonl":
+            _load_jsonl(f, text, committed, rs)
+        else:
+            _load_json(f, text, committed, rs)
+    if not rs.records:
+        first = f"; first problem: {rs.warnings[0]}" if rs.warnings else ""
+        raise UserError(f"no usable results in {len(files)} file(s){first}")
+    return rs
+
+
+def _load_jsonl(f: Path, text: str, committed: bool, rs: ResultSet) -> None:
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        src = Source(str(f), i, committed)
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            rs.warnings.append(f"{src.where}: skipped, truncated or not JSON ({e.msg} at column {e.colno})")
+            continue
+        rec, why = _as_record(obj, src, allow_bare=False)
+        if rec is None:
+            rs.warnings.append(f"{src.where}: skipped, {why}")
+        else:
+            rs.records.append(rec)
+
+
+def _load_json(f: Path, text: str, committed: bool, rs: ResultSet) -> None:
+    src = Source(str(f), None, committed)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        rs.warnings.append(f"{f}:{e.lineno}: skipped, truncated or not JSON ({e.msg})")
+        return
+    items = obj if isinstance(obj, list) else [obj]
+    for j, item in enumerate(items):
+        s = Source(str(f), j + 1, committed) if isinstance(obj, list) else src
+        rec, why = _as_record(item, s, allow_bare=True)
+        if rec is None:
+            rs.warnings.append(f"{s.where}: skipped, {why}")
+        else:
+            rs.records.append(rec)
+
+
+def classify(obj: dict) -> str | None:
+    """The kind of a bare `--json` object, from its keys (None: not a roo-bench output)."""
+    if "formats" in obj and ("predicted_uncompressed_ratio" in obj or "measured_uncompressed_ratio" in obj):
+        return "storage"
+    if "components" in obj and "totals" in obj:
+        return "model"
+    if "matmul_flops" in obj and "copy_bandwidth" in obj:
+        return "calibration"
+    per_layout = _layout_dicts(obj)
+    if any("counted_bytes_per_step" in d for d in per_layout.values()):
+        return "comm"
+    if any("gpu_hours_per_day" in d for d in per_layout.values()):
+        return "project"
+    if "stages" in obj and isinstance(obj["stages"], list):
+        return "demo"
+    return None
+
+
+def _layout_dicts(obj: dict) -> dict:
+    """Per-layout sub-objects, whether nested under `layouts` or at the top level."""
+    src = obj.get("layouts") if isinstance(obj.get("layouts"), dict) else obj
+    return {k: v for k, v in src.items() if k in LAYOUTS and isinstance(v, dict)}
+
+
+def _as_record(obj, src: Source, allow_bare: bool) -> tuple[dict | None, str]:
+    if not isinstance(obj, dict):
+        return None, f"not a roo-bench result (a JSON {type(obj).__name__}, expected an object)"
+    schema = obj.get("schema")
+    if schema is not None:
+        if not isinstance(schema, str) or not schema.startswith(SCHEMA_PREFIX):
+            return None, f"foreign record (schema {schema!r}, expected {SCHEMA_PREFIX}1)"
+        version = schema[len(SCHEMA_PREFIX) :]
+        if version not in SUPPORTED_SCHEMA_VERSIONS:
+            return None, (
+                f"incompatible schema version {schema!r} (this report reads "
+                f"{', '.join(SCHEMA_PREFIX + v for v in SUPPORTED_SCHEMA_VERSIONS)})"
+            )
+        kind = obj.get("kind")
+        if kind not in KINDS:
+            return None, f"unknown record kind {kind!r} (known: {', '.join(KINDS)})"
+        metrics = obj.get("metrics")
+        if not isinstance(metrics, dict):
+            return None, "record has no `metrics` object"
+        rec = {
+            "kind": kind,
+            "status": obj.get("status") or "ok",
+            "error": obj.get("error"),
+            "config_hash": obj.get("config_hash") or "",
+            "config": obj.get("config") if isinstance(obj.get("config"), dict) else {},
+            "metrics": metrics,
+            "provenance": obj.get("provenance") if isinstance(obj.get("provenance"), dict) else {},
+        }
+    else:
+        kind = obj.get("kind") if obj.get("kind") in KINDS else None
+        kind = kind or (classify(obj) if allow_bare else None)
+        if kind is None:
+            return None, "not a roo-bench result (no `schema` field and no known key set)"
+        cfg = obj.get("config") if isinstance(obj.get("config"), dict) else {}
+        cfg = dict(cfg)
+        for k in ("preset", "device", "nproc", "world_size", "backend", "dtype"):
+            if k in obj and k not in cfg:
+                cfg[k] = obj[k]
+        rec = {
+            "kind": kind,
+            "status": obj.get("status") or "ok",
+            "error": obj.get("error"),
+            "config_hash": obj.get("config_hash") or "",
+            "config": cfg,
+            "metrics": obj,
+            "provenance": obj.get("provenance") if isinstance(obj.get("provenance"), dict) else {},
+        }
+    if rec["status"] not in ("ok", "oom", "error"):
+        return None, f"unknown status {rec['status']!r} (expected ok, oom or error)"
+    if rec["kind"] == "point" and rec["status"] == "ok":
+        lay = rec["metrics"].get("layouts")
+        if not isinstance(lay, dict) or not all(isinstance(lay.get(x), dict) for x in LAYOUTS):
+            return None, "point record without `metrics.layouts.impression` and `.roo`"
+    rec["source"] = src
+    rec["device_label"] = device_label(rec)
+    return rec, ""
+
+
+def device_label(rec: dict) -> str:
+    """'NVIDIA H100 80GB HBM3 (committed results)' / 'CPU (this run)' — every number says where it
+    came from, so a CPU demo and committed GPU results never blur together."""
+    prov, cfg, m = rec["provenance"], rec["config"], rec["metrics"]
+    name = prov.get("device_name") or m.get("device_name") or ""
+    dev = str(cfg.get("device") or "")
+    if rec["kind"] in ("model", "project"):
+        name = "cost model"  # predictions: no device ran them
+    elif not name:
+        name = "CUDA device" if dev.startswith("cuda") else "CPU"
+    elif name.lower() == "cpu":
+        name = "CPU"
+    origin = "committed results" if rec["source"].committed else "this run"
+    return f"{name} ({origin})"
+
+
+def num(x) -> float | None:
+    """A finite float or None (tolerates missing, null, strings and NaN)."""
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
