@@ -569,7 +569,8 @@ def _storage(rs: ResultSet, ok_points) -> dict:
                     f"{fx(_ratio(g[bpi], q[bpi]))} the request-level bytes; "
                     f"shuffled (as training shuffles produce) they cost "
                     f"{fx(_ratio(s[bpi], q[bpi]))}. Reading them takes "
-                    f"{fx(_ratio(g['read_s'], q['read_s']))} / {fx(_ratio(s['read_s'], q['read_s']))} as long, "
+                    f"{fx(_ratio(g['read_s'], q['read_s']))} / "
+                    f"{fx(_ratio(s['read_s'], q['read_s']))} as long, "
                     f"with {fx(_ratio(g['memory_bytes'], q['memory_bytes']))} the in-memory bytes."
                 )
                 break

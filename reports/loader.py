@@ -113,7 +113,9 @@ def _load_jsonl(f: Path, text: str, committed: bool, rs: ResultSet) -> None:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            rs.warnings.append(f"{src.where}: skipped, truncated or not JSON ({e.msg} at column {e.colno})")
+            rs.warnings.append(
+                f"{src.where}: skipped, truncated or not JSON (column {e.colno}: {e.msg.lower()})"
+            )
             continue
         rec, why = _as_record(obj, src, allow_bare=False)
         if rec is None:
