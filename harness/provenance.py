@@ -1,0 +1,142 @@
+"""Provenance of a measurement: which code, on which machine and software, with which seed.
+
+Every field is best-effort: no git (a tarball install), no GPU or no NVML gives None for the
+fields that need them — collecting provenance never fails a run."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import platform
+import socket
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+FIELDS = (
+    "git_sha",
+    "git_dirty",
+    "host",
+    "device_name",
+    "driver",
+    "cuda",
+    "torch_version",
+    "triton_version",
+    "python_version",
+    "numpy_version",
+    "pyarrow_version",
+    "seed",
+    "created_utc",
+    "roo_bench_version",
+)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        r = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout if r.returncode == 0 else None
+
+
+@lru_cache(maxsize=1)
+def git_state() -> tuple[str | None, bool | None]:
+    """(HEAD sha, dirty). Dirty = tracked files differ from HEAD; untracked files (e.g. result
+    directories inside the checkout) do not count."""
+    sha = _git("rev-parse", "HEAD")
+    if sha is None:
+        return None, None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return sha.strip(), (None if status is None else bool(status.strip()))
+
+
+def _version(module: str, dist: str | None = None) -> str | None:
+    """Version of an already-imported module, else of its installed distribution (importing
+    triton just to read its version costs ~1 s per sweep point), else by importing it."""
+    mod = sys.modules.get(module)
+    if mod is not None and getattr(mod, "__version__", None):
+        return str(mod.__version__)
+    try:
+        from importlib.metadata import version
+
+        return version(dist or module)
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        return str(importlib.import_module(module).__version__)
+    except Exception:  # noqa: BLE001 — absent or broken optional packages are just None
+        return None
+
+
+@lru_cache(maxsize=1)
+def roo_bench_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("roo-bench")
+    except Exception:  # noqa: BLE001 — not installed: read the checkout's pyproject
+        pass
+    try:
+        import tomllib
+
+        return str(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"])
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def device_info(device: str | None) -> tuple[str | None, str | None]:
+    """(device name, driver version) for a torch device string."""
+    dev = str(device or "cpu")
+    if dev.startswith("cuda"):
+        name = None
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                name = torch.cuda.get_device_name(torch.device(dev))
+        except Exception:  # noqa: BLE001
+            pass
+        driver = None
+        try:
+            from harness.nvml import nvml_status
+
+            driver = nvml_status()["driver"]
+        except Exception:  # noqa: BLE001
+            pass
+        return name, driver
+    proc = platform.processor() or platform.machine()
+    return f"cpu ({proc})" if proc else "cpu", None
+
+
+def collect(seed: int | None = None, device: str | None = None) -> dict:
+    """The provenance dict of docs/contracts.md ("Results")."""
+    sha, dirty = git_state()
+    name, driver = device_info(device)
+    cuda = None
+    try:
+        import torch
+
+        cuda = torch.version.cuda
+    except Exception:  # noqa: BLE001
+        pass
+    return {
+        "git_sha": sha,
+        "git_dirty": dirty,
+        "host": socket.gethostname(),
+        "device_name": name,
+        "driver": driver,
+        "cuda": cuda,
+        "torch_version": _version("torch"),
+        "triton_version": _version("triton") or _version("triton", "pytorch-triton"),
+        "python_version": platform.python_version(),
+        "numpy_version": _version("numpy"),
+        "pyarrow_version": _version("pyarrow"),
+        "seed": seed,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "roo_bench_version": roo_bench_version(),
+    }

@@ -1,0 +1,350 @@
+"""run_point: measure one workload × model point in both layouts and return one result record.
+
+One request batch is generated (seeded) and the impression batch is derived from it, so both
+layouts train on exactly the same impressions per step. Each layout gets a freshly built model
+(same seed, same initial weights), its own Trainer, and its own batch moved to the device; the
+other layout's tensors are freed first, so peak memory (torch.cuda.max_memory_allocated, reset
+between layouts) is that layout's alone.
+
+Timing (harness.timers): warm-up steps, one dropped step, `steps` timed steps; the NVML sampler
+(harness.nvml) encloses exactly the timed steps. FLOPs: from the analytic cost model
+(roo_ref.cost) when it is importable — else None with the reason — and, independently, counted
+by torch's FlopCounterMode over one extra warm-up step (`flops_counted_per_step`).
+
+The record's `config_hash` is the hash of the *input* config (PointConfig.hash_dict: preset,
+overrides, device, dtype, timing settings, ...), which a sweep can compute before running the
+point; the record's `config` adds the resolved `spec` and `model` dicts and the sweep `axes`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from workloads.errors import UserError
+
+DTYPES = ("fp32", "bf16")
+BACKENDS = ("torch", "triton")
+LAYOUTS = ("impression", "roo")
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class PointConfig:
+    """The input of one point. `workload` (a full spec dict) replaces the preset's spec; the preset
+    still names the model shape. `axes` labels the sweep coordinates (not part of the hash)."""
+
+    preset: str | None = "tiny"
+    workload: dict | None = None
+    spec_overrides: tuple[str, ...] = ()
+    model_overrides: tuple[str, ...] = ()
+    device: str = "cpu"
+    dtype: str = "fp32"
+    backend: str = "torch"
+    warmup: int = 3
+    steps: int = 20
+    seed: int = 0
+    requests_per_batch: int | None = None
+    nvml: bool = True
+    nvml_interval_ms: float = 20.0
+    count_flops: bool = True
+    threads: int | None = None  # CPU intra-op threads (torch.set_num_threads); None: torch's default
+    layouts: tuple[str, ...] = LAYOUTS
+    axes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.preset is None and self.workload is None:
+            raise UserError("point config: give a preset or a workload (a full spec table)")
+        if self.preset is not None:
+            from workloads.presets import get_preset
+
+            get_preset(self.preset)  # unknown preset: one line naming the allowed ones
+        if not _DEVICE_RE.match(self.device):
+            raise UserError(f"device={self.device!r}; allowed: cpu, cuda, cuda:N")
+        if self.dtype not in DTYPES:
+            raise UserError(f"dtype={self.dtype!r}; allowed: {', '.join(DTYPES)}")
+        if self.backend not in BACKENDS:
+            raise UserError(f"backend={self.backend!r}; allowed: {', '.join(BACKENDS)}")
+        if self.warmup < 0:
+            raise UserError(f"warmup={self.warmup} must be >= 0")
+        if self.steps < 1:
+            raise UserError(f"steps={self.steps} must be >= 1 (>= 5 for a bootstrap speedup interval)")
+        if self.seed < 0:
+            raise UserError(f"seed={self.seed} must be >= 0")
+        if self.requests_per_batch is not None and self.requests_per_batch < 1:
+            raise UserError(f"requests_per_batch={self.requests_per_batch} must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"threads={self.threads} must be >= 1")
+        if not self.nvml_interval_ms > 0:
+            raise UserError(f"nvml_interval_ms={self.nvml_interval_ms} must be > 0")
+        if not self.layouts or any(x not in LAYOUTS for x in self.layouts) or len(set(self.layouts)) != len(
+            self.layouts
+        ):
+            raise UserError(f"layouts={list(self.layouts)}; allowed: distinct values of {', '.join(LAYOUTS)}")
+
+    # --- dict round trip -----------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "point config") -> PointConfig:
+        if not isinstance(d, dict):
+            raise UserError(f"{where} must be a table/object, got {type(d).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+        kw = {}
+        for k, v in d.items():
+            kw[k] = _coerce(k, v, where)
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("spec_overrides", "model_overrides", "layouts"):
+            d[k] = list(d[k])
+        return d
+
+    def hash_dict(self) -> dict:
+        """What identifies the measurement (the sweep's resume key): everything but the labels."""
+        d = self.to_dict()
+        d.pop("axes")
+        return d
+
+    def config_hash(self) -> str:
+        from harness.results import config_hash
+
+        return config_hash(self.hash_dict())
+
+    # --- resolution ----------------------------------------------------------------------------
+    def resolve_spec(self):
+        """The WorkloadSpec this point runs (preset or workload, then overrides, batch size, seed)."""
+        from workloads.presets import get_preset
+        from workloads.spec import WorkloadSpec
+
+        spec = WorkloadSpec.from_dict(self.workload) if self.workload is not None else get_preset(self.preset)
+        extra = list(self.spec_overrides)
+        if self.requests_per_batch is not None:
+            extra.append(f"requests_per_batch={self.requests_per_batch}")
+        extra.append(f"seed={self.seed}")
+        return spec.with_overrides(extra)
+
+
+_INT = ("warmup", "steps", "seed")
+
+
+def _coerce(k: str, v, where: str):
+    def bad(want: str):
+        return UserError(f"{where}: {k}={v!r} must be {want}")
+
+    if k in _INT or (k in ("requests_per_batch", "threads") and v is not None):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise bad("an integer")
+        return v
+    if k in ("nvml", "count_flops"):
+        if not isinstance(v, bool):
+            raise bad("true or false")
+        return v
+    if k == "nvml_interval_ms":
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise bad("a number")
+        return float(v)
+    if k in ("spec_overrides", "model_overrides", "layouts"):
+        if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
+            raise bad("a list of strings")
+        return tuple(v)
+    if k in ("device", "dtype", "backend") or (k == "preset" and v is not None):
+        if not isinstance(v, str):
+            raise bad("a string")
+        return v
+    if k in ("workload", "axes") and v is not None:
+        if not isinstance(v, dict):
+            raise bad("a table/object")
+        return dict(v)
+    return v
+
+
+def check_device(device: str) -> None:
+    """A device that is not there: one line (the sweep and the CLI exit 2 on it)."""
+    if not _DEVICE_RE.match(device):
+        raise UserError(f"--device {device!r}; allowed: cpu, cuda, cuda:N")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"device {device!r} is not available here (torch.cuda.is_available() is False); use cpu"
+            )
+        idx = torch.device(device).index
+        if idx is not None and idx >= torch.cuda.device_count():
+            n = torch.cuda.device_count()
+            raise UserError(f"device {device!r} is not available here: {n} CUDA device(s)")
+
+
+# --- model construction ------------------------------------------------------------------------
+# A builder makes (model, trainer) for one layout: model has `.config.to_dict()`, trainer has
+# `.step(batch)`. The default builds roo_ref models; tests inject a stand-in.
+Builder = Callable[["object", PointConfig, str], tuple]
+
+
+def default_builder(spec, pc: PointConfig, layout: str):
+    import torch
+
+    from roo_ref.models import build_model
+    from roo_ref.train import Trainer
+
+    # The point's backend selects the model's attention kernel; explicit model overrides win.
+    overrides = [f"attention_backend={pc.backend}", *pc.model_overrides]
+    # fp32 master weights in both dtypes; bf16 = autocast (roo_ref.train), as mixed-precision training runs.
+    model = build_model(spec, preset=pc.preset, overrides=overrides, device=pc.device, dtype=torch.float32,
+                        seed=pc.seed)
+    return model, Trainer(model, layout, amp_bf16=pc.dtype == "bf16", seed=pc.seed)
+
+
+# --- cost model --------------------------------------------------------------------------------
+def cost_of(spec, model, request_batch, layout: str, pc: PointConfig, device_name: str | None) -> dict:
+    """The analytic cost model's numbers for one layout, or None values and the reason.
+
+    Expected API (roo_ref.cost): `point_cost(spec, model_config, request_batch, layout, dtype,
+    device_name) -> {"flops_per_step", "flops_masked_counted", "predicted_step_ms", "ideal_speedup"?}`."""
+    out = {"flops_per_step": None, "flops_masked_counted": None, "predicted_step_ms": None,
+           "ideal_speedup": None, "cost_reason": None}
+    try:
+        from roo_ref import cost
+    except Exception as e:  # noqa: BLE001 — not written yet / broken: record why
+        out["cost_reason"] = f"roo_ref.cost not importable: {type(e).__name__}: {e}"
+        return out
+    fn = getattr(cost, "point_cost", None)
+    if fn is None:
+        out["cost_reason"] = "roo_ref.cost has no point_cost()"
+        return out
+    try:
+        res = fn(spec, getattr(model, "config", None), request_batch, layout, pc.dtype, device_name)
+    except Exception as e:  # noqa: BLE001
+        out["cost_reason"] = f"roo_ref.cost.point_cost failed: {type(e).__name__}: {e}"
+        return out
+    for k in ("flops_per_step", "flops_masked_counted", "predicted_step_ms", "ideal_speedup"):
+        if k in res:
+            out[k] = res[k]
+    return out
+
+
+def count_flops(step: Callable[[], object]) -> float | None:
+    """FLOPs of one training step (forward + backward) by torch's FlopCounterMode. Counts what the
+    torch ops do: the reference attention's padded matmuls are counted dense (masked work
+    included); a Triton kernel is invisible to it."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+    except ImportError:
+        return None
+    with FlopCounterMode(display=False) as fc:
+        step()
+    return float(fc.get_total_flops())
+
+
+def _model_config(model) -> dict:
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        return {}
+    if hasattr(cfg, "to_dict"):
+        return cfg.to_dict()
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    return dict(cfg) if isinstance(cfg, dict) else {"repr": repr(cfg)}
+
+
+# --- the point ---------------------------------------------------------------------------------
+def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> dict:
+    """Measure both layouts of one point; return a `kind="point"` record (docs/contracts.md)."""
+    import torch
+
+    from harness import provenance
+    from harness.nvml import NvmlSampler
+    from harness.results import make_record
+    from harness.timers import ratio_interval, time_steps
+    from workloads.generator import generate
+
+    pc = config if isinstance(config, PointConfig) else PointConfig.from_dict(config)
+    check_device(pc.device)
+    builder = builder or default_builder
+    dev = torch.device(pc.device)
+    cuda = dev.type == "cuda"
+    spec = pc.resolve_spec()
+    if pc.threads is not None:
+        # On a shared CPU, OpenMP threads spin-waiting for a busy core make steps several times
+        # slower and far noisier; CPU sweeps pin this (ci-tiny uses 1).
+        torch.set_num_threads(pc.threads)
+    prov = provenance.collect(pc.seed, pc.device)
+
+    rb_cpu = generate(spec, spec.requests_per_batch, seed=pc.seed)
+    n_req, n_imp = rb_cpu.num_requests, rb_cpu.num_impressions_total
+    layouts: dict[str, dict] = {}
+    samples: dict[str, tuple[float, ...]] = {}
+    model_cfg: dict = {}
+    for layout in pc.layouts:
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
+        batch = (rb_cpu if layout == "roo" else rb_cpu.to_impressions()).to(dev)
+        torch.manual_seed(pc.seed)
+        model, trainer = builder(spec, pc, layout)
+        model_cfg = _model_config(model) or model_cfg
+
+        def step(trainer=trainer, batch=batch):
+            return trainer.step(batch)
+
+        flops_counted = count_flops(step) if pc.count_flops else None
+        sampler = NvmlSampler(pc.device, pc.nvml_interval_ms, enabled=pc.nvml)
+        try:
+            timing = time_steps(step, warmup=pc.warmup, steps=pc.steps, device=dev,
+                                region=lambda s=sampler: s)
+        finally:
+            sampler.close()
+        energy = sampler.summary(pc.steps, n_imp)
+        peak = int(torch.cuda.max_memory_allocated(dev)) if cuda else None
+        cost = cost_of(spec, model, rb_cpu, layout, pc, prov.get("device_name"))
+        med_s = timing.stats.median / 1e3
+        flops = cost["flops_per_step"]
+        pred = cost["predicted_step_ms"]
+        layouts[layout] = {
+            "step_ms": timing.stats.to_dict(),
+            "dropped_ms": timing.dropped_ms,
+            "timer": timing.method,
+            "impressions_per_s": n_imp / med_s if med_s > 0 else None,
+            "requests_per_s": n_req / med_s if med_s > 0 else None,
+            "impressions_per_step": n_imp,
+            "requests_per_step": n_req,
+            "peak_mem_bytes": peak,
+            "flops_per_step": flops,
+            "flops_masked_counted": cost["flops_masked_counted"],
+            "achieved_tflops": flops / med_s / 1e12 if flops and med_s > 0 else None,
+            "flops_counted_per_step": flops_counted,
+            "achieved_tflops_counted": flops_counted / med_s / 1e12 if flops_counted and med_s > 0 else None,
+            "predicted_step_ms": pred,
+            "step_error": timing.stats.median / pred - 1 if pred else None,
+            "cost_reason": cost["cost_reason"],
+            "ideal_speedup": cost["ideal_speedup"],
+            "energy": energy,
+        }
+        samples[layout] = timing.samples_ms
+        del model, trainer, batch, step
+    metrics: dict = {"layouts": layouts, "speedup": None, "speedup_ci": None, "speedup_ci_method": None,
+                     "predicted_speedup": None, "speedup_error": None, "ideal_speedup": None}
+    if "impression" in layouts and "roo" in layouts:
+        imp, roo = layouts["impression"], layouts["roo"]
+        ci = ratio_interval(samples["impression"], samples["roo"], seed=pc.seed)
+        metrics["speedup"] = ci["ratio"]
+        metrics["speedup_ci"] = [ci["lo"], ci["hi"]]
+        metrics["speedup_ci_method"] = ci["method"]
+        if imp["predicted_step_ms"] and roo["predicted_step_ms"]:
+            metrics["predicted_speedup"] = imp["predicted_step_ms"] / roo["predicted_step_ms"]
+            metrics["speedup_error"] = ci["ratio"] / metrics["predicted_speedup"] - 1
+        ideal = roo["ideal_speedup"] or imp["ideal_speedup"]
+        if ideal is None and imp["flops_per_step"] and roo["flops_per_step"]:
+            ideal = imp["flops_per_step"] / roo["flops_per_step"]  # the FLOP ratio is the ideal
+        metrics["ideal_speedup"] = ideal
+    rec_config = pc.to_dict()
+    rec_config["spec"] = spec.to_dict()
+    rec_config["model"] = model_cfg
+    return make_record("point", rec_config, metrics, provenance=prov, hash_config=pc.hash_dict())
