@@ -19,7 +19,6 @@ no transcendental function runs per id. Time gaps are exponential quantiles from
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from functools import lru_cache
 

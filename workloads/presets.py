@@ -91,3 +91,18 @@ def get_preset(name: str) -> WorkloadSpec:
         return PRESETS[name]
     except KeyError:
         raise SpecError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)} (see `roo-bench presets`)") from None
+
+
+def resolve_spec(preset: str | None = None, spec_file: str | None = None, overrides=()) -> WorkloadSpec:
+    """The spec a command runs on: `--preset NAME` or `--spec FILE`, then `--set key=value` overrides."""
+    if preset and spec_file:
+        raise SpecError("give either --preset or --spec, not both")
+    if spec_file:
+        from workloads.spec import WorkloadSpec as _W
+
+        spec = _W.from_file(spec_file)
+    elif preset:
+        spec = get_preset(preset)
+    else:
+        raise SpecError(f"give --preset NAME (one of: {', '.join(PRESETS)}) or --spec FILE")
+    return spec.with_overrides(list(overrides)) if overrides else spec

@@ -1,0 +1,255 @@
+"""Data commands: `presets`, `generate`, `convert`, `storage`, `fit` (see workloads/)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from workloads.errors import UserError
+
+LAYOUT_CHOICES = ("request", "impression", "both")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("presets", help="list the workload presets")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_presets)
+
+    p = sub.add_parser("generate", help="generate a synthetic dataset (Parquet) from a preset or spec")
+    _spec_args(p)
+    p.add_argument("--requests", type=int, default=4096, help="number of requests (default 4096)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the spec's seed)")
+    p.add_argument("--out", required=True, help="output directory (must not exist)")
+    p.add_argument("--layout", default="both", help="request | impression | both (default both)")
+    p.add_argument("--order", default="grouped", help="impression row order: grouped | shuffled (default grouped)")
+    p.add_argument("--codec", default="zstd", help="none | snappy | zstd (default zstd)")
+    p.add_argument("--row-group-size", type=int, default=None, help="rows per Parquet row group (default 8192)")
+    p.add_argument("--chunk-requests", type=int, default=4096, help="requests generated per streaming chunk")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("convert", help="convert an impression-level Parquet log to request level")
+    p.add_argument("input", metavar="IN", help="impression-level Parquet file (or dataset dir)")
+    p.add_argument("--request-key", required=True, help="column that identifies the request")
+    p.add_argument("--out", required=True, help="output dataset directory (must not exist)")
+    p.add_argument("--ro-columns", default="auto", help="auto (constant within every request) or a,b,c")
+    p.add_argument("--on-conflict", default="error", help="error | first: an RO column differing within a request")
+    p.add_argument("--codec", default="zstd", help="output codec: none | snappy | zstd (default zstd)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("storage", help="bytes, rows and seconds per layout x row order x codec")
+    _spec_args(p)
+    p.add_argument("--data", default=None, help="measure a dataset dir written by generate/convert instead")
+    p.add_argument("--requests", type=int, default=4096, help="requests to generate (default 4096)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the spec's seed)")
+    p.add_argument("--codecs", default="none,snappy,zstd", help="comma list (default none,snappy,zstd)")
+    p.add_argument("--row-group-size", type=int, default=None, help="rows per Parquet row group (default 8192)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_storage)
+
+    p = sub.add_parser("fit", help="fit a workload spec (TOML) to a log")
+    p.add_argument("input", metavar="IN", help="Parquet file or dataset dir (roo-bench column convention)")
+    p.add_argument("--request-key", required=True, help="column that identifies the request")
+    p.add_argument("--out", default=None, help="write the spec TOML here (default: print it)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_fit)
+
+
+def _spec_args(p) -> None:
+    p.add_argument("--preset", default=None, help="preset name (see `roo-bench presets`)")
+    p.add_argument("--spec", default=None, help="spec file (TOML/JSON), e.g. from `roo-bench fit`")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec value by dotted path, e.g. impressions.mean=10 (repeatable)")
+
+
+def _positive(name: str, v: int | None) -> None:
+    if v is not None and v < 1:
+        raise UserError(f"--{name}={v} must be >= 1")
+
+
+def _choice(name: str, v: str, allowed) -> None:
+    if v not in allowed:
+        raise UserError(f"--{name} {v!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def _out(obj, args, text: str) -> None:
+    print(json.dumps(obj) if args.json else text)
+
+
+# --- presets -------------------------------------------------------------------------------------------
+def _presets(args) -> int:
+    from workloads.presets import PRESETS
+
+    if args.json:
+        print(json.dumps({"presets": [{"name": n, "description": s.description} for n, s in PRESETS.items()]}))
+    else:
+        w = max(map(len, PRESETS))
+        for n, s in PRESETS.items():
+            print(f"{n:<{w}}  {s.description}")
+    return 0
+
+
+# --- generate ------------------------------------------------------------------------------------------
+def _progress(total: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is optional on the GPU machine
+        return None
+    # disable=None: no bar when stderr is not a terminal; short runs need none either
+    return tqdm(total=total, unit="req", disable=None if total >= 50_000 else True, file=sys.stderr)
+
+
+def _generate(args) -> int:
+    from workloads.generator import iter_request_batches
+    from workloads.parquet_io import (
+        CODECS,
+        DEFAULT_ROW_GROUP,
+        ORDERS,
+        DatasetWriter,
+        commit_temp_dir,
+        make_temp_dir,
+    )
+    from workloads.presets import resolve_spec
+
+    _choice("layout", args.layout, LAYOUT_CHOICES)
+    _choice("order", args.order, ORDERS)
+    _choice("codec", args.codec, CODECS)
+    _positive("requests", args.requests)
+    _positive("row-group-size", args.row_group_size)
+    _positive("chunk-requests", args.chunk_requests)
+    if args.seed is not None and args.seed < 0:
+        raise UserError(f"--seed={args.seed} must be >= 0")
+    spec = resolve_spec(args.preset, args.spec, args.set)
+    seed = spec.seed if args.seed is None else args.seed
+    layouts = ("request", "impression") if args.layout == "both" else (args.layout,)
+    out = Path(args.out)
+    root = make_temp_dir(out)
+    writers = []
+    bar = None
+    try:
+        for layout in layouts:
+            writers.append(DatasetWriter(root / layout, layout, order=args.order if layout == "impression" else "grouped",
+                                         codec=args.codec, row_group_size=args.row_group_size or DEFAULT_ROW_GROUP,
+                                         spec=spec, seed=seed, extra={"requests_requested": args.requests}))
+        bar = _progress(args.requests)
+        for b in iter_request_batches(spec, args.requests, seed=seed, chunk_requests=args.chunk_requests):
+            for w in writers:
+                w.write(b)
+            if bar is not None:
+                bar.update(b.num_requests)
+        manifests = {w.layout: w.close() for w in writers}
+        commit_temp_dir(root, out)
+    except BaseException:
+        for w in writers:
+            w.abort()
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    res = {"out": str(out), "preset": spec.name, "seed": seed, "requests": args.requests,
+           "datasets": {k: {"path": str(out / k), "rows": m["rows"], "impressions": m["impressions"],
+                            "file_bytes": m["file_bytes"], "order": m["order"], "codec": m["codec"]}
+                        for k, m in manifests.items()}}
+    lines = [f"{k}: {v['rows']} rows, {v['impressions']} impressions, {v['file_bytes']} bytes -> {v['path']}"
+             for k, v in res["datasets"].items()]
+    _out(res, args, "\n".join(lines))
+    return 0
+
+
+# --- convert -------------------------------------------------------------------------------------------
+def _convert(args) -> int:
+    from workloads.convert import CONFLICT_POLICIES, convert
+    from workloads.parquet_io import CODECS
+
+    _choice("on-conflict", args.on_conflict, CONFLICT_POLICIES)
+    _choice("codec", args.codec, CODECS)
+    r = convert(args.input, args.out, args.request_key, ro_columns=args.ro_columns, on_conflict=args.on_conflict,
+                codec=args.codec)
+    d = r.to_dict()
+    _out(d, args, f"rows in {r.rows_in}, rows out {r.rows_out}, dedup factor {r.dedup_factor:.2f}, "
+                  f"bytes in {r.bytes_in}, bytes out {r.bytes_out}, conflicts {r.conflicts}"
+                  + (f" (external sort, {r.partitions} partitions)" if r.external_sort else ""))
+    return 0
+
+
+# --- storage -------------------------------------------------------------------------------------------
+def _storage(args) -> int:
+    from workloads.parquet_io import CODECS, DEFAULT_ROW_GROUP, dataset_dirs, read_dataset, read_manifest
+    from workloads.spec import WorkloadSpec
+    from workloads.storage import measure
+
+    codecs = tuple(c.strip() for c in args.codecs.split(",") if c.strip())
+    for c in codecs:
+        _choice("codecs", c, CODECS)
+    _positive("requests", args.requests)
+    _positive("row-group-size", args.row_group_size)
+    if args.data:
+        if args.preset or args.spec:
+            raise UserError("give --data DIR or --preset/--spec, not both")
+        dirs = dataset_dirs(args.data)
+        ds = sorted(dirs, key=lambda d: read_manifest(d)["layout"] != "request")[0]
+        m = read_manifest(ds)
+        b = read_dataset(ds)
+        if m["layout"] == "impression":
+            b = b.to_requests()
+        spec = WorkloadSpec.from_dict(m["spec"]) if m.get("spec") else None
+        source = {"data": str(ds)}
+    else:
+        from workloads.generator import generate
+        from workloads.presets import resolve_spec
+
+        spec = resolve_spec(args.preset, args.spec, args.set)
+        seed = spec.seed if args.seed is None else args.seed
+        b = generate(spec, args.requests, seed=seed)
+        source = {"preset": spec.name, "seed": seed}
+    res = measure(b, spec, codecs=codecs, row_group_size=args.row_group_size or DEFAULT_ROW_GROUP)
+    res.update(source)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    p = res["predicted_uncompressed_ratio"]
+    print(f"{res['requests']} requests, {res['impressions']} impressions ({res['impressions_per_request']:.2f}/request)")
+    print(f"uncompressed impression/request bytes: measured {res['measured_uncompressed_ratio']:.3f}"
+          + (f", predicted k(U+I)/(U+kI) {p:.3f}" if p is not None else ""))
+    print(f"{'layout':<11}{'order':<9}{'codec':<7}{'file MB':>9}{'B/imp':>9}{'imps/TB':>10}"
+          f"{'write s':>9}{'read s':>8}{'mem MB':>9}")
+    for f in res["formats"]:
+        print(f"{f['layout']:<11}{f['order']:<9}{f['codec']:<7}{f['file_bytes'] / 1e6:>9.2f}"
+              f"{f['bytes_per_impression']:>9.0f}{f['samples_per_tb']:>10.3g}{f['write_s']:>9.3f}"
+              f"{f['read_s']:>8.3f}{f['memory_bytes'] / 1e6:>9.1f}")
+    return 0
+
+
+# --- fit -----------------------------------------------------------------------------------------------
+def _fit(args) -> int:
+    import os
+    import tempfile
+
+    from workloads.fit import fit_file
+
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise UserError(f"cannot write {out}: {parent} is not a writable directory; choose another --out")
+    spec, report = fit_file(args.input, args.request_key)
+    text = spec.to_toml()
+    if out is not None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    if args.json:
+        print(json.dumps({"spec": spec.to_dict(), "fit": report, "out": str(out) if out else None}))
+    elif out is None:
+        print(text, end="")
+    else:
+        d = report["data"]
+        print(f"fitted {d['requests']} requests: impressions/request {report['impressions']['chosen']} "
+              f"(mean {d['impressions_per_request']:.2f}), history length {report['history_length']['chosen']} "
+              f"(mean {d['history_length_mean']:.1f}) -> {out}")
+    return 0

@@ -1,0 +1,424 @@
+"""Parquet I/O for both layouts (pyarrow), with a manifest.json beside each dataset.
+
+A dataset is a directory holding `data.parquet` and `manifest.json`. Columns:
+
+    request_id  int64                     both layouts (the request key)
+    timestamp   int64                     RO
+    user_dense  fixed_size_list<f32>[Du]  RO (absent when Du == 0)
+    us.<name>   list<int64>               RO, one per user sparse feature
+    history_item_ids / history_actions / history_timestamps   list<int64> / list<int32> / list<int64>, RO
+    item_id     int64                     NRO
+    is.<name>   list<int64>               NRO, one per item sparse feature
+    item_dense  fixed_size_list<f32>[Di]  NRO (absent when Di == 0)
+    labels      fixed_size_list<f32>[T]   NRO
+
+Impression level: one row per impression with exactly these types (RO values copied per row).
+Request level: one row per request; RO columns as above, every NRO column wrapped in one more list
+(k impressions per row), e.g. `item_id: list<int64>`, `is.<name>: list<list<int64>>`.
+
+Row orders (impression level): `grouped` keeps a request's rows adjacent; `shuffled` applies a
+seeded permutation within each written chunk of requests (a shuffle buffer, as a training
+pipeline's shuffle produces; the chunk is the whole dataset unless it streams).
+
+Writes are atomic: everything goes into a temp dir beside the target, renamed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from workloads.batch import ImpressionBatch, RequestBatch
+from workloads.errors import UserError
+
+LAYOUTS = ("request", "impression")
+ORDERS = ("grouped", "shuffled")
+CODECS = ("none", "snappy", "zstd")
+DATA_FILE = "data.parquet"
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = "roo-bench/dataset/1"
+DEFAULT_ROW_GROUP = 8192
+US, IS = "us.", "is."
+HISTORY_COLS = ("history_item_ids", "history_actions", "history_timestamps")
+
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise UserError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+    return value
+
+
+def feature_names(spec, n_user: int, n_item: int) -> tuple[list[str], list[str]]:
+    """Sparse feature names from the spec (or generic f0, f1, ... without one)."""
+    if spec is not None and spec.n_user_sparse == n_user and spec.n_item_sparse == n_item:
+        return [n for n, _ in spec.user_features()], [n for n, _ in spec.item_features()]
+    return [f"f{i}" for i in range(n_user)], [f"f{i}" for i in range(n_item)]
+
+
+# --- batch -> arrow ------------------------------------------------------------------------------
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _offsets(lengths: np.ndarray) -> pa.Array:
+    off = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=off[1:])
+    if off[-1] >= 2**31:
+        raise UserError("a column chunk has more than 2^31 values; write with a smaller chunk/row group size")
+    return pa.array(off.astype(np.int32))
+
+
+def _list(values: pa.Array, lengths: np.ndarray) -> pa.Array:
+    return pa.ListArray.from_arrays(_offsets(lengths), values)
+
+
+def _fixed(a: np.ndarray) -> pa.Array:
+    return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1])
+
+
+def _keyed_columns(lengths: np.ndarray, values: np.ndarray, names: list[str], prefix: str, outer=None):
+    cols = {}
+    pos = 0
+    for f, name in enumerate(names):
+        m = int(lengths[f].sum())
+        arr = _list(pa.array(values[pos : pos + m]), lengths[f])
+        cols[prefix + name] = arr if outer is None else _list(arr, outer)
+        pos += m
+    return cols
+
+
+def _ro_columns(b, user_names: list[str]) -> dict[str, pa.Array]:
+    cols: dict[str, pa.Array] = {"request_id": pa.array(_np(b.request_id)), "timestamp": pa.array(_np(b.timestamp))}
+    if b.user_dense.shape[1]:
+        cols["user_dense"] = _fixed(_np(b.user_dense))
+    cols.update(_keyed_columns(_np(b.user_sparse_lengths), _np(b.user_sparse_values), user_names, US))
+    hl = _np(b.history_lengths)
+    cols["history_item_ids"] = _list(pa.array(_np(b.history_item_ids)), hl)
+    cols["history_actions"] = _list(pa.array(_np(b.history_actions).astype(np.int32)), hl)
+    cols["history_timestamps"] = _list(pa.array(_np(b.history_timestamps)), hl)
+    return cols
+
+
+def _nro_columns(b, item_names: list[str], outer: np.ndarray | None) -> dict[str, pa.Array]:
+    def wrap(a: pa.Array) -> pa.Array:
+        return a if outer is None else _list(a, outer)
+
+    cols = {"item_id": wrap(pa.array(_np(b.item_id)))}
+    cols.update(_keyed_columns(_np(b.item_sparse_lengths), _np(b.item_sparse_values), item_names, IS, outer))
+    if b.item_dense.shape[1]:
+        cols["item_dense"] = wrap(_fixed(_np(b.item_dense)))
+    cols["labels"] = wrap(_fixed(_np(b.labels)))
+    return cols
+
+
+def request_table(b: RequestBatch, spec=None) -> pa.Table:
+    un, inn = feature_names(spec, b.user_sparse_lengths.shape[0], b.item_sparse_lengths.shape[0])
+    cols = _ro_columns(b, un)
+    cols.update(_nro_columns(b, inn, _np(b.num_impressions)))
+    return pa.table(cols)
+
+
+def impression_table(b: ImpressionBatch, spec=None) -> pa.Table:
+    un, inn = feature_names(spec, b.user_sparse_lengths.shape[0], b.item_sparse_lengths.shape[0])
+    cols = _ro_columns(b, un)
+    cols.update(_nro_columns(b, inn, None))
+    return pa.table(cols)
+
+
+# --- arrow -> batch ------------------------------------------------------------------------------
+def _t(a: np.ndarray, dtype=torch.int64) -> torch.Tensor:
+    a = np.ascontiguousarray(a)
+    if not a.flags.writeable:  # arrow buffers are read-only; torch wants to own writable memory
+        a = a.copy()
+    return torch.from_numpy(a).to(dtype)
+
+
+def _arr(table: pa.Table, name: str) -> pa.Array:
+    col = table.column(name)
+    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+
+
+def _vals(a: pa.Array) -> np.ndarray:
+    return a.to_numpy(zero_copy_only=False)
+
+
+def _unlist(a: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    return a.flatten(), _vals(a.value_lengths()).astype(np.int64)
+
+
+def _dense(table: pa.Table, name: str, rows: int, nested: bool) -> torch.Tensor:
+    if name not in table.column_names:
+        return torch.zeros((rows, 0), dtype=torch.float32)
+    a = _arr(table, name)
+    if nested:
+        a = a.flatten()
+    width = a.type.list_size
+    return _t(_vals(a.flatten()).reshape(-1, width), torch.float32)
+
+
+def _keyed(table: pa.Table, prefix: str, rows: int, nested: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    names = [c for c in table.column_names if c.startswith(prefix)]
+    if not names:
+        return torch.zeros((0, rows), dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    lens, vals = [], []
+    for n in names:
+        a = _arr(table, n)
+        if nested:
+            a = a.flatten()
+        v, ln = _unlist(a)
+        lens.append(ln)
+        vals.append(_vals(v))
+    return _t(np.stack(lens)), _t(np.concatenate(vals))
+
+
+def _ro_fields(table: pa.Table) -> dict[str, torch.Tensor]:
+    rows = table.num_rows
+    usl, usv = _keyed(table, US, rows, nested=False)
+    h_ids, hl = _unlist(_arr(table, "history_item_ids"))
+    h_act, _ = _unlist(_arr(table, "history_actions"))
+    h_ts, _ = _unlist(_arr(table, "history_timestamps"))
+    return {
+        "request_id": _t(_vals(_arr(table, "request_id"))),
+        "timestamp": _t(_vals(_arr(table, "timestamp"))),
+        "user_dense": _dense(table, "user_dense", rows, nested=False),
+        "user_sparse_lengths": usl,
+        "user_sparse_values": usv,
+        "history_lengths": _t(hl),
+        "history_item_ids": _t(_vals(h_ids)),
+        "history_actions": _t(_vals(h_act)),
+        "history_timestamps": _t(_vals(h_ts)),
+    }
+
+
+def table_to_requests(table: pa.Table) -> RequestBatch:
+    ro = _ro_fields(table)
+    item, k = _unlist(_arr(table, "item_id"))
+    n = int(k.sum())
+    isl, isv = _keyed(table, IS, n, nested=True)
+    return RequestBatch(
+        **ro,
+        num_impressions=_t(k),
+        item_id=_t(_vals(item)),
+        item_sparse_lengths=isl,
+        item_sparse_values=isv,
+        item_dense=_dense(table, "item_dense", n, nested=True),
+        labels=_dense(table, "labels", n, nested=True),
+    )
+
+
+def table_to_impressions(table: pa.Table) -> ImpressionBatch:
+    ro = _ro_fields(table)
+    n = table.num_rows
+    isl, isv = _keyed(table, IS, n, nested=False)
+    return ImpressionBatch(
+        **ro,
+        item_id=_t(_vals(_arr(table, "item_id"))),
+        item_sparse_lengths=isl,
+        item_sparse_values=isv,
+        item_dense=_dense(table, "item_dense", n, nested=False),
+        labels=_dense(table, "labels", n, nested=False),
+    )
+
+
+# --- datasets on disk ----------------------------------------------------------------------------
+def _compression(codec: str) -> str:
+    return {"none": "NONE", "snappy": "SNAPPY", "zstd": "ZSTD"}[check_choice("codec", codec, CODECS)]
+
+
+def shuffle_perm(n: int, seed: int, chunk_index: int) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng([seed, 0x5F, chunk_index]).permutation(n))
+
+
+class DatasetWriter:
+    """Streams RequestBatches into one layout's Parquet file, in exact `row_group_size` row groups.
+
+    Use as a context manager over a directory that must not exist yet: data goes to a temp dir
+    beside it, renamed into place by `close()`; on an exception the temp dir is removed."""
+
+    def __init__(self, out_dir, layout: str, order: str = "grouped", codec: str = "zstd",
+                 row_group_size: int = DEFAULT_ROW_GROUP, spec=None, seed: int | None = None,
+                 extra: dict | None = None):
+        self.layout = check_choice("layout", layout, LAYOUTS)
+        self.order = check_choice("order", order, ORDERS)
+        if layout == "request" and order != "grouped":
+            raise UserError("order='shuffled' applies to the impression layout only; request rows are one per request")
+        self.compression = _compression(codec)
+        if isinstance(row_group_size, bool) or not isinstance(row_group_size, int) or row_group_size < 1:
+            raise UserError(f"row_group_size={row_group_size} must be an integer >= 1")
+        self.codec, self.row_group_size, self.spec, self.seed = codec, row_group_size, spec, seed
+        self.extra = extra or {}
+        self.out = Path(out_dir)
+        self.tmp = make_temp_dir(self.out)
+        self.writer: pq.ParquetWriter | None = None
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.requests = self.impressions = self.chunks = 0
+        self.memory_bytes = 0
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def table_for(self, b: RequestBatch) -> pa.Table:
+        if self.layout == "request":
+            return request_table(b, self.spec)
+        imp = b.to_impressions()
+        if self.order == "shuffled":
+            imp = imp.permute(shuffle_perm(imp.num_impressions_total, self.seed or 0, self.chunks))
+        return impression_table(imp, self.spec)
+
+    def write(self, b: RequestBatch) -> None:
+        self.write_table(self.table_for(b), b.num_requests, b.num_impressions_total)
+
+    def write_table(self, t: pa.Table, requests: int, impressions: int) -> None:
+        self.requests += requests
+        self.impressions += impressions
+        self.chunks += 1
+        self.memory_bytes += t.nbytes
+        self.pending.append(t)
+        self.pending_rows += t.num_rows
+        while self.pending_rows >= self.row_group_size:
+            self._flush(self.row_group_size)
+
+    def _flush(self, rows: int) -> None:
+        t = pa.concat_tables(self.pending) if len(self.pending) > 1 else self.pending[0]
+        head, rest = t.slice(0, rows), t.slice(rows)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp / DATA_FILE, head.schema, compression=self.compression)
+        self.writer.write_table(head, row_group_size=rows)
+        self.pending = [rest] if rest.num_rows else []
+        self.pending_rows = rest.num_rows
+
+    def close(self) -> dict:
+        if self.pending_rows:
+            self._flush(self.pending_rows)
+        if self.writer is None:
+            raise UserError("nothing to write: the dataset has no rows")
+        self.writer.close()
+        meta = pq.read_metadata(self.tmp / DATA_FILE)
+        manifest = {
+            "schema": MANIFEST_SCHEMA,
+            "layout": self.layout,
+            "order": self.order if self.layout == "impression" else "grouped",
+            "codec": self.codec,
+            "row_group_size": self.row_group_size,
+            "seed": self.seed,
+            "spec": self.spec.to_dict() if self.spec is not None else None,
+            "requests": self.requests,
+            "impressions": self.impressions,
+            "rows": meta.num_rows,
+            "row_groups": meta.num_row_groups,
+            "file": DATA_FILE,
+            "file_bytes": (self.tmp / DATA_FILE).stat().st_size,
+            "uncompressed_bytes": sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)),
+            "memory_bytes": self.memory_bytes,
+            **self.extra,
+        }
+        write_json(self.tmp / MANIFEST, manifest)
+        commit_temp_dir(self.tmp, self.out)
+        return manifest
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001 - cleanup only; the original error is what matters
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def write_dataset(out_dir, batches: Iterable[RequestBatch], layout: str, **kw) -> dict:
+    """Write RequestBatches as one dataset (layout 'request' or 'impression'); returns the manifest."""
+    with DatasetWriter(out_dir, layout, **kw) as w:
+        for b in batches:
+            w.write(b)
+    return read_manifest(out_dir)
+
+
+def read_manifest(path) -> dict:
+    p = Path(path)
+    m = p / MANIFEST if p.is_dir() else p.parent / MANIFEST
+    if not m.is_file():
+        raise UserError(f"{p} is not a roo-bench dataset (no {MANIFEST}); write one with `roo-bench generate`")
+    try:
+        return json.loads(m.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{m} is not valid JSON ({e}); regenerate the dataset") from None
+
+
+def read_table(path, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file (or a dataset dir's data file) as one table; a clear error if unreadable."""
+    p = Path(path)
+    f = p / DATA_FILE if p.is_dir() else p
+    if not f.exists():
+        raise UserError(f"{f} does not exist; give a Parquet file or a dataset directory")
+    try:
+        return pq.read_table(f, columns=columns)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise UserError(f"{f} is not a readable Parquet file ({str(e).splitlines()[0]}); check the path or re-export it") from None
+
+
+def read_dataset(path) -> RequestBatch | ImpressionBatch:
+    """Read back exactly what was written: a RequestBatch or an ImpressionBatch (in file row order)."""
+    layout = read_manifest(path)["layout"]
+    t = read_table(path)
+    return table_to_requests(t) if layout == "request" else table_to_impressions(t)
+
+
+def dataset_dirs(root) -> list[Path]:
+    """The dataset dirs at or directly under `root` (for --data DIR)."""
+    r = Path(root)
+    if (r / MANIFEST).is_file():
+        return [r]
+    found = sorted(d for d in r.iterdir() if (d / MANIFEST).is_file()) if r.is_dir() else []
+    if not found:
+        raise UserError(f"{r} holds no roo-bench dataset (no {MANIFEST}); write one with `roo-bench generate`")
+    return found
+
+
+# --- atomic output helpers ------------------------------------------------------------------------
+def make_temp_dir(out: Path) -> Path:
+    """A temp dir beside `out` (same filesystem, so the final rename is atomic)."""
+    out = Path(out)
+    if out.exists():
+        raise UserError(f"output {out} already exists; choose a new --out or remove it")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"output parent directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"output directory {parent} is not writable; choose another --out")
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    except OSError as e:
+        raise UserError(f"cannot create output in {parent} ({e.strerror}); choose another --out") from None
+
+
+def commit_temp_dir(tmp: Path, out: Path) -> None:
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the result should look like any new dir
+        os.rename(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot move output into {out} ({e.strerror}); choose another --out") from None
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
