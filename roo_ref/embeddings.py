@@ -85,8 +85,12 @@ class Table(nn.Module):
     def pooled_mean(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Mean over each jagged row ([B, dim]; 0 for an empty row), without materializing [H, dim]."""
         return nn.functional.embedding_bag(
-            hash_ids(ids, self.rows), self.emb.weight, complete_cumsum(lengths),
-            mode="mean", sparse=True, include_last_offset=True,
+            hash_ids(ids, self.rows),
+            self.emb.weight,
+            complete_cumsum(lengths),
+            mode="mean",
+            sparse=True,
+            include_last_offset=True,
         )
 
 

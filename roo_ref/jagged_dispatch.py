@@ -36,7 +36,7 @@ _device_ok: dict[tuple[str, str], bool] = {}
 
 
 def set_backend(name: str) -> None:
-    """"auto" | "torch" | "fbgemm" (process-wide)."""
+    """ "auto" | "torch" | "fbgemm" (process-wide)."""
     global _backend
     if name not in BACKENDS:
         raise ValueError(f"jagged backend {name!r}; allowed: {', '.join(BACKENDS)}")

@@ -64,12 +64,27 @@ class ModelConfig:
                 raise SpecError(msg)
 
         need(self.arch in ARCHS, f"model arch={self.arch!r}; allowed: {', '.join(ARCHS)}")
-        need(self.interaction in INTERACTIONS,
-             f"model interaction={self.interaction!r}; allowed: {', '.join(INTERACTIONS)}")
-        need(self.attention_backend in ATTENTION_BACKENDS,
-             f"model attention_backend={self.attention_backend!r}; allowed: {', '.join(ATTENTION_BACKENDS)}")
-        for name in ("embedding_dim", "max_table_rows", "user_vectors", "item_vectors", "tower_dim",
-                     "num_heads", "qk_dim", "v_dim", "pos_buckets", "time_buckets", "dcn_rank"):
+        need(
+            self.interaction in INTERACTIONS,
+            f"model interaction={self.interaction!r}; allowed: {', '.join(INTERACTIONS)}",
+        )
+        need(
+            self.attention_backend in ATTENTION_BACKENDS,
+            f"model attention_backend={self.attention_backend!r}; allowed: {', '.join(ATTENTION_BACKENDS)}",
+        )
+        for name in (
+            "embedding_dim",
+            "max_table_rows",
+            "user_vectors",
+            "item_vectors",
+            "tower_dim",
+            "num_heads",
+            "qk_dim",
+            "v_dim",
+            "pos_buckets",
+            "time_buckets",
+            "dcn_rank",
+        ):
             v = getattr(self, name)
             need(_is_int(v) and v >= 1, f"model {name}={v!r} must be an integer >= 1")
         for name in ("dcn_layers", "hstu_layers", "max_history_len"):
@@ -77,16 +92,22 @@ class ModelConfig:
             need(_is_int(v) and v >= 0, f"model {name}={v!r} must be an integer >= 0")
         for name in ("dense_arch", "user_arch", "item_arch", "top_arch", "head_arch"):
             v = getattr(self, name)
-            need(isinstance(v, tuple) and all(_is_int(x) and x >= 1 for x in v),
-                 f"model {name}={list(v) if isinstance(v, tuple) else v!r} must be a list of integers >= 1")
-        need(isinstance(self.normalizer, float) and self.normalizer > 0,
-             f"model normalizer={self.normalizer!r} must be > 0")
+            need(
+                isinstance(v, tuple) and all(_is_int(x) and x >= 1 for x in v),
+                f"model {name}={list(v) if isinstance(v, tuple) else v!r} must be a list of integers >= 1",
+            )
+        need(
+            isinstance(self.normalizer, float) and self.normalizer > 0,
+            f"model normalizer={self.normalizer!r} must be > 0",
+        )
         need(isinstance(self.rab, bool), f"model rab={self.rab!r} must be true or false")
         for name in ("qk_dim", "v_dim"):
             v = getattr(self, name)
-            need(v % self.num_heads == 0,
-                 f"model {name}={v} is not divisible by num_heads={self.num_heads}; "
-                 f"choose {name} as a multiple of num_heads")
+            need(
+                v % self.num_heads == 0,
+                f"model {name}={v} is not divisible by num_heads={self.num_heads}; "
+                f"choose {name} as a multiple of num_heads",
+            )
 
     @property
     def d_qk(self) -> int:
@@ -97,8 +118,10 @@ class ModelConfig:
         return self.v_dim // self.num_heads
 
     def to_dict(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+            for f in dataclasses.fields(self)
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
@@ -150,23 +173,55 @@ def parse_value(raw: str):
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(),
     "early-ranking": ModelConfig(
-        arch="dlrm", embedding_dim=64, max_table_rows=500_000, dense_arch=(128,),
-        user_arch=(1024, 512), user_vectors=4, item_arch=(128,), item_vectors=2,
-        interaction="dot", top_arch=(256, 64),
+        arch="dlrm",
+        embedding_dim=64,
+        max_table_rows=500_000,
+        dense_arch=(128,),
+        user_arch=(1024, 512),
+        user_vectors=4,
+        item_arch=(128,),
+        item_vectors=2,
+        interaction="dot",
+        top_arch=(256, 64),
     ),
     "late-ranking": ModelConfig(
-        arch="dlrm", embedding_dim=128, max_table_rows=500_000, dense_arch=(512, 256),
-        user_arch=(1024, 512), user_vectors=4, item_arch=(512,), item_vectors=4,
-        interaction="dcn", dcn_layers=3, dcn_rank=512, top_arch=(1024, 1024, 512, 256),
+        arch="dlrm",
+        embedding_dim=128,
+        max_table_rows=500_000,
+        dense_arch=(512, 256),
+        user_arch=(1024, 512),
+        user_vectors=4,
+        item_arch=(512,),
+        item_vectors=4,
+        interaction="dcn",
+        dcn_layers=3,
+        dcn_rank=512,
+        top_arch=(1024, 1024, 512, 256),
     ),
     "retrieval": ModelConfig(
-        arch="two_tower", embedding_dim=64, max_table_rows=500_000, dense_arch=(128,),
-        user_arch=(1024, 512), item_arch=(256,), tower_dim=128,
+        arch="two_tower",
+        embedding_dim=64,
+        max_table_rows=500_000,
+        dense_arch=(128,),
+        user_arch=(1024, 512),
+        item_arch=(256,),
+        tower_dim=128,
     ),
     "hstu-ranking": ModelConfig(
-        arch="hstu", embedding_dim=512, max_table_rows=500_000, dense_arch=(128,),
-        hstu_layers=5, num_heads=4, qk_dim=512, v_dim=512, normalizer=512.0, max_history_len=256,
-        rab=True, pos_buckets=512, time_buckets=32, head_arch=(512, 256),
+        arch="hstu",
+        embedding_dim=512,
+        max_table_rows=500_000,
+        dense_arch=(128,),
+        hstu_layers=5,
+        num_heads=4,
+        qk_dim=512,
+        v_dim=512,
+        normalizer=512.0,
+        max_history_len=256,
+        rab=True,
+        pos_buckets=512,
+        time_buckets=32,
+        head_arch=(512, 256),
     ),
 }
 

@@ -37,14 +37,42 @@ from workloads.spec import HistorySpec, SparseGroup, Task, WorkloadSpec
 # Shrink every preset's model (same architecture, small widths) and its data (short histories).
 SMALL_MODEL = {
     "tiny": [],
-    "early-ranking": ["embedding_dim=8", "max_table_rows=500", "user_arch=[32,16]", "dense_arch=[8]",
-                      "item_arch=[16]", "top_arch=[16,8]"],
-    "late-ranking": ["embedding_dim=8", "max_table_rows=500", "user_arch=[32,16]", "dense_arch=[16,8]",
-                     "item_arch=[16]", "dcn_rank=8", "top_arch=[32,16,8]"],
-    "retrieval": ["embedding_dim=8", "max_table_rows=500", "user_arch=[32,16]", "dense_arch=[8]",
-                  "item_arch=[16]", "tower_dim=8"],
-    "hstu-ranking": ["embedding_dim=16", "max_table_rows=500", "hstu_layers=2", "num_heads=2", "qk_dim=8",
-                     "v_dim=8", "max_history_len=24", "pos_buckets=32", "head_arch=[16]"],
+    "early-ranking": [
+        "embedding_dim=8",
+        "max_table_rows=500",
+        "user_arch=[32,16]",
+        "dense_arch=[8]",
+        "item_arch=[16]",
+        "top_arch=[16,8]",
+    ],
+    "late-ranking": [
+        "embedding_dim=8",
+        "max_table_rows=500",
+        "user_arch=[32,16]",
+        "dense_arch=[16,8]",
+        "item_arch=[16]",
+        "dcn_rank=8",
+        "top_arch=[32,16,8]",
+    ],
+    "retrieval": [
+        "embedding_dim=8",
+        "max_table_rows=500",
+        "user_arch=[32,16]",
+        "dense_arch=[8]",
+        "item_arch=[16]",
+        "tower_dim=8",
+    ],
+    "hstu-ranking": [
+        "embedding_dim=16",
+        "max_table_rows=500",
+        "hstu_layers=2",
+        "num_heads=2",
+        "qk_dim=8",
+        "v_dim=8",
+        "max_history_len=24",
+        "pos_buckets=32",
+        "head_arch=[16]",
+    ],
 }
 SMALL_SPEC = {
     "tiny": [],
@@ -121,8 +149,12 @@ def test_preset_equivalence_fp64(name):
 @pytest.mark.parametrize("name", ["tiny", "late-ranking", "retrieval", "hstu-ranking"])
 def test_preset_equivalence_dcn_and_hstu_variants_on_tiny(name):
     # the tiny workload under each architecture (incl. DCN and HSTU without RAB)
-    arch = {"tiny": ["interaction=dcn"], "late-ranking": ["arch=dlrm", "interaction=dot"],
-            "retrieval": ["arch=two_tower"], "hstu-ranking": ["arch=hstu", "rab=false"]}[name]
+    arch = {
+        "tiny": ["interaction=dcn"],
+        "late-ranking": ["arch=dlrm", "interaction=dot"],
+        "retrieval": ["arch=two_tower"],
+        "hstu-ranking": ["arch=hstu", "rab=false"],
+    }[name]
     spec = get_preset("tiny")
     model = build_model(spec, preset="tiny", overrides=arch, dtype=torch.float64, seed=1)
     assert_equivalent(model, generate(spec, 8, seed=5), rtol=1e-10, atol=1e-12)
@@ -148,8 +180,11 @@ def random_case(draw):
     spec = WorkloadSpec(
         name="custom",
         impressions=Dist(kind="uniform", low=1, high=k_hi, min=1),
-        history=HistorySpec(length=Dist(kind="uniform", low=h_lo, high=h_hi), item_cardinality=50,
-                            action_types=draw(st.integers(1, 3))),
+        history=HistorySpec(
+            length=Dist(kind="uniform", low=h_lo, high=h_hi),
+            item_cardinality=50,
+            action_types=draw(st.integers(1, 3)),
+        ),
         user_sparse=(SparseGroup("u", draw(st.integers(0, 3)), 40, Dist(kind="uniform", low=0, high=3)),),
         user_dense=draw(st.integers(0, 3)),
         item_sparse=(SparseGroup("i", draw(st.integers(0, 2)), 40, Dist(kind="uniform", low=1, high=2)),),
@@ -164,11 +199,17 @@ def random_case(draw):
         f"user_vectors={draw(st.integers(1, 3))}",
         f"item_vectors={draw(st.integers(1, 2))}",
         f"user_arch=[{draw(st.sampled_from([8, 12]))}]",
-        f"num_heads={heads}", f"qk_dim={4 * heads}", f"v_dim={2 * heads}",
+        f"num_heads={heads}",
+        f"qk_dim={4 * heads}",
+        f"v_dim={2 * heads}",
         f"hstu_layers={draw(st.integers(1, 2))}",
         f"rab={draw(st.booleans())}".lower(),
         f"max_history_len={draw(st.sampled_from([0, 4]))}",
-        "pos_buckets=8", "time_buckets=8", "dcn_layers=2", "dcn_rank=4", "tower_dim=4",
+        "pos_buckets=8",
+        "time_buckets=8",
+        "dcn_layers=2",
+        "dcn_rank=4",
+        "tower_dim=4",
     ]
     n_req = draw(st.integers(1, 5))
     seed = draw(st.integers(0, 10_000))
@@ -187,10 +228,16 @@ def test_random_configs_equivalent_fp64(case):
 # --- edge cases ----------------------------------------------------------------------------------
 def _edge_spec(k: Dist, hist: Dist) -> WorkloadSpec:
     tiny = get_preset("tiny")
-    return WorkloadSpec(name="custom", impressions=k, history=HistorySpec(length=hist, item_cardinality=500),
-                        user_sparse=tiny.user_sparse, user_dense=3, item_sparse=tiny.item_sparse,
-                        item_dense=2,
-                        tasks=(Task("a", 0.3), Task("b", 0.2)))
+    return WorkloadSpec(
+        name="custom",
+        impressions=k,
+        history=HistorySpec(length=hist, item_cardinality=500),
+        user_sparse=tiny.user_sparse,
+        user_dense=3,
+        item_sparse=tiny.item_sparse,
+        item_dense=2,
+        tasks=(Task("a", 0.3), Task("b", 0.2)),
+    )
 
 
 @pytest.mark.parametrize("arch", sorted(ARCH_OVERRIDES))
@@ -209,8 +256,12 @@ def test_edge_cases(arch, case):
     if arch == "hstu" and case == "empty_history":
         pytest.skip("covered by test_hstu_rejects_always_empty_history")
     spec = _edge_spec(k, hist)
-    model = build_model(spec, overrides=[*ARCH_OVERRIDES[arch], "embedding_dim=8", "qk_dim=8", "v_dim=8"],
-                        dtype=torch.float64, seed=2)
+    model = build_model(
+        spec,
+        overrides=[*ARCH_OVERRIDES[arch], "embedding_dim=8", "qk_dim=8", "v_dim=8"],
+        dtype=torch.float64,
+        seed=2,
+    )
     rb = generate(spec, 5, seed=11)
     if case == "k1":
         assert (rb.num_impressions == 1).all()
@@ -267,6 +318,7 @@ def test_bf16_rule(name):
     _, model, rb = preset_case(name, torch.float32, n_requests=8)
     (rl, ro, rg), _ = run_both(model, rb)  # fp32 reference: impression layout
     (il, io, ig), (ql, qo, qg) = run_both(model, rb, amp_bf16=True)
+
     # floor: bf16 rounding of the reference value itself (so an error of exactly 0 on one side
     # does not demand exactly 0 on the other)
     def floor(ref):
@@ -283,8 +335,18 @@ def test_bf16_rule(name):
 # --- HSTU stack: one request sequence == k impression sequences ----------------------------------
 @pytest.mark.parametrize("rab", [False, True])
 def test_hstu_request_sequence_reproduces_impression_targets(rab):
-    cfg = ModelConfig(arch="hstu", embedding_dim=16, hstu_layers=3, num_heads=2, qk_dim=8, v_dim=8,
-                      normalizer=40.0, rab=rab, pos_buckets=16, time_buckets=8)
+    cfg = ModelConfig(
+        arch="hstu",
+        embedding_dim=16,
+        hstu_layers=3,
+        num_heads=2,
+        qk_dim=8,
+        v_dim=8,
+        normalizer=40.0,
+        rab=rab,
+        pos_buckets=16,
+        time_buckets=8,
+    )
     torch.manual_seed(0)
     stack = HSTUStack(cfg).double()
     g = torch.Generator().manual_seed(1)
@@ -305,21 +367,36 @@ def test_hstu_request_sequence_reproduces_impression_targets(rab):
             imp_ts.append(torch.cat([hts, torch.tensor([now])]))
             imp_len.append(length + 1)
     req_lengths = torch.tensor([h + kk for h, kk in zip(hist_len, k, strict=True)])
-    y_req = stack(torch.cat(req_tokens), offsets_from_lengths(req_lengths), torch.tensor(k),
-                  torch.cat(req_pos), torch.cat(req_ts))
-    y_imp = stack(torch.cat(imp_tokens), offsets_from_lengths(torch.tensor(imp_len)),
-                  torch.ones(len(imp_len), dtype=torch.int64), torch.cat(imp_pos), torch.cat(imp_ts))
+    y_req = stack(
+        torch.cat(req_tokens),
+        offsets_from_lengths(req_lengths),
+        torch.tensor(k),
+        torch.cat(req_pos),
+        torch.cat(req_ts),
+    )
+    y_imp = stack(
+        torch.cat(imp_tokens),
+        offsets_from_lengths(torch.tensor(imp_len)),
+        torch.ones(len(imp_len), dtype=torch.int64),
+        torch.cat(imp_pos),
+        torch.cat(imp_ts),
+    )
     req_off = offsets_from_lengths(req_lengths).tolist()
     imp_off = offsets_from_lengths(torch.tensor(imp_len)).tolist()
     n = 0
     for r, (length, kk) in enumerate(zip(hist_len, k, strict=True)):
         for j in range(kk):
             # target j of request r == the last token of impression sequence n
-            torch.testing.assert_close(y_req[req_off[r] + length + j], y_imp[imp_off[n + 1] - 1],
-                                       rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(
+                y_req[req_off[r] + length + j], y_imp[imp_off[n + 1] - 1], rtol=1e-12, atol=1e-12
+            )
             # and the history outputs agree too (causal: targets never leak into them)
-            torch.testing.assert_close(y_req[req_off[r] : req_off[r] + length],
-                                       y_imp[imp_off[n] : imp_off[n] + length], rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(
+                y_req[req_off[r] : req_off[r] + length],
+                y_imp[imp_off[n] : imp_off[n] + length],
+                rtol=1e-12,
+                atol=1e-12,
+            )
             n += 1
     # sanity: a target does depend on the history (the identity is not trivially true)
     assert not torch.allclose(y_req[req_off[0] + 5], stack.norm(torch.cat(req_tokens)[5]))

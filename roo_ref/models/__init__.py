@@ -39,6 +39,19 @@ def check_compatible(spec: WorkloadSpec, cfg: ModelConfig) -> None:
             "model arch='hstu' needs a user history, but history.length is always 0; "
             "give history.length a distribution with positive lengths (e.g. history.length.kind=lognormal)"
         )
+    if cfg.arch == "hstu" and cfg.attention_backend == "triton":
+        try:
+            from roo_ref.kernels.hstu_attention import SUPPORTED_HEAD_DIMS
+        except ImportError as e:
+            raise SpecError(
+                f"model attention_backend='triton' needs triton, which does not import: {e}"
+            ) from None
+        for name, d in (("qk_dim/num_heads", cfg.d_qk), ("v_dim/num_heads", cfg.d_v)):
+            if d not in SUPPORTED_HEAD_DIMS:
+                raise SpecError(
+                    f"model {name}={d}: the triton attention supports per-head dims "
+                    f"{', '.join(map(str, SUPPORTED_HEAD_DIMS))}; use attention_backend=torch"
+                )
 
 
 def build_model(

@@ -67,15 +67,17 @@ class DLRM(nn.Module):
         super().__init__()
         self.config = cfg
         d = cfg.embedding_dim
-        self.user_sparse = EmbeddingBagCollection([g.cardinality for _, g in spec.user_features()], d,
-                                                  cfg.max_table_rows)
+        self.user_sparse = EmbeddingBagCollection(
+            [g.cardinality for _, g in spec.user_features()], d, cfg.max_table_rows
+        )
         self.user_dense_arch = MLP(spec.user_dense, (*cfg.dense_arch, d)) if spec.user_dense else None
         self.item_table = Table(spec.history.item_cardinality, d, cfg.max_table_rows)
         self.action_table = Table(spec.history.action_types, d, cfg.max_table_rows)
         n_user_in = spec.n_user_sparse + (1 if spec.user_dense else 0) + 1  # + pooled history
         self.user_arch = MLP(n_user_in * d, (*cfg.user_arch, cfg.user_vectors * d), final_act=False)
-        self.item_sparse = EmbeddingBagCollection([g.cardinality for _, g in spec.item_features()], d,
-                                                  cfg.max_table_rows)
+        self.item_sparse = EmbeddingBagCollection(
+            [g.cardinality for _, g in spec.item_features()], d, cfg.max_table_rows
+        )
         self.item_dense_arch = MLP(spec.item_dense, (*cfg.dense_arch, d)) if spec.item_dense else None
         n_item_in = spec.n_item_sparse + (1 if spec.item_dense else 0) + 1  # + item id
         self.item_arch = MLP(n_item_in * d, (*cfg.item_arch, cfg.item_vectors * d), final_act=False)

@@ -59,11 +59,19 @@ class HSTUAttention(nn.Module):
     def forward(self, q, k, v, offsets, max_len, num_targets, positions, timestamps):
         h = self.heads
         out = hstu_attention(
-            q.reshape(-1, h, self.d_qk), k.reshape(-1, h, self.d_qk), v.reshape(-1, h, self.d_v),
-            offsets, max_len, self.alpha, self.normalizer, num_targets,
+            q.reshape(-1, h, self.d_qk),
+            k.reshape(-1, h, self.d_qk),
+            v.reshape(-1, h, self.d_v),
+            offsets,
+            max_len,
+            self.alpha,
+            self.normalizer,
+            num_targets,
             positions if self.pos_weights is not None else None,
             timestamps if self.time_weights is not None else None,
-            self.pos_weights, self.time_weights, backend=self.backend,
+            self.pos_weights,
+            self.time_weights,
+            backend=self.backend,
         )
         return out.reshape(out.shape[0], h * self.d_v)
 
@@ -104,13 +112,15 @@ class HSTURanker(nn.Module):
         super().__init__()
         self.config = cfg
         d = cfg.embedding_dim
-        self.user_sparse = EmbeddingBagCollection([g.cardinality for _, g in spec.user_features()], d,
-                                                  cfg.max_table_rows)
+        self.user_sparse = EmbeddingBagCollection(
+            [g.cardinality for _, g in spec.user_features()], d, cfg.max_table_rows
+        )
         self.user_context = nn.Linear(spec.n_user_sparse * d + spec.user_dense, d)
         self.item_table = Table(spec.history.item_cardinality, d, cfg.max_table_rows)
         self.action_table = Table(spec.history.action_types, d, cfg.max_table_rows)
-        self.item_sparse = EmbeddingBagCollection([g.cardinality for _, g in spec.item_features()], d,
-                                                  cfg.max_table_rows)
+        self.item_sparse = EmbeddingBagCollection(
+            [g.cardinality for _, g in spec.item_features()], d, cfg.max_table_rows
+        )
         n_item_in = spec.n_item_sparse * d + spec.item_dense
         self.item_arch = nn.Linear(n_item_in, d) if n_item_in else None
         self.hstu = HSTUStack(cfg)

@@ -1,0 +1,99 @@
+"""`roo-bench bench`: the JSON contract on tiny (both layouts, same impressions per step) and every
+bad input as one line on stderr with exit code 2 and nothing on stdout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from harness.cli import main
+
+FAST = ["--steps", "2", "--warmup", "1", "--threads", "1"]
+
+
+def test_bench_tiny_json(capsys):
+    rc = main(["bench", "--preset", "tiny", "--layout", "both", "--device", "cpu", "--json", *FAST])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    res = json.loads(out)  # exactly one JSON object
+    assert res["preset"] == "tiny" and res["device"] == "cpu"
+    imp, roo = res["layouts"]["impression"], res["layouts"]["roo"]
+    for r in (imp, roo):
+        assert r["impressions_per_s"] > 0 and r["requests_per_s"] > 0 and r["step_ms_median"] > 0
+        assert r["impressions_per_s"] == pytest.approx(
+            r["impressions_per_step"] / (r["step_ms_median"] / 1e3)
+        )
+    # the same impressions per step in both layouts
+    assert imp["impressions_per_step"] == roo["impressions_per_step"]
+    assert imp["requests_per_step"] == roo["requests_per_step"] == 16
+    assert res["speedup"] == pytest.approx(roo["impressions_per_s"] / imp["impressions_per_s"])
+
+
+def test_bench_text_one_layout_with_overrides(capsys):
+    rc = main(
+        [
+            "bench",
+            "--preset",
+            "tiny",
+            "--layout",
+            "roo",
+            "--set",
+            "arch=hstu",
+            "--set",
+            "requests_per_batch=4",
+            "--dtype",
+            "bf16",
+            *FAST,
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tiny        roo:") and "impressions/s" in lines[0]
+
+
+BAD = [
+    (
+        ["--preset", "hstu-ranking", "--set", "history.length.kind=fixed", "--set", "history.length.value=0"],
+        "model arch='hstu' needs a user history, but history.length is always 0",
+    ),
+    (
+        ["--preset", "hstu-ranking", "--set", "num_heads=3"],
+        "model qk_dim=512 is not divisible by num_heads=3",
+    ),
+    (
+        ["--preset", "tiny", "--set", "attention_backend=cuda"],
+        "model attention_backend='cuda'; allowed: torch, triton",
+    ),
+    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--preset", "tiny", "--set", "nope=1"], "--set nope: unknown key; model keys:"),
+    (["--preset", "tiny", "--set", "history.nope=1"], "--set history.nope: unknown key 'nope'"),
+    (["--preset", "tiny", "--layout", "rows"], "--layout 'rows'; allowed: impression, roo, both"),
+    (["--preset", "tiny", "--dtype", "fp8"], "--dtype 'fp8'; allowed: fp32, bf16"),
+    (["--preset", "tiny", "--steps", "0"], "--steps 0: must be >= 1"),
+    (["--preset", "tiny", "--set", "user_arch=[0]"], "model user_arch=[0] must be a list of integers >= 1"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD)
+def test_bench_bad_input(argv, message, capsys):
+    rc = main(["bench", *FAST, *argv])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("roo-bench bench: error: ") and message in lines[0], lines[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_bench_cuda_without_gpu(capsys):
+    rc = main(["bench", "--preset", "tiny", "--device", "cuda", *FAST])
+    _, err = capsys.readouterr()
+    assert rc == 2
+    assert err.strip() == (
+        "roo-bench bench: error: --device cuda: no CUDA device is available here "
+        "(torch.cuda.is_available() is False); use --device cpu"
+    )
