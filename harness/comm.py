@@ -681,7 +681,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--comm-dtype", default="fp32", help="dtype of the exchanged embeddings: fp32|bf16|fp16")
-    p.add_argument("--init-timeout", type=float, default=60.0, help="seconds for init_process_group")
+    p.add_argument("--init-timeout", type=float, default=60.0,
+                   help="process-group timeout (s): init and every collective")
 
 
 def config_from_args(args, shardings) -> CommConfig:
