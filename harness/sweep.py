@@ -164,6 +164,16 @@ def _label(v):
     return v if not isinstance(v, dict) else _flatten(v)
 
 
+def _check_model(spec, pc: PointConfig) -> None:
+    """Model overrides of the default point function, checked without building the model."""
+    try:
+        from roo_ref.models import check_compatible, model_config_for
+    except ImportError:  # no reference models in this checkout: the child reports it per point
+        return
+    cfg = model_config_for(spec, pc.preset, [f"attention_backend={pc.backend}", *pc.model_overrides])
+    check_compatible(spec, cfg)
+
+
 def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
     """Parse and validate a sweep file; every problem is one UserError line (nothing is run)."""
     path = Path(path)
@@ -223,7 +233,9 @@ def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
         cfg["axes"] = labels
         try:
             pc = PointConfig.from_dict(cfg, where)
-            pc.resolve_spec()  # spec overrides are checked now, not in a child half a sweep later
+            spec = pc.resolve_spec()  # overrides are checked now, not in a child half a sweep later
+            if point == DEFAULT_POINT:
+                _check_model(spec, pc)
         except (UserError, SpecError) as e:
             msg = str(e)
             raise UserError(msg if msg.startswith(str(path)) else f"{where}: {msg}") from None

@@ -1,0 +1,260 @@
+"""`roo-bench sweep`: bad input (one line, exit 2, nothing written), failures recorded as oom/error
+and skipped on resume, and resume after `kill -9` of the whole sweep process group with no lost
+or duplicated point. Points are stand-ins (tests/harness_fixtures/points.py) run in subprocesses."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.cli import main
+from harness.results import read_results
+from harness.sweep import load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+SLOW = "tests.harness_fixtures.points:slow_point"
+
+
+def _write(tmp_path, body, name="s.toml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(body))
+    return p
+
+
+def _sweep_cli(*args, timeout=300, **kw):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "sweep", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
+
+
+def _bad(capsys, args, expected):
+    rc = main(["sweep", *map(str, args)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1, err
+    assert err.startswith("roo-bench sweep: error: ") and expected in err, err
+
+
+GOOD = f"""
+[sweep]
+point = "{SLOW}"
+[base]
+preset = "tiny"
+[grid.spec]
+impressions.value = [1, 2]
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("[grid\n", "is not valid TOML"),
+        ("[extra]\n[grid]\nseed=[1]\n", "unknown table(s) ['extra']; allowed: ['sweep', 'base', 'grid']"),
+        ("[sweep]\ncolour = 1\n[grid]\nseed=[1]\n", "[sweep] unknown key(s) ['colour']"),
+        ("[base]\nstepz = 3\n[grid]\nseed=[1]\n", "unknown key(s) ['stepz']"),
+        ("[base]\npreset='tiny'\n", "no [grid] table"),
+        ("[grid]\n", "[grid] is empty"),
+        ("[grid.spec]\nimpressions.value = []\n", "grid.spec.impressions.value is empty"),
+        ("[grid]\nseed = 3\n", "grid.seed = 3 must be a list of values"),
+        ("[grid.spec]\nimpressions.kind = ['nope']\n", "impressions.kind='nope' is not a distribution"),
+        ("[grid]\ndtype = ['fp32', 'fp8']\n", "dtype='fp8'; allowed: fp32, bf16"),
+        ("[grid]\nsteps = [20, 20]\n", "are the same configuration"),
+        ("[sweep]\npoint = 'no_such_mod:f'\n[grid]\nseed=[1]\n", "point='no_such_mod:f' cannot be imported"),
+        (
+            "[base]\npreset='tiny'\n[grid.model]\nembedding_dimm = [4]\n",
+            "--set embedding_dimm: unknown model key",
+        ),
+        (
+            "[grid.spec]\nimpressions = [{ value = 2 }]\n",
+            'point {"spec.impressions": {"value": 2}}: unknown key(s) [\'value\']',
+        ),
+    ],
+)
+def test_bad_sweep_files_exit_2_and_write_nothing(tmp_path, capsys, body, expected):
+    f = _write(tmp_path, body)
+    out = tmp_path / "out"
+    _bad(capsys, [f, "--out", out], expected)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_missing_device_exit_2(tmp_path, capsys):
+    f = _write(tmp_path, GOOD)
+    out = tmp_path / "out"
+    _bad(capsys, [f, "--out", out, "--device", "cuda"], "device 'cuda' is not available here")
+    _bad(capsys, [f, "--out", out, "--device", "tpu"], "allowed: cpu, cuda, cuda:N")
+    assert not out.exists()
+    _bad(capsys, [tmp_path / "missing.toml", "--out", out], "does not exist")
+    assert not out.exists()
+
+
+def test_out_dir_of_another_sweep(tmp_path, capsys):
+    f = _write(tmp_path, GOOD)
+    out = tmp_path / "out"
+    r = _sweep_cli(f, "--out", out, "--json")
+    assert r.returncode == 0, r.stderr
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # the same sweep again without --resume: refused (it would duplicate points)
+    _bad(capsys, [f, "--out", out], "already holds 2 result(s) of this sweep; pass --resume")
+    g = _write(tmp_path, GOOD.replace("[1, 2]", "[3]"), "other.toml")
+    _bad(capsys, [g, "--out", out], "holds results of another sweep")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written
+
+
+def test_failures_recorded_and_skipped_on_resume(tmp_path):
+    f = _write(
+        tmp_path,
+        f"""
+        [sweep]
+        point = "{SLOW}"
+        [base]
+        preset = "tiny"
+        [grid.model]
+        behave = ["none", "oom", "oom_msg", "error", "sigkill", "exit"]
+        """,
+    )
+    out = tmp_path / "out"
+    r = _sweep_cli(f, "--out", out, "--json")
+    assert r.returncode == 0, r.stderr
+    counts = json.loads(r.stdout)
+    assert counts == {
+        **counts,
+        "points_total": 6,
+        "points_done": 6,
+        "points_skipped": 0,
+        "points_failed": 5,
+        "points_ok": 1,
+        "points_oom": 2,
+    }
+    recs, warnings = read_results(out)
+    assert warnings == [] and len(recs) == 6
+    by = {r["config"]["axes"]["model.behave"]: r for r in recs}
+    assert by["none"]["status"] == "ok" and by["none"]["error"] is None
+    assert by["oom"]["status"] == "oom"
+    assert by["oom"]["error"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (stand-in)"
+    assert by["oom_msg"]["status"] == "oom"
+    assert by["oom_msg"]["error"].startswith("RuntimeError: CUDA out of memory.")
+    assert by["error"]["status"] == "error" and by["error"]["error"] == "ValueError: stand-in failure"
+    assert by["sigkill"]["status"] == "error"
+    assert by["sigkill"]["error"].startswith("the point's process was killed by signal SIGKILL")
+    assert by["exit"]["status"] == "error"
+    assert by["exit"]["error"].startswith("the point's process exited with status 3")
+    meta = json.loads((out / "sweep.meta.json").read_text())
+    assert {p["config_hash"] for p in meta["points"]} == {r["config_hash"] for r in recs}
+    for r in recs:  # failure records still carry the config and provenance of the point
+        assert r["config"]["preset"] == "tiny" and "seed" in r["provenance"]
+    r2 = _sweep_cli(f, "--out", out, "--resume", "--json")
+    assert r2.returncode == 0, r2.stderr
+    c2 = json.loads(r2.stdout)
+    assert (c2["points_skipped"], c2["points_done"], c2["points_failed"]) == (6, 0, 0)
+    assert read_results(out)[0] == recs
+
+
+def test_point_timeout(tmp_path):
+    f = _write(
+        tmp_path,
+        f"""
+        [sweep]
+        point = "{SLOW}"
+        [base]
+        preset = "tiny"
+        [grid.model]
+        behave = ["hang"]
+        """,
+    )
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    r = _sweep_cli(f, "--out", out, "--timeout", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 120
+    (rec,), _ = read_results(out)
+    assert rec["status"] == "error"
+    assert rec["error"] == "timeout: the point ran past timeout_s=4 and was killed"
+
+
+def test_resume_after_kill_9(tmp_path):
+    n = 8
+    f = _write(
+        tmp_path,
+        f"""
+        [sweep]
+        point = "{SLOW}"
+        [base]
+        preset = "tiny"
+        model_overrides = ["sleep=0.4"]
+        [grid]
+        seed = {list(range(n))}
+        """,
+    )
+    out = tmp_path / "out"
+    res = out / "results.jsonl"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "sweep", str(f), "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if res.exists() and res.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its running point, mid-sweep
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    before, warnings = read_results(out)
+    assert warnings == [] and 3 <= len(before) < n
+    # what a kill during the write itself leaves: a truncated last line
+    with open(res, "a") as fh:
+        fh.write('{"schema": "roo-bench/result/1", "kind": "poi')
+    r = _sweep_cli(f, "--out", out, "--resume", "--json")
+    assert r.returncode == 0, r.stderr
+    c = json.loads(r.stdout)
+    assert (c["points_total"], c["points_skipped"], c["points_done"]) == (n, len(before), n - len(before))
+    assert "line skipped" in r.stderr  # the fragment was reported (file:line), not fatal
+    recs, warnings = read_results(out)
+    assert len(warnings) == 1 and warnings[0].startswith(f"{res}:{len(before) + 1}: malformed JSON")
+    hashes = [x["config_hash"] for x in recs]
+    expected = [p.config_hash for p in load_sweep(f).points]
+    assert len(hashes) == len(set(hashes)) == n  # no duplicate
+    assert set(hashes) == set(expected)  # no lost point
+    assert all(x["status"] == "ok" for x in recs)
+    assert recs[: len(before)] == before
+
+
+def test_shipped_sweep_files_parse():
+    d = ROOT / "harness" / "sweeps"
+    sizes = {p.stem: len(load_sweep(p, device="cpu").points) for p in sorted(d.glob("*.toml"))}
+    assert {"ci-tiny", "h100-hstu", "h100-early", "all-presets"} <= set(sizes)
+    assert sizes["ci-tiny"] == 4 and sizes["all-presets"] == 5
+    assert sizes["h100-hstu"] == 7 * 5 and sizes["h100-early"] == 7 * 5
+
+
+@pytest.mark.slow
+def test_ci_tiny_sweep_runs_on_cpu(tmp_path):
+    t0 = time.monotonic()
+    r = _sweep_cli(ROOT / "harness" / "sweeps" / "ci-tiny.toml", "--out", tmp_path / "o", "--json")
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    c = json.loads(r.stdout)
+    assert (c["points_total"], c["points_done"], c["points_failed"]) == (4, 4, 0)
+    recs, warnings = read_results(tmp_path / "o")
+    assert warnings == [] and all(x["status"] == "ok" and x["metrics"]["speedup"] > 0 for x in recs)
+    assert elapsed < 120
