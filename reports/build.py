@@ -98,14 +98,34 @@ def preset_of(rec: dict) -> str:
 
 
 def sweep_axes(rec: dict) -> dict:
+    """The sweep coordinates of a point: `config.axes` (harness/sweep.py labels; dict-valued labels
+    flattened), else `config.sweep`, else numeric top-level config keys beyond the standard ones."""
     cfg = rec["config"]
+    for key in ("axes", "sweep"):
+        if isinstance(cfg.get(key), dict) and cfg[key]:
+            return _flatten(cfg[key])
+    return {k: v for k, v in cfg.items() if k not in STANDARD_CONFIG_KEYS and num(v) is not None}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
-    if isinstance(cfg.get("sweep"), dict):
-        out.update({k: v for k, v in cfg["sweep"].items() if num(v) is not None})
-    for k, v in cfg.items():
-        if k not in STANDARD_CONFIG_KEYS and num(v) is not None:
-            out[k] = v
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
+
+
+def axis_name(axis: str) -> str:
+    if axis in AXIS_NAMES:
+        return AXIS_NAMES[axis]
+    a = axis.lower()
+    if "impressions" in a and not a.endswith(("kind", "max", "min")):
+        return f"impressions per request (k; {axis})"
+    if "history" in a and "length" in a and not a.endswith(("kind", "max", "min")):
+        return f"history length (L; {axis})"
+    return axis.replace("_", " ")
 
 
 def axes_text(rec: dict) -> str:
@@ -123,6 +143,11 @@ def layouts(rec: dict) -> dict:
 def step_median(lay: dict):
     s = lay.get("step_ms")
     return num(s.get("median")) if isinstance(s, dict) else num(s)
+
+
+def _flops(lay: dict):
+    """FLOPs per step of a layout: the record's (predicted or counted) figure, else the counted one."""
+    return num(lay.get("flops_per_step")) or num(lay.get("flops_counted_per_step"))
 
 
 def noise(lay: dict):
@@ -304,6 +329,10 @@ def _summary(rs: ResultSet, ok_points) -> dict:
             m = st["metrics"]
             model = recs["model"][0] if recs["model"] else None
             imp_n, req_n = _pick_format(fmts, "grouped", "none"), _pick_format(fmts, "request", "none")
+            ub, n_imp = m.get("uncompressed_bytes"), num(m.get("impressions"))
+            if isinstance(ub, dict) and n_imp:  # in-memory Arrow bytes: what the prediction models
+                imp_n = {"bytes_per_impression": _ratio(ub.get("impression"), n_imp)}
+                req_n = {"bytes_per_impression": _ratio(ub.get("request"), n_imp)}
             rows.append(
                 _row(
                     "Storage, uncompressed (bytes / impression)",
@@ -448,13 +477,14 @@ def _summary(rs: ResultSet, ok_points) -> dict:
                 _row(
                     "FLOPs per step (counted)",
                     where,
-                    imp_meas=i.get("flops_per_step"),
-                    roo_meas=r.get("flops_per_step"),
-                    gain_meas=_ratio(i.get("flops_per_step"), r.get("flops_per_step")),
+                    imp_meas=_flops(i),
+                    roo_meas=_flops(r),
+                    gain_meas=_ratio(_flops(i), _flops(r)),
                     unit="FLOP",
-                    note="masked work counted"
-                    if i.get("flops_masked_counted")
-                    else "masked (causal/target) work not counted",
+                    note={
+                        True: "masked (causal/target) work counted",
+                        False: "masked (causal/target) work not counted",
+                    }.get(i.get("flops_masked_counted"), "whether masked work is counted: not recorded"),
                 )
             )
             ei, er = i.get("energy") or {}, r.get("energy") or {}
@@ -699,7 +729,7 @@ def _sweeps(rs: ResultSet, ok_points) -> dict:
                 )
             if series:
                 fixed = ", ".join(f"{a}={mode[a]:g}" for a in others)
-                label = AXIS_NAMES.get(axis, axis.replace("_", " "))
+                label = axis_name(axis)
                 charts.append(
                     {
                         "title": f"{name}: speedup vs {label}" + (f" ({fixed})" if fixed else ""),
@@ -800,8 +830,8 @@ def _rooflines(rs: ResultSet, ok_points) -> list[dict]:
         placed, from_model, masked = [], 0, set()
         for p in pts:
             for lay_name, lay in layouts(p).items():
-                flops = num(lay.get("flops_per_step"))
-                tf = num(lay.get("achieved_tflops"))
+                flops = _flops(lay)
+                tf = num(lay.get("achieved_tflops")) or num(lay.get("achieved_tflops_counted"))
                 if tf is None and flops and step_median(lay):
                     tf = flops / (step_median(lay) / 1e3) / 1e12
                 by = num(lay.get("bytes_per_step")) or num(lay.get("predicted_bytes_per_step"))

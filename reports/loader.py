@@ -30,6 +30,7 @@ KINDS = ("point", "storage", "calibration", "comm", "model", "project", "demo")
 LAYOUTS = ("impression", "roo")
 # Committed GPU results live under reports/data/<device>/ (DESIGN.md, "The GPU machine").
 COMMITTED_MARK = ("reports", "data")
+COMPANIONS = {"sweep.meta.json", "manifest.json"}
 
 
 @dataclass
@@ -64,7 +65,13 @@ def find_result_files(paths: list[str]) -> list[Path]:
                 "directories holding them"
             )
         if p.is_dir():
-            found += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in (".jsonl", ".json"))
+            # Known companions of result files (a sweep's meta, a dataset's manifest) are not results;
+            # skipped quietly when scanning a directory, warned about when named explicitly.
+            found += sorted(
+                q
+                for q in p.rglob("*")
+                if q.is_file() and q.suffix in (".jsonl", ".json") and q.name not in COMPANIONS
+            )
         else:
             found.append(p)
     seen: set[Path] = set()
@@ -233,8 +240,8 @@ def device_label(rec: dict) -> str:
         name = "cost model"  # predictions: no device ran them
     elif not name:
         name = "CUDA device" if dev.startswith("cuda") else "CPU"
-    elif name.lower() == "cpu":
-        name = "CPU"
+    elif name.lower().startswith("cpu"):
+        name = "CPU"  # 'cpu', 'cpu (x86_64)': one label, so all CPU results of a run group together
     origin = "committed results" if rec["source"].committed else "this run"
     return f"{name} ({origin})"
 

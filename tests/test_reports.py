@@ -196,12 +196,13 @@ def test_nothing_usable_exits_2_and_keeps_old_report(tmp_path, capsys):
 
 
 def test_foreign_json_file_and_bad_out(tmp_path, capsys):
-    (tmp_path / "manifest.json").write_text(json.dumps({"spec": {}, "counts": {}}))
+    (tmp_path / "other.json").write_text(json.dumps({"spec": {}, "counts": {}}))
+    (tmp_path / "sweep.meta.json").write_text("{}")  # a known companion: skipped quietly
     rc, _, err = _run(capsys, tmp_path, "--out", tmp_path / "r.html")
     assert rc == 2
     assert err == (
         f"roo-bench report: error: no usable results in 1 file(s); first problem: "
-        f"{tmp_path / 'manifest.json'}: skipped, not a roo-bench result (no `schema` field and no known "
+        f"{tmp_path / 'other.json'}: skipped, not a roo-bench result (no `schema` field and no known "
         "key set)\n"
     )
     rc, _, err = _run(capsys, FIX / "storage.json", "--out", tmp_path / "missing" / "r.html")
@@ -240,3 +241,42 @@ def test_committed_label_follows_reports_data_path(tmp_path):
     b = loader.load([str(other)])
     assert {r["device_label"] for r in a.records} == {H100}
     assert {r["device_label"] for r in b.records} == {"NVIDIA H100 80GB HBM3 (this run)"}
+
+
+# --- demo (fast paths only: the full demo takes minutes and is what `make demo` runs) -------------
+DEMO_STAGES = ["calibrate", "generate", "storage", "model", "sweep", "comm"]
+
+
+def test_demo_with_every_stage_skipped_still_reports(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out)] + [a for s in DEMO_STAGES for a in ("--skip", s)]
+    rc = main(argv)
+    lines = capsys.readouterr().out.splitlines()
+    assert rc == 0
+    assert "skipped: generate not available (--skip on the command line)" in lines
+    assert "skipped: model (tiny) not available (--skip on the command line)" in lines
+    assert lines[-1] == str((out / "report.html").resolve())
+    html = (out / "report.html").read_text()
+    assert "demo stage sweep: skipped — --skip on the command line" in html
+    assert re.findall(r'<section id="([a-z]+)"', html) == SECTION_IDS
+    # A re-run into the demo's own directory is allowed (it replaces its own subdirectories).
+    assert main(argv) == 0
+
+
+def test_demo_refuses_foreign_out_dir_and_missing_cuda(tmp_path, capsys):
+    (tmp_path / "mine.txt").write_text("user data")
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"roo-bench demo: error: --out {str(tmp_path)!r} exists and was not made by "
+        "`roo-bench demo`; choose a new or empty directory\n"
+    )
+    assert (tmp_path / "mine.txt").read_text() == "user data"
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["demo", "--out", str(tmp_path / "d"), "--device", "cuda"]) == 2
+        assert capsys.readouterr().err == (
+            "roo-bench demo: error: --device cuda: no CUDA device is available "
+            "(torch.cuda.is_available() is False); use --device cpu\n"
+        )
+        assert not (tmp_path / "d").exists()
