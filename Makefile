@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= demo-out
 
-.PHONY: setup demo test lint bench bench-compare report clean
+.PHONY: setup demo test test-browser lint bench bench-compare report clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+test-browser: $(STAMP)
+	$(PY) -m pytest -q -m browser tests/test_reports_browser.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -49,6 +50,9 @@ def _chromium(profile: Path, *extra: str, url: str, timeout: float = 120) -> sub
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     if CHROMIUM is None:
+        # CI installs chromium and sets ROO_BENCH_REQUIRE_BROWSER=1: there a missing browser fails.
+        if os.environ.get("ROO_BENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail("ROO_BENCH_REQUIRE_BROWSER=1 but chromium is not installed")
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     out = tmp_path_factory.mktemp("browser") / "report.html"
     assert main(["report", str(FIX), "--out", str(out)]) == 0
