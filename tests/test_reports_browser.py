@@ -7,9 +7,9 @@ Run alone with `python -m pytest -q -m browser tests/test_reports_browser.py`.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
-import os
 import subprocess
 import time
 from pathlib import Path
