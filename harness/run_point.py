@@ -208,7 +208,7 @@ def cost_of(spec, model, request_batch, layout: str, pc: PointConfig, device_nam
     Expected API (roo_ref.cost): `point_cost(spec, model_config, request_batch, layout, dtype,
     device_name) -> {"flops_per_step", "flops_masked_counted", "predicted_step_ms", "ideal_speedup"?}`."""
     out = {"flops_per_step": None, "flops_masked_counted": None, "predicted_step_ms": None,
-           "ideal_speedup": None, "cost_reason": None}
+           "ideal_speedup": None, "cost_reason": None, "cost_extra": {}}
     try:
         from roo_ref import cost
     except Exception as e:  # noqa: BLE001 — not written yet / broken: record why
@@ -226,6 +226,8 @@ def cost_of(spec, model, request_batch, layout: str, pc: PointConfig, device_nam
     for k in ("flops_per_step", "flops_masked_counted", "predicted_step_ms", "ideal_speedup"):
         if k in res:
             out[k] = res[k]
+    # everything else the model reports (padded / mask-aware FLOPs, bytes, f_u, device key) rides along
+    out["cost_extra"] = {k: v for k, v in res.items() if k not in out}
     return out
 
 
@@ -324,6 +326,7 @@ def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> 
             "predicted_step_ms": pred,
             "step_error": timing.stats.median / pred - 1 if pred else None,
             "cost_reason": cost["cost_reason"],
+            "cost": cost["cost_extra"],
             "ideal_speedup": cost["ideal_speedup"],
             "energy": energy,
         }

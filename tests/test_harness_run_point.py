@@ -75,13 +75,8 @@ def _check_point_record(rec, steps):
     imp, roo = m["layouts"]["impression"], m["layouts"]["roo"]
     for L in (imp, roo):
         assert LAYOUT_KEYS <= set(L)
-        assert (
-            L["step_ms"]["n"] == steps
-            and L["step_ms"]["min"] <= L["step_ms"]["median"] <= L["step_ms"]["max"]
-        )
-        assert L["impressions_per_s"] == pytest.approx(
-            L["impressions_per_step"] / (L["step_ms"]["median"] / 1e3)
-        )
+        assert L["step_ms"]["n"] == steps and L["step_ms"]["min"] <= L["step_ms"]["median"] <= L["step_ms"]["max"]
+        assert L["impressions_per_s"] == pytest.approx(L["impressions_per_step"] / (L["step_ms"]["median"] / 1e3))
         assert L["energy"]["available"] is False and L["energy"]["reason"]
     # the same impressions per step in both layouts: one request batch, the impression batch derived
     assert imp["impressions_per_step"] == roo["impressions_per_step"] == 3 * imp["requests_per_step"]
@@ -90,9 +85,7 @@ def _check_point_record(rec, steps):
     assert lo <= m["speedup"] <= hi
     assert (
         rec["config_hash"]
-        == PointConfig.from_dict(
-            {k: v for k, v in rec["config"].items() if k not in ("spec", "model")}
-        ).config_hash()
+        == PointConfig.from_dict({k: v for k, v in rec["config"].items() if k not in ("spec", "model")}).config_hash()
     )
     imps = rec["config"]["spec"]["impressions"]
     assert (imps["kind"], imps["value"]) == ("fixed", 3)
@@ -114,8 +107,19 @@ def test_run_point_real_tiny_model_cpu():
     pytest.importorskip("roo_ref.models")
     rec = run_point({"preset": "tiny", "spec_overrides": FIXED, "warmup": 1, "steps": 3, "threads": 1})
     _check_point_record(rec, 3)
+    m = rec["metrics"]
     assert rec["config"]["model"]["arch"] and rec["config"]["model"]["attention_backend"] == "torch"
-    for L in rec["metrics"]["layouts"].values():
+    for L in m["layouts"].values():
         assert L["flops_counted_per_step"] > 0
         if L["flops_per_step"] is None:  # the analytic cost model is optional; its absence is explained
             assert L["cost_reason"]
+            continue
+        # predicted (roo_ref.cost) and counted (FlopCounterMode over a whole trainer step) agree
+        assert L["flops_per_step"] == L["flops_counted_per_step"]
+        assert L["achieved_tflops"] == pytest.approx(L["flops_per_step"] / (L["step_ms"]["median"] / 1e3) / 1e12)
+        assert L["step_error"] == pytest.approx(L["step_ms"]["median"] / L["predicted_step_ms"] - 1)
+    imp, roo = m["layouts"]["impression"], m["layouts"]["roo"]
+    if imp["predicted_step_ms"]:
+        assert m["predicted_speedup"] == pytest.approx(imp["predicted_step_ms"] / roo["predicted_step_ms"])
+        assert m["speedup_error"] == pytest.approx(m["speedup"] / m["predicted_speedup"] - 1)
+        assert m["ideal_speedup"] > 1.0
