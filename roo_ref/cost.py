@@ -788,6 +788,25 @@ def point_cost(spec: WorkloadSpec, model_config: ModelConfig, request_batch, lay
 
 __all__ = [
     "ATTENTION_COUNTS", "Component", "LAYOUTS", "LayoutCost", "STAT_KEYS", "Shape", "attention_mode",
-    "batch_stats", "check_priceable", "component_time_s", "embedding_optimizer", "expected_stats",
+    "batch_stats", "batch_storage_bytes", "check_priceable", "component_time_s", "embedding_optimizer", "expected_stats",
     "f_user", "ideal_speedup", "layout_components", "layout_cost", "model_cost", "point_cost",
 ]
+
+
+# --- storage from a concrete batch ---------------------------------------------------------------------
+def batch_storage_bytes(batch, spec: WorkloadSpec) -> dict:
+    """Uncompressed (Arrow in-memory) bytes of a concrete batch per layout, with the per-value
+    sizes of workloads.storage.row_bytes applied to the batch's actual counts (the exact
+    counterpart of its expected-value model): {"impression": bytes, "roo": bytes}."""
+    from workloads.storage import OFFSET
+
+    st = batch_stats(batch, ModelConfig())
+    R, N = st["R"], st["N"]
+    fu, fi = spec.n_user_sparse, spec.n_item_sparse
+    user_fixed = 16 + 4 * spec.user_dense + fu * OFFSET + 3 * OFFSET
+    item = N * (8 + fi * OFFSET + 4 * spec.item_dense + 4 * spec.n_tasks) + 8 * st["item_ids"]
+    nro_columns = 1 + fi + (1 if spec.item_dense else 0) + 1
+    return {
+        "impression": N * user_fixed + 8 * st["user_ids_k"] + 20 * st["hist_k"] + item,
+        "roo": R * (user_fixed + OFFSET * nro_columns) + 8 * st["user_ids"] + 20 * st["hist"] + item,
+    }
