@@ -235,20 +235,38 @@ def _history_timestamps(gaps: np.ndarray, lengths: np.ndarray, request_ts: np.nd
     np.cumsum(gaps, out=gaps)
 
 
-def _slice(arrays: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, np.ndarray]:
+def _window_offsets(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Prefix sums of a window's lengths, computed once so each chunk slice is O(chunk)."""
+
+    def pre(x: np.ndarray) -> np.ndarray:
+        out = np.zeros(x.shape[:-1] + (x.shape[-1] + 1,), dtype=np.int64)
+        np.cumsum(x, axis=-1, out=out[..., 1:])
+        return out
+
+    usl, isl = arrays["user_sparse_lengths"], arrays["item_sparse_lengths"]
+    return {
+        "imp": pre(arrays["num_impressions"]),
+        "hist": pre(arrays["history_lengths"]),
+        "user": pre(usl),
+        "user_start": np.cumsum(usl.sum(1)) - usl.sum(1),
+        "item": pre(isl),
+        "item_start": np.cumsum(isl.sum(1)) - isl.sum(1),
+    }
+
+
+def _slice(arrays: dict[str, np.ndarray], lo: int, hi: int, offs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Requests [lo, hi) of a window's arrays (jagged fields sliced by their offsets)."""
     k = arrays["num_impressions"]
     if lo == 0 and hi == k.size:
         return arrays
-    hl = arrays["history_lengths"]
-    i0, i1 = int(k[:lo].sum()), int(k[:hi].sum())
-    h0, h1 = int(hl[:lo].sum()), int(hl[:hi].sum())
+    i0, i1 = int(offs["imp"][lo]), int(offs["imp"][hi])
+    h0, h1 = int(offs["hist"][lo]), int(offs["hist"][hi])
     out = {
         "request_id": arrays["request_id"][lo:hi],
         "timestamp": arrays["timestamp"][lo:hi],
         "num_impressions": k[lo:hi],
         "user_dense": arrays["user_dense"][lo:hi],
-        "history_lengths": hl[lo:hi],
+        "history_lengths": arrays["history_lengths"][lo:hi],
         "history_item_ids": arrays["history_item_ids"][h0:h1],
         "history_actions": arrays["history_actions"][h0:h1],
         "history_timestamps": arrays["history_timestamps"][h0:h1],
@@ -257,22 +275,20 @@ def _slice(arrays: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, np.ndar
         "labels": arrays["labels"][i0:i1],
     }
     out["user_sparse_lengths"], out["user_sparse_values"] = _slice_keyed(
-        arrays["user_sparse_lengths"], arrays["user_sparse_values"], lo, hi
+        arrays["user_sparse_lengths"], arrays["user_sparse_values"], lo, hi, offs["user"], offs["user_start"]
     )
     out["item_sparse_lengths"], out["item_sparse_values"] = _slice_keyed(
-        arrays["item_sparse_lengths"], arrays["item_sparse_values"], i0, i1
+        arrays["item_sparse_lengths"], arrays["item_sparse_values"], i0, i1, offs["item"], offs["item_start"]
     )
     return out
 
 
-def _slice_keyed(lengths: np.ndarray, values: np.ndarray, lo: int, hi: int):
-    f, rows = lengths.shape
+def _slice_keyed(lengths: np.ndarray, values: np.ndarray, lo: int, hi: int, pre: np.ndarray, feat_start: np.ndarray):
+    f = lengths.shape[0]
     if f == 0:
         return lengths[:, lo:hi], values[:0]
-    per_feat = lengths.sum(1)
-    feat_start = np.cumsum(per_feat) - per_feat
-    starts = feat_start + lengths[:, :lo].sum(1)
-    ends = feat_start + lengths[:, :hi].sum(1)
+    starts = feat_start + pre[:, lo]
+    ends = feat_start + pre[:, hi]
     if f == 1:
         return lengths[:, lo:hi], values[starts[0] : ends[0]]
     vals = np.concatenate([values[s:e] for s, e in zip(starts, ends, strict=True)])  # loop over features only
@@ -325,7 +341,7 @@ def iter_request_batches(
     if seed < 0:
         raise SpecError(f"seed={seed} must be >= 0")
     n_blocks = (n_requests + BLOCK - 1) // BLOCK
-    win, win_lo, win_hi, next_block = None, 0, 0, 0
+    win, win_offs, win_lo, win_hi, next_block = None, None, 0, 0, 0
     lo = 0
     while lo < n_requests:
         hi = min(lo + chunk, n_requests)
@@ -335,9 +351,10 @@ def iter_request_batches(
                 last = min(n_blocks, (hi - 1) // BLOCK + 1)
                 blocks = [(b, min(BLOCK, n_requests - b * BLOCK)) for b in range(next_block, last)]
                 win = _fill(spec, seed, blocks)
+                win_offs = _window_offsets(win)
                 win_lo, win_hi, next_block = next_block * BLOCK, next_block * BLOCK + sum(n for _, n in blocks), last
             take = min(hi, win_hi) - cur
-            parts.append(_slice(win, cur - win_lo, cur - win_lo + take))
+            parts.append(_slice(win, cur - win_lo, cur - win_lo + take, win_offs))
             cur += take
         yield _to_batch(_concat(parts), device)
         lo = hi

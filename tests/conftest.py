@@ -1,0 +1,36 @@
+"""Shared pytest fixtures (kept minimal and generic)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def run_cli():
+    """Run `python -m harness ARGS...` in a subprocess; returns CompletedProcess (text)."""
+    import subprocess
+
+    def run(*args, cwd=None):
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=cwd, env=env,
+                              capture_output=True, text=True)
+
+    return run
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch intra-op thread (small tensors on a shared 2-core box otherwise
+    spend milliseconds per op in thread hand-off); restores the previous setting."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
