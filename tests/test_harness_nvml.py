@@ -121,3 +121,22 @@ def test_init_failure_is_a_reason_not_a_crash():
 
     s = NvmlSampler("cuda", nvml=Broken())
     assert not s.available and s.reason == "RuntimeError: driver/library version mismatch"
+
+
+def test_perturbation_measurement_runs_on_cpu(tmp_path, capsys):
+    from harness.nvml_perturbation import main, measure
+    from harness.results import read_results
+
+    res = measure("cpu", "matmul", steps=5, blocks=2, n=32)
+    assert res["off_ms"]["n"] == res["on_ms"]["n"] == 5
+    assert res["rel_diff"] == pytest.approx(res["on_ms"]["median"] / res["off_ms"]["median"] - 1)
+    assert res["nvml_available"] is False and res["nvml_reason"] == "device 'cpu' is not a CUDA device"
+    out = tmp_path / "cal.jsonl"
+    assert main(["--device", "cpu", "--steps", "5", "--blocks", "2", "--n", "32", "--out", str(out), "--json"]) == 0
+    recs, warnings = read_results(out)
+    assert warnings == [] and recs[0]["kind"] == "calibration" and recs[0]["metrics"]["blocks"] == 2
+    capsys.readouterr()
+    assert main(["--device", "cpu", "--blocks", "3"]) == 2
+    assert capsys.readouterr().err == (
+        "nvml_perturbation: error: steps=50 must be >= 5 and blocks=3 an even number >= 2\n"
+    )
