@@ -113,12 +113,12 @@ def assert_equivalent(model, rb, rtol, atol):
         if g1[name] is None:  # unused parameter: unused in both
             assert g2[name] is None, name
             continue
-        torch.testing.assert_close(
-            g2[name], g1[name], rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}"
-        )
+        torch.testing.assert_close(g2[name], g1[name], rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}")
     # the test must not pass vacuously: most parameters carry a nonzero gradient
-    nonzero = [n for n, g in g1.items() if g is not None and g.abs().max() > 0]
-    assert len(nonzero) >= 0.8 * len(g1), f"too many zero gradients: {sorted(set(g1) - set(nonzero))}"
+    # (a [D, 0] weight — a model with no user features — has no entries to compare)
+    sized = {n: g for n, g in g1.items() if g is None or g.numel() > 0}
+    nonzero = [n for n, g in sized.items() if g is not None and g.abs().max() > 0]
+    assert len(nonzero) >= 0.8 * len(sized), f"too many zero gradients: {sorted(set(sized) - set(nonzero))}"
 
 
 def preset_case(name, dtype, n_requests=6, seed=3):
@@ -216,7 +216,7 @@ def random_case(draw):
     return spec, overrides, n_req, seed
 
 
-@settings(max_examples=55, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=55, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(random_case())
 def test_random_configs_equivalent_fp64(case):
     spec, overrides, n_req, seed = case

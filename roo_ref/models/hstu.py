@@ -129,7 +129,8 @@ class HSTURanker(nn.Module):
 
     def context(self, b) -> torch.Tensor:
         x = self.user_sparse(b.user_sparse_lengths, b.user_sparse_values).flatten(1)
-        x = torch.cat([x, b.user_dense.to(x.dtype)], 1)
+        dt = self.user_context.weight.dtype  # (a model without user tables gives an fp32 [B, 0])
+        x = torch.cat([x.to(dt), b.user_dense.to(dt)], 1)
         return self.user_context(x)
 
     def targets(self, b) -> torch.Tensor:
