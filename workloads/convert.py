@@ -245,8 +245,9 @@ def _requests_table(t: pa.Table, starts: np.ndarray, key: str, ro: list[str], po
                 reqs = np.unique(req_of_row[bad])
                 if policy == "error":
                     k = _key_array(t, key)[starts[reqs[0]]]
+                    k = k.item() if hasattr(k, "item") else k
                     raise UserError(
-                        f"RO column {name!r} differs within request {key}={k!r} ({reqs.size} request(s) in this "
+                        f"RO column {name!r} differs within request {key}={k} ({reqs.size} request(s) in this "
                         "row group); drop it from --ro-columns or pass --on-conflict first"
                     )
                 conflicts += int(reqs.size)

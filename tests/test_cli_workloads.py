@@ -1,0 +1,161 @@
+"""`roo-bench presets|generate|convert|storage|fit`: acceptance checks and bad input (exit 2, one line)."""
+
+import json
+import os
+
+import pyarrow.parquet as pq
+import pytest
+
+from harness.cli import main
+from workloads import parquet_io as P
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_presets_lists_names_and_descriptions(capsys):
+    code, out, _ = run(capsys, "presets", "--json")
+    names = [p["name"] for p in json.loads(out)["presets"]]
+    assert code == 0 and {"tiny", "retrieval", "early-ranking", "late-ranking", "hstu-ranking"} <= set(names)
+    code, out, _ = run(capsys, "presets")
+    assert code == 0 and all(line.split()[0] in names and len(line.split()) > 2 for line in out.strip().splitlines())
+
+
+def test_generate_twice_gives_byte_identical_parquet(capsys, tmp_path):
+    for d in ("D1", "D2"):
+        code, _, err = run(capsys, "generate", "--preset", "tiny", "--requests", 1000, "--seed", 1, "--out", tmp_path / d)
+        assert code == 0, err
+    for layout in ("request", "impression"):
+        a = (tmp_path / "D1" / layout / "data.parquet").read_bytes()
+        b = (tmp_path / "D2" / layout / "data.parquet").read_bytes()
+        assert a == b and len(a) > 1000
+        assert (tmp_path / "D1" / layout / "manifest.json").read_bytes() == (tmp_path / "D2" / layout / "manifest.json").read_bytes()
+    code, _, _ = run(capsys, "generate", "--preset", "tiny", "--requests", 1000, "--seed", 2, "--out", tmp_path / "D3")
+    assert (tmp_path / "D3" / "request" / "data.parquet").read_bytes() != (tmp_path / "D1" / "request" / "data.parquet").read_bytes()
+
+
+def test_generate_options_and_json(capsys, tmp_path):
+    code, out, err = run(capsys, "generate", "--preset", "tiny", "--requests", 300, "--out", tmp_path / "g",
+                         "--layout", "impression", "--order", "shuffled", "--codec", "snappy", "--row-group-size", 100,
+                         "--set", "impressions.mean=2", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    m = P.read_manifest(tmp_path / "g" / "impression")
+    assert list(res["datasets"]) == ["impression"] and m["order"] == "shuffled" and m["codec"] == "snappy"
+    assert m["spec"]["impressions"]["mean"] == 2.0
+    assert pq.read_metadata(tmp_path / "g" / "impression" / "data.parquet").row_group(0).num_rows == 100
+
+
+def test_convert_cli_recovers_generated_request_level(capsys, tmp_path):
+    run(capsys, "generate", "--preset", "tiny", "--requests", 800, "--seed", 3, "--out", tmp_path / "g")
+    code, out, err = run(capsys, "convert", tmp_path / "g" / "impression" / "data.parquet", "--request-key",
+                         "request_id", "--out", tmp_path / "c", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert {"rows_in", "rows_out", "dedup_factor", "bytes_in", "bytes_out", "conflicts"} <= set(res)
+    assert res["rows_out"] == 800 and res["conflicts"] == 0
+    got = pq.read_table(tmp_path / "c" / "data.parquet").sort_by("request_id")
+    want = pq.read_table(tmp_path / "g" / "request" / "data.parquet").sort_by("request_id")
+    assert got.equals(want)
+
+
+def test_storage_cli_json_contract(capsys):
+    code, out, err = run(capsys, "storage", "--preset", "tiny", "--requests", 4000, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["measured_uncompressed_ratio"] == pytest.approx(res["predicted_uncompressed_ratio"], rel=0.05)
+    assert len(res["formats"]) == 9
+    for f in res["formats"]:
+        assert {"layout", "order", "codec", "file_bytes", "bytes_per_impression", "write_s", "read_s",
+                "memory_bytes"} <= set(f)
+
+
+def test_fit_cli_writes_a_spec_every_command_accepts(capsys, tmp_path):
+    run(capsys, "generate", "--preset", "tiny", "--requests", 600, "--out", tmp_path / "g", "--layout", "impression")
+    code, out, err = run(capsys, "fit", tmp_path / "g" / "impression", "--request-key", "request_id",
+                         "--out", tmp_path / "s.toml")
+    assert code == 0, err and (tmp_path / "s.toml").is_file()
+    code, _, err = run(capsys, "generate", "--spec", tmp_path / "s.toml", "--requests", 100, "--out", tmp_path / "g2")
+    assert code == 0, err
+    code, out, err = run(capsys, "storage", "--spec", tmp_path / "s.toml", "--requests", 100, "--codecs", "zstd",
+                         "--json")
+    assert code == 0, err and json.loads(out)["predicted_uncompressed_ratio"] > 1
+    code, out, err = run(capsys, "storage", "--data", tmp_path / "g2", "--codecs", "none", "--json")
+    assert code == 0, err and json.loads(out)["requests"] == 100
+
+
+# --- bad input: one line naming the problem, exit 2, nothing left behind --------------------------------
+@pytest.fixture
+def files(tmp_path, capsys):
+    run(capsys, "generate", "--preset", "tiny", "--requests", 50, "--out", tmp_path / "g", "--layout", "impression")
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    (tmp_path / "corrupt.parquet").write_bytes(b"PAR1" + os.urandom(200) + b"PAR1")
+    (tmp_path / "afile").write_text("x")
+    return tmp_path
+
+
+BAD = [
+    (["generate", "--preset", "nope", "--out", "{o}"], "unknown preset 'nope'; choose one of: tiny"),
+    (["generate", "--preset", "tiny", "--set", "impressions.bogus=1", "--out", "{o}"], "unknown key 'bogus'"),
+    (["generate", "--preset", "tiny", "--set", "user_dense=abc", "--out", "{o}"], "spec.user_dense='abc' must be an integer"),
+    (["generate", "--preset", "tiny", "--requests", "0", "--out", "{o}"], "--requests=0 must be >= 1"),
+    (["generate", "--preset", "tiny", "--requests", "-5", "--out", "{o}"], "--requests=-5 must be >= 1"),
+    (["generate", "--preset", "tiny", "--row-group-size", "0", "--out", "{o}"], "--row-group-size=0 must be >= 1"),
+    (["generate", "--preset", "tiny", "--set", "impressions.max=0", "--out", "{o}"],
+     "impressions.max=0 is below impressions.min=1; set max >= min"),
+    (["generate", "--preset", "tiny", "--codec", "lz9", "--out", "{o}"], "--codec 'lz9' is not allowed"),
+    (["generate", "--spec", "{t}/missing.toml", "--out", "{o}"], "does not exist"),
+    (["generate", "--preset", "tiny", "--out", "{t}/afile/sub"], "does not exist; create it first"),
+    (["convert", "{t}/empty.parquet", "--request-key", "request_id", "--out", "{o}"], "is empty (0 bytes)"),
+    (["convert", "{t}/corrupt.parquet", "--request-key", "request_id", "--out", "{o}"], "is not a readable Parquet file"),
+    (["convert", "{t}/g/impression/data.parquet", "--request-key", "nope", "--out", "{o}"],
+     "request key column 'nope' is not in"),
+    (["convert", "{t}/g/impression/data.parquet", "--request-key", "request_id", "--ro-columns", "zz", "--out", "{o}"],
+     "--ro-columns names unknown column(s) ['zz']"),
+    (["convert", "{t}/g/impression/data.parquet", "--request-key", "request_id", "--out", "{t}/g"], "already exists"),
+    (["convert", "{t}/missing.parquet", "--request-key", "request_id", "--out", "{o}"], "does not exist"),
+    (["fit", "{t}/corrupt.parquet", "--request-key", "request_id", "--out", "{o}.toml"], "is not a readable Parquet file"),
+    (["fit", "{t}/empty.parquet", "--request-key", "request_id", "--out", "{o}.toml"], "is not a readable Parquet file"),
+    (["fit", "{t}/g/impression", "--request-key", "nope", "--out", "{o}.toml"], "request key column 'nope' is not in"),
+    (["fit", "{t}/g/impression", "--request-key", "request_id", "--out", "{t}/afile/s.toml"], "is not a writable directory"),
+    (["storage", "--preset", "nope"], "unknown preset 'nope'"),
+    (["storage", "--preset", "tiny", "--requests", "0"], "--requests=0 must be >= 1"),
+    (["storage", "--data", "{t}/afile"], "holds no roo-bench dataset"),
+]
+
+
+@pytest.mark.parametrize("argv, msg", BAD, ids=[" ".join(a[:2]) + f"#{i}" for i, (a, _) in enumerate(BAD)])
+def test_bad_input_is_one_line_exit_2_nothing_written(files, capsys, argv, msg):
+    o = files / "out"
+    before = sorted(p.name for p in files.iterdir())
+    code, out, err = run(capsys, *[a.format(o=o, t=files) for a in argv])
+    assert code == 2
+    assert msg in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not o.exists() and not (files / "out.toml").exists()
+    assert sorted(p.name for p in files.iterdir()) == before  # no temp dirs left either
+
+
+def test_bad_input_through_the_module_entry_point(run_cli, tmp_path):
+    r = run_cli("generate", "--preset", "nope", "--out", tmp_path / "x")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "roo-bench generate: error: unknown preset 'nope'" in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_non_writable_output_dir(capsys, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        code, _, err = run(capsys, "generate", "--preset", "tiny", "--requests", 10, "--out", ro / "x")
+        assert code == 2 and "is not writable" in err and err.count("\n") == 1
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o700)
