@@ -309,7 +309,8 @@ def check_priceable(spec: WorkloadSpec, cfg: ModelConfig) -> None:
     check_compatible(spec, cfg)
 
 
-def layout_components(spec_or_shape, cfg: ModelConfig, stats: dict, layout: str, dtype: str = "bf16") -> list[Component]:
+def layout_components(spec_or_shape, cfg: ModelConfig, stats: dict, layout: str,
+                      dtype: str = "bf16") -> list[Component]:
     """The component rows of one layout (no comm/storage rows; see `model_cost`)."""
     _check_layout(layout)
     sh = spec_or_shape if isinstance(spec_or_shape, Shape) else Shape.of(spec_or_shape, cfg)
@@ -594,7 +595,8 @@ def embedding_optimizer(cfg: ModelConfig, stats: dict, layout: str, e: int) -> C
     roo = layout == "roo"
     d = cfg.embedding_dim
     user = stats["user_ids"] if roo else stats["user_ids_k"]
-    hist = (stats["ht"] if roo else stats["ht_k"]) if cfg.arch == "hstu" else (stats["hist"] if roo else stats["hist_k"])
+    hstu = cfg.arch == "hstu"
+    hist = stats[("ht" if hstu else "hist") + ("" if roo else "_k")]
     ids = user + 2 * hist + stats["item_ids"] + stats["N"]
     c = _new("embedding optimizer (row-wise Adagrad)", layout, "optimizer")
     per_id = PARAM_BYTES * d * 5 + 2 * ID_BYTES + 8
@@ -788,7 +790,8 @@ def point_cost(spec: WorkloadSpec, model_config: ModelConfig, request_batch, lay
 
 __all__ = [
     "ATTENTION_COUNTS", "Component", "LAYOUTS", "LayoutCost", "STAT_KEYS", "Shape", "attention_mode",
-    "batch_stats", "batch_storage_bytes", "check_priceable", "component_time_s", "embedding_optimizer", "expected_stats",
+    "batch_stats", "batch_storage_bytes", "check_priceable", "component_time_s", "embedding_optimizer",
+    "expected_stats",
     "f_user", "ideal_speedup", "layout_components", "layout_cost", "model_cost", "point_cost",
 ]
 

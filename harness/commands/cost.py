@@ -100,7 +100,7 @@ def model_report(spec, cfg, dev, dtype="bf16", requests=None, batch=None, world_
     mc = cost.model_cost(spec, cfg, batch=batch, requests=requests, dtype=dtype, device=dev,
                          world_size=world_size, bus_bw=bus_bw)
     comps = []
-    for layout, lc in mc["layouts"].items():
+    for lc in mc["layouts"].values():
         for c in lc.components:
             d = c.to_dict()
             d["time_ms"] = float(cost.component_time_s(c, dev, dtype, mc["attention"])) * 1e3
