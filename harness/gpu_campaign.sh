@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The H100 validation campaign, in stages that fit one device call each (<= 10 minutes):
+#   OUT=/some/dir STAGES="calib presets early" bash harness/gpu_campaign.sh
+#   OUT=/some/dir STAGES="hstu nvml gpubench" bash harness/gpu_campaign.sh
+# Everything lands under $OUT/campaign/ and is packed into $OUT/campaign.tar.gz (the device tool
+# returns at most 8 files). Unpack it into reports/data/<device>/ and commit it.
+set -uo pipefail
+: "${OUT:?set OUT to an output directory}"
+STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}
+export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+D="$OUT/campaign"
+mkdir -p "$D"
+rb() { python3 -m harness "$@"; }
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv > "$D/nvidia-smi.csv" 2>&1
+
+for s in $STAGES; do
+  t0=$(date +%s)
+  case $s in
+    calib)    log "calibrate"; rb calibrate --device cuda --json > "$D/calibration.json" ;;
+    presets)  log "all presets, both layouts, bf16"
+              rb sweep harness/sweeps/all-presets.toml --out "$D/presets" --resume --timeout 150 --json ;;
+    early)    log "early-ranking k x L"
+              rb sweep harness/sweeps/h100-campaign-early.toml --out "$D/early-kxL" --resume --json ;;
+    hstu)     log "hstu-ranking k x L (triton attention)"
+              rb sweep harness/sweeps/h100-campaign-hstu.toml --out "$D/hstu-kxL" --resume --json ;;
+    nvml)     log "NVML sampler perturbation"
+              python3 -m harness.nvml_perturbation --device cuda --json --out "$D/nvml_perturbation.jsonl" ;;
+    bench)    log "roo-bench bench (issue 3 acceptance)"
+              for p in early-ranking hstu-ranking; do
+                rb bench --preset "$p" --layout both --device cuda --dtype bf16 --steps 20 --json > "$D/bench-$p.json"
+              done ;;
+    gpubench) log "asv GPU track_ benchmarks run directly"
+              python3 -m benchmarks.gpu --json > "$D/asv-gpu.json" ;;
+    *) echo "unknown stage $s" >&2 ;;
+  esac
+  log "stage $s done in $(( $(date +%s) - t0 )) s (rc=$?)"
+done
+tar -czf "$OUT/campaign-$(echo "$STAGES" | tr ' ' '-').tar.gz" -C "$OUT" campaign
+log "packed $(du -sh "$D" | cut -f1)"
