@@ -32,9 +32,10 @@ for s in $STAGES; do
               done ;;
     gpubench) log "asv GPU track_ benchmarks run directly"
               python3 -m benchmarks.gpu --json > "$D/asv-gpu.json" ;;
-    *) echo "unknown stage $s" >&2 ;;
+    *) echo "unknown stage $s" >&2; false ;;
   esac
-  log "stage $s done in $(( $(date +%s) - t0 )) s (rc=$?)"
+  rc=$?
+  log "stage $s done in $(( $(date +%s) - t0 )) s (rc=$rc)"
 done
 tar -czf "$OUT/campaign-$(echo "$STAGES" | tr ' ' '-').tar.gz" -C "$OUT" campaign
 log "packed $(du -sh "$D" | cut -f1)"
