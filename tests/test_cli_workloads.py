@@ -28,15 +28,18 @@ def test_presets_lists_names_and_descriptions(capsys):
 
 def test_generate_twice_gives_byte_identical_parquet(capsys, tmp_path):
     for d in ("D1", "D2"):
-        code, _, err = run(capsys, "generate", "--preset", "tiny", "--requests", 1000, "--seed", 1, "--out", tmp_path / d)
+        code, _, err = run(capsys, "generate", "--preset", "tiny", "--requests", 1000, "--seed", 1,
+                           "--out", tmp_path / d)
         assert code == 0, err
     for layout in ("request", "impression"):
         a = (tmp_path / "D1" / layout / "data.parquet").read_bytes()
         b = (tmp_path / "D2" / layout / "data.parquet").read_bytes()
         assert a == b and len(a) > 1000
-        assert (tmp_path / "D1" / layout / "manifest.json").read_bytes() == (tmp_path / "D2" / layout / "manifest.json").read_bytes()
+        m1, m2 = (tmp_path / d / layout / "manifest.json" for d in ("D1", "D2"))
+        assert m1.read_bytes() == m2.read_bytes()
     code, _, _ = run(capsys, "generate", "--preset", "tiny", "--requests", 1000, "--seed", 2, "--out", tmp_path / "D3")
-    assert (tmp_path / "D3" / "request" / "data.parquet").read_bytes() != (tmp_path / "D1" / "request" / "data.parquet").read_bytes()
+    d1, d3 = (tmp_path / d / "request" / "data.parquet" for d in ("D1", "D3"))
+    assert d3.read_bytes() != d1.read_bytes()
 
 
 def test_generate_options_and_json(capsys, tmp_path):
@@ -102,7 +105,8 @@ def files(tmp_path, capsys):
 BAD = [
     (["generate", "--preset", "nope", "--out", "{o}"], "unknown preset 'nope'; choose one of: tiny"),
     (["generate", "--preset", "tiny", "--set", "impressions.bogus=1", "--out", "{o}"], "unknown key 'bogus'"),
-    (["generate", "--preset", "tiny", "--set", "user_dense=abc", "--out", "{o}"], "spec.user_dense='abc' must be an integer"),
+    (["generate", "--preset", "tiny", "--set", "user_dense=abc", "--out", "{o}"],
+     "spec.user_dense='abc' must be an integer"),
     (["generate", "--preset", "tiny", "--requests", "0", "--out", "{o}"], "--requests=0 must be >= 1"),
     (["generate", "--preset", "tiny", "--requests", "-5", "--out", "{o}"], "--requests=-5 must be >= 1"),
     (["generate", "--preset", "tiny", "--row-group-size", "0", "--out", "{o}"], "--row-group-size=0 must be >= 1"),
@@ -112,17 +116,21 @@ BAD = [
     (["generate", "--spec", "{t}/missing.toml", "--out", "{o}"], "does not exist"),
     (["generate", "--preset", "tiny", "--out", "{t}/afile/sub"], "does not exist; create it first"),
     (["convert", "{t}/empty.parquet", "--request-key", "request_id", "--out", "{o}"], "is empty (0 bytes)"),
-    (["convert", "{t}/corrupt.parquet", "--request-key", "request_id", "--out", "{o}"], "is not a readable Parquet file"),
+    (["convert", "{t}/corrupt.parquet", "--request-key", "request_id", "--out", "{o}"],
+     "is not a readable Parquet file"),
     (["convert", "{t}/g/impression/data.parquet", "--request-key", "nope", "--out", "{o}"],
      "request key column 'nope' is not in"),
     (["convert", "{t}/g/impression/data.parquet", "--request-key", "request_id", "--ro-columns", "zz", "--out", "{o}"],
      "--ro-columns names unknown column(s) ['zz']"),
     (["convert", "{t}/g/impression/data.parquet", "--request-key", "request_id", "--out", "{t}/g"], "already exists"),
     (["convert", "{t}/missing.parquet", "--request-key", "request_id", "--out", "{o}"], "does not exist"),
-    (["fit", "{t}/corrupt.parquet", "--request-key", "request_id", "--out", "{o}.toml"], "is not a readable Parquet file"),
-    (["fit", "{t}/empty.parquet", "--request-key", "request_id", "--out", "{o}.toml"], "is not a readable Parquet file"),
+    (["fit", "{t}/corrupt.parquet", "--request-key", "request_id", "--out", "{o}.toml"],
+     "is not a readable Parquet file"),
+    (["fit", "{t}/empty.parquet", "--request-key", "request_id", "--out", "{o}.toml"],
+     "is not a readable Parquet file"),
     (["fit", "{t}/g/impression", "--request-key", "nope", "--out", "{o}.toml"], "request key column 'nope' is not in"),
-    (["fit", "{t}/g/impression", "--request-key", "request_id", "--out", "{t}/afile/s.toml"], "is not a writable directory"),
+    (["fit", "{t}/g/impression", "--request-key", "request_id", "--out", "{t}/afile/s.toml"],
+     "is not a writable directory"),
     (["storage", "--preset", "nope"], "unknown preset 'nope'"),
     (["storage", "--preset", "tiny", "--requests", "0"], "--requests=0 must be >= 1"),
     (["storage", "--data", "{t}/afile"], "holds no roo-bench dataset"),

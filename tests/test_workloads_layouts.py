@@ -24,7 +24,8 @@ def select_requests(b: RequestBatch, idx: torch.Tensor) -> RequestBatch:
     h_ts, _ = jagged_gather(b.history_timestamps, hl, idx)
     off = torch.zeros(b.num_requests + 1, dtype=torch.int64)
     off[1:] = torch.cumsum(b.num_impressions, 0)
-    rows = torch.cat([torch.arange(int(off[i]), int(off[i + 1])) for i in idx.tolist()] or [torch.zeros(0, dtype=torch.int64)])
+    ranges = [torch.arange(int(off[i]), int(off[i + 1])) for i in idx.tolist()]
+    rows = torch.cat(ranges) if ranges else torch.zeros(0, dtype=torch.int64)
     isv, isl = keyed_gather(b.item_sparse_values, b.item_sparse_lengths, rows)
     return RequestBatch(
         request_id=b.request_id[idx], timestamp=b.timestamp[idx], num_impressions=b.num_impressions[idx],
@@ -100,7 +101,8 @@ def test_round_trip_request_impression_request(spec, n, seed, shuffle_seed):
 
 
 def test_requests_with_one_impression_and_empty_histories():
-    spec = WorkloadSpec(impressions=_d(kind="fixed", value=1, min=1), history=HistorySpec(length=_d(kind="fixed", value=0)))
+    spec = WorkloadSpec(impressions=_d(kind="fixed", value=1, min=1),
+                        history=HistorySpec(length=_d(kind="fixed", value=0)))
     b = generate(spec, 50, seed=0)
     assert (b.num_impressions == 1).all() and b.history_item_ids.numel() == 0
     imp = b.to_impressions()

@@ -44,7 +44,9 @@ def offsets_of(lengths: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def jagged_gather(values: torch.Tensor, lengths: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def jagged_gather(
+    values: torch.Tensor, lengths: torch.Tensor, index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows `index` of a jagged tensor (values, lengths): returns (values', lengths').
 
     Vectorized (no Python loop): the output position p of segment j reads

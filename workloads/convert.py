@@ -6,8 +6,9 @@ as `request_id`. Columns of any Arrow type work (lists, nested lists, strings, .
 
 Streaming: the input is read one row group at a time; the rows of the last request in a row
 group are carried into the next, so memory is bounded by a row group plus the largest request
-span, not the file. `--ro-columns auto` needs one extra read pass to find the columns that are
-constant within every request.
+span, not the file. `--ro-columns auto` guesses the columns constant within every request from the
+first row group and verifies each later group; a column that varies restarts the conversion
+without it (so the common case is a single pass).
 
 Unsorted input (a request's rows not adjacent) is detected and handled by an external sort: the
 rows are hash-partitioned by key into temp Parquet files (each a fraction of the input), and each
@@ -73,6 +74,13 @@ class ConvertResult:
 
 class _Unsorted(Exception):
     """Internal: a request key reappears after its request was closed."""
+
+
+class _NotConstant(Exception):
+    """Internal: a column guessed request-only (from the first row group) varies in a request."""
+
+    def __init__(self, column: str):
+        self.column = column
 
 
 # --- row equality (any arrow type, vectorized) -------------------------------------------------------
@@ -150,14 +158,55 @@ def _normalize(arr: pa.Array) -> pa.Array:
     return arr
 
 
+def _runs_equal(offs: np.ndarray, child: np.ndarray) -> np.ndarray | None:
+    """Adjacent-row equality of a list column with a primitive child, by runs of equal length:
+    a run of rows of length L is a [rows, L] block, and `block[1:] == block[:-1]` compares every
+    row with its predecessor at once (no per-element index arrays). None when runs are too short
+    for this to pay (the caller falls back to the general path)."""
+    lens = np.diff(offs)
+    n = lens.size
+    eq = np.zeros(n, dtype=bool)
+    if n < 2:
+        return eq
+    change = np.flatnonzero(lens[1:] != lens[:-1]) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [n]])
+    if starts.size > 64 and starts.size > n // 4:
+        return None
+    is_float = child.dtype.kind == "f"
+    for r0, r1 in zip(starts.tolist(), ends.tolist(), strict=True):
+        if r1 - r0 < 2:
+            continue
+        length = int(lens[r0])
+        if length == 0:
+            eq[r0 + 1 : r1] = True
+            continue
+        block = child[offs[r0] : offs[r1]].reshape(r1 - r0, length)
+        same = block[1:] == block[:-1]
+        if is_float:
+            same |= np.isnan(block[1:]) & np.isnan(block[:-1])
+        eq[r0 + 1 : r1] = same.all(axis=1)
+    return eq
+
+
+_CHUNK_PAIRS = 4096  # rows per batch in the general path (bounds its index temporaries)
+
+
 def row_equals_prev(arr: pa.Array) -> np.ndarray:
     """eq[r] = (row r == row r-1); eq[0] = False."""
     a = _normalize(arr)
     n = len(a)
+    if n > 1 and pa.types.is_large_list(a.type) and a.null_count == 0:
+        child = a.values
+        if (pa.types.is_primitive(child.type) or pa.types.is_boolean(child.type)) and child.null_count == 0:
+            fast = _runs_equal(np.asarray(a.offsets.to_numpy(zero_copy_only=False), dtype=np.int64),
+                               child.to_numpy(zero_copy_only=False))
+            if fast is not None:
+                return fast
     eq = np.zeros(n, dtype=bool)
-    if n > 1:
-        i = np.arange(1, n)
-        eq[1:] = _pairs_equal(a, i, i - 1)
+    for s in range(1, n, _CHUNK_PAIRS):
+        i = np.arange(s, min(n, s + _CHUNK_PAIRS))
+        eq[i] = _pairs_equal(a, i, i - 1)
     return eq
 
 
@@ -223,7 +272,8 @@ class _Grouper:
                 raise _Unsorted
 
 
-def _requests_table(t: pa.Table, starts: np.ndarray, key: str, ro: list[str], policy: str) -> tuple[pa.Table, int]:
+def _requests_table(t: pa.Table, starts: np.ndarray, key: str, ro: list[str], policy: str,
+                    verify: bool = False) -> tuple[pa.Table, int]:
     """One row per request: RO columns from its first row, the rest as lists."""
     n = t.num_rows
     first = pa.array(starts)
@@ -242,6 +292,8 @@ def _requests_table(t: pa.Table, starts: np.ndarray, key: str, ro: list[str], po
         elif name in ro:
             bad = ~row_equals_prev(arr) & ~is_start
             if bad.any():
+                if verify:
+                    raise _NotConstant(name)
                 reqs = np.unique(req_of_row[bad])
                 if policy == "error":
                     k = _key_array(t, key)[starts[reqs[0]]]
@@ -272,7 +324,8 @@ def _open(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
-        raise UserError(f"input {path} is not a readable Parquet file ({str(e).splitlines()[0]}); re-export it") from None
+        why = str(e).splitlines()[0]
+        raise UserError(f"input {path} is not a readable Parquet file ({why}); re-export it") from None
 
 
 def _read_groups(pf: pq.ParquetFile) -> Iterator[pa.Table]:
@@ -280,7 +333,17 @@ def _read_groups(pf: pq.ParquetFile) -> Iterator[pa.Table]:
         try:
             yield pf.read_row_group(i)
         except (pa.ArrowInvalid, OSError) as e:
-            raise UserError(f"row group {i} of the input is corrupt ({str(e).splitlines()[0]}); re-export the file") from None
+            why = str(e).splitlines()[0]
+            raise UserError(f"row group {i} of the input is corrupt ({why}); re-export the file") from None
+
+
+def guess_ro_columns(pf: pq.ParquetFile, key: str) -> list[str]:
+    """Columns constant within every request of the first row group (verified while converting)."""
+    t = next(_read_groups(pf))
+    starts = _starts(_key_array(t, key))
+    is_start = np.zeros(t.num_rows, dtype=bool)
+    is_start[starts] = True
+    return [n for n in t.column_names if n != key and not (~row_equals_prev(t.column(n)) & ~is_start).any()]
 
 
 def detect_ro_columns(pf: pq.ParquetFile, key: str) -> list[str]:
@@ -340,15 +403,19 @@ def convert(
     try:
         sorted_input = True
         if not explicit:
+            # one pass in the common case: guess from the first row group, verify while converting,
+            # and start over without a column that turns out to vary (at most once per column)
+            ro = guess_ro_columns(pf, request_key)
+        while sorted_input:
             try:
-                ro = detect_ro_columns(pf, request_key)
+                res.rows_out = res.conflicts = 0
+                _convert_stream(_read_groups(pf), tmp / OUT_FILE, request_key, ro, on_conflict, codec, res,
+                                verify=not explicit)
+                break
             except _Unsorted:
                 sorted_input = False
-        if sorted_input:
-            try:
-                _convert_stream(_read_groups(pf), tmp / OUT_FILE, request_key, ro, on_conflict, codec, res)
-            except _Unsorted:
-                sorted_input = False
+            except _NotConstant as e:
+                ro = [c for c in ro if c != e.column]
         if not sorted_input:
             res = ConvertResult(bytes_in=res.bytes_in, external_sort=True)
             _external_sort_convert(pf, tmp, request_key, None if not explicit else ro, on_conflict, codec,
@@ -382,7 +449,8 @@ def convert(
     return res
 
 
-def _convert_stream(tables, dest: Path, key: str, ro: list[str], policy: str, codec: str, res: ConvertResult) -> None:
+def _convert_stream(tables, dest: Path, key: str, ro: list[str], policy: str, codec: str, res: ConvertResult,
+                    verify: bool = False) -> None:
     from workloads.parquet_io import _compression
 
     g = _Grouper(key)
@@ -390,7 +458,7 @@ def _convert_stream(tables, dest: Path, key: str, ro: list[str], policy: str, co
     try:
         def emit(done: pa.Table, st: np.ndarray) -> None:
             nonlocal writer
-            t, c = _requests_table(done, st, key, ro, policy)
+            t, c = _requests_table(done, st, key, ro, policy, verify)
             res.conflicts += c
             res.rows_out += t.num_rows
             if writer is None:

@@ -70,7 +70,9 @@ def _ks(d: Dist, x: np.ndarray) -> float:
     return float(np.max(np.abs(model_cdf - emp_cdf)))
 
 
-def fit_counts(x: np.ndarray, name: str, kinds=("fixed", "geometric", "poisson", "lognormal", "zipf")) -> tuple[Dist, dict]:
+def fit_counts(
+    x: np.ndarray, name: str, kinds=("fixed", "geometric", "poisson", "lognormal", "zipf")
+) -> tuple[Dist, dict]:
     """Best Dist for non-negative integer samples `x`, and a report of every candidate."""
     x = np.asarray(x, dtype=np.int64)
     if x.size == 0:

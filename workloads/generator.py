@@ -8,8 +8,8 @@ same data on any machine (PCG64's bit stream is fixed across numpy versions).
 
 Speed (one core, see benchmarks/workloads.py): the history dominates (~400 ids per request), so its
 ids, action types and time gaps come from raw 64-bit draws (`random_raw`: 32 bits per id, 16 per
-gap and per action), processed in cache-sized chunks, and every field is written in place into one preallocated array per window of
-blocks (no per-block concatenation).
+gap and per action), processed in cache-sized chunks, and every field is written in place into one
+preallocated array per window of blocks (no per-block concatenation).
 
 Ids with Zipf popularity follow a bounded continuous power law on [1, C+1), floored to an id in
 [0, C) (P(id) ~ (id+1)^-a). They are drawn by inverse CDF from a 4096-knot table: the top 12 bits of

@@ -369,7 +369,8 @@ def read_table(path, columns: list[str] | None = None) -> pa.Table:
     try:
         return pq.read_table(f, columns=columns)
     except (pa.ArrowInvalid, OSError) as e:
-        raise UserError(f"{f} is not a readable Parquet file ({str(e).splitlines()[0]}); check the path or re-export it") from None
+        why = str(e).splitlines()[0]
+        raise UserError(f"{f} is not a readable Parquet file ({why}); check the path or re-export it") from None
 
 
 def read_dataset(path) -> RequestBatch | ImpressionBatch:

@@ -36,7 +36,9 @@ PRESETS: dict[str, WorkloadSpec] = {
         description="Two-tower retrieval: heavy user side (long history, 30 user features), light item tower.",
         impressions=_d(kind="geometric", mean=10.0, min=1, max=64),
         history=HistorySpec(length=_d(kind="lognormal", mean=800.0, sigma=0.7, max=4096), item_cardinality=10_000_000),
-        user_sparse=(SparseGroup("user", 30, 5_000_000, _d(kind="lognormal", mean=2.0, sigma=0.5, min=1), "zipf", 1.1),),
+        user_sparse=(
+            SparseGroup("user", 30, 5_000_000, _d(kind="lognormal", mean=2.0, sigma=0.5, min=1), "zipf", 1.1),
+        ),
         user_dense=32,
         item_sparse=(SparseGroup("item", 3, 10_000_000, _d(kind="fixed", value=1), "zipf", 1.2),),
         item_dense=4,
@@ -90,7 +92,8 @@ def get_preset(name: str) -> WorkloadSpec:
     try:
         return PRESETS[name]
     except KeyError:
-        raise SpecError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)} (see `roo-bench presets`)") from None
+        choices = ", ".join(PRESETS)
+        raise SpecError(f"unknown preset {name!r}; choose one of: {choices} (see `roo-bench presets`)") from None
 
 
 def resolve_spec(preset: str | None = None, spec_file: str | None = None, overrides=()) -> WorkloadSpec:

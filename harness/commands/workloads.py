@@ -131,9 +131,10 @@ def _generate(args) -> int:
     bar = None
     try:
         for layout in layouts:
-            writers.append(DatasetWriter(root / layout, layout, order=args.order if layout == "impression" else "grouped",
-                                         codec=args.codec, row_group_size=args.row_group_size or DEFAULT_ROW_GROUP,
-                                         spec=spec, seed=seed, extra={"requests_requested": args.requests}))
+            order = args.order if layout == "impression" else "grouped"
+            writers.append(DatasetWriter(root / layout, layout, order=order, codec=args.codec,
+                                         row_group_size=args.row_group_size or DEFAULT_ROW_GROUP, spec=spec,
+                                         seed=seed, extra={"requests_requested": args.requests}))
         bar = _progress(args.requests)
         for b in iter_request_batches(spec, args.requests, seed=seed, chunk_requests=args.chunk_requests):
             for w in writers:
@@ -212,7 +213,8 @@ def _storage(args) -> int:
         print(json.dumps(res))
         return 0
     p = res["predicted_uncompressed_ratio"]
-    print(f"{res['requests']} requests, {res['impressions']} impressions ({res['impressions_per_request']:.2f}/request)")
+    print(f"{res['requests']} requests, {res['impressions']} impressions "
+          f"({res['impressions_per_request']:.2f}/request)")
     print(f"uncompressed impression/request bytes: measured {res['measured_uncompressed_ratio']:.3f}"
           + (f", predicted k(U+I)/(U+kI) {p:.3f}" if p is not None else ""))
     print(f"{'layout':<11}{'order':<9}{'codec':<7}{'file MB':>9}{'B/imp':>9}{'imps/TB':>10}"
