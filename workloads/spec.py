@@ -203,6 +203,8 @@ class WorkloadSpec:
         return WorkloadSpec.from_dict(d)
 
     def to_toml(self) -> str:
+        import tomli_w  # only needed to write spec files (not installed on the GPU machine)
+
         return tomli_w.dumps(_drop_none(self.to_dict()))
 
     @classmethod
