@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomli_w
 import tomllib
 
 from workloads.distributions import Dist
