@@ -1,0 +1,314 @@
+"""Benchmark: jagged HSTU attention, Triton kernel vs torch reference vs padded SDPA (tritonbench style).
+
+Providers x inputs; each cell is the CUDA-event median of triton.testing.do_bench:
+  torch_ref      roo_ref.attention.hstu_attention_torch (padded explicit matmuls, target-aware mask)
+  sdpa_cudnn     F.scaled_dot_product_attention, cuDNN backend, softmax, padded dense [B, H, L, D], causal
+  sdpa_flash     same, flash backend
+  triton         roo_ref.kernels.hstu_attention (dq by its own kernel)
+  triton_atomic  same, dq by fp32 atomics in the dk/dv kernel
+Inputs: bf16, H heads, head dim D, ~131k tokens per batch; L x targets x {uniform: all L,
+jagged: lengths uniform in [L/2, L]}. SDPA runs on the padded [B, L] batch with a plain causal mask
+(it has no target-aware mask) and without the jagged<->padded copies: a lower bound on its cost.
+
+FLOPs (mask-aware, the same count for every provider): per head and allowed (i, j) pair of the
+HSTU mask, 2*d_qk (q k^T) + 2*d_v (A v) forward; backward = 2.5x forward; fwd+bwd = 3.5x.
+Allowed pairs of a sequence with n tokens, nt targets, h = n - nt: h(h+1)/2 + nt*h + nt.
+Also measured in the same run: an 8192^3 bf16 matmul (random data), TFLOP/s = 2*8192^3 / t.
+
+  PYTHONPATH=. python -m roo_ref.kernels.bench_hstu --out bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+MODES = ("fwd", "bwd", "fwdbwd")
+PROVIDERS = ("torch_ref", "sdpa_cudnn", "sdpa_flash", "triton", "triton_atomic")
+
+
+def _lengths(L: int, dist: str, tokens: int, gen):
+    import torch
+
+    if dist == "uniform":
+        b = max(1, tokens // L)
+        return torch.full((b,), L, dtype=torch.int64)
+    b = max(1, round(tokens / (0.75 * L)))
+    lens = torch.randint(L // 2, L + 1, (b,), generator=gen, dtype=torch.int64)
+    lens[0] = L  # max length is L exactly (same grid as uniform)
+    return lens
+
+
+def mask_pairs(lengths, num_targets) -> int:
+    h = lengths - num_targets
+    return int((h * (h + 1) // 2 + num_targets * h + num_targets).sum())
+
+
+def _time(fn, grad_to_none=None):
+    import triton
+
+    return triton.testing.do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none, return_mode="median")
+
+
+def _matmul_rate(torch):
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    ms = _time(lambda: a @ b)
+    return 2 * 8192**3 / (ms * 1e-3) / 1e12
+
+
+def _bench_provider(torch, provider, x, modes):
+    """Returns {mode: ms or None}."""
+    import torch.nn.functional as F
+
+    from roo_ref.attention import hstu_attention_torch
+    from roo_ref.kernels import hstu_attention as hk
+
+    res = {}
+    if provider.startswith("sdpa"):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        backend = SDPBackend.CUDNN_ATTENTION if provider == "sdpa_cudnn" else SDPBackend.FLASH_ATTENTION
+        B, L, H, D = x["B"], x["L"], x["H"], x["D"]
+        qp, kp, vp = (
+            torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
+        )
+        dout = torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16)
+
+        def f():
+            with sdpa_kernel([backend]):
+                return F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+
+        leaves = [qp, kp, vp]
+    else:
+        q, k, v = x["q"], x["k"], x["v"]
+        args = (x["offsets"], x["L"], x["alpha"], float(x["L"]), x["nt"])
+        if provider == "torch_ref":
+
+            def f():
+                return hstu_attention_torch(q, k, v, *args)
+        else:
+            hk.DQ_MODE = "atomic" if provider == "triton_atomic" else "kernel"
+
+            def f():
+                return hk.hstu_attention_triton(q, k, v, *args)
+
+        dout = x["dout"]
+        leaves = [q, k, v]
+    try:
+        out = f()  # warm-up / autotune / compile
+        out.backward(dout)
+        torch.cuda.synchronize()
+        for mode in modes:
+            if mode == "fwd":
+                with torch.no_grad():
+                    res[mode] = _time(f)
+            elif mode == "bwd":
+                held = f()
+                res[mode] = _time(
+                    lambda held=held: held.backward(dout, retain_graph=True), grad_to_none=leaves
+                )
+                del held
+            else:
+                res[mode] = _time(lambda: f().backward(dout), grad_to_none=leaves)
+    except torch.OutOfMemoryError:
+        res = {m: None for m in modes}
+    except RuntimeError as e:  # e.g. a backend that refuses the shape
+        print(f"  {provider}: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
+        res = {m: None for m in modes}
+    finally:
+        for t in leaves:
+            t.grad = None
+        torch.cuda.empty_cache()
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--lengths", default="256,512,1024,2048,4096")
+    p.add_argument("--targets", default="0,32")
+    p.add_argument("--dists", default="uniform,jagged")
+    p.add_argument("--providers", default=",".join(PROVIDERS))
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--tokens", type=int, default=131072)
+    p.add_argument("--no-autotune", action="store_true", help="use the kernels' default configs")
+    p.add_argument("--sweep", action="store_true", help="time each fwd/bwd config (regs, spills) and exit")
+    p.add_argument("--out", default="bench_hstu.json")
+    a = p.parse_args(argv)
+    if not a.no_autotune:
+        os.environ["ROO_HSTU_AUTOTUNE"] = "1"
+
+    import torch
+    import triton
+
+    from roo_ref.kernels import hstu_attention as hk
+
+    if not torch.cuda.is_available():
+        print("bench_hstu needs a CUDA device", file=sys.stderr)
+        return 2
+    if a.sweep:
+        return sweep(torch, hk, a)
+    modes = a.modes.split(",")
+    providers = a.providers.split(",")
+    gen = torch.Generator().manual_seed(0)
+    mm = _matmul_rate(torch)
+    print(f"device {torch.cuda.get_device_name()}  bf16 8192^3 matmul {mm:.0f} TFLOP/s", flush=True)
+    rows = []
+    for L in map(int, a.lengths.split(",")):
+        for dist in a.dists.split(","):
+            for nt_val in map(int, a.targets.split(",")):
+                lens = _lengths(L, dist, a.tokens, gen)
+                nt = lens.clamp(max=nt_val)
+                offs = torch.zeros(lens.numel() + 1, dtype=torch.int64)
+                offs[1:] = lens.cumsum(0)
+                T, H, D = int(offs[-1]), a.heads, a.dim
+                x = dict(
+                    L=L,
+                    B=lens.numel(),
+                    H=H,
+                    D=D,
+                    alpha=1.0 / D**0.5,
+                    offsets=offs.cuda(),
+                    nt=nt.cuda(),
+                    q=torch.randn(T, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True),
+                    k=torch.randn(T, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True),
+                    v=torch.randn(T, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True),
+                    dout=torch.randn(T, H, D, device="cuda", dtype=torch.bfloat16),
+                )
+                fwd_flops = mask_pairs(lens, nt) * H * (2 * D + 2 * D)
+                sdpa_pairs = lens.numel() * L * (L + 1) // 2  # what the padded causal SDPA computes
+                mult = {"fwd": 1.0, "bwd": 2.5, "fwdbwd": 3.5}
+                for prov in providers:
+                    t0 = time.time()
+                    ms = _bench_provider(torch, prov, x, modes)
+                    row = dict(
+                        L=L,
+                        dist=dist,
+                        targets=nt_val,
+                        B=lens.numel(),
+                        tokens=T,
+                        provider=prov,
+                        fwd_flops=fwd_flops,
+                        sdpa_padded_fwd_flops=sdpa_pairs * H * 4 * D,
+                    )
+                    for m in modes:
+                        row[f"{m}_ms"] = ms[m]
+                        row[f"{m}_tflops"] = (fwd_flops * mult[m] / (ms[m] * 1e-3) / 1e12) if ms[m] else None
+                    rows.append(row)
+                    cells = "  ".join(
+                        f"{m} {ms[m]:.3f}ms {row[m + '_tflops']:.0f}TF" if ms[m] else f"{m} -" for m in modes
+                    )
+                    print(
+                        f"L={L:5d} {dist:8s} nt={nt_val:2d} {prov:14s} {cells}  ({time.time() - t0:.1f}s)",
+                        flush=True,
+                    )
+                del x
+                torch.cuda.empty_cache()
+                _write(a.out, _result(torch, triton, hk, a, mm, rows))  # partial results survive a timeout
+    result = _result(torch, triton, hk, a, mm, rows)
+    _write(a.out, result)
+    print_table(result)
+    return 0
+
+
+def _result(torch, triton, hk, a, mm, rows) -> dict:
+    tuned = {}
+    for key, kern in hk._cache.items():
+        if hasattr(kern, "cache") and kern.cache:
+            tuned[key[0]] = {str(k): str(v) for k, v in kern.cache.items()}
+    return dict(
+        device=torch.cuda.get_device_name(),
+        torch=torch.__version__,
+        triton=triton.__version__,
+        matmul_bf16_8192_tflops=mm,
+        heads=a.heads,
+        dim=a.dim,
+        tokens_per_batch=a.tokens,
+        dtype="bfloat16",
+        flops_rule="mask-aware: per head and allowed (i,j) pair 2*d_qk + 2*d_v forward; bwd = 2.5x fwd",
+        autotune=not a.no_autotune,
+        dq_mode_default=hk.DQ_MODE,
+        defaults=hk._DEFAULTS,
+        rows=rows,
+    )
+
+
+def _write(path, result) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=d, delete=False, suffix=".tmp") as fh:
+        json.dump(result, fh, indent=1)
+    os.replace(fh.name, path)
+
+
+def sweep(torch, hk, a) -> int:
+    """Forward configs x exact/fast silu, then backward configs: ms, TFLOP/s, registers, spills."""
+    gen = torch.Generator().manual_seed(0)
+    for L in map(int, a.lengths.split(",")):
+        lens = _lengths(L, "uniform", a.tokens, gen)
+        nt = lens.clamp(max=32)
+        offs = torch.zeros(lens.numel() + 1, dtype=torch.int64)
+        offs[1:] = lens.cumsum(0)
+        T, H, D = int(offs[-1]), a.heads, a.dim
+        q, k, v, do = (torch.randn(T, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+        for t in (q, k, v):
+            t.requires_grad_(True)
+        fl = mask_pairs(lens, nt) * H * 4 * D
+        args = (offs.cuda(), L, 1.0 / D**0.5, float(L), nt.cuda())
+        for fast in ("1", "0"):
+            os.environ["ROO_HSTU_FAST"] = fast
+            for cfg in hk._TUNE["fwd"]:
+                hk.FORCE_CONFIG = {"fwd": cfg, "bwd": hk._DEFAULTS["bwd"], "dq": hk._DEFAULTS["dq"]}
+                with torch.no_grad():
+                    ms = _time(lambda: hk.hstu_attention_triton(q, k, v, *args))  # noqa: B023
+                c = hk.LAST_COMPILED.get("fwd")
+                print(
+                    f"sweep fwd L={L} fast={fast} cfg={cfg} {ms:.3f}ms {fl / ms / 1e9:.0f}TF "
+                    f"regs={getattr(c, 'n_regs', '?')} spills={getattr(c, 'n_spills', '?')}",
+                    flush=True,
+                )
+        os.environ["ROO_HSTU_FAST"] = "1"
+        for mode in ("atomic", "kernel"):
+            hk.DQ_MODE = mode
+            for cfg in hk._TUNE["bwd"]:
+                hk.FORCE_CONFIG = {"fwd": hk._DEFAULTS["fwd"], "bwd": cfg, "dq": hk._DEFAULTS["dq"]}
+                out = hk.hstu_attention_triton(q, k, v, *args)
+                ms = _time(lambda out=out: out.backward(do, retain_graph=True), grad_to_none=[q, k, v])  # noqa: B023
+                c = hk.LAST_COMPILED.get("bwd")
+                print(
+                    f"sweep bwd L={L} dq={mode} cfg={cfg} {ms:.3f}ms {2.5 * fl / ms / 1e9:.0f}TF "
+                    f"regs={getattr(c, 'n_regs', '?')} spills={getattr(c, 'n_spills', '?')}",
+                    flush=True,
+                )
+        hk.FORCE_CONFIG = None
+    return 0
+
+
+def print_table(result) -> None:
+    rows = result["rows"]
+    mm = result["matmul_bf16_8192_tflops"]
+    provs = list(dict.fromkeys(r["provider"] for r in rows))
+    print(f"\n{result['device']}: TFLOP/s (mask-aware), fwd / bwd / fwd+bwd; matmul {mm:.0f} TFLOP/s")
+    print("L     dist     nt | " + " | ".join(f"{p:>20s}" for p in provs) + " | triton fwdbwd %mm")
+    keys = list(dict.fromkeys((r["L"], r["dist"], r["targets"]) for r in rows))
+    for key in keys:
+        cells = []
+        tri = None
+        for p in provs:
+            r = next((r for r in rows if (r["L"], r["dist"], r["targets"], r["provider"]) == (*key, p)), None)
+            vals = [r.get(f"{m}_tflops") if r else None for m in MODES]
+            cells.append("/".join(f"{v:.0f}" if v else "-" for v in vals).rjust(20))
+            if p == "triton" and r and r.get("fwdbwd_tflops"):
+                tri = r["fwdbwd_tflops"]
+        pct = f"{100 * tri / mm:.0f}%" if tri else "-"
+        print(f"{key[0]:<5d} {key[1]:8s} {key[2]:2d} | " + " | ".join(cells) + f" | {pct}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

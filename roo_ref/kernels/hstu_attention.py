@@ -1,0 +1,1330 @@
+"""Triton jagged HSTU attention (forward + backward), target-aware, with optional relative bias.
+
+Computes exactly roo_ref.attention.hstu_attention_torch (see its docstring):
+    out_i = 1/N * sum_j silu(alpha <q_i, k_j> + rab(i, j)) * mask(i, j) * v_j
+    mask(i, j) = (j <= i) and (j < hist or j == i),  hist = n - num_targets
+
+Layout: q, k [total_tokens, H, d_qk], v [total_tokens, H, d_v], seq_offsets [B+1].
+
+Kernels (all fp32 accumulation; operands of tl.dot in the input dtype):
+- forward: one program per (query block, head, sequence). Key blocks are visited in three ranges so
+  that fully masked tiles are never touched and fully visible tiles skip the mask arithmetic:
+  [0, min(m0, hist)) unmasked; the rest of the history masked; then, for target rows, only the
+  diagonal blocks (a target sees the history and itself, never another target).
+- backward dk/dv: one program per (key block, head, sequence) - the split over the sequence that the
+  public kernel lacks - looping over the query blocks that can see the key block.
+- backward dq: either its own kernel (one program per (query block, head, sequence), same ranges as
+  the forward: no atomics, recomputes qk and dO v^T) or fp32 atomics from the dk/dv kernel
+  (DQ_MODE below); the benchmark measures both.
+- relative-bias gradients: fp32 atomics into the (small) bucket tables from the dk/dv kernel, which
+  visits every allowed (i, j) pair exactly once.
+Ragged batches: sequences are sorted by length (descending) on the device and the grid's slowest
+axis walks that order, with the heaviest (last, causal) query blocks first in each sequence, so
+the longest work starts first and short sequences fill the tail.
+
+silu on bf16 inputs uses tanh.approx.f32 (sigmoid(x) = 0.5 tanh(x/2) + 0.5, one MUFU op instead of
+exp + reciprocal; relative error ~2^-11, far below bf16's 2^-8); fp16/fp32 use the exact form.
+Time buckets use fp32 log2 like the reference; they agree exactly while 1+dt < 2^19 (beyond that
+the reference's own fp32 rounding decides bucket edges and either side may differ by one bucket).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from roo_ref.attention import check_inputs
+
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+# "kernel": separate dq kernel (no atomics). "atomic": dq accumulated with fp32 atomics inside the
+# dk/dv kernel (its zero-fill and cast cost ~0.2 ms per 131k tokens, so it wins only at long L).
+# "auto" (default): atomic when max_seq_len >= 2048, where it measured 1-6% faster on an H100;
+# the dq kernel below that (docs/perf.md).
+DQ_MODE = os.environ.get("ROO_HSTU_DQ", "auto")
+
+# Tests may force one config (dict with keys fwd/bwd/dq -> (BLOCK_M, BLOCK_N, num_warps, num_stages)).
+FORCE_CONFIG: dict | None = None
+
+# last compiled kernel per kind (n_regs / n_spills for the benchmark's sweep report)
+LAST_COMPILED: dict = {}
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _autotune() -> bool:
+    return os.environ.get("ROO_HSTU_AUTOTUNE", "0") == "1"
+
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages). For fwd/dq: M = queries, N = keys; for bwd (dk/dv):
+# M = queries per inner step, N = the program's key block.
+_DEFAULTS = {"fwd": (64, 64, 4, 3), "bwd": (64, 128, 8, 3), "dq": (128, 64, 8, 2)}
+_TUNE = {
+    "fwd": [
+        (128, 64, 8, 3),
+        (128, 128, 8, 2),
+        (128, 64, 4, 3),
+        (64, 64, 4, 3),
+        (128, 64, 8, 2),
+        (64, 128, 4, 3),
+    ],
+    "bwd": [(64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 2), (64, 128, 8, 3)],
+    "dq": [(128, 64, 8, 2), (128, 32, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)],
+}
+_INTERP = {"fwd": (16, 16, 1, 1), "bwd": (16, 16, 1, 1), "dq": (16, 16, 1, 1)}
+
+
+def _configs(kind: str):
+    if FORCE_CONFIG is not None:
+        cands = [FORCE_CONFIG[kind]]
+    elif _interpreting():
+        cands = [_INTERP[kind]]
+    elif _autotune():
+        cands = _TUNE[kind]
+    else:
+        cands = [_DEFAULTS[kind]]
+    return cands
+
+
+def _choose(kind: str, d: int):
+    # Head dims below 128 leave registers to spare; the 128 configs also fit them, so one default.
+    return _configs(kind)
+
+
+# ----------------------------------------------------------------------------------------------
+# elementwise helpers
+
+
+@triton.jit
+def _dot(a, b, PREC: tl.constexpr):
+    if PREC == "upcast":
+        # Triton's interpreter multiplies bf16 tiles wrongly (3.9): emulate in fp32, operands
+        # already rounded to bf16, as the tensor cores would see them.
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
+def _cast(x, dtype: tl.constexpr, PREC: tl.constexpr):
+    """x.to(dtype); under the interpreter's bf16 emulation round to nearest even first (the
+    interpreter's own fp32 -> bf16 cast truncates, unlike the GPU's cvt.rn)."""
+    if PREC == "upcast":
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(dtype)
+
+
+@triton.jit
+def _sigmoid(x, FAST: tl.constexpr):
+    if FAST:
+        t = tl.inline_asm_elementwise(
+            "tanh.approx.f32 $0, $1;", "=f,f", [x * 0.5], dtype=tl.float32, is_pure=True, pack=1
+        )
+        sig = 0.5 * t + 0.5
+    else:
+        sig = 1.0 / (1.0 + tl.exp(-x))
+    return sig
+
+
+@triton.jit
+def _floor_log2(x):
+    """floor(log2(x)) for fp32 x >= 1, exactly: the exponent field. (tl.log2 is an approximation on
+    the GPU and can land below an integer at exact powers of two, moving a pair to the bucket below.)"""
+    bits = x.to(tl.int32, bitcast=True)
+    return ((bits >> 23) & 0xFF) - 127
+
+
+@triton.jit
+def _bias(
+    s,
+    offs_m,
+    offs_n,
+    seq_start,
+    n,
+    POS,
+    TS,
+    PW,
+    TW,
+    P,
+    T,
+    HAS_POS: tl.constexpr,
+    HAS_TIME: tl.constexpr,
+    TRANS: tl.constexpr,
+):
+    """Add rab(i, j) to s ([M, N], or [N, M] when TRANS). Rows/cols past n read index 0."""
+    mm = offs_m < n
+    nm = offs_n < n
+    if HAS_POS:
+        pi = tl.load(POS + seq_start + offs_m, mask=mm, other=0)
+        pj = tl.load(POS + seq_start + offs_n, mask=nm, other=0)
+        if TRANS:
+            d = pi[None, :] - pj[:, None]
+        else:
+            d = pi[:, None] - pj[None, :]
+        d = tl.minimum(tl.maximum(d, 0), P - 1)
+        s += tl.load(PW + d).to(tl.float32)
+    if HAS_TIME:
+        ti = tl.load(TS + seq_start + offs_m, mask=mm, other=0)
+        tj = tl.load(TS + seq_start + offs_n, mask=nm, other=0)
+        if TRANS:
+            dt = ti[None, :] - tj[:, None]
+        else:
+            dt = ti[:, None] - tj[None, :]
+        dt = tl.maximum(dt, 0).to(tl.float32)
+        b = _floor_log2(1.0 + dt)
+        b = tl.minimum(tl.maximum(b, 0), T - 1)
+        s += tl.load(TW + b).to(tl.float32)
+    return s
+
+
+@triton.jit
+def _bucket_idx(offs_m, offs_n, seq_start, n, POS, TS, P, T, HAS_POS: tl.constexpr, HAS_TIME: tl.constexpr):
+    """Transposed ([N, M]) bucket indices for the bias gradients."""
+    mm = offs_m < n
+    nm = offs_n < n
+    pidx = tl.zeros([offs_n.shape[0], offs_m.shape[0]], dtype=tl.int32)
+    tidx = tl.zeros([offs_n.shape[0], offs_m.shape[0]], dtype=tl.int32)
+    if HAS_POS:
+        pi = tl.load(POS + seq_start + offs_m, mask=mm, other=0)
+        pj = tl.load(POS + seq_start + offs_n, mask=nm, other=0)
+        pidx = tl.minimum(tl.maximum(pi[None, :] - pj[:, None], 0), P - 1).to(tl.int32)
+    if HAS_TIME:
+        ti = tl.load(TS + seq_start + offs_m, mask=mm, other=0)
+        tj = tl.load(TS + seq_start + offs_n, mask=nm, other=0)
+        dt = tl.maximum(ti[None, :] - tj[:, None], 0).to(tl.float32)
+        b = _floor_log2(1.0 + dt)
+        tidx = tl.minimum(tl.maximum(b, 0), T - 1)
+    return pidx, tidx
+
+
+@triton.jit
+def _seq_info(seq_offsets, num_targets, sort_idx, pid_b):
+    b = tl.load(sort_idx + pid_b)
+    start = tl.load(seq_offsets + b)
+    end = tl.load(seq_offsets + b + 1)
+    n = (end - start).to(tl.int32)
+    hist = n - tl.load(num_targets + b).to(tl.int32)
+    return start, n, hist
+
+
+# ----------------------------------------------------------------------------------------------
+# forward
+
+
+@triton.jit
+def _fwd_range(
+    acc,
+    q,
+    K,
+    V,
+    kv_base_k,
+    kv_base_v,
+    stride_kt,
+    stride_vt,
+    lo,
+    hi,
+    offs_m,
+    offs_dk,
+    offs_dv,
+    seq_start,
+    n,
+    hist,
+    alpha,
+    POS,
+    TS,
+    PW,
+    TW,
+    P,
+    T,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    HAS_POS: tl.constexpr,
+    HAS_TIME: tl.constexpr,
+    FAST: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        nmask = offs_n < n
+        k = tl.load(
+            K + kv_base_k + offs_n[:, None] * stride_kt + offs_dk[None, :], mask=nmask[:, None], other=0.0
+        )
+        v = tl.load(
+            V + kv_base_v + offs_n[:, None] * stride_vt + offs_dv[None, :], mask=nmask[:, None], other=0.0
+        )
+        s = _dot(q, tl.trans(k), PREC) * alpha
+        if HAS_POS or HAS_TIME:
+            s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False)
+        p = s * _sigmoid(s, FAST)
+        if MASKED:
+            jj = offs_n[None, :]
+            ii = offs_m[:, None]
+            allowed = (jj <= ii) & ((jj < hist) | (jj == ii))
+            p = tl.where(allowed, p, 0.0)
+        acc += _dot(_cast(p, v.dtype, PREC), v, PREC)
+    return acc
+
+
+@triton.jit
+def _hstu_fwd(
+    Q,
+    K,
+    V,
+    O,
+    seq_offsets,
+    num_targets,
+    sort_idx,
+    POS,
+    TS,
+    PW,
+    TW,
+    stride_qt,
+    stride_kt,
+    stride_vt,
+    stride_ot,
+    stride_qh,
+    stride_kh,
+    stride_vh,
+    stride_oh,
+    alpha,
+    inv_norm,
+    P,
+    T,
+    max_len,
+    max_len_bucket,
+    D_QK: tl.constexpr,
+    D_V: tl.constexpr,
+    HAS_POS: tl.constexpr,
+    HAS_TIME: tl.constexpr,
+    FAST: tl.constexpr,
+    PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.cdiv(max_len, BLOCK_M) - 1 - tl.program_id(0)  # heaviest (last) query blocks first
+    h = tl.program_id(1)
+    seq_start, n, hist = _seq_info(seq_offsets, num_targets, sort_idx, tl.program_id(2))
+    m0 = pid_m * BLOCK_M
+    if m0 >= n:
+        return
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_dk = tl.arange(0, D_QK)
+    offs_dv = tl.arange(0, D_V)
+    mmask = offs_m < n
+    q = tl.load(
+        Q + seq_start * stride_qt + h * stride_qh + offs_m[:, None] * stride_qt + offs_dk[None, :],
+        mask=mmask[:, None],
+        other=0.0,
+    )
+    kb = seq_start * stride_kt + h * stride_kh
+    vb = seq_start * stride_vt + h * stride_vh
+    acc = tl.zeros([BLOCK_M, D_V], dtype=tl.float32)
+    # keys [0, n_full): every (i, j) allowed
+    n_full = (tl.minimum(m0, hist) // BLOCK_N) * BLOCK_N
+    acc = _fwd_range(
+        acc,
+        q,
+        K,
+        V,
+        kb,
+        vb,
+        stride_kt,
+        stride_vt,
+        0,
+        n_full,
+        offs_m,
+        offs_dk,
+        offs_dv,
+        seq_start,
+        n,
+        hist,
+        alpha,
+        POS,
+        TS,
+        PW,
+        TW,
+        P,
+        T,
+        BLOCK_N,
+        False,
+        HAS_POS,
+        HAS_TIME,
+        FAST,
+        PREC,
+    )
+    # rest of the history keys this block can see (causal edge / history end)
+    hi1 = tl.minimum(m0 + BLOCK_M, hist)
+    e1 = tl.cdiv(hi1, BLOCK_N) * BLOCK_N
+    e1 = tl.maximum(e1, n_full)
+    acc = _fwd_range(
+        acc,
+        q,
+        K,
+        V,
+        kb,
+        vb,
+        stride_kt,
+        stride_vt,
+        n_full,
+        e1,
+        offs_m,
+        offs_dk,
+        offs_dv,
+        seq_start,
+        n,
+        hist,
+        alpha,
+        POS,
+        TS,
+        PW,
+        TW,
+        P,
+        T,
+        BLOCK_N,
+        True,
+        HAS_POS,
+        HAS_TIME,
+        FAST,
+        PREC,
+    )
+    # target rows: only their own diagonal beyond the history
+    s2 = tl.maximum(e1, (tl.maximum(m0, hist) // BLOCK_N) * BLOCK_N)
+    e2 = tl.minimum(m0 + BLOCK_M, n)
+    e2 = tl.where(m0 + BLOCK_M > hist, e2, s2)
+    acc = _fwd_range(
+        acc,
+        q,
+        K,
+        V,
+        kb,
+        vb,
+        stride_kt,
+        stride_vt,
+        s2,
+        e2,
+        offs_m,
+        offs_dk,
+        offs_dv,
+        seq_start,
+        n,
+        hist,
+        alpha,
+        POS,
+        TS,
+        PW,
+        TW,
+        P,
+        T,
+        BLOCK_N,
+        True,
+        HAS_POS,
+        HAS_TIME,
+        FAST,
+        PREC,
+    )
+    acc = acc * inv_norm
+    tl.store(
+        O + seq_start * stride_ot + h * stride_oh + offs_m[:, None] * stride_ot + offs_dv[None, :],
+        _cast(acc, O.dtype.element_ty, PREC),
+        mask=mmask[:, None],
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# backward: dk, dv (+ atomic dq, + bias gradients)
+
+
+@triton.jit
+def _bwd_range(
+    dk,
+    dv,
+    k,
+    v,
+    Q,
+    DO,
+    DQA,
+    q_base,
+    do_base,
+    dqa_base,
+    stride_qt,
+    stride_dot,
+    stride_dqat,
+    lo,
+    hi,
+    offs_n,
+    offs_dk,
+    offs_dv,
+    seq_start,
+    n,
+    hist,
+    alpha,
+    dq_scale,
+    inv_norm,
+    POS,
+    TS,
+    PW,
+    TW,
+    DPW,
+    DTW,
+    P,
+    T,
+    BLOCK_M: tl.constexpr,
+    MASKED: tl.constexpr,
+    HAS_POS: tl.constexpr,
+    HAS_TIME: tl.constexpr,
+    GRAD_POS: tl.constexpr,
+    GRAD_TIME: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
+    FAST: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        mmask = offs_m < n
+        q = tl.load(
+            Q + q_base + offs_m[:, None] * stride_qt + offs_dk[None, :], mask=mmask[:, None], other=0.0
+        )
+        do = tl.load(
+            DO + do_base + offs_m[:, None] * stride_dot + offs_dv[None, :], mask=mmask[:, None], other=0.0
+        )
+        # transposed tiles [BLOCK_N keys, BLOCK_M queries]
+        sT = _dot(k, tl.trans(q), PREC) * alpha
+        if HAS_POS or HAS_TIME:
+            sT = _bias(sT, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, True)
+        sig = _sigmoid(sT, FAST)
+        pT = sT * sig
+        dpT = _dot(v, tl.trans(do), PREC)
+        dsT = dpT * (sig * (1.0 + sT * (1.0 - sig)))
+        if MASKED:
+            jj = offs_n[:, None]
+            ii = offs_m[None, :]
+            allowed = (jj <= ii) & ((jj < hist) | (jj == ii))
+            pT = tl.where(allowed, pT, 0.0)
+            dsT = tl.where(allowed, dsT, 0.0)
+        dv += _dot(_cast(pT, do.dtype, PREC), do, PREC)
+        dsT_c = _cast(dsT, q.dtype, PREC)
+        dk += _dot(dsT_c, q, PREC)
+        if ATOMIC_DQ:
+            dq = _dot(tl.trans(dsT_c), k, PREC) * dq_scale
+            tl.atomic_add(
+                DQA + dqa_base + offs_m[:, None] * stride_dqat + offs_dk[None, :],
+                dq,
+                mask=mmask[:, None],
+                sem="relaxed",
+            )
+        if GRAD_POS or GRAD_TIME:
+            valid = (offs_n[:, None] < n) & mmask[None, :]
+            if MASKED:
+                valid = valid & allowed
+            pidx, tidx = _bucket_idx(offs_m, offs_n, seq_start, n, POS, TS, P, T, GRAD_POS, GRAD_TIME)
+            g = dsT * inv_norm
+            if GRAD_POS:
+                tl.atomic_add(DPW + pidx, g, mask=valid, sem="relaxed")
+            if GRAD_TIME:
+                tl.atomic_add(DTW + tidx, g, mask=valid, sem="relaxed")
+    return dk, dv
+
+
+@triton.jit
+def _hstu_bwd_dkdv(
+    Q,
+    K,
+    V,
+    DO,
+    DK,
+    DV,
+    DQA,
+    seq_offsets,
+    num_targets,
+    sort_idx,
+    POS,
+    TS,
+    PW,
+    TW,
+    DPW,
+    DTW,
+    stride_qt,
+    stride_kt,
+    stride_vt,
+    stride_dot,
+    stride_qh,
+    stride_kh,
+    stride_vh,
+    stride_doh,
+    stride_dqat,
+    stride_dqah,
+    alpha,
+    inv_norm,
+    P,
+    T,
+    max_len,
+    max_len_bucket,
+    D_QK: tl.constexpr,
+    D_V: tl.constexpr,
+    HAS_POS: tl.constexpr,
+    HAS_TIME: tl.constexpr,
+    GRAD_POS: tl.constexpr,
+    GRAD_TIME: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
+    FAST: tl.constexpr,
+    PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    # Early key blocks see the most queries: schedule them first.
+    pid_n = tl.program_id(0)
+    h = tl.program_id(1)
+    seq_start, n, hist = _seq_info(seq_offsets, num_targets, sort_idx, tl.program_id(2))
+    n0 = pid_n * BLOCK_N
+    if n0 >= n:
+        return
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_dk = tl.arange(0, D_QK)
+    offs_dv = tl.arange(0, D_V)
+    nmask = offs_n < n
+    k = tl.load(
+        K + seq_start * stride_kt + h * stride_kh + offs_n[:, None] * stride_kt + offs_dk[None, :],
+        mask=nmask[:, None],
+        other=0.0,
+    )
+    v = tl.load(
+        V + seq_start * stride_vt + h * stride_vh + offs_n[:, None] * stride_vt + offs_dv[None, :],
+        mask=nmask[:, None],
+        other=0.0,
+    )
+    dk = tl.zeros([BLOCK_N, D_QK], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, D_V], dtype=tl.float32)
+    qb = seq_start * stride_qt + h * stride_qh
+    dob = seq_start * stride_dot + h * stride_doh
+    dqab = seq_start * stride_dqat + h * stride_dqah
+    dq_scale = alpha * inv_norm
+    # diagonal query blocks
+    diag_end = n0 + tl.cdiv(BLOCK_N, BLOCK_M) * BLOCK_M
+    dk, dv = _bwd_range(
+        dk,
+        dv,
+        k,
+        v,
+        Q,
+        DO,
+        DQA,
+        qb,
+        dob,
+        dqab,
+        stride_qt,
+        stride_dot,
+        stride_dqat,
+        n0,
+        tl.minimum(diag_end, n),
+        offs_n,
+        offs_dk,
+        offs_dv,
+        seq_start,
+        n,
+        hist,
+        alpha,
+        dq_scale,
+        inv_norm,
+        POS,
+        TS,
+        PW,
+        TW,
+        DPW,
+        DTW,
+        P,
+        T,
+        BLOCK_M,
+        True,
+        HAS_POS,
+        HAS_TIME,
+        GRAD_POS,
+        GRAD_TIME,
+        ATOMIC_DQ,
+        FAST,
+        PREC,
+    )
+    # queries below the diagonal: only history keys are seen by them
+    if n0 + BLOCK_N <= hist:
+        dk, dv = _bwd_range(
+            dk,
+            dv,
+            k,
+            v,
+            Q,
+            DO,
+            DQA,
+            qb,
+            dob,
+            dqab,
+            stride_qt,
+            stride_dot,
+            stride_dqat,
+            diag_end,
+            n,
+            offs_n,
+            offs_dk,
+            offs_dv,
+            seq_start,
+            n,
+            hist,
+            alpha,
+            dq_scale,
+            inv_norm,
+            POS,
+            TS,
+            PW,
+            TW,
+            DPW,
+            DTW,
+            P,
+            T,
+            BLOCK_M,
+            False,
+            HAS_POS,
+            HAS_TIME,
+            GRAD_POS,
+            GRAD_TIME,
+            ATOMIC_DQ,
+            FAST,
+            PREC,
+        )
+    elif n0 < hist:
+        dk, dv = _bwd_range(
+            dk,
+            dv,
+            k,
+            v,
+            Q,
+            DO,
+            DQA,
+            qb,
+            dob,
+            dqab,
+            stride_qt,
+            stride_dot,
+            stride_dqat,
+            diag_end,
+            n,
+            offs_n,
+            offs_dk,
+            offs_dv,
+            seq_start,
+            n,
+            hist,
+            alpha,
+            dq_scale,
+            inv_norm,
+            POS,
+            TS,
+            PW,
+            TW,
+            DPW,
+            DTW,
+            P,
+            T,
+            BLOCK_M,
+            True,
+            HAS_POS,
+            HAS_TIME,
+            GRAD_POS,
+            GRAD_TIME,
+            ATOMIC_DQ,
+            FAST,
+            PREC,
+        )
+    dk = dk * (alpha * inv_norm)
+    dv = dv * inv_norm
+    tl.store(
+        DK + seq_start * stride_kt + h * stride_kh + offs_n[:, None] * stride_kt + offs_dk[None, :],
+        _cast(dk, DK.dtype.element_ty, PREC),
+        mask=nmask[:, None],
+    )
+    tl.store(
+        DV + seq_start * stride_vt + h * stride_vh + offs_n[:, None] * stride_vt + offs_dv[None, :],
+        _cast(dv, DV.dtype.element_ty, PREC),
+        mask=nmask[:, None],
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# backward: dq (own kernel)
+
+
+@triton.jit
+def _dq_range(
+    dq,
+    q,
+    do,
+    K,
+    V,
+    kb,
+    vb,
+    stride_kt,
+    stride_vt,
+    lo,
+    hi,
+    offs_m,
+    offs_dk,
+    offs_dv,
+    seq_start,
+    n,
+    hist,
+    alpha,
+    POS,
+    TS,
+    PW,
+    TW,
+    P,
+    T,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    HAS_POS: tl.constexpr,
+    HAS_TIME: tl.constexpr,
+    FAST: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        nmask = offs_n < n
+        k = tl.load(K + kb + offs_n[:, None] * stride_kt + offs_dk[None, :], mask=nmask[:, None], other=0.0)
+        v = tl.load(V + vb + offs_n[:, None] * stride_vt + offs_dv[None, :], mask=nmask[:, None], other=0.0)
+        s = _dot(q, tl.trans(k), PREC) * alpha
+        if HAS_POS or HAS_TIME:
+            s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False)
+        sig = _sigmoid(s, FAST)
+        dp = _dot(do, tl.trans(v), PREC)
+        ds = dp * (sig * (1.0 + s * (1.0 - sig)))
+        if MASKED:
+            jj = offs_n[None, :]
+            ii = offs_m[:, None]
+            allowed = (jj <= ii) & ((jj < hist) | (jj == ii))
+            ds = tl.where(allowed, ds, 0.0)
+        dq += _dot(_cast(ds, k.dtype, PREC), k, PREC)
+    return dq
+
+
+@triton.jit
+def _hstu_bwd_dq(
+    Q,
+    K,
+    V,
+    DO,
+    DQ,
+    seq_offsets,
+    num_targets,
+    sort_idx,
+    POS,
+    TS,
+    PW,
+    TW,
+    stride_qt,
+    stride_kt,
+    stride_vt,
+    stride_dot,
+    stride_qh,
+    stride_kh,
+    stride_vh,
+    stride_doh,
+    alpha,
+    inv_norm,
+    P,
+    T,
+    max_len,
+    max_len_bucket,
+    D_QK: tl.constexpr,
+    D_V: tl.constexpr,
+    HAS_POS: tl.constexpr,
+    HAS_TIME: tl.constexpr,
+    FAST: tl.constexpr,
+    PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.cdiv(max_len, BLOCK_M) - 1 - tl.program_id(0)
+    h = tl.program_id(1)
+    seq_start, n, hist = _seq_info(seq_offsets, num_targets, sort_idx, tl.program_id(2))
+    m0 = pid_m * BLOCK_M
+    if m0 >= n:
+        return
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_dk = tl.arange(0, D_QK)
+    offs_dv = tl.arange(0, D_V)
+    mmask = offs_m < n
+    q = tl.load(
+        Q + seq_start * stride_qt + h * stride_qh + offs_m[:, None] * stride_qt + offs_dk[None, :],
+        mask=mmask[:, None],
+        other=0.0,
+    )
+    do = tl.load(
+        DO + seq_start * stride_dot + h * stride_doh + offs_m[:, None] * stride_dot + offs_dv[None, :],
+        mask=mmask[:, None],
+        other=0.0,
+    )
+    kb = seq_start * stride_kt + h * stride_kh
+    vb = seq_start * stride_vt + h * stride_vh
+    dq = tl.zeros([BLOCK_M, D_QK], dtype=tl.float32)
+    n_full = (tl.minimum(m0, hist) // BLOCK_N) * BLOCK_N
+    dq = _dq_range(
+        dq,
+        q,
+        do,
+        K,
+        V,
+        kb,
+        vb,
+        stride_kt,
+        stride_vt,
+        0,
+        n_full,
+        offs_m,
+        offs_dk,
+        offs_dv,
+        seq_start,
+        n,
+        hist,
+        alpha,
+        POS,
+        TS,
+        PW,
+        TW,
+        P,
+        T,
+        BLOCK_N,
+        False,
+        HAS_POS,
+        HAS_TIME,
+        FAST,
+        PREC,
+    )
+    hi1 = tl.minimum(m0 + BLOCK_M, hist)
+    e1 = tl.maximum(tl.cdiv(hi1, BLOCK_N) * BLOCK_N, n_full)
+    dq = _dq_range(
+        dq,
+        q,
+        do,
+        K,
+        V,
+        kb,
+        vb,
+        stride_kt,
+        stride_vt,
+        n_full,
+        e1,
+        offs_m,
+        offs_dk,
+        offs_dv,
+        seq_start,
+        n,
+        hist,
+        alpha,
+        POS,
+        TS,
+        PW,
+        TW,
+        P,
+        T,
+        BLOCK_N,
+        True,
+        HAS_POS,
+        HAS_TIME,
+        FAST,
+        PREC,
+    )
+    s2 = tl.maximum(e1, (tl.maximum(m0, hist) // BLOCK_N) * BLOCK_N)
+    e2 = tl.where(m0 + BLOCK_M > hist, tl.minimum(m0 + BLOCK_M, n), s2)
+    dq = _dq_range(
+        dq,
+        q,
+        do,
+        K,
+        V,
+        kb,
+        vb,
+        stride_kt,
+        stride_vt,
+        s2,
+        e2,
+        offs_m,
+        offs_dk,
+        offs_dv,
+        seq_start,
+        n,
+        hist,
+        alpha,
+        POS,
+        TS,
+        PW,
+        TW,
+        P,
+        T,
+        BLOCK_N,
+        True,
+        HAS_POS,
+        HAS_TIME,
+        FAST,
+        PREC,
+    )
+    dq = dq * (alpha * inv_norm)
+    tl.store(
+        DQ + seq_start * stride_qt + h * stride_qh + offs_m[:, None] * stride_qt + offs_dk[None, :],
+        _cast(dq, DQ.dtype.element_ty, PREC),
+        mask=mmask[:, None],
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# autotuned entry points (a single config unless ROO_HSTU_AUTOTUNE=1)
+
+
+def _cfgs(kind: str):
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+        for bm, bn, w, s in _configs(kind)
+    ]
+
+
+_KEY = ["max_len_bucket", "D_QK", "D_V", "HAS_POS", "HAS_TIME"]
+_cache: dict = {}
+
+
+def _kernel(kind: str):
+    """Wrap lazily so the config choice (env, FORCE_CONFIG) is read at first use, not import."""
+    key = (kind, tuple(_configs(kind)))
+    if key not in _cache:
+        base = {"fwd": _hstu_fwd, "bwd": _hstu_bwd_dkdv, "dq": _hstu_bwd_dq}[kind]
+        kw = {}
+        if kind == "bwd":
+            # atomics accumulate: autotune trial runs must start from zero
+            kw["reset_to_zero"] = ["DQA", "DPW", "DTW"]
+        _cache[key] = triton.autotune(
+            configs=_cfgs(kind), key=_KEY + (["ATOMIC_DQ"] if kind == "bwd" else []), **kw
+        )(base)
+    return _cache[key]
+
+
+# ----------------------------------------------------------------------------------------------
+# Python side
+
+
+def _check(q, k, v, seq_offsets, max_seq_len, num_targets, positions, timestamps, pos_weights, time_weights):
+    # One device->host copy of the offsets and targets, then every value check on the host: each
+    # separate int()/any() on a GPU tensor is a sync, and five of them cost more than the whole
+    # forward at L <= 1024 (docs/perf.md, experiment 3).
+    if not isinstance(seq_offsets, torch.Tensor) or (
+        num_targets is not None and not isinstance(num_targets, torch.Tensor)
+    ):
+        raise ValueError("seq_offsets and num_targets must be tensors")
+    if num_targets is not None and seq_offsets.dim() == 1 and num_targets.dim() == 1:
+        host = torch.cat([seq_offsets.detach().to(torch.int64), num_targets.detach().to(torch.int64)]).cpu()
+        off_h, nt_h = host[: seq_offsets.numel()], host[seq_offsets.numel() :]
+        off_h = off_h.to(seq_offsets.dtype) if seq_offsets.dtype in (torch.int32, torch.int64) else off_h
+    else:
+        off_h, nt_h = (
+            seq_offsets.detach().cpu(),
+            (None if num_targets is None else num_targets.detach().cpu()),
+        )
+    if seq_offsets.dtype not in (torch.int32, torch.int64):
+        off_h = seq_offsets  # let check_inputs name the bad dtype
+    check_inputs(q, k, v, off_h, nt_h)
+    if q.dtype not in _DTYPES:
+        raise ValueError(f"unsupported dtype {q.dtype}; allowed: bfloat16, float16, float32")
+    for name, d in (("q/k head dim", q.shape[2]), ("v head dim", v.shape[2])):
+        if d not in SUPPORTED_HEAD_DIMS:
+            raise ValueError(f"unsupported {name} {d}; allowed: {', '.join(map(str, SUPPORTED_HEAD_DIMS))}")
+    devs = {t.device for t in (q, k, v, seq_offsets) if t is not None}
+    for t in (num_targets, positions, timestamps, pos_weights, time_weights):
+        if t is not None:
+            devs.add(t.device)
+    if len(devs) != 1:
+        raise ValueError(f"all tensors must be on one device; got {sorted(map(str, devs))}")
+    lengths = off_h[1:] - off_h[:-1]
+    if lengths.numel() and int(lengths.max()) > max_seq_len:
+        raise ValueError(f"a sequence is longer than max_seq_len={max_seq_len} ({int(lengths.max())} tokens)")
+    for wname, w, xname, x in (
+        ("pos_weights", pos_weights, "positions", positions),
+        ("time_weights", time_weights, "timestamps", timestamps),
+    ):
+        if w is None:
+            continue
+        if x is None:
+            raise ValueError(f"{wname} given without {xname}")
+        if w.dim() != 1 or w.numel() < 1:
+            raise ValueError(f"{wname} must be a non-empty 1-D table; got shape {tuple(w.shape)}")
+        if x.shape != (q.shape[0],):
+            raise ValueError(f"{xname} must have one entry per token ({q.shape[0]}); got {tuple(x.shape)}")
+
+
+_DUMMIES: dict = {}
+
+
+def _dummy(device, dtype=torch.float32) -> torch.Tensor:
+    """A 1-element buffer for an unused pointer argument (cached: no allocation per call)."""
+    key = (str(device), dtype)
+    if key not in _DUMMIES:
+        _DUMMIES[key] = torch.zeros(1, dtype=dtype, device=device)
+    return _DUMMIES[key]
+
+
+def _fast(dtype: torch.dtype, device: torch.device) -> bool:
+    if os.environ.get("ROO_HSTU_FAST", "1") == "0":
+        return False
+    return dtype == torch.bfloat16 and device.type == "cuda" and not _interpreting()
+
+
+def _prec(dtype: torch.dtype) -> str:
+    # fp32 inputs: true fp32 products (tf32 would not match an fp32 reference)
+    if dtype == torch.bfloat16 and _interpreting():
+        return "upcast"
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _bucket(max_seq_len: int) -> int:
+    return 1 << max(0, int(max_seq_len) - 1).bit_length()
+
+
+class _HSTUAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx,
+        q,
+        k,
+        v,
+        seq_offsets,
+        max_seq_len,
+        alpha,
+        normalizer,
+        num_targets,
+        positions,
+        timestamps,
+        pos_weights,
+        time_weights,
+    ):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        total, H, dqk = q.shape
+        dv = v.shape[2]
+        B = seq_offsets.numel() - 1
+        out = torch.empty((total, H, dv), dtype=q.dtype, device=q.device)
+        seq_offsets = seq_offsets.to(torch.int64).contiguous()
+        lengths = seq_offsets[1:] - seq_offsets[:-1]
+        nt = torch.zeros_like(lengths) if num_targets is None else num_targets.to(torch.int64).contiguous()
+        sort_idx = torch.argsort(lengths, descending=True).to(torch.int32)
+        has_pos, has_time = pos_weights is not None, time_weights is not None
+        # unused pointer arguments get their own 1-element buffer: never a real input, since the
+        # autotuner zeroes the atomic targets (reset_to_zero) between trials
+        pos = positions.to(torch.int64).contiguous() if has_pos else _dummy(q.device, torch.int64)
+        ts = timestamps.contiguous() if has_time else _dummy(q.device, torch.int64)
+        pw = pos_weights.contiguous() if has_pos else _dummy(q.device)
+        tw = time_weights.contiguous() if has_time else _dummy(q.device)
+        P = pos_weights.numel() if has_pos else 1
+        T = time_weights.numel() if has_time else 1
+        meta = dict(
+            B=B,
+            H=H,
+            max_seq_len=int(max_seq_len),
+            alpha=float(alpha),
+            inv_norm=1.0 / float(normalizer),
+            P=P,
+            T=T,
+            has_pos=has_pos,
+            has_time=has_time,
+            fast=_fast(q.dtype, q.device),
+            prec=_prec(q.dtype),
+            bucket=_bucket(max_seq_len),
+        )
+        if total > 0 and B > 0 and max_seq_len > 0:
+            kern = _kernel("fwd")
+
+            def grid(META):
+                return (triton.cdiv(meta["max_seq_len"], META["BLOCK_M"]), H, B)
+
+            LAST_COMPILED["fwd"] = kern[grid](
+                q,
+                k,
+                v,
+                out,
+                seq_offsets,
+                nt,
+                sort_idx,
+                pos,
+                ts,
+                pw,
+                tw,
+                q.stride(0),
+                k.stride(0),
+                v.stride(0),
+                out.stride(0),
+                q.stride(1),
+                k.stride(1),
+                v.stride(1),
+                out.stride(1),
+                meta["alpha"],
+                meta["inv_norm"],
+                P,
+                T,
+                meta["max_seq_len"],
+                meta["bucket"],
+                D_QK=dqk,
+                D_V=dv,
+                HAS_POS=has_pos,
+                HAS_TIME=has_time,
+                FAST=meta["fast"],
+                PREC=meta["prec"],
+            )
+        ctx.save_for_backward(q, k, v, seq_offsets, nt, sort_idx, pos, ts, pw, tw)
+        ctx.meta = meta
+        ctx.weight_dtypes = (pos_weights.dtype if has_pos else None, time_weights.dtype if has_time else None)
+        ctx.weight_grads = (has_pos and pos_weights.requires_grad, has_time and time_weights.requires_grad)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, seq_offsets, nt, sort_idx, pos, ts, pw, tw = ctx.saved_tensors
+        m = ctx.meta
+        total, H, dqk = q.shape
+        dv_dim = v.shape[2]
+        dout = dout.contiguous()
+        dq = torch.empty_like(q)
+        dk = torch.empty_like(k)
+        dv = torch.empty_like(v)
+        grad_pos, grad_time = ctx.weight_grads
+        dpw = torch.zeros(m["P"], dtype=torch.float32, device=q.device) if grad_pos else _dummy(q.device)
+        dtw = torch.zeros(m["T"], dtype=torch.float32, device=q.device) if grad_time else _dummy(q.device)
+        atomic = DQ_MODE == "atomic" or (DQ_MODE == "auto" and m["max_seq_len"] >= 2048)
+        dqa = (
+            torch.zeros((total, H, dqk), dtype=torch.float32, device=q.device) if atomic else _dummy(q.device)
+        )
+        if total > 0 and m["B"] > 0 and m["max_seq_len"] > 0:
+            B, L = m["B"], m["max_seq_len"]
+            kern = _kernel("bwd")
+            LAST_COMPILED["bwd"] = kern[lambda META: (triton.cdiv(L, META["BLOCK_N"]), H, B)](
+                q,
+                k,
+                v,
+                dout,
+                dk,
+                dv,
+                dqa,
+                seq_offsets,
+                nt,
+                sort_idx,
+                pos,
+                ts,
+                pw,
+                tw,
+                dpw,
+                dtw,
+                q.stride(0),
+                k.stride(0),
+                v.stride(0),
+                dout.stride(0),
+                q.stride(1),
+                k.stride(1),
+                v.stride(1),
+                dout.stride(1),
+                dqa.stride(0) if atomic else 0,
+                dqa.stride(1) if atomic else 0,
+                m["alpha"],
+                m["inv_norm"],
+                m["P"],
+                m["T"],
+                L,
+                m["bucket"],
+                D_QK=dqk,
+                D_V=dv_dim,
+                HAS_POS=m["has_pos"],
+                HAS_TIME=m["has_time"],
+                GRAD_POS=grad_pos,
+                GRAD_TIME=grad_time,
+                ATOMIC_DQ=atomic,
+                # exact sigmoid when bias gradients are summed: the approximation's small bias would
+                # add up over every pair of a bucket
+                FAST=m["fast"] and not (grad_pos or grad_time),
+                PREC=m["prec"],
+            )
+            if atomic:
+                dq = dqa.to(q.dtype)
+            else:
+                kern = _kernel("dq")
+                LAST_COMPILED["dq"] = kern[lambda META: (triton.cdiv(L, META["BLOCK_M"]), H, B)](
+                    q,
+                    k,
+                    v,
+                    dout,
+                    dq,
+                    seq_offsets,
+                    nt,
+                    sort_idx,
+                    pos,
+                    ts,
+                    pw,
+                    tw,
+                    q.stride(0),
+                    k.stride(0),
+                    v.stride(0),
+                    dout.stride(0),
+                    q.stride(1),
+                    k.stride(1),
+                    v.stride(1),
+                    dout.stride(1),
+                    m["alpha"],
+                    m["inv_norm"],
+                    m["P"],
+                    m["T"],
+                    L,
+                    m["bucket"],
+                    D_QK=dqk,
+                    D_V=dv_dim,
+                    HAS_POS=m["has_pos"],
+                    HAS_TIME=m["has_time"],
+                    FAST=m["fast"],
+                    PREC=m["prec"],
+                )
+        else:
+            dq.zero_()
+            dk.zero_()
+            dv.zero_()
+        pdt, tdt = ctx.weight_dtypes
+        gpw = dpw.to(pdt) if grad_pos else None
+        gtw = dtw.to(tdt) if grad_time else None
+        return dq, dk, dv, None, None, None, None, None, None, None, gpw, gtw
+
+
+def hstu_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    seq_offsets: torch.Tensor,
+    max_seq_len: int,
+    alpha: float,
+    normalizer: float,
+    num_targets: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
+    timestamps: torch.Tensor | None = None,
+    pos_weights: torch.Tensor | None = None,
+    time_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Same arguments and result as roo_ref.attention.hstu_attention_torch; differentiable in q, k,
+    v, pos_weights and time_weights. ValueError on bad input before any launch."""
+    _check(q, k, v, seq_offsets, max_seq_len, num_targets, positions, timestamps, pos_weights, time_weights)
+    return _HSTUAttention.apply(
+        q,
+        k,
+        v,
+        seq_offsets,
+        max_seq_len,
+        alpha,
+        normalizer,
+        num_targets,
+        positions,
+        timestamps,
+        pos_weights,
+        time_weights,
+    )

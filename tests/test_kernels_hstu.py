@@ -1,0 +1,345 @@
+"""Triton jagged HSTU attention vs the torch reference (roo_ref.attention.hstu_attention_torch).
+
+With CUDA: the real kernels, hypothesis shapes up to 4096 tokens, bf16/fp16, GR's rule (error vs
+an fp32 reference <= 2x (outputs) / 5x (gradients) the error of the same-precision torch reference).
+Without CUDA: the same kernels through Triton's interpreter (TRITON_INTERPRET=1, set before triton
+is imported) at small shapes and several block shapes, so a kernel regression is caught in CI.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+triton = pytest.importorskip("triton")
+
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import roo_ref.kernels.hstu_attention as hk  # noqa: E402
+from roo_ref.attention import hstu_attention, hstu_attention_torch  # noqa: E402
+from roo_ref.jagged import offsets_from_lengths  # noqa: E402
+
+if not CUDA and not getattr(hk, "_INTERPRETED_RELOAD", False):
+    # Another test module may have imported the kernels before TRITON_INTERPRET was set: rebuild
+    # them under the interpreter.
+    hk = importlib.reload(hk)
+    hk._INTERPRETED_RELOAD = True
+
+DEV = torch.device("cuda" if CUDA else "cpu")
+
+
+def _poison_like(*ts):
+    """Fill freed allocator blocks of the outputs' sizes with NaN, so an element the kernel forgets
+    to write shows up as NaN (the caching allocator hands the same blocks back)."""
+    bufs = [torch.full_like(t, float("nan")) for t in ts]
+    del bufs
+
+
+def _make(lengths, num_targets, heads, d_qk, d_v, dtype, rab, seed):
+    g = torch.Generator().manual_seed(seed)
+    lengths_t = torch.tensor(lengths, dtype=torch.int64)
+    off = offsets_from_lengths(lengths_t)
+    total = int(off[-1])
+    q = torch.randn(total, heads, d_qk, generator=g)
+    k = torch.randn(total, heads, d_qk, generator=g)
+    v = torch.randn(total, heads, d_v, generator=g)
+    nt = torch.tensor(num_targets, dtype=torch.int64) if num_targets is not None else None
+    extra = {}
+    if rab:
+        extra = dict(
+            positions=torch.randint(0, 300, (total,), generator=g),
+            timestamps=torch.randint(0, 1 << 16, (total,), generator=g),
+            pos_weights=torch.randn(64, generator=g) * 0.5,
+            time_weights=torch.randn(12, generator=g) * 0.5,
+        )
+    dout = torch.randn(total, heads, d_v, generator=g)
+    return off, q, k, v, nt, extra, dout
+
+
+def _run(fn, off, q, k, v, nt, extra, dout, dtype, max_len, alpha, norm):
+    """Forward + backward of fn on copies cast to dtype; returns (out, grads) in float64."""
+    qq, kk, vv = (t.to(DEV, dtype).requires_grad_(True) for t in (q, k, v))
+    ex = {}
+    for name, t in extra.items():
+        t = t.to(DEV)
+        if name.endswith("weights"):
+            t = t.to(torch.float32).requires_grad_(True)
+        ex[name] = t
+    off_d = off.to(DEV)
+    nt_d = nt.to(DEV) if nt is not None else None
+    _poison_like(qq.detach(), vv.detach())
+    out = fn(
+        qq,
+        kk,
+        vv,
+        off_d,
+        max_len,
+        alpha,
+        norm,
+        nt_d,
+        ex.get("positions"),
+        ex.get("timestamps"),
+        ex.get("pos_weights"),
+        ex.get("time_weights"),
+    )
+    leaves = [qq, kk, vv] + [ex[n] for n in ("pos_weights", "time_weights") if n in ex]
+    _poison_like(qq.detach(), kk.detach(), vv.detach())
+    grads = torch.autograd.grad(out, leaves, dout.to(DEV, dtype))
+    return out.detach().double().cpu(), [g.double().cpu() for g in grads]
+
+
+def _check_case(lengths, num_targets, heads, d_qk, d_v, dtype, rab, seed, alpha=None):
+    off, q, k, v, nt, extra, dout = _make(lengths, num_targets, heads, d_qk, d_v, dtype, rab, seed)
+    # As in GR's tests, the fp32 reference takes the same (dtype-rounded) inputs: the rule measures
+    # the arithmetic, not the input quantization both low-precision runs share. (With unrounded
+    # inputs, sums over many pairs - the bias-table gradients - are dominated by that shared
+    # quantization shift, and the same-precision torch run can land near the fp32 value by chance.)
+    q, k, v, dout = (t.to(dtype).float() for t in (q, k, v, dout))
+    max_len = max([1, *lengths])
+    alpha = alpha if alpha is not None else 1.0 / d_qk**0.5
+    norm = float(max_len)
+    args = (off, q, k, v, nt, extra, dout)
+    ref_out, ref_g = _run(hstu_attention_torch, *args, torch.float32, max_len, alpha, norm)
+    tri_out, tri_g = _run(hk.hstu_attention_triton, *args, dtype, max_len, alpha, norm)
+    assert tri_out.shape == ref_out.shape
+    assert torch.isfinite(tri_out).all(), "output has NaN/inf: an element was not written"
+    for g in tri_g:
+        assert torch.isfinite(g).all(), "gradient has NaN/inf: an element was not written"
+    names = ["out", "dq", "dk", "dv", "dpos_weights", "dtime_weights"]
+    if dtype == torch.float32:
+        # fp32 kernel vs fp32 reference: only summation order differs
+        for name, a, b in zip(names, [tri_out, *tri_g], [ref_out, *ref_g], strict=False):
+            scale = b.abs().max().item() if b.numel() else 0.0
+            err = (a - b).abs().max().item() if b.numel() else 0.0
+            assert err <= 1e-5 * (1.0 + scale), f"{name}: max err {err:.3g} (scale {scale:.3g})"
+        return
+    same_out, same_g = _run(hstu_attention_torch, *args, dtype, max_len, alpha, norm)
+    for i, (name, a, s, b) in enumerate(
+        zip(names, [tri_out, *tri_g], [same_out, *same_g], [ref_out, *ref_g], strict=False)
+    ):
+        if b.numel() == 0:
+            continue
+        factor = 2.0 if i == 0 else 5.0
+        err = (a - b).abs().max().item()
+        ref_err = (s - b).abs().max().item()
+        # tiny floor: a tensor the same-precision reference gets exactly (e.g. all-zero rows) must
+        # not demand bit-exactness from a different summation order
+        floor = 1e-6 * (1.0 + b.abs().max().item())
+        assert err <= factor * ref_err + floor, (
+            f"{name}: triton err {err:.3g} > {factor} x torch-{dtype} err {ref_err:.3g} "
+            f"(lengths {lengths}, targets {num_targets}, H={heads}, d={d_qk}/{d_v}, rab={rab})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# shapes
+
+if CUDA:
+    MAX_LEN, MAX_B, DIMS, DTYPES, EXAMPLES = 4096, 16, (32, 64, 128), (torch.bfloat16, torch.float16), 8
+else:
+    # the interpreter runs every program in numpy: small shapes, few examples (CI has 2 cores)
+    MAX_LEN, MAX_B, DIMS, DTYPES, EXAMPLES = 64, 4, (16, 32), (torch.float32, torch.bfloat16), 4
+
+
+@st.composite
+def cases(draw):
+    b = draw(st.integers(1, MAX_B))
+    heads = draw(st.integers(1, 8 if CUDA else 2))
+    top = draw(st.sampled_from([16, 64, 256, 1024, MAX_LEN] if CUDA else [16, MAX_LEN]))
+    top = min(top, MAX_LEN)
+    # keep the padded fp32 reference ([B, H, L, L]) within ~1 GiB
+    while b * heads * top * top > (1 << 28) and b > 1:
+        b -= 1
+    lengths = [draw(st.integers(0, top)) for _ in range(b)]
+    if draw(st.booleans()):
+        lengths[draw(st.integers(0, b - 1))] = top
+    use_targets = draw(st.booleans())
+    nt = [draw(st.integers(0, min(64, n))) for n in lengths] if use_targets else None
+    d_qk = draw(st.sampled_from(DIMS))
+    d_v = draw(st.sampled_from([d_qk, *DIMS]))
+    dtype = draw(st.sampled_from(DTYPES))
+    rab = draw(st.booleans())
+    seed = draw(st.integers(0, 2**31 - 1))
+    return lengths, nt, heads, d_qk, d_v, dtype, rab, seed
+
+
+# no shrinking: each example runs kernels (slow under the interpreter); the failure message names
+# the case in full
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=not CUDA,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(cases())
+def test_matches_reference_random_shapes(case):
+    _check_case(*case)
+
+
+# Fixed cases: every mask range of the kernels (full, causal edge, history end, target diagonal,
+# all-target and empty sequences) and several block shapes.
+FIXED = [
+    ([37, 0, 20, 5, 64], [3, 0, 20, 0, 9]),  # a sequence of only targets, an empty one
+    ([64, 50, 1], None),
+    ([48, 33], [0, 33]),
+]
+BLOCKS_CPU = [
+    {"fwd": (16, 16, 1, 1), "bwd": (16, 16, 1, 1), "dq": (16, 16, 1, 1)},
+    {"fwd": (32, 16, 1, 1), "bwd": (16, 32, 1, 1), "dq": (16, 32, 1, 1)},
+    {"fwd": (16, 32, 1, 1), "bwd": (32, 16, 1, 1), "dq": (32, 16, 1, 1)},
+]
+
+
+@pytest.mark.skipif(CUDA, reason="interpreter block-shape sweep (GPU runs its own configs)")
+@pytest.mark.parametrize("blocks,dq_mode", list(zip(BLOCKS_CPU, ["kernel", "atomic", "kernel"], strict=True)))
+def test_block_shapes_and_dq_modes_interpreter(blocks, dq_mode, monkeypatch):
+    monkeypatch.setattr(hk, "FORCE_CONFIG", blocks)
+    monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
+    lengths, nt = FIXED[0]
+    _check_case(lengths, nt, 2, 16, 32, torch.float32, True, seed=1)
+
+
+@pytest.mark.parametrize(
+    "lengths,nt,dtype", [(*c, DTYPES[i % 2]) for i, c in enumerate(FIXED)] + [(*FIXED[0], DTYPES[1])]
+)
+def test_fixed_cases(lengths, nt, dtype):
+    _check_case(lengths, nt, 2, DIMS[-1], DIMS[0], dtype, True, seed=2)
+
+
+@pytest.mark.skipif(not CUDA, reason="large shapes need a GPU")
+@pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
+@pytest.mark.parametrize(
+    "lengths,nt", [([4096, 4096], [32, 0]), ([4096, 2048, 3000, 0, 17], [64, 32, 0, 0, 17])]
+)
+def test_long_sequences_gpu(lengths, nt, dq_mode, monkeypatch):
+    monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
+    _check_case(lengths, nt, 4, 128, 128, torch.bfloat16, False, seed=3)
+    _check_case(lengths, nt, 2, 128, 128, torch.bfloat16, True, seed=4)
+
+
+def test_dispatcher_and_roo_identity():
+    """backend='triton' through the dispatcher; one request sequence (history + k targets) gives the
+    outputs of k impression sequences (history + 1 target) - the identity the project measures."""
+    dtype = torch.float32
+    g = torch.Generator().manual_seed(5)
+    hist, kt, H, d = 21, 3, 2, 16
+    q = torch.randn(hist + kt, H, d, generator=g)
+    k = torch.randn(hist + kt, H, d, generator=g)
+    v = torch.randn(hist + kt, H, d, generator=g)
+    off = torch.tensor([0, hist + kt])
+    out = hstu_attention(
+        q.to(DEV, dtype),
+        k.to(DEV, dtype),
+        v.to(DEV, dtype),
+        off.to(DEV),
+        hist + kt,
+        0.5,
+        30.0,
+        torch.tensor([kt], device=DEV),
+        backend="triton",
+    ).cpu()
+    for t in range(kt):
+        idx = list(range(hist)) + [hist + t]
+        o1 = hk.hstu_attention_triton(
+            q[idx].to(DEV),
+            k[idx].to(DEV),
+            v[idx].to(DEV),
+            torch.tensor([0, hist + 1], device=DEV),
+            hist + 1,
+            0.5,
+            30.0,
+            torch.tensor([1], device=DEV),
+        ).cpu()
+        torch.testing.assert_close(o1[hist], out[hist + t], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(o1[:hist], out[:hist], rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: ValueError before any launch
+
+
+@pytest.fixture
+def no_launch(monkeypatch):
+    def boom(kind):
+        raise AssertionError(f"kernel {kind} launched on bad input")
+
+    monkeypatch.setattr(hk, "_kernel", boom)
+
+
+def _good(total=10, H=2, d=16, dtype=torch.float32):
+    q = torch.randn(total, H, d, dtype=dtype, device=DEV)
+    return q, q.clone(), q.clone(), torch.tensor([0, 4, total], device=DEV)
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda a: {**a, "k": a["k"][:, :1]}, "q and k must have the same shape"),
+        (lambda a: {**a, "v": a["v"].double()}, "dtypes differ"),
+        (lambda a: {**a, "seq_offsets": torch.tensor([0, 7, 4, 10], device=DEV)}, "non-decreasing"),
+        (lambda a: {**a, "seq_offsets": torch.tensor([0, 4, 9], device=DEV)}, "end at the token count 10"),
+        (
+            lambda a: {**a, "num_targets": torch.tensor([5, 0], device=DEV)},
+            r"num_targets must be in \[0, sequence length\]",
+        ),
+        (
+            lambda a: {**a, "q": a["q"][..., :12], "k": a["k"][..., :12]},
+            "unsupported q/k head dim 12; allowed: 16, 32, 64, 128",
+        ),
+        (lambda a: {**a, "v": torch.randn(10, 2, 256, device=DEV)}, "unsupported v head dim 256"),
+        (lambda a: {**a, "max_seq_len": 5}, "longer than max_seq_len=5"),
+        (lambda a: {**a, "pos_weights": torch.randn(8, device=DEV)}, "pos_weights given without positions"),
+        (
+            lambda a: {
+                **a,
+                "timestamps": torch.zeros(9, dtype=torch.int64, device=DEV),
+                "time_weights": torch.randn(8, device=DEV),
+            },
+            r"timestamps must have one entry per token \(10\)",
+        ),
+    ],
+)
+def test_bad_input_raises_before_launch(mutate, match, no_launch):
+    q, k, v, off = _good()
+    a = dict(
+        q=q,
+        k=k,
+        v=v,
+        seq_offsets=off,
+        max_seq_len=6,
+        alpha=1.0,
+        normalizer=6.0,
+        num_targets=None,
+        positions=None,
+        timestamps=None,
+        pos_weights=None,
+        time_weights=None,
+    )
+    a = mutate(a)
+    with pytest.raises(ValueError, match=match):
+        hk.hstu_attention_triton(**a)
+
+
+def test_integer_dtype_rejected(no_launch):
+    q, k, v, off = _good()
+    qi = q.to(torch.int32)
+    with pytest.raises(ValueError, match="unsupported dtype torch.int32"):
+        hk.hstu_attention_triton(qi, qi, qi, off, 6, 1.0, 6.0)
+
+
+def test_empty_batch_and_zero_tokens():
+    q = torch.randn(0, 2, 16, device=DEV, requires_grad=True)
+    off = torch.tensor([0, 0, 0], device=DEV)
+    out = hk.hstu_attention_triton(q, q, q, off, 4, 1.0, 4.0)
+    assert out.shape == (0, 2, 16)
+    (g,) = torch.autograd.grad(out.sum(), [q])
+    assert g.shape == q.shape
