@@ -33,7 +33,11 @@ def command_modules() -> tuple[list, list[str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="roo-bench", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="roo-bench",
+        description="Measure what Request-Only Optimization (ROO) saves: storage, FLOPs, bytes, "
+        "communication, step time and energy, impression-level vs request-level.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     modules, problems = command_modules()
     for p in problems:
