@@ -4,6 +4,8 @@
 #   OUT=/some/dir STAGES="hstu nvml gpubench" bash harness/gpu_campaign.sh
 # Everything lands under $OUT/campaign/ and is packed into $OUT/campaign.tar.gz (the device tool
 # returns at most 8 files). Unpack it into reports/data/<device>/ and commit it.
+# The device machine gets the working tree without .git: pass the commit for the provenance,
+#   ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) ROO_BENCH_GIT_DIRTY=0 OUT=... bash harness/gpu_campaign.sh
 set -uo pipefail
 : "${OUT:?set OUT to an output directory}"
 STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
+import os
 import platform
 import socket
 import subprocess
@@ -50,7 +51,12 @@ def git_state() -> tuple[str | None, bool | None]:
     directories inside the checkout) do not count."""
     sha = _git("rev-parse", "HEAD")
     if sha is None:
-        return None, None
+        # A copy of the tree without .git (e.g. a GPU machine that gets the working tree only): the
+        # caller passes the commit it shipped, ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) and
+        # ROO_BENCH_GIT_DIRTY=0|1 (see harness/gpu_campaign.sh).
+        env_sha = os.environ.get("ROO_BENCH_GIT_SHA") or None
+        env_dirty = os.environ.get("ROO_BENCH_GIT_DIRTY")
+        return env_sha, (None if env_dirty not in ("0", "1") else env_dirty == "1")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return sha.strip(), (None if status is None else bool(status.strip()))
 
