@@ -242,8 +242,16 @@ def headline_point(points: list[dict]) -> dict:
     for p in points:
         if p["config"].get("headline"):
             return p
-    pts = sorted(points, key=lambda p: num(p["metrics"].get("speedup")) or 0.0)
+    # a run of the preset at its own shape (no overrides) speaks for the preset better than any
+    # point of a sweep over k or L
+    own = [p for p in points if is_preset_shape(p)]
+    pts = sorted(own or points, key=lambda p: num(p["metrics"].get("speedup")) or 0.0)
     return pts[(len(pts) - 1) // 2]
+
+
+def is_preset_shape(p: dict) -> bool:
+    c = p["config"]
+    return not c.get("spec_overrides") and not c.get("model_overrides") and c.get("requests_per_batch") is None
 
 
 # --- sections ----------------------------------------------------------------------------------
@@ -439,7 +447,8 @@ def _summary(rs: ResultSet, ok_points) -> dict:
             lay, m = layouts(p), p["metrics"]
             i, r = lay["impression"], lay["roo"]
             where = f"{dev}; {axes_text(p)}" + (
-                f"; the median-speedup point of {len(pts)}" if len(pts) > 1 else ""
+                "; the preset at its own shape" if is_preset_shape(p) and len(pts) > 1
+                else f"; the median-speedup point of {len(pts)}" if len(pts) > 1 else ""
             )
             rows.append(
                 _row(
