@@ -218,13 +218,18 @@ def _run(args) -> int:
     inputs = [str(res)]
     if (out / "sweep" / "results.jsonl").is_file():
         inputs.append(str(out / "sweep" / "results.jsonl"))
+    # kernels/ holds the attention micro-benchmark's own tables (docs/perf.md), not result records
     committed = (
-        sorted(p for p in COMMITTED.rglob("*") if p.suffix in (".jsonl", ".json"))
+        sorted(
+            p for p in COMMITTED.rglob("*")
+            if p.suffix in (".jsonl", ".json") and p.name != "sweep.meta.json"
+            and "kernels" not in p.relative_to(COMMITTED).parts
+        )
         if COMMITTED.is_dir()
         else []
     )
     if committed:
-        inputs.append(str(COMMITTED))
+        inputs.extend(str(p) for p in committed)
         print(f"demo: folding in {len(committed)} committed result file(s) from {COMMITTED}", flush=True)
     else:
         print(f"demo: no committed GPU results under {COMMITTED}", flush=True)
