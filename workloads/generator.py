@@ -19,6 +19,7 @@ no transcendental function runs per id. Time gaps are exponential quantiles from
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from functools import lru_cache
 
@@ -36,16 +37,30 @@ _CHUNK = 1 << 15  # elements per in-cache processing chunk (temporaries stay in 
 _KNOT_BITS = 12  # 4096 equal-mass buckets: both tables (2 x 32 KiB) stay in L1/L2 for the gathers
 _KNOTS = 1 << _KNOT_BITS
 _FRAC_BITS = 32 - _KNOT_BITS  # the rest of a 32-bit draw places the id inside its bucket
-_FP = 12  # fixed-point fraction bits of the table (so width * frac fits int64 up to _MAX_TABLE_CARD)
-_MAX_TABLE_CARD = 1 << 36  # above this the fixed-point table could overflow int64: use floats
+_FP = 12  # fixed-point fraction bits of the knots
+# id = (D_j * frac + X_j << 20) >> 32 stays below C << 32 (C = cardinality), so int64 holds it while
+# C < 2^31; above that the ids come from floats
+_MAX_TABLE_CARD = (1 << 31) - 1
 
 # stream ids inside a block (part of the determinism contract)
 _S_COUNTS, _S_HISTORY, _S_USER, _S_ITEM_ID, _S_ITEM, _S_USER_DENSE, _S_ITEM_DENSE, _S_LABELS = range(8)
 
+_tls = threading.local()
+
+
+def _scratch(name: str, m: int, dtype) -> np.ndarray:
+    """A reusable per-thread buffer of >= m elements (the chunk temporaries: no allocation per chunk)."""
+    key = (name, np.dtype(dtype).str)
+    bufs = _tls.__dict__.setdefault("bufs", {})
+    b = bufs.get(key)
+    if b is None or b.size < m:
+        b = bufs[key] = np.empty(max(m, _CHUNK), dtype=dtype)
+    return b[:m]
+
 
 @lru_cache(maxsize=64)
 def _zipf_table(cardinality: int, a: float) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-point knots X_j = F^-1(j/4096) - 1 and widths D_j = X_{j+1} - X_j (int64, _FP frac bits)."""
+    """Fixed-point knots (X_j << 20) and widths D_j, X_j = F^-1(j/4096) - 1 with _FP fraction bits."""
     u = np.arange(_KNOTS + 1, dtype=np.float64) / _KNOTS
     x = _inverse_cdf(u, cardinality, a)
     x[0], x[-1] = 1.0, float(cardinality + 1)
@@ -53,7 +68,7 @@ def _zipf_table(cardinality: int, a: float) -> tuple[np.ndarray, np.ndarray]:
     fx = np.maximum.accumulate(fx)
     # the top knot is exclusive: ids stay < cardinality
     fx[-1] = cardinality << _FP
-    return fx[:-1].copy(), np.diff(fx)
+    return fx[:-1] << _FRAC_BITS, np.diff(fx)
 
 
 def _inverse_cdf(u: np.ndarray, cardinality: int, a: float) -> np.ndarray:
@@ -65,16 +80,21 @@ def _inverse_cdf(u: np.ndarray, cardinality: int, a: float) -> np.ndarray:
 
 
 def _zipf_from_bits(bits32: np.ndarray, table: tuple[np.ndarray, np.ndarray], out: np.ndarray) -> None:
-    """ids into `out` (int64) from uint32 draws: bucket = top bits, position in it = the rest."""
-    xs, ds = table
-    j = (bits32 >> _FRAC_BITS).astype(np.intp)
-    frac = (bits32 & ((1 << _FRAC_BITS) - 1)).astype(np.int64)
+    """ids into `out` (int64) from uint32 draws: bucket j = top bits, frac = the rest;
+    id = (X_j << 20 + D_j * frac) >> 32, i.e. floor(X_j + D_j * frac / 2^20) in whole ids."""
+    xs20, ds = table
+    m = bits32.size
+    j = _scratch("j", m, np.intp)
+    f = _scratch("f", m, np.int64)
+    # ufuncs that cast into their out (one pass each, no astype temporaries)
+    np.right_shift(bits32, _FRAC_BITS, out=j, casting="unsafe")
+    np.bitwise_and(bits32, (1 << _FRAC_BITS) - 1, out=f, casting="unsafe")
     # mode="clip" skips numpy's buffered bounds-checking copy (j is always in range)
     np.take(ds, j, out=out, mode="clip")
-    out *= frac
-    out >>= _FRAC_BITS
-    out += np.take(xs, j, mode="clip")
-    out >>= _FP
+    out *= f
+    np.take(xs20, j, out=f, mode="clip")
+    out += f
+    out >>= _FRAC_BITS + _FP
 
 
 def zipf_ids(rng: np.random.Generator, n: int, cardinality: int, a: float, out: np.ndarray | None = None):
@@ -85,10 +105,11 @@ def zipf_ids(rng: np.random.Generator, n: int, cardinality: int, a: float, out: 
         np.minimum(x.astype(np.int64) - 1, cardinality - 1, out=out)
         return out
     table = _zipf_table(int(cardinality), float(a))
+    raw_gen = rng.bit_generator.random_raw
     for s in range(0, n, _CHUNK):
         e = min(n, s + _CHUNK)
         m = e - s
-        raw = rng.bit_generator.random_raw((m + 1) // 2).astype("<u8", copy=False)
+        raw = raw_gen((m + 1) // 2).astype("<u8", copy=False)
         _zipf_from_bits(raw.view("<u4")[:m], table, out[s:e])
     return out
 
@@ -113,52 +134,130 @@ def _history_into(rng: np.random.Generator, spec: WorkloadSpec, ids: np.ndarray,
     n = ids.size
     zipf_ids(rng, n, h.item_cardinality, h.zipf_a, out=ids)
     gt = _gap_table(float(h.mean_gap_s))
-    a_types = np.uint32(h.action_types)
+    n_act = int(h.action_types)
+    pow2 = n_act & (n_act - 1) == 0
+    a_types = np.uint32(n_act)
+    act_shift = 16 - (n_act.bit_length() - 1)
+    raw_gen = rng.bit_generator.random_raw
     for s in range(0, n, _CHUNK):
         e = min(n, s + _CHUNK)
         m = e - s
-        w16 = rng.bit_generator.random_raw((2 * m + 3) // 4).astype("<u8", copy=False).view("<u2")
-        np.take(gt, (w16[:m] >> (16 - _KNOT_BITS)).astype(np.intp), out=gaps[s:e], mode="clip")
-        # action = floor(u16 * A / 2^16): unbiased to within A/2^16
-        np.right_shift(np.multiply(w16[m : 2 * m], a_types, dtype=np.uint32), 16, out=act[s:e], casting="unsafe")
+        w16 = raw_gen((2 * m + 3) // 4).astype("<u8", copy=False).view("<u2")
+        j = _scratch("j", m, np.intp)
+        np.right_shift(w16[:m], 16 - _KNOT_BITS, out=j, casting="unsafe")
+        np.take(gt, j, out=gaps[s:e], mode="clip")
+        # action = floor(u16 * A / 2^16): unbiased to within A/2^16 (exact, one shift, when A = 2^b)
+        if pow2:
+            np.right_shift(w16[m : 2 * m], act_shift, out=act[s:e], casting="unsafe")
+        else:
+            t = _scratch("a32", m, np.uint32)
+            np.multiply(w16[m : 2 * m], a_types, out=t, dtype=np.uint32)
+            np.right_shift(t, 16, out=act[s:e], casting="unsafe")
 
 
-def _counts(spec: WorkloadSpec, seed: int, block: int, n: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng([seed, block, _S_COUNTS])
-    k = spec.impressions.sample(rng, n)
-    hl = spec.history.length.sample(rng, n)
-    n_imp = int(k.sum())
-    usl = _lengths(rng, spec.user_sparse, n)
-    isl = _lengths(rng, spec.item_sparse, n_imp)
-    return {"k": k, "hl": hl, "usl": usl, "isl": isl}
+def _lengths_into(rng: np.random.Generator, groups: tuple[SparseGroup, ...], out: np.ndarray) -> None:
+    """Pooling lengths [F, rows] of one block written into `out` (a column slice of the window's array)."""
+    f0 = 0
+    rows = out.shape[1]
+    for g in groups:
+        if not g.count:
+            continue
+        dst = out[f0 : f0 + g.count]
+        p = g.pooling
+        if p.kind == "fixed":  # draws nothing from rng (as Dist.sample), so the stream is unchanged
+            v = max(p.value, p.min)
+            dst[...] = v if p.max is None else min(v, p.max)
+        else:
+            dst[...] = p.sample(rng, g.count * rows).reshape(g.count, rows)
+        f0 += g.count
 
 
-def _lengths(rng: np.random.Generator, groups: tuple[SparseGroup, ...], rows: int) -> np.ndarray:
-    parts = [g.pooling.sample(rng, g.count * rows).reshape(g.count, rows) for g in groups if g.count]
-    return np.concatenate(parts, 0) if parts else np.zeros((0, rows), dtype=np.int64)
+def _n_feats(groups: tuple[SparseGroup, ...]) -> int:
+    return sum(g.count for g in groups)
 
 
-def _keyed_fill(
-    rngs: list[np.random.Generator], groups: tuple[SparseGroup, ...], lens: list[np.ndarray], values: np.ndarray
-) -> None:
-    """Feature-major values for a window of blocks: feature f's ids of block 0, block 1, ..."""
-    feats = [g for g in groups for _ in range(g.count)]
-    pos = 0
-    for f, g in enumerate(feats):
+def _keyed_fill(rngs: list[np.random.Generator], groups: tuple[SparseGroup, ...], lengths: np.ndarray,
+                col_starts: np.ndarray, values: np.ndarray) -> None:
+    """Feature-major values for a window of blocks: feature f's ids of block 0, block 1, ...
+
+    `lengths` is the window's [F, rows]; block b owns columns col_starts[b]:col_starts[b+1]. Each
+    block draws all ids of a group in one call (one stream per block and group, so a group's ids
+    do not depend on how blocks are grouped into windows), then its per-feature runs are placed."""
+    n_f, n_b = lengths.shape[0], len(rngs)
+    if n_f == 0 or lengths.shape[1] == 0:
+        return
+    sums = np.add.reduceat(lengths, col_starts[:-1], axis=1)  # [F, blocks]
+    sums[:, col_starts[1:] == col_starts[:-1]] = 0  # reduceat gives the element itself for empty ranges
+    pos = np.zeros(n_f * n_b + 1, dtype=np.int64)
+    np.cumsum(sums.reshape(-1), out=pos[1:])  # (feature, block) runs in feature-major order
+    sums_l, pos_l = sums.tolist(), pos.tolist()
+    f0 = 0
+    for g in groups:
+        if not g.count:
+            continue
         for b, rng in enumerate(rngs):
-            m = int(lens[b][f].sum())
-            _ids_into(rng, g, values[pos : pos + m])
-            pos += m
+            runs = [sums_l[f][b] for f in range(f0, f0 + g.count)]
+            total = sum(runs)
+            if n_b == 1:  # one block: the group's features are already adjacent in `values`
+                _ids_into(rng, g, values[pos_l[f0] : pos_l[f0] + total])
+                continue
+            tmp = _scratch("keyed", total, np.int64)
+            _ids_into(rng, g, tmp)
+            o = 0
+            for f, m in zip(range(f0, f0 + g.count), runs, strict=True):
+                p = pos_l[f * n_b + b]
+                values[p : p + m] = tmp[o : o + m]
+                o += m
+        f0 += g.count
+
+
+@lru_cache(maxsize=1)
+def _normal_table() -> np.ndarray:
+    """Standard-normal quantiles at 2^16 equal-probability midpoints (|z| <= 4.3), float32."""
+    from scipy.special import ndtri
+
+    return ndtri((np.arange(1 << 16, dtype=np.float64) + 0.5) / (1 << 16)).astype(np.float32)
+
+
+def _normals_into(rng: np.random.Generator, out: np.ndarray) -> None:
+    """Standard normals by a 16-bit inverse-CDF lookup: ~5x faster than the ziggurat here, and dense
+    features need a bell shape, not tails beyond 4.3 sigma."""
+    flat = out.reshape(-1)  # a contiguous row range of a C-order array: a view
+    n = flat.size
+    tab = _normal_table()
+    raw_gen = rng.bit_generator.random_raw
+    for s in range(0, n, _CHUNK):
+        e = min(n, s + _CHUNK)
+        m = e - s
+        w16 = raw_gen((m + 3) // 4).astype("<u8", copy=False).view("<u2")[:m]
+        j = _scratch("j", m, np.intp)
+        np.copyto(j, w16, casting="unsafe")
+        np.take(tab, j, out=flat[s:e], mode="clip")
 
 
 def _fill(spec: WorkloadSpec, seed: int, blocks: list[tuple[int, int]]) -> dict[str, np.ndarray]:
-    """Arrays for consecutive blocks [(block, n_requests), ...], written in place."""
-    counts = [_counts(spec, seed, b, n) for b, n in blocks]
-    k = np.concatenate([c["k"] for c in counts])
-    hl = np.concatenate([c["hl"] for c in counts])
-    usl = np.concatenate([c["usl"] for c in counts], 1)
-    isl = np.concatenate([c["isl"] for c in counts], 1)
-    r, n_imp, n_hist = k.size, int(k.sum()), int(hl.sum())
+    """Arrays for consecutive blocks [(block, n_requests), ...], each written once, in place."""
+    count_rngs = [np.random.default_rng([seed, b, _S_COUNTS]) for b, _ in blocks]
+    k = np.concatenate([spec.impressions.sample(rng, n) for rng, (_, n) in zip(count_rngs, blocks, strict=True)])
+    hl_parts = [spec.history.length.sample(rng, n) for rng, (_, n) in zip(count_rngs, blocks, strict=True)]
+    hl = np.concatenate(hl_parts)
+    r = k.size
+    req_starts = np.zeros(len(blocks) + 1, dtype=np.int64)
+    np.cumsum([n for _, n in blocks], out=req_starts[1:])
+    imp_pre = np.zeros(r + 1, dtype=np.int64)
+    np.cumsum(k, out=imp_pre[1:])
+    hist_pre = np.zeros(r + 1, dtype=np.int64)
+    np.cumsum(hl, out=hist_pre[1:])
+    imp_starts, hist_starts = imp_pre[req_starts], hist_pre[req_starts]
+    n_imp, n_hist = int(imp_starts[-1]), int(hist_starts[-1])
+
+    # pooling lengths: the same draws, in the same order, as drawing them per block
+    usl = np.empty((_n_feats(spec.user_sparse), r), np.int64)
+    isl = np.empty((_n_feats(spec.item_sparse), n_imp), np.int64)
+    for bi, rng in enumerate(count_rngs):
+        _lengths_into(rng, spec.user_sparse, usl[:, req_starts[bi] : req_starts[bi + 1]])
+        _lengths_into(rng, spec.item_sparse, isl[:, imp_starts[bi] : imp_starts[bi + 1]])
+
     rid = np.concatenate([np.arange(b * BLOCK, b * BLOCK + n, dtype=np.int64) for b, n in blocks])
     ts = rid + T0
 
@@ -175,25 +274,24 @@ def _fill(spec: WorkloadSpec, seed: int, blocks: list[tuple[int, int]]) -> dict[
     rates = np.array([t.base_rate for t in spec.tasks], dtype=np.float32)
     h = spec.history
 
-    r0 = i0 = h0 = 0
     user_rngs, item_rngs = [], []
-    for (b, n), c in zip(blocks, counts, strict=True):
-        ni, nh = int(c["k"].sum()), int(c["hl"].sum())
+    for bi, (b, n) in enumerate(blocks):
+        r0, i0, h0 = int(req_starts[bi]), int(imp_starts[bi]), int(hist_starts[bi])
+        ni, nh = int(imp_starts[bi + 1]) - i0, int(hist_starts[bi + 1]) - h0
 
         def rng(stream: int, b: int = b) -> np.random.Generator:
             return np.random.default_rng([seed, b, stream])
 
         _history_into(rng(_S_HISTORY), spec, h_ids[h0 : h0 + nh], h_act[h0 : h0 + nh], h_ts[h0 : h0 + nh])
         zipf_ids(rng(_S_ITEM_ID), ni, h.item_cardinality, h.zipf_a, out=item_id[i0 : i0 + ni])
-        rng(_S_USER_DENSE).standard_normal(out=user_dense[r0 : r0 + n], dtype=np.float32)
-        rng(_S_ITEM_DENSE).standard_normal(out=item_dense[i0 : i0 + ni], dtype=np.float32)
+        _normals_into(rng(_S_USER_DENSE), user_dense[r0 : r0 + n])
+        _normals_into(rng(_S_ITEM_DENSE), item_dense[i0 : i0 + ni])
         u = rng(_S_LABELS).random((ni, n_tasks), dtype=np.float32)
         np.less(u, rates, out=labels[i0 : i0 + ni], casting="unsafe")
         user_rngs.append(rng(_S_USER))
         item_rngs.append(rng(_S_ITEM))
-        r0, i0, h0 = r0 + n, i0 + ni, h0 + nh
-    _keyed_fill(user_rngs, spec.user_sparse, [c["usl"] for c in counts], usv)
-    _keyed_fill(item_rngs, spec.item_sparse, [c["isl"] for c in counts], isv)
+    _keyed_fill(user_rngs, spec.user_sparse, usl, req_starts, usv)
+    _keyed_fill(item_rngs, spec.item_sparse, isl, imp_starts, isv)
     _history_timestamps(h_ts, hl, ts)
     return {
         "request_id": rid,
@@ -351,10 +449,14 @@ def iter_request_batches(
                 last = min(n_blocks, (hi - 1) // BLOCK + 1)
                 blocks = [(b, min(BLOCK, n_requests - b * BLOCK)) for b in range(next_block, last)]
                 win = _fill(spec, seed, blocks)
-                win_offs = _window_offsets(win)
+                win_offs = None  # computed only if a chunk takes part of this window
                 win_lo, win_hi, next_block = next_block * BLOCK, next_block * BLOCK + sum(n for _, n in blocks), last
             take = min(hi, win_hi) - cur
-            parts.append(_slice(win, cur - win_lo, cur - win_lo + take, win_offs))
+            if take == win_hi - win_lo:  # the whole window (as `generate` does): no slicing
+                parts.append(win)
+            else:
+                win_offs = _window_offsets(win) if win_offs is None else win_offs
+                parts.append(_slice(win, cur - win_lo, cur - win_lo + take, win_offs))
             cur += take
         yield _to_batch(_concat(parts), device)
         lo = hi
