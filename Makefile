@@ -33,5 +33,27 @@ test-browser: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# asv 0.6.6 on the existing .venv (docs/benchmarks.md). Results/site under .asv/ (git-ignored).
+ASV         := $(VENV)/bin/asv
+ASV_MACHINE ?= $(shell hostname -s 2>/dev/null || hostname)
+ASV_ARGS    ?=
+
+# ASV_PYTHONPATH: asv drops PYTHONPATH but puts this first on the benchmark processes' sys.path, so
+# this checkout's code is measured. The site is published even when a benchmark failed; the exit
+# status is asv run's (2 on a failed benchmark).
+bench: $(STAMP)
+	@grep -qs '"$(ASV_MACHINE)"' "$$HOME/.asv-machine.json" || $(ASV) machine --machine $(ASV_MACHINE) --yes >/dev/null
+	@git diff --quiet HEAD -- . ':!.asv' 2>/dev/null || echo "bench: uncommitted changes are measured under HEAD's hash"
+	ASV_PYTHONPATH=$(CURDIR) $(ASV) run --python=same --machine $(ASV_MACHINE) \
+	  --set-commit-hash=$$(git rev-parse HEAD) $(ASV_ARGS); st=$$?; \
+	  $(ASV) publish && echo "site: .asv/html/index.html ($(ASV) preview serves it)"; exit $$st
+
+# `asv continuous` does not work with an existing environment: both commits in git worktrees,
+# measured by this checkout's suite, then asv compare.
+bench-compare: $(STAMP)
+	@test -n "$(A)" && test -n "$(B)" || { echo "usage: make bench-compare A=<commit> B=<commit>" >&2; exit 2; }
+	ASV=$(abspath $(ASV)) ASV_MACHINE=$(ASV_MACHINE) benchmarks/seed_history.sh --no-publish $(A) $(B)
+	$(ASV) compare --machine $(ASV_MACHINE) $$(git rev-parse $(A)) $$(git rev-parse $(B))
+
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .hypothesis

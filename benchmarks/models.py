@@ -1,0 +1,150 @@
+"""asv: the reference models on the CPU — a training step per layout, and the ROO speedup.
+
+Preset `tiny` (its DLRM model) and the same workload with `arch=hstu` (the HSTU ranker, where the
+ROO layout saves attention work), fp32, one intra-op thread (a shared CI host makes OpenMP thread
+spin-waits dominate otherwise), fixed seeds.
+
+time_step          wall time of one `Trainer.step` (forward + backward + optimizer) per layout.
+track_roo_speedup  impressions/s of the ROO layout over the impression layout on the same
+                   impressions, from the harness's step timers (harness.timers.time_steps: warm-up,
+                   first timed step dropped, median), in alternating rounds so that a load change on
+                   the host hits both layouts.
+
+A broken build raises instead of timing: every setup first runs one forward + backward in both
+layouts from identical weights on the same impressions and requires the losses and every
+parameter gradient to agree (the ROO equivalence the speedup is only meaningful under).
+"""
+
+from __future__ import annotations
+
+from benchmarks.common import SEED, require
+
+PRESET = "tiny"
+ARCHS = ["dlrm", "hstu"]
+LAYOUTS = ["impression", "roo"]
+# fp32 tolerance of tests/test_roo_equivalence.py for the preset models
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _setup_torch():
+    import torch
+
+    torch.set_num_threads(1)
+    return torch
+
+
+def _dense_grads(model) -> dict:
+    out = {}
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            g = p.grad.coalesce().to_dense() if p.grad.is_sparse else p.grad
+            out[name] = g.detach().clone()
+    return out
+
+
+def check_equivalence(
+    preset: str, model_overrides=(), device="cpu", dtype=None, requests=None, rtol=RTOL, atol=ATOL, seed=SEED
+) -> dict:
+    """One forward + backward of `preset` in both layouts from identical weights on the same
+    impressions; raises (RuntimeError from `require`) unless the losses and every parameter
+    gradient agree. Returns {"models", "batches", "impressions", "requests"} (batches on `device`)."""
+    import torch
+
+    from roo_ref.models import build_model
+    from workloads.generator import generate
+    from workloads.presets import get_preset
+
+    dtype = torch.float32 if dtype is None else dtype
+    spec = get_preset(preset)
+    rb = generate(spec, requests or spec.requests_per_batch, seed=seed)
+    n_imp = rb.num_impressions_total
+    require(n_imp > rb.num_requests, f"{preset}: {n_imp} impressions for {rb.num_requests} requests")
+    batches = {"impression": rb.to_impressions().to(device), "roo": rb.to(device)}
+    losses, grads, models = {}, {}, {}
+    for layout in LAYOUTS:
+        model = build_model(spec, preset, tuple(model_overrides), device=device, dtype=dtype, seed=seed)
+        loss = model(batches[layout], layout)["loss"]
+        loss.backward()
+        losses[layout] = loss.detach()
+        grads[layout] = _dense_grads(model)
+        models[layout] = model
+    li, lr = losses["impression"], losses["roo"]
+    what = f"{preset} {list(model_overrides)} {device} {dtype}"
+    require(bool(torch.isfinite(li).all() and torch.isfinite(lr).all()), f"{what}: non-finite loss {li} / {lr}")
+    require(
+        torch.allclose(lr, li, rtol=rtol, atol=atol),
+        f"{what}: ROO loss {float(lr)!r} != impression loss {float(li)!r}",
+    )
+    require(grads["roo"].keys() == grads["impression"].keys(), f"{what}: different parameters got gradients")
+    require(len(grads["roo"]) > 0, f"{what}: no parameter got a gradient")
+    for name, gi in grads["impression"].items():
+        gr = grads["roo"][name]
+        require(
+            torch.allclose(gr, gi, rtol=rtol, atol=atol),
+            f"{what}: gradient of {name} differs between layouts (max abs diff {float((gr - gi).abs().max())})",
+        )
+    return {"models": models, "batches": batches, "impressions": n_imp, "requests": rb.num_requests}
+
+
+def build_pair(arch: str) -> dict:
+    """The checked (check_equivalence) tiny models of `arch` in both layouts, with their trainers."""
+    _setup_torch()
+    from roo_ref.train import Trainer
+
+    if arch not in ARCHS:
+        raise ValueError(f"arch={arch!r}; allowed: {ARCHS}")
+    pair = check_equivalence(PRESET, () if arch == "dlrm" else (f"arch={arch}",))
+    built = pair["models"]["roo"].config.arch
+    require(built == arch, f"built arch {built!r}, wanted {arch!r}")
+    pair["trainers"] = {layout: Trainer(pair["models"][layout], layout, seed=SEED) for layout in LAYOUTS}
+    return pair
+
+
+class TinyStep:
+    params = [LAYOUTS, ARCHS]
+    param_names = ["layout", "arch"]
+    timeout = 120
+
+    def setup(self, layout, arch):
+        pair = build_pair(arch)
+        self.trainer = pair["trainers"][layout]
+        self.batch = pair["batches"][layout]
+        self.trainer.step(self.batch)  # optimizer state allocated outside the timed region
+
+    def time_step(self, layout, arch):
+        self.trainer.step(self.batch)
+
+
+class TinySpeedup:
+    params = [ARCHS]
+    param_names = ["arch"]
+    timeout = 300
+    rounds = 3  # alternating impression/roo rounds
+    steps = 10  # timed steps per layout and round
+
+    def setup(self, arch):
+        self.pair = build_pair(arch)
+
+    def track_roo_speedup(self, arch):
+        import torch
+
+        from harness.timers import Stats, time_steps
+
+        samples = {layout: [] for layout in LAYOUTS}
+        for _ in range(self.rounds):
+            for layout in LAYOUTS:
+                tr, b = self.pair["trainers"][layout], self.pair["batches"][layout]
+                last = {}
+
+                def step(tr=tr, b=b, last=last):
+                    last["loss"] = tr.step(b)
+
+                t = time_steps(step, warmup=2, steps=self.steps, device="cpu")
+                require(bool(torch.isfinite(last["loss"]).all()), f"{arch}/{layout}: loss became non-finite")
+                samples[layout].extend(t.samples_ms)
+        med = {layout: Stats.from_samples(samples[layout]).median for layout in LAYOUTS}
+        require(all(m > 0 for m in med.values()), f"non-positive step time {med}")
+        # same impressions per step in both layouts: impressions/s ratio = inverse step-time ratio
+        return med["impression"] / med["roo"]
+
+    track_roo_speedup.unit = "x"
