@@ -143,28 +143,7 @@ class RequestBatch(_Batch):
 
     def to_impressions(self) -> ImpressionBatch:
         """Expand: copy every RO feature into each of the request's impression rows."""
-        idx = self.impression_to_request()
-        usv, usl = keyed_gather(self.user_sparse_values, self.user_sparse_lengths, idx)
-        hl = self.history_lengths
-        h_ids, h_len = jagged_gather(self.history_item_ids, hl, idx)
-        h_act, _ = jagged_gather(self.history_actions, hl, idx)
-        h_ts, _ = jagged_gather(self.history_timestamps, hl, idx)
-        return ImpressionBatch(
-            request_id=self.request_id[idx],
-            timestamp=self.timestamp[idx],
-            user_dense=self.user_dense[idx],
-            user_sparse_lengths=usl,
-            user_sparse_values=usv,
-            history_lengths=h_len,
-            history_item_ids=h_ids,
-            history_actions=h_act,
-            history_timestamps=h_ts,
-            item_id=self.item_id,
-            item_sparse_lengths=self.item_sparse_lengths,
-            item_sparse_values=self.item_sparse_values,
-            item_dense=self.item_dense,
-            labels=self.labels,
-        )
+        return ImpressionBatch(**_gather_ro(self, self.impression_to_request()), **_gather_nro(self, None))
 
 
 @dataclass
@@ -197,28 +176,7 @@ class ImpressionBatch(_Batch):
 
     def permute(self, perm: torch.Tensor) -> ImpressionBatch:
         """Rows in a new order (e.g. a training shuffle)."""
-        usv, usl = keyed_gather(self.user_sparse_values, self.user_sparse_lengths, perm)
-        isv, isl = keyed_gather(self.item_sparse_values, self.item_sparse_lengths, perm)
-        hl = self.history_lengths
-        h_ids, h_len = jagged_gather(self.history_item_ids, hl, perm)
-        h_act, _ = jagged_gather(self.history_actions, hl, perm)
-        h_ts, _ = jagged_gather(self.history_timestamps, hl, perm)
-        return ImpressionBatch(
-            request_id=self.request_id[perm],
-            timestamp=self.timestamp[perm],
-            user_dense=self.user_dense[perm],
-            user_sparse_lengths=usl,
-            user_sparse_values=usv,
-            history_lengths=h_len,
-            history_item_ids=h_ids,
-            history_actions=h_act,
-            history_timestamps=h_ts,
-            item_id=self.item_id[perm],
-            item_sparse_lengths=isl,
-            item_sparse_values=isv,
-            item_dense=self.item_dense[perm],
-            labels=self.labels[perm],
-        )
+        return ImpressionBatch(**_gather_ro(self, perm), **_gather_nro(self, perm))
 
     def request_grouping(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(perm, first_rows, counts): `perm` orders rows by request (requests in order of first
@@ -244,29 +202,43 @@ class ImpressionBatch(_Batch):
         perm, first, counts = self.request_grouping()
         if check_constant:
             _check_ro_constant(self, first, counts)
-        usv, usl = keyed_gather(self.user_sparse_values, self.user_sparse_lengths, first)
-        hl = self.history_lengths
-        h_ids, h_len = jagged_gather(self.history_item_ids, hl, first)
-        h_act, _ = jagged_gather(self.history_actions, hl, first)
-        h_ts, _ = jagged_gather(self.history_timestamps, hl, first)
-        isv, isl = keyed_gather(self.item_sparse_values, self.item_sparse_lengths, perm)
         return RequestBatch(
-            request_id=self.request_id[first],
-            timestamp=self.timestamp[first],
-            num_impressions=counts.to(torch.int64),
-            user_dense=self.user_dense[first],
-            user_sparse_lengths=usl,
-            user_sparse_values=usv,
-            history_lengths=h_len,
-            history_item_ids=h_ids,
-            history_actions=h_act,
-            history_timestamps=h_ts,
-            item_id=self.item_id[perm],
-            item_sparse_lengths=isl,
-            item_sparse_values=isv,
-            item_dense=self.item_dense[perm],
-            labels=self.labels[perm],
+            num_impressions=counts.to(torch.int64), **_gather_ro(self, first), **_gather_nro(self, perm)
         )
+
+
+def _gather_ro(b: _Batch, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Rows `idx` of every RO field (request key, time, user features, history)."""
+    usv, usl = keyed_gather(b.user_sparse_values, b.user_sparse_lengths, idx)
+    hl = b.history_lengths
+    h_ids, h_len = jagged_gather(b.history_item_ids, hl, idx)
+    h_act, _ = jagged_gather(b.history_actions, hl, idx)
+    h_ts, _ = jagged_gather(b.history_timestamps, hl, idx)
+    return {
+        "request_id": b.request_id[idx],
+        "timestamp": b.timestamp[idx],
+        "user_dense": b.user_dense[idx],
+        "user_sparse_lengths": usl,
+        "user_sparse_values": usv,
+        "history_lengths": h_len,
+        "history_item_ids": h_ids,
+        "history_actions": h_act,
+        "history_timestamps": h_ts,
+    }
+
+
+def _gather_nro(b: _Batch, idx: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Impression rows `idx` of every NRO field (all rows, as they are, for idx=None)."""
+    if idx is None:
+        return {name: getattr(b, name) for name in NRO_FIELDS}
+    isv, isl = keyed_gather(b.item_sparse_values, b.item_sparse_lengths, idx)
+    return {
+        "item_id": b.item_id[idx],
+        "item_sparse_lengths": isl,
+        "item_sparse_values": isv,
+        "item_dense": b.item_dense[idx],
+        "labels": b.labels[idx],
+    }
 
 
 def _check_ro_constant(b: ImpressionBatch, first: torch.Tensor, counts: torch.Tensor) -> None:
