@@ -77,10 +77,10 @@ class _Unsorted(Exception):
 
 
 class _NotConstant(Exception):
-    """Internal: a column guessed request-only (from the first row group) varies in a request."""
+    """Internal: columns guessed request-only (from the first batch) vary within a request."""
 
-    def __init__(self, column: str):
-        self.column = column
+    def __init__(self, columns: list[str]):
+        self.columns = columns
 
 
 # --- row equality (any arrow type, vectorized) -------------------------------------------------------
@@ -192,8 +192,50 @@ def _runs_equal(offs: np.ndarray, child: np.ndarray) -> np.ndarray | None:
 _CHUNK_PAIRS = 4096  # rows per batch in the general path (bounds its index temporaries)
 
 
+def _plain(t: pa.DataType) -> bool:
+    return pa.types.is_primitive(t) or pa.types.is_boolean(t)
+
+
+def _adjacent_equal(v: np.ndarray) -> np.ndarray:
+    """v[r] == v[r-1] for r >= 1 over rows of a 1-D or [rows, width] array (NaN equals NaN)."""
+    same = v[1:] == v[:-1]
+    if v.dtype.kind == "f":
+        same |= np.isnan(v[1:]) & np.isnan(v[:-1])
+    return same if same.ndim == 1 else same.all(axis=1)
+
+
+def _row_equals_prev_fast(arr: pa.Array) -> np.ndarray | None:
+    """The common null-free shapes straight from the Arrow buffers (no normalized copy); None if
+    `arr` is not one of them."""
+    n, t = len(arr), arr.type
+    if n < 2 or arr.null_count:
+        return None
+    eq = np.zeros(n, dtype=bool)
+    if _plain(t):
+        eq[1:] = _adjacent_equal(arr.to_numpy(zero_copy_only=False))
+        return eq
+    if pa.types.is_fixed_size_list(t) and _plain(t.value_type):
+        child = arr.flatten()  # honours the slice offset
+        if child.null_count:
+            return None
+        eq[1:] = _adjacent_equal(child.to_numpy(zero_copy_only=False).reshape(n, t.list_size))
+        return eq
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and _plain(t.value_type):
+        child = arr.values  # the whole child; `offsets` (sliced) index into it
+        if child.null_count:
+            return None
+        offs = np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+        return _runs_equal(offs, child.to_numpy(zero_copy_only=False))
+    return None
+
+
 def row_equals_prev(arr: pa.Array) -> np.ndarray:
     """eq[r] = (row r == row r-1); eq[0] = False."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    fast = _row_equals_prev_fast(arr)
+    if fast is not None:
+        return fast
     a = _normalize(arr)
     n = len(a)
     if n > 1 and pa.types.is_large_list(a.type) and a.null_count == 0:
@@ -230,35 +272,55 @@ def _starts(keys: np.ndarray) -> np.ndarray:
     return np.nonzero(change)[0]
 
 
+def _detach(t: pa.Table) -> pa.Table:
+    """A copy of `t` that shares no buffer with it (so the batch it was sliced from can be freed)."""
+    cols = [pa.concat_arrays(c.chunks) if c.num_chunks else pa.array([], type=c.type) for c in t.columns]
+    return pa.Table.from_arrays(cols, schema=t.schema)
+
+
 class _Grouper:
-    """Yields tables of complete requests (adjacent runs) from a stream of row-group tables."""
+    """Yields tables of complete requests (adjacent runs) from a stream of batches.
+
+    A request cut by a batch boundary is carried as a copy of its rows (at most one request), so a
+    batch is released as soon as its complete requests are emitted: memory holds one batch, the
+    carry and the output being collected, never two batches."""
 
     def __init__(self, key: str):
         self.key = key
         self.carry: pa.Table | None = None
+        self.carry_key = None
         self.closed: list[np.ndarray] = []
 
     def feed(self, t: pa.Table) -> Iterator[tuple[pa.Table, np.ndarray]]:
-        if self.carry is not None and self.carry.num_rows:
-            t = pa.concat_tables([self.carry, t])
-        keys = _key_array(t, self.key)
-        starts = _starts(keys)
-        if starts.size <= 1:
-            self.carry = t
+        if t.num_rows == 0:
             return
+        keys = _key_array(t, self.key)
+        if self.carry is not None:
+            # rows at the head of this batch that continue the carried request
+            other = np.flatnonzero(keys != self.carry_key)
+            n_head = int(other[0]) if other.size else keys.size
+            if n_head == keys.size:  # the whole batch continues it
+                self.carry = _detach(pa.concat_tables([self.carry, t]))
+                return
+            done = pa.concat_tables([self.carry, t.slice(0, n_head)]) if n_head else self.carry
+            self._close(np.asarray([self.carry_key]))
+            self.carry = self.carry_key = None
+            yield done, np.zeros(1, dtype=np.int64)
+            t, keys = t.slice(n_head), keys[n_head:]
+        starts = _starts(keys)
         cut = int(starts[-1])
-        done, self.carry = t.slice(0, cut), t.slice(cut)
-        st = starts[:-1]
-        self._close(keys[st])
-        yield done, st
+        if cut:
+            st = starts[:-1]
+            self._close(keys[st])
+            yield t.slice(0, cut), st
+        self.carry, self.carry_key = _detach(t.slice(cut)), keys[cut]
 
     def finish(self) -> Iterator[tuple[pa.Table, np.ndarray]]:
-        if self.carry is not None and self.carry.num_rows:
-            keys = _key_array(self.carry, self.key)
-            st = _starts(keys)
-            self._close(keys[st])
-            yield self.carry, st
-            self.carry = None
+        if self.carry is not None:
+            done = self.carry
+            self._close(np.asarray([self.carry_key]))
+            self.carry = self.carry_key = None
+            yield done, np.zeros(1, dtype=np.int64)
 
     def _close(self, k: np.ndarray) -> None:
         if np.unique(k).size != k.size:
@@ -273,12 +335,16 @@ class _Grouper:
 
 
 def _requests_table(t: pa.Table, starts: np.ndarray, key: str, ro: list[str], policy: str,
-                    verify: bool = False) -> tuple[pa.Table, int]:
-    """One row per request: RO columns from its first row, the rest as lists."""
+                    verify: bool = False, detach: bool = False) -> tuple[pa.Table, int]:
+    """One row per request: RO columns from its first row, the rest as lists.
+
+    RO columns are taken (new buffers); list columns wrap the input's values, copied when `detach`
+    so the result outlives the input batch without keeping it alive."""
     n = t.num_rows
     first = pa.array(starts)
     offs = np.append(starts, n).astype(np.int64)
     conflicts = 0
+    varying: list[str] = []
     req_of_row = np.repeat(np.arange(starts.size), np.diff(offs))
     is_start = np.zeros(n, dtype=bool)
     is_start[starts] = True
@@ -293,21 +359,25 @@ def _requests_table(t: pa.Table, starts: np.ndarray, key: str, ro: list[str], po
             bad = ~row_equals_prev(arr) & ~is_start
             if bad.any():
                 if verify:
-                    raise _NotConstant(name)
+                    varying.append(name)
+                    continue
                 reqs = np.unique(req_of_row[bad])
                 if policy == "error":
                     k = _key_array(t, key)[starts[reqs[0]]]
                     k = k.item() if hasattr(k, "item") else k
                     raise UserError(
                         f"RO column {name!r} differs within request {key}={k} ({reqs.size} request(s) in this "
-                        "row group); drop it from --ro-columns or pass --on-conflict first"
+                        "batch); drop it from --ro-columns or pass --on-conflict first"
                     )
                 conflicts += int(reqs.size)
             cols.append(arr.take(first))
             names.append(name)
         else:
-            cols.append(pa.ListArray.from_arrays(pa.array(offs.astype(np.int32)), arr))
+            vals = pa.concat_arrays([arr]) if detach else arr  # concat_arrays always copies
+            cols.append(pa.ListArray.from_arrays(pa.array(offs.astype(np.int32)), vals))
             names.append(name)
+    if varying:
+        raise _NotConstant(varying)
     return pa.Table.from_arrays(cols, names=names), conflicts
 
 
@@ -337,9 +407,41 @@ def _read_groups(pf: pq.ParquetFile) -> Iterator[pa.Table]:
             raise UserError(f"row group {i} of the input is corrupt ({why}); re-export the file") from None
 
 
+_BATCH_BYTES = 8 << 20  # Arrow bytes per batch read inside a row group
+
+
+def _read_batches(pf: pq.ParquetFile) -> Iterator[tuple[pa.Table, int]]:
+    """(batch, flag) over the file, flag 1 on a row group's last batch and 2 on the file's last.
+
+    Each row group is read in record batches of ~8 MiB in memory, so the working set is a batch, not
+    a row group (the Parquet reader decodes pages incrementally). Rows per batch start from the
+    footer's uncompressed size and then follow the Arrow bytes per row seen so far (the footer counts
+    encoded bytes, which for repetitive columns are a fraction of the decoded ones)."""
+    meta = pf.metadata
+    last = max((i for i in range(pf.num_row_groups) if meta.row_group(i).num_rows), default=-1)
+    seen_rows = seen_bytes = 0
+    for i in range(pf.num_row_groups):
+        rg = meta.row_group(i)
+        rows = rg.num_rows
+        if rows == 0:
+            continue
+        per_row = seen_bytes / seen_rows if seen_rows else max(1.0, rg.total_byte_size / rows)
+        batch_rows = max(1, min(rows, int(_BATCH_BYTES / max(per_row, 1.0))))
+        done = 0
+        try:
+            for b in pf.iter_batches(batch_size=batch_rows, row_groups=[i], use_threads=False):
+                done += b.num_rows
+                seen_rows += b.num_rows
+                seen_bytes += b.nbytes
+                yield pa.Table.from_batches([b]), (2 if i == last else 1) if done >= rows else 0
+        except (pa.ArrowInvalid, OSError) as e:
+            why = str(e).splitlines()[0]
+            raise UserError(f"row group {i} of the input is corrupt ({why}); re-export the file") from None
+
+
 def guess_ro_columns(pf: pq.ParquetFile, key: str) -> list[str]:
-    """Columns constant within every request of the first row group (verified while converting)."""
-    t = next(_read_groups(pf))
+    """Columns constant within every request of the first batch (verified while converting)."""
+    t = next(_read_batches(pf))[0]
     starts = _starts(_key_array(t, key))
     is_start = np.zeros(t.num_rows, dtype=bool)
     is_start[starts] = True
@@ -403,19 +505,19 @@ def convert(
     try:
         sorted_input = True
         if not explicit:
-            # one pass in the common case: guess from the first row group, verify while converting,
-            # and start over without a column that turns out to vary (at most once per column)
+            # one pass in the common case: guess from the first batch, verify while converting, and
+            # start over without the columns that turn out to vary (at most once per column)
             ro = guess_ro_columns(pf, request_key)
         while sorted_input:
             try:
                 res.rows_out = res.conflicts = 0
-                _convert_stream(_read_groups(pf), tmp / OUT_FILE, request_key, ro, on_conflict, codec, res,
+                _convert_stream(_read_batches(pf), tmp / OUT_FILE, request_key, ro, on_conflict, codec, res,
                                 verify=not explicit)
                 break
             except _Unsorted:
                 sorted_input = False
             except _NotConstant as e:
-                ro = [c for c in ro if c != e.column]
+                ro = [c for c in ro if c not in e.columns]
         if not sorted_input:
             res = ConvertResult(bytes_in=res.bytes_in, external_sort=True)
             _external_sort_convert(pf, tmp, request_key, None if not explicit else ro, on_conflict, codec,
@@ -449,27 +551,44 @@ def convert(
     return res
 
 
-def _convert_stream(tables, dest: Path, key: str, ro: list[str], policy: str, codec: str, res: ConvertResult,
+def _convert_stream(batches, dest: Path, key: str, ro: list[str], policy: str, codec: str, res: ConvertResult,
                     verify: bool = False) -> None:
+    """Requests of each input row group, collected batch by batch, written as one output row group."""
     from workloads.parquet_io import _compression
 
     g = _Grouper(key)
     writer = None
-    try:
-        def emit(done: pa.Table, st: np.ndarray) -> None:
-            nonlocal writer
-            t, c = _requests_table(done, st, key, ro, policy, verify)
-            res.conflicts += c
-            res.rows_out += t.num_rows
-            if writer is None:
-                writer = pq.ParquetWriter(dest, t.schema, compression=_compression(codec))
-            writer.write_table(t)
+    pending: list[pa.Table] = []
 
-        for t in tables:
+    def emit(done: pa.Table, st: np.ndarray) -> None:
+        t, c = _requests_table(done, st, key, ro, policy, verify, detach=True)
+        res.conflicts += c
+        res.rows_out += t.num_rows
+        pending.append(t)
+
+    def flush() -> None:
+        nonlocal writer
+        if not pending:
+            return
+        t = pa.concat_tables(pending)
+        pending.clear()
+        if writer is None:
+            writer = pq.ParquetWriter(dest, t.schema, compression=_compression(codec))
+        writer.write_table(t, row_group_size=max(1, t.num_rows))
+
+    try:
+        for t, flag in batches:
             for done, st in g.feed(t):
                 emit(done, st)
+            del t
+            if flag == 2:  # the file's last request joins the last row group
+                for done, st in g.finish():
+                    emit(done, st)
+            if flag:
+                flush()
         for done, st in g.finish():
             emit(done, st)
+        flush()
         g.check_unique()
     finally:
         if writer is not None:
