@@ -1,7 +1,9 @@
 """Run benchmarks/workloads.py without asv and print every number: `python -m benchmarks.run_workloads`.
 
 Options: `--only NAME` (class name substring, repeatable), `--preset NAME` (restrict preset params),
-`--json` (one JSON object). For the one-core generator target: `taskset -c 0 python -m ...`."""
+`--json` (one JSON object). The issue-2 targets, on one core:
+  taskset -c 1 python -m benchmarks.run_workloads --only Generator   # >= 1M impressions/s (early-ranking, cpu)
+  taskset -c 1 python -m benchmarks.run_workloads --only Convert     # time ratio <= 2, RSS ratio <= 3"""
 
 from __future__ import annotations
 

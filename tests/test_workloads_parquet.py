@@ -94,6 +94,40 @@ def test_convert_recovers_request_level_exactly(datasets, tmp_path):
     assert P.read_dataset(tmp_path / "c").equal(b)
 
 
+def test_convert_streams_small_batches_exactly(datasets, tmp_path, monkeypatch):
+    # batches of a few rows: requests cut by batch and row-group boundaries, carried across several batches
+    import workloads.convert as C
+
+    _, ds, b = datasets
+    monkeypatch.setattr(C, "_BATCH_BYTES", 3000)
+    r = convert(ds[("impression", "grouped")] / "data.parquet", tmp_path / "c", "request_id")
+    assert (r.rows_in, r.rows_out, r.conflicts) == (b.num_impressions_total, b.num_requests, 0)
+    got = pq.read_table(tmp_path / "c" / "data.parquet")
+    assert got.equals(pq.read_table(ds[("request", "grouped")] / "data.parquet"))
+    # one output row group per input row group
+    assert pq.ParquetFile(tmp_path / "c" / "data.parquet").num_row_groups == pq.ParquetFile(
+        ds[("impression", "grouped")] / "data.parquet").num_row_groups
+
+
+def test_convert_drops_guessed_columns_that_vary_later(tmp_path, monkeypatch):
+    # u and v are constant within every request of the first batch, then both vary in rid=40
+    import workloads.convert as C
+
+    rid = np.repeat(np.arange(50), 2)
+    u = rid * 10
+    v = rid.astype(float)
+    u[81], v[81] = -1, -1.0
+    t = pa.table({"rid": rid, "u": u, "v": v, "w": rid % 7, "x": np.arange(100)})
+    pq.write_table(t, tmp_path / "in.parquet", row_group_size=30)
+    monkeypatch.setattr(C, "_BATCH_BYTES", 200)
+    r = convert(tmp_path / "in.parquet", tmp_path / "o", "rid")
+    assert r.ro_columns == ["w"] and r.rows_out == 50 and r.conflicts == 0
+    out = pq.read_table(tmp_path / "o" / "data.parquet")
+    assert out.column("u").to_pylist()[40] == [400, -1]
+    assert out.column("x").to_pylist()[49] == [98, 99]
+    assert out.column("w").to_pylist() == [i % 7 for i in range(50)]
+
+
 def test_convert_unsorted_input_by_external_sort(datasets, tmp_path):
     _, ds, b = datasets
     r = convert(ds[("impression", "shuffled")], tmp_path / "c", "request_id", memory_budget_bytes=100_000)

@@ -14,7 +14,11 @@ preallocated array per window of blocks (no per-block concatenation).
 Ids with Zipf popularity follow a bounded continuous power law on [1, C+1), floored to an id in
 [0, C) (P(id) ~ (id+1)^-a). They are drawn by inverse CDF from a 4096-knot table: the top 12 bits of
 a draw pick an equal-mass bucket, the next 20 bits interpolate linearly inside it (fixed point), so
-no transcendental function runs per id. Time gaps are exponential quantiles from a 4096-entry table.
+no transcendental function runs per id. Time gaps are exponential quantiles from a 4096-entry table;
+dense features are standard-normal quantiles at 2^16 equal-probability levels (a 16-bit lookup,
+~5x faster than numpy's ziggurat here). Chunk temporaries are per-thread scratch buffers, and every
+output array is allocated once per window and written once (page faults on fresh output memory are
+~1/4 of the time at 1M impressions/s, so no field is built twice).
 """
 
 from __future__ import annotations
