@@ -51,7 +51,8 @@ asv_ check --python=same
 asv_ machine --machine "$MACHINE" --yes >/dev/null
 echo "== asv run --python=same --quick (commit ${sha:0:8})"
 set +e
-asv_ run --python=same --quick --show-stderr --machine "$MACHINE" --set-commit-hash="$sha" \
+# forkserver: the suite (torch included) is imported once and each benchmark runs in a fork
+asv_ run --python=same --quick --show-stderr --launch-method forkserver --machine "$MACHINE" --set-commit-hash="$sha" \
   ${BENCH:+--bench "$BENCH"} 2>&1 | tee "$tmp/run.log"
 rc=${PIPESTATUS[0]}
 set -e
