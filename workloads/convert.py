@@ -345,6 +345,7 @@ def _requests_table(t: pa.Table, starts: np.ndarray, key: str, ro: list[str], po
     offs = np.append(starts, n).astype(np.int64)
     conflicts = 0
     varying: list[str] = []
+    list_offs = None  # built once, shared by every list column
     req_of_row = np.repeat(np.arange(starts.size), np.diff(offs))
     is_start = np.zeros(n, dtype=bool)
     is_start[starts] = True
@@ -374,7 +375,9 @@ def _requests_table(t: pa.Table, starts: np.ndarray, key: str, ro: list[str], po
             names.append(name)
         else:
             vals = pa.concat_arrays([arr]) if detach else arr  # concat_arrays always copies
-            cols.append(pa.ListArray.from_arrays(pa.array(offs.astype(np.int32)), vals))
+            if list_offs is None:
+                list_offs = pa.array(offs.astype(np.int32))
+            cols.append(pa.ListArray.from_arrays(list_offs, vals))
             names.append(name)
     if varying:
         raise _NotConstant(varying)
