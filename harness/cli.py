@@ -10,9 +10,8 @@ import importlib
 import pkgutil
 import sys
 
-from workloads.errors import UserError
-
 import harness.commands as _commands
+from workloads.errors import UserError
 
 
 class _Parser(argparse.ArgumentParser):

@@ -38,4 +38,6 @@ def test_calibrate_cuda_without_gpu_is_a_clean_error(capsys):
         pytest.skip("a GPU is present")
     assert main(["calibrate", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "roo-bench calibrate: error: calibrate: cuda requested but no CUDA device is available; use --device cpu"
+    assert err.strip() == (
+        "roo-bench calibrate: error: calibrate: cuda requested but no CUDA device is available; use --device cpu"
+    )
