@@ -52,7 +52,7 @@ bench: $(STAMP)
 # measured by this checkout's suite, then asv compare.
 bench-compare: $(STAMP)
 	@test -n "$(A)" && test -n "$(B)" || { echo "usage: make bench-compare A=<commit> B=<commit>" >&2; exit 2; }
-	ASV=$(abspath $(ASV)) ASV_MACHINE=$(ASV_MACHINE) benchmarks/seed_history.sh --no-publish $(A) $(B)
+	ASV=$(abspath $(ASV)) ASV_MACHINE=$(ASV_MACHINE) bash benchmarks/seed_history.sh --no-publish $(A) $(B)
 	$(ASV) compare --machine $(ASV_MACHINE) $$(git rev-parse $(A)) $$(git rev-parse $(B))
 
 clean:
