@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= demo-out
 
-.PHONY: setup demo test test-browser lint bench bench-compare report clean
+.PHONY: setup demo test test-browser bench-check lint bench bench-compare clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,10 @@ bench-compare: $(STAMP)
 	@test -n "$(A)" && test -n "$(B)" || { echo "usage: make bench-compare A=<commit> B=<commit>" >&2; exit 2; }
 	ASV=$(abspath $(ASV)) ASV_MACHINE=$(ASV_MACHINE) bash benchmarks/seed_history.sh --no-publish $(A) $(B)
 	$(ASV) compare --machine $(ASV_MACHINE) $$(git rev-parse $(A)) $$(git rev-parse $(B))
+
+# CI gate for the asv suite: `asv check` + a --quick run that fails on any benchmark that raised.
+bench-check: $(STAMP)
+	ASV=$(ASV) PYTHON=$(PY) bash benchmarks/ci_check.sh
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .hypothesis

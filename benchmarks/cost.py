@@ -54,7 +54,10 @@ class ModelCost:
     def time_model_cost(self, preset):
         from roo_ref.cost import model_cost
 
-        model_cost(self.spec, self.cfg)
+        res = model_cost(self.spec, self.cfg)
+        # a broken model must raise, not time garbage
+        require(set(res["layouts"]) == {"impression", "roo"}, "model_cost lost a layout")
+        require(res["predicted_speedup"] > 0 and res["layouts"]["roo"].total("flops") > 0, "non-positive cost")
 
 
 class FlopExactness:
