@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 test-browser: $(STAMP)
-	$(PY) -m pytest -q -m browser tests/test_reports_browser.py
+	ROO_BENCH_UPDATE_SCREENSHOT=1 $(PY) -m pytest -q -m browser tests/test_reports_browser.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
