@@ -10,6 +10,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Without a GPU the Triton kernels run through Triton's interpreter. TRITON_INTERPRET must be set
+# before *anything* imports triton (and jit-decorates a kernel): a test module collected earlier
+# may import the kernels indirectly, so it is set here, when pytest starts, not in the kernel tests.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 
 @pytest.fixture
 def run_cli():
