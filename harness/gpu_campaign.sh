@@ -21,7 +21,7 @@ for s in $STAGES; do
   case $s in
     calib)    log "calibrate"; rb calibrate --device cuda --json > "$D/calibration.json" ;;
     presets)  log "all presets, both layouts, bf16"
-              rb sweep harness/sweeps/all-presets.toml --out "$D/presets" --resume --timeout 150 --json ;;
+              rb sweep harness/sweeps/all-presets.toml --out "$D/presets" --resume --json ;;
     early)    log "early-ranking k x L"
               rb sweep harness/sweeps/h100-campaign-early.toml --out "$D/early-kxL" --resume --json ;;
     hstu)     log "hstu-ranking k x L (triton attention)"
