@@ -375,53 +375,21 @@ def _summary(rs: ResultSet, ok_points) -> dict:
         for model in recs["model"]:
             dev = model["config"].get("device")
             src = "cost model (preset defaults" + (f", {dev} roofs)" if dev else ")")
-            f_i, f_r = model_total(model, "impression", "flops"), model_total(model, "roo", "flops")
-            b_i, b_r = model_total(model, "impression", "bytes"), model_total(model, "roo", "bytes")
-            rows.append(
-                _row(
-                    "FLOPs per step (fwd+bwd)",
-                    src,
-                    f_i,
-                    f_r,
-                    gain_pred=_ratio(f_i, f_r),
-                    unit="FLOP",
-                    note="counted FLOPs: `roo-bench validate`",
-                )
-            )
-            rows.append(
-                _row(
-                    "Bytes moved per step (device memory)",
-                    src,
-                    b_i,
-                    b_r,
-                    gain_pred=_ratio(b_i, b_r),
-                    unit="B",
-                )
-            )
-            a_i, a_r = model_total(model, "impression", "alltoall"), model_total(model, "roo", "alltoall")
-            if a_i is not None:
-                rows.append(
-                    _row(
-                        "All-to-all bytes per step (model)",
-                        src,
-                        a_i,
-                        a_r,
-                        gain_pred=_ratio(a_i, a_r),
-                        unit="B",
-                    )
-                )
-            s_i, s_r = model_total(model, "impression", "step_ms"), model_total(model, "roo", "step_ms")
-            if s_i is not None:
-                rows.append(
-                    _row(
-                        "Step time (cost model)",
-                        src,
-                        s_i,
-                        s_r,
-                        gain_pred=num(model["metrics"].get("predicted_speedup")) or _ratio(s_i, s_r),
-                        fmt=ms,
-                    )
-                )
+            # (label, total, unit, formatter, note); a total the model record lacks is skipped,
+            # except FLOPs and bytes, which every model record has
+            for label, key, unit, fmt, note in (
+                ("FLOPs per step (fwd+bwd)", "flops", "FLOP", si, "counted FLOPs: `roo-bench validate`"),
+                ("Bytes moved per step (device memory)", "bytes", "B", si, ""),
+                ("All-to-all bytes per step (model)", "alltoall", "B", si, ""),
+                ("Step time (cost model)", "step_ms", "", ms, ""),
+            ):
+                v_i, v_r = model_total(model, "impression", key), model_total(model, "roo", key)
+                if v_i is None and key in ("alltoall", "step_ms"):
+                    continue
+                gain = _ratio(v_i, v_r)
+                if key == "step_ms":
+                    gain = num(model["metrics"].get("predicted_speedup")) or gain
+                rows.append(_row(label, src, v_i, v_r, gain_pred=gain, fmt=fmt, unit=unit, note=note))
         for c in sorted(recs["comm"], key=lambda c: (c["device_label"], _world(c) or 0)):
             lay = layouts(c)
             i, r = lay.get("impression", {}), lay.get("roo", {})
