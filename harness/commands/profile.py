@@ -1,0 +1,73 @@
+"""`roo-bench profile --preset NAME [--layout both] [--device cuda] [--dtype bf16] [--steps 5]
+[--set k=v ...] [--trace-dir DIR] [--json]`: torch.profiler over training steps of each layout —
+host wall vs GPU busy time per step, launches, syncs, aten ops, and the top operators/kernels
+(harness.profile_step). The step data and models are built exactly as `roo-bench bench` does."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from harness.commands.bench import LAYOUT_CHOICES, _check_args, split_overrides
+from workloads.errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("profile", help="torch.profiler summary of training steps: where the step time goes")
+    p.add_argument("--preset", required=True)
+    p.add_argument("--layout", default="both", help=f"{', '.join(LAYOUT_CHOICES)} (default both)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--dtype", default="fp32", help="fp32 or bf16 (default fp32)")
+    p.add_argument("--steps", type=int, default=5, help="profiled steps per layout (default 5)")
+    p.add_argument("--warmup", type=int, default=3, help="unprofiled steps first (default 3)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top", type=int, default=25, help="operators listed per table (default 25)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="model-config or dotted workload-spec override (repeatable)")
+    p.add_argument("--trace-dir", default=None, help="also write one Chrome trace per layout here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    import torch
+
+    from harness.profile_step import format_summary, profile_steps
+    from roo_ref.models import build_model, check_compatible, model_config_for
+    from roo_ref.train import Trainer
+    from workloads.generator import generate
+    from workloads.presets import get_preset
+
+    layouts, device = _check_args(args)
+    if args.top < 1:
+        raise UserError(f"--top {args.top}: must be >= 1")
+    if args.trace_dir:
+        os.makedirs(args.trace_dir, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base = get_preset(args.preset)
+    model_sets, spec_sets = split_overrides(base.to_dict(), args.set)
+    spec = base.with_overrides(spec_sets) if spec_sets else base
+    cfg = model_config_for(spec, args.preset, model_sets)
+    check_compatible(spec, cfg)
+    req = generate(spec, spec.requests_per_batch, seed=args.seed).to(device)
+    out = {"preset": args.preset, "device": device.type, "dtype": args.dtype, "model": cfg.to_dict(),
+           "spec_overrides": spec_sets, "impressions_per_step": req.num_impressions_total,
+           "requests_per_step": req.num_requests, "layouts": {}}
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(device)
+    for layout in layouts:
+        batch = req if layout == "roo" else req.to_impressions()
+        model = build_model(spec, args.preset, model_sets, device=device, seed=args.seed)
+        trainer = Trainer(model, layout, amp_bf16=args.dtype == "bf16", seed=args.seed)
+        trace = os.path.join(args.trace_dir, f"trace-{args.preset}-{layout}.json") if args.trace_dir else None
+        s = profile_steps(lambda t=trainer, b=batch: t.step(b), warmup=args.warmup, steps=args.steps,
+                          cuda=device.type == "cuda", trace_path=trace, top=args.top)
+        out["layouts"][layout] = s
+        if not args.json:
+            print(format_summary(layout, s, args.top))
+        del model, trainer, batch
+    if args.json:
+        print(json.dumps(out))
+    return 0
