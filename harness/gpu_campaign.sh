@@ -8,7 +8,7 @@
 #   ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) ROO_BENCH_GIT_DIRTY=0 OUT=... bash harness/gpu_campaign.sh
 set -uo pipefail
 : "${OUT:?set OUT to an output directory}"
-STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}
+STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: profile kernels bench
 export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 D="$OUT/campaign"
 mkdir -p "$D"
@@ -32,6 +32,16 @@ for s in $STAGES; do
               for p in early-ranking hstu-ranking; do
                 rb bench --preset "$p" --layout both --device cuda --dtype bf16 --steps 20 --json > "$D/bench-$p.json"
               done ;;
+    profile)  log "torch.profiler: where the step time goes"
+              for p in early-ranking hstu-ranking; do
+                timeout 300 python3 -m harness profile --preset "$p" --layout both --device cuda --dtype bf16 \
+                  --steps 5 --warmup 3 --json > "$D/profile-$p.json"
+              done ;;
+    kernels)  log "HSTU attention kernel: GPU correctness tests, then the benchmark table"
+              timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_kernels_hstu.py > "$D/test_kernels_hstu_gpu.log" 2>&1
+              tail -n 3 "$D/test_kernels_hstu_gpu.log"
+              timeout 400 python3 -m roo_ref.kernels.bench_hstu --no-autotune --providers "${KERNEL_PROVIDERS:-sdpa_cudnn,sdpa_flash,triton,triton_atomic}" \
+                --out "$D/bench_hstu.json" > "$D/bench_hstu.log" 2>&1 ;;
     gpubench) log "asv GPU track_ benchmarks run directly"
               python3 -m benchmarks.gpu --json > "$D/asv-gpu.json" ;;
     *) echo "unknown stage $s" >&2; false ;;
