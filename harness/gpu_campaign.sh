@@ -8,7 +8,7 @@
 #   ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) ROO_BENCH_GIT_DIRTY=0 OUT=... bash harness/gpu_campaign.sh
 set -uo pipefail
 : "${OUT:?set OUT to an output directory}"
-STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: profile kernels bench
+STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: hstupreset profile kernels bench
 export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 D="$OUT/campaign"
 mkdir -p "$D"
@@ -22,6 +22,8 @@ for s in $STAGES; do
     calib)    log "calibrate"; rb calibrate --device cuda --json > "$D/calibration.json" ;;
     presets)  log "all presets, both layouts, bf16"
               rb sweep harness/sweeps/all-presets.toml --out "$D/presets" --resume --json ;;
+    hstupreset) log "hstu-ranking at its preset shape, both layouts, bf16"
+              rb sweep harness/sweeps/hstu-preset.toml --out "$D/hstu-preset" --resume --json ;;
     early)    log "early-ranking k x L"
               rb sweep harness/sweeps/h100-campaign-early.toml --out "$D/early-kxL" --resume --json ;;
     hstu)     log "hstu-ranking k x L (triton attention)"
@@ -33,7 +35,7 @@ for s in $STAGES; do
                 rb bench --preset "$p" --layout both --device cuda --dtype bf16 --steps 20 --json > "$D/bench-$p.json"
               done ;;
     profile)  log "torch.profiler: where the step time goes"
-              for p in early-ranking hstu-ranking; do
+              for p in ${PROFILE_PRESETS:-early-ranking hstu-ranking}; do
                 timeout 300 python3 -m harness profile --preset "$p" --layout both --device cuda --dtype bf16 \
                   --steps 5 --warmup 3 --json > "$D/profile-$p.json"
               done ;;
@@ -43,7 +45,7 @@ for s in $STAGES; do
               timeout 400 python3 -m roo_ref.kernels.bench_hstu --no-autotune --providers "${KERNEL_PROVIDERS:-sdpa_cudnn,sdpa_flash,triton,triton_atomic}" \
                 --out "$D/bench_hstu.json" > "$D/bench_hstu.log" 2>&1 ;;
     gpubench) log "asv GPU track_ benchmarks run directly"
-              python3 -m benchmarks.gpu --json > "$D/asv-gpu.json" ;;
+              python3 -m benchmarks.gpu --json ${GPUBENCH_ONLY:+--only "$GPUBENCH_ONLY"} > "$D/asv-gpu.json" 2> "$D/asv-gpu.log" ;;
     *) echo "unknown stage $s" >&2; false ;;
   esac
   rc=$?
