@@ -25,6 +25,8 @@ for s in $STAGES; do
     hstupreset) log "hstu-ranking at its preset shape, both layouts, bf16"
               rb sweep harness/sweeps/hstu-preset.toml --out "$D/hstu-preset" --resume --json ;;
     early)    log "early-ranking k x L"
+              # RESUME_FROM=DIR: continue an earlier call's sweep (its results.jsonl + sweep.meta.json)
+              if [ -n "${RESUME_FROM:-}" ] && [ ! -e "$D/early-kxL" ]; then cp -r "$RESUME_FROM" "$D/early-kxL"; fi
               rb sweep harness/sweeps/h100-campaign-early.toml --out "$D/early-kxL" --resume --json ;;
     hstu)     log "hstu-ranking k x L (triton attention)"
               rb sweep harness/sweeps/h100-campaign-hstu.toml --out "$D/hstu-kxL" --resume --json ;;

@@ -49,14 +49,17 @@ def _git(*args: str) -> str | None:
 def git_state() -> tuple[str | None, bool | None]:
     """(HEAD sha, dirty). Dirty = tracked files differ from HEAD; untracked files (e.g. result
     directories inside the checkout) do not count."""
-    sha = _git("rev-parse", "HEAD")
-    if sha is None:
-        # A copy of the tree without .git (e.g. a GPU machine that gets the working tree only): the
-        # caller passes the commit it shipped, ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) and
-        # ROO_BENCH_GIT_DIRTY=0|1 (see harness/gpu_campaign.sh).
-        env_sha = os.environ.get("ROO_BENCH_GIT_SHA") or None
+    # A copy of the tree shipped to another machine (a GPU machine gets the working tree, and may
+    # hold a stale .git of an earlier copy — it reported an old HEAD there): the caller says which
+    # commit it shipped, ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) and ROO_BENCH_GIT_DIRTY=0|1
+    # (see harness/gpu_campaign.sh). When given, that wins over whatever `git` finds.
+    env_sha = os.environ.get("ROO_BENCH_GIT_SHA") or None
+    if env_sha is not None:
         env_dirty = os.environ.get("ROO_BENCH_GIT_DIRTY")
         return env_sha, (None if env_dirty not in ("0", "1") else env_dirty == "1")
+    sha = _git("rev-parse", "HEAD")
+    if sha is None:
+        return None, None
     status = _git("status", "--porcelain", "--untracked-files=no")
     return sha.strip(), (None if status is None else bool(status.strip()))
 
