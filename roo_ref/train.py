@@ -17,6 +17,21 @@ from workloads.errors import UserError
 EMB_OPTIMIZERS = ("rowwise_adagrad", "sgd")
 
 
+def sum_duplicate_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(unique rows, fp32 summed values) of a sparse COO row gradient — what `grad.coalesce()`
+    gives, computed as unique + index_add_. Why not coalesce: its CUDA kernel
+    (coalesceValuesKernel) sums each row's duplicates serially, and Zipf-popular ids repeat
+    100k+ times per step; on the H100 it took 142 of 180 ms of an early-ranking impression-level
+    step (docs/perf.md, campaign 2 profile). index_add_ spreads the sum over the whole GPU."""
+    if grad.is_coalesced():
+        return grad._indices()[0], grad._values().float()
+    idx, vals = grad._indices()[0], grad._values()
+    rows, inverse = torch.unique(idx, sorted=True, return_inverse=True)
+    acc = torch.promote_types(vals.dtype, torch.float32)  # sum in the gradient's precision (fp64 stays fp64)
+    summed = torch.zeros((rows.numel(), *vals.shape[1:]), dtype=acc, device=vals.device)
+    return rows, summed.index_add_(0, inverse, vals.to(acc)).float()
+
+
 class RowWiseAdagrad(torch.optim.Optimizer):
     """state[row] += mean(g_row^2); w_row -= lr * g_row / (sqrt(state[row]) + eps). Sparse or dense
     gradients; with sparse ones only the touched rows are read and written."""
@@ -36,8 +51,7 @@ class RowWiseAdagrad(torch.optim.Optimizer):
                     state["sum"] = torch.zeros(p.shape[0], dtype=torch.float32, device=p.device)
                 g = p.grad
                 if g.is_sparse:
-                    g = g.coalesce()
-                    rows, vals = g.indices()[0], g.values().float()
+                    rows, vals = sum_duplicate_rows(g)
                 else:
                     rows, vals = None, g.float()
                 sq = vals.pow(2).mean(dim=tuple(range(1, vals.dim()))) if vals.dim() > 1 else vals.pow(2)
