@@ -47,6 +47,12 @@ _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # the dq kernel below that (docs/perf.md).
 DQ_MODE = os.environ.get("ROO_HSTU_DQ", "auto")
 
+# Copies of the bias-gradient buckets in the dk/dv kernel (see _hstu_bwd_dkdv). One copy serialized
+# every pair's atomic add on P + T addresses; the H100 campaign's hstu-ranking steps grew at
+# ~32 ns per attention pair (1.06 s for 34M pairs), ~100x the attention's FLOP time (docs/perf.md).
+# ROO_HSTU_RAB_COPIES=1 restores the old behaviour for an A/B run.
+RAB_GRAD_COPIES = int(os.environ.get("ROO_HSTU_RAB_COPIES", "128"))
+
 # Tests may force one config (dict with keys fwd/bwd/dq -> (BLOCK_M, BLOCK_N, num_warps, num_stages)).
 FORCE_CONFIG: dict | None = None
 
@@ -578,6 +584,7 @@ def _hstu_bwd_dkdv(
     PREC: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    N_COPIES: tl.constexpr = 1,
 ):
     # Early key blocks see the most queries: schedule them first.
     pid_n = tl.program_id(0)
@@ -586,6 +593,14 @@ def _hstu_bwd_dkdv(
     n0 = pid_n * BLOCK_N
     if n0 >= n:
         return
+    # Bias gradients: every (query, key) pair adds to one of only P (or T) buckets. With one copy
+    # of the buckets every program's atomics hit the same few addresses and serialize; each
+    # program adds into one of N_COPIES copies instead (summed after the kernel).
+    copy = (pid_n + h * 61 + tl.program_id(2) * 127) % N_COPIES
+    if GRAD_POS:
+        DPW += copy * P
+    if GRAD_TIME:
+        DTW += copy * T
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_dk = tl.arange(0, D_QK)
     offs_dv = tl.arange(0, D_V)
@@ -1195,8 +1210,9 @@ class _HSTUAttention(torch.autograd.Function):
         dk = torch.empty_like(k)
         dv = torch.empty_like(v)
         grad_pos, grad_time = ctx.weight_grads
-        dpw = torch.zeros(m["P"], dtype=torch.float32, device=q.device) if grad_pos else _dummy(q.device)
-        dtw = torch.zeros(m["T"], dtype=torch.float32, device=q.device) if grad_time else _dummy(q.device)
+        copies = RAB_GRAD_COPIES
+        dpw = torch.zeros(copies * m["P"], dtype=torch.float32, device=q.device) if grad_pos else _dummy(q.device)
+        dtw = torch.zeros(copies * m["T"], dtype=torch.float32, device=q.device) if grad_time else _dummy(q.device)
         atomic = DQ_MODE == "atomic" or (DQ_MODE == "auto" and m["max_seq_len"] >= 2048)
         dqa = (
             torch.zeros((total, H, dqk), dtype=torch.float32, device=q.device) if atomic else _dummy(q.device)
@@ -1248,6 +1264,7 @@ class _HSTUAttention(torch.autograd.Function):
                 # add up over every pair of a bucket
                 FAST=m["fast"] and not (grad_pos or grad_time),
                 PREC=m["prec"],
+                N_COPIES=copies,
             )
             if atomic:
                 dq = dqa.to(q.dtype)
@@ -1292,8 +1309,8 @@ class _HSTUAttention(torch.autograd.Function):
             dk.zero_()
             dv.zero_()
         pdt, tdt = ctx.weight_dtypes
-        gpw = dpw.to(pdt) if grad_pos else None
-        gtw = dtw.to(tdt) if grad_time else None
+        gpw = dpw.view(copies, -1).sum(0).to(pdt) if grad_pos else None
+        gtw = dtw.view(copies, -1).sum(0).to(tdt) if grad_time else None
         return dq, dk, dv, None, None, None, None, None, None, None, gpw, gtw
 
 
