@@ -23,6 +23,7 @@ MARKER = ".roo-bench-demo"  # marks a directory the demo made, so a re-run may c
 OWNED = ("results", "data", "sweep", "logs")
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "reports" / "data"
+COMMITTED_RECORD_FILES = ("results.jsonl", "comm.jsonl", "calibration.json", "nvml_perturbation.jsonl")
 SWEEP_FILE = REPO / "harness" / "sweeps" / "ci-tiny.toml"
 STORAGE_PRESET = "early-ranking"
 STORAGE_REQUESTS = 300  # a reduced early-ranking: ~3k impressions, ~120k history events; seconds on CPU
@@ -218,13 +219,11 @@ def _run(args) -> int:
     inputs = [str(res)]
     if (out / "sweep" / "results.jsonl").is_file():
         inputs.append(str(out / "sweep" / "results.jsonl"))
-    # kernels/ holds the attention micro-benchmark's own tables (docs/perf.md), not result records
+    # Only the record files: the committed folders also hold the kernel benchmark's tables, profiler
+    # summaries, asv output and the `comm --json` summaries of the records in comm.jsonl (which
+    # would count every comm run twice).
     committed = (
-        sorted(
-            p for p in COMMITTED.rglob("*")
-            if p.suffix in (".jsonl", ".json") and p.name != "sweep.meta.json"
-            and "kernels" not in p.relative_to(COMMITTED).parts
-        )
+        sorted(p for p in COMMITTED.rglob("*") if p.name in COMMITTED_RECORD_FILES)
         if COMMITTED.is_dir()
         else []
     )
