@@ -1,0 +1,184 @@
+"""EmbeddingBagCollection (all features' tables fused into one weight) against the per-feature
+layout it replaced: one nn.EmbeddingBag per feature holding the same weight block."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from roo_ref.embeddings import EmbeddingBagCollection, embedding_parameters, hash_ids, init_table, table_rows
+
+
+class PerFeatureTables(nn.Module):
+    """The pre-fusion layout: one EmbeddingBag (sum) per feature, looked up feature by feature."""
+
+    def __init__(self, blocks: list[torch.Tensor]):
+        super().__init__()
+        self.rows = [b.shape[0] for b in blocks]
+        self.bags = nn.ModuleList(
+            nn.EmbeddingBag(r, b.shape[1], mode="sum", sparse=True, include_last_offset=True, _weight=b.clone())
+            for r, b in zip(self.rows, blocks, strict=True)
+        )
+
+    def forward(self, lengths: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        starts = [0, *lengths.sum(1).cumsum(0).tolist()]
+        out = []
+        for f, bag in enumerate(self.bags):
+            ids = hash_ids(values[starts[f] : starts[f + 1]], self.rows[f])
+            offsets = torch.cat([lengths.new_zeros(1), lengths[f].cumsum(0)])
+            out.append(bag(ids, offsets))
+        return torch.stack(out, 1)
+
+
+def _fused_and_reference(cards, dim, max_rows):
+    fused = EmbeddingBagCollection(cards, dim, max_rows).double()
+    blocks = list(fused.weight.detach().split(fused.rows))
+    return fused, PerFeatureTables(blocks)
+
+
+def _random_batch(gen, n_feat, batch, max_len, id_high, empty_features=()):
+    lengths = torch.randint(0, max_len + 1, (n_feat, batch), generator=gen)
+    for f in empty_features:
+        lengths[f] = 0
+    values = torch.randint(0, id_high, (int(lengths.sum()),), generator=gen)
+    return lengths, values
+
+
+def _check_equal(fused, ref, lengths, values):
+    out = fused(lengths, values)
+    expect = ref(lengths, values)
+    assert out.shape == (lengths.shape[1], lengths.shape[0], fused.dim)
+    torch.testing.assert_close(out, expect, rtol=1e-12, atol=1e-12)
+    # gradient of an arbitrary loss w.r.t. every block
+    g_out = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(1))
+    (out * g_out).sum().backward()
+    (expect * g_out).sum().backward()
+    grad = fused.weight.grad
+    if values.numel():
+        assert grad.is_sparse
+    dense = grad.to_dense() if grad.is_sparse else grad
+    for f, (blk, bag) in enumerate(zip(dense.split(fused.rows), ref.bags, strict=True)):
+        g_ref = bag.weight.grad
+        g_ref = torch.zeros_like(blk) if g_ref is None else g_ref.to_dense()
+        torch.testing.assert_close(blk, g_ref, rtol=1e-12, atol=1e-12, msg=lambda m, f=f: f"feature {f}: {m}")
+    return out, dense
+
+
+@pytest.mark.parametrize(
+    "cards, batch, empty_features",
+    [
+        ([5, 1000, 17, 3], 7, ()),  # 1000 > max_rows: hashed
+        ([5, 1000, 17, 3], 7, (0, 2)),  # whole features without ids
+        ([5, 1000, 17, 3], 1, ()),  # B = 1
+        ([40], 6, ()),  # F = 1
+        ([40], 1, ()),
+        ([1, 1, 2], 5, ()),  # one-row tables: every id hits row 0 of its block
+        ([9, 9], 4, (0, 1)),  # no ids at all
+    ],
+)
+def test_fused_equals_per_feature_tables(cards, batch, empty_features):
+    torch.manual_seed(0)
+    fused, ref = _fused_and_reference(cards, 4, max_rows=64)
+    gen = torch.Generator().manual_seed(len(cards) * 100 + batch)
+    lengths, values = _random_batch(gen, len(cards), batch, 4, 10_000, empty_features)
+    out, grad = _check_equal(fused, ref, lengths, values)
+    assert out.shape == (batch, len(cards), 4)
+    # empty bags pool to zeros; ids hash into their own feature's block only
+    torch.testing.assert_close(out[(lengths == 0).T], torch.zeros_like(out[(lengths == 0).T]))
+    for f, blk in enumerate(grad.split(fused.rows)):
+        assert bool(blk.abs().sum() > 0) == bool(lengths[f].sum() > 0), f
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cards=st.lists(st.integers(1, 200), min_size=1, max_size=6),
+    batch=st.integers(1, 6),
+    max_len=st.integers(0, 5),
+    id_high=st.sampled_from([3, 50, 10**6]),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_equals_per_feature_tables_random(cards, batch, max_len, id_high, seed):
+    torch.manual_seed(seed)
+    fused, ref = _fused_and_reference(cards, 3, max_rows=64)
+    gen = torch.Generator().manual_seed(seed)
+    lengths, values = _random_batch(gen, len(cards), batch, max_len, id_high)
+    _check_equal(fused, ref, lengths, values)
+
+
+def test_fused_weight_layout_and_hashing():
+    ebc = EmbeddingBagCollection([10, 10**9, 3], 2, max_rows=100)
+    assert ebc.rows == [10, 100, 3] and ebc.weight.shape == (113, 2) and ebc.num_features == 3
+    assert ebc.row_offsets.tolist() == [0, 10, 110] and ebc.row_counts.tolist() == [10, 100, 3]
+    assert "row_offsets" not in ebc.state_dict() and list(ebc.state_dict()) == ["bag.weight"]
+    with torch.no_grad():
+        ebc.weight.copy_(torch.arange(113, dtype=torch.float32)[:, None].expand(113, 2))
+    # one bag per feature, B = 1: id 12 -> row 2 of feature 0; 1234 -> row 34 of feature 1; 7 -> row 1 of feature 2
+    out = ebc(torch.tensor([[1], [1], [1]]), torch.tensor([12, 1234, 7]))
+    assert out[0, :, 0].tolist() == [2.0, 10 + 34.0, 110 + 1.0]
+
+
+def test_init_bounds_per_block():
+    torch.manual_seed(3)
+    ebc = EmbeddingBagCollection([4, 50, 10**9, 400], 16, max_rows=400)
+    bounds = [1 / r**0.5 for r in ebc.rows]
+    blocks = ebc.weight.detach().split(ebc.rows)
+    for blk, bound in zip(blocks, bounds, strict=True):
+        assert blk.abs().max() <= bound
+        assert blk.abs().max() > 0.8 * bound  # uses its range, not a smaller one
+    # blocks with different rows have different bounds: a smaller table's weights exceed a larger one's bound
+    assert blocks[0].abs().max() > bounds[1] and blocks[1].abs().max() > bounds[2]
+
+
+def test_init_same_as_per_feature_tables_for_a_seed():
+    """A seed gives the weights the per-feature layout gave (same RNG draws), bit for bit."""
+    cards, dim, max_rows = [7, 300, 10**6, 1, 33], 5, 200
+    torch.manual_seed(11)
+    fused = EmbeddingBagCollection(cards, dim, max_rows)
+    after_fused = torch.rand(3)
+    torch.manual_seed(11)
+    bags = [
+        nn.EmbeddingBag(table_rows(c, max_rows), dim, mode="sum", sparse=True, include_last_offset=True) for c in cards
+    ]
+    for b in bags:
+        init_table(b.weight)
+    assert torch.equal(fused.weight.detach(), torch.cat([b.weight.detach() for b in bags]))
+    assert torch.equal(after_fused, torch.rand(3))  # and leaves the RNG where it left it
+
+
+def test_no_features_and_wrong_feature_count():
+    ebc = EmbeddingBagCollection([], 4, max_rows=10).double()
+    assert ebc.num_features == 0 and ebc.weight.shape == (0, 4)
+    out = ebc(torch.zeros(0, 3, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
+    assert out.shape == (3, 0, 4) and out.dtype == torch.float64
+    ebc2 = EmbeddingBagCollection([5, 6], 4, max_rows=10)
+    with pytest.raises(ValueError, match="got 3 sparse features, the model has 2 tables"):
+        ebc2(torch.ones(3, 2, dtype=torch.int64), torch.zeros(6, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("arch", ["dlrm", "hstu"])
+def test_fused_weight_is_an_embedding_parameter_and_trains(arch):
+    from roo_ref.models import build_model
+    from roo_ref.train import Trainer
+    from workloads.generator import generate
+    from workloads.presets import get_preset
+
+    spec = get_preset("tiny")
+    model = build_model(spec, overrides=[f"arch={arch}"], seed=0)
+    colls = [m for m in model.modules() if isinstance(m, EmbeddingBagCollection) and m.num_features]
+    assert colls
+    emb = embedding_parameters(model)
+    for c in colls:
+        assert any(c.weight is p for p in emb)
+    # every embedding weight is a table's or a collection's fused weight, each found once
+    assert len({id(p) for p in emb}) == len(emb)
+    before = [c.weight.detach().clone() for c in colls]
+    tr = Trainer(model, "roo")
+    tr.step(generate(spec, 4, seed=0))
+    for c, w0 in zip(colls, before, strict=True):
+        assert tr.emb_opt.state[c.weight]["sum"].shape == (sum(c.rows),)
+        changed = (c.weight.detach() != w0).any(1)
+        assert changed.any()
+        assert not changed.all()  # sparse update: only the rows the batch touched (tiny: 1000 rows a feature)
