@@ -129,7 +129,7 @@ class HSTURanker(nn.Module):
 
     def context(self, b) -> torch.Tensor:
         x = self.user_sparse(b.user_sparse_lengths, b.user_sparse_values).flatten(1)
-        dt = self.user_context.weight.dtype  # (a model without user tables gives an fp32 [B, 0])
+        dt = self.user_context.weight.dtype  # user_dense arrives fp32; the MLP may run in another dtype
         x = torch.cat([x.to(dt), b.user_dense.to(dt)], 1)
         return self.user_context(x)
 
