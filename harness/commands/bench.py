@@ -80,6 +80,17 @@ def split_overrides(spec_dict: dict, assignments: list[str]) -> tuple[list[str],
     return model, spec
 
 
+def resolve_preset(preset: str, sets: list[str]):
+    """(spec, model config, model overrides, spec overrides) of a preset with `--set` overrides,
+    checked compatible before any data is generated."""
+    base = get_preset(preset)
+    model_sets, spec_sets = split_overrides(base.to_dict(), sets)
+    spec = base.with_overrides(spec_sets) if spec_sets else base
+    cfg = model_config_for(spec, preset, model_sets)
+    check_compatible(spec, cfg)
+    return spec, cfg, model_sets, spec_sets
+
+
 def _check_args(args) -> tuple[list[str], torch.device]:
     if args.layout not in LAYOUT_CHOICES:
         raise UserError(f"--layout {args.layout!r}; allowed: {', '.join(LAYOUT_CHOICES)}")
@@ -117,11 +128,7 @@ def bench(
     sets: list[str],
     seed: int = 0,
 ) -> dict:
-    base = get_preset(preset)
-    model_sets, spec_sets = split_overrides(base.to_dict(), sets)
-    spec = base.with_overrides(spec_sets) if spec_sets else base
-    cfg = model_config_for(spec, preset, model_sets)
-    check_compatible(spec, cfg)  # before generating any data
+    spec, cfg, model_sets, spec_sets = resolve_preset(preset, sets)
     if cfg.attention_backend == "triton" and cfg.arch == "hstu" and device.type != "cuda":
         import os
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 
-from harness.commands.bench import LAYOUT_CHOICES, _check_args, split_overrides
+from harness.commands.bench import LAYOUT_CHOICES, _check_args, resolve_preset
 from workloads.errors import UserError
 
 
@@ -34,10 +34,9 @@ def _run(args) -> int:
     import torch
 
     from harness.profile_step import format_summary, profile_steps
-    from roo_ref.models import build_model, check_compatible, model_config_for
+    from roo_ref.models import build_model
     from roo_ref.train import Trainer
     from workloads.generator import generate
-    from workloads.presets import get_preset
 
     layouts, device = _check_args(args)
     if args.top < 1:
@@ -46,11 +45,7 @@ def _run(args) -> int:
         os.makedirs(args.trace_dir, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
-    base = get_preset(args.preset)
-    model_sets, spec_sets = split_overrides(base.to_dict(), args.set)
-    spec = base.with_overrides(spec_sets) if spec_sets else base
-    cfg = model_config_for(spec, args.preset, model_sets)
-    check_compatible(spec, cfg)
+    spec, cfg, model_sets, spec_sets = resolve_preset(args.preset, args.set)
     req = generate(spec, spec.requests_per_batch, seed=args.seed).to(device)
     out = {"preset": args.preset, "device": device.type, "dtype": args.dtype, "model": cfg.to_dict(),
            "spec_overrides": spec_sets, "impressions_per_step": req.num_impressions_total,
