@@ -38,12 +38,13 @@ def summarize(prof, steps: int, wall_s: float, top: int = 25) -> dict:
     launches = sum(e.count for e in avgs if e.key in LAUNCH_NAMES)
     syncs = sum(e.count for e in avgs if e.key in SYNC_NAMES)
     aten = sum(e.count for e in avgs if e.key.startswith("aten::"))
-    # device-side events (kernels, memcpy, memset) have no CPU self time of their own
-    device_us = 0.0
-    for e in prof.events():
-        dt = getattr(e, "device_type", None)
-        if dt is not None and str(dt).endswith("CUDA") and e.device_time_total is not None:
-            device_us += float(getattr(e, "device_time", None) or e.device_time_total or 0.0)
+    # device-side events: kernels, memcpy, memset — but not the GPU-timeline copies of user
+    # annotations (e.g. "Optimizer.step#...", which span their kernels and would count them twice)
+    device_us = sum(
+        float(e.device_time_total or 0.0)
+        for e in prof.events()
+        if str(getattr(e, "device_type", "")).endswith("CUDA") and not getattr(e, "is_user_annotation", False)
+    )
     rows_dev = sorted(avgs, key=_self_device_us, reverse=True)[:top]
     rows_cpu = sorted(avgs, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
 
