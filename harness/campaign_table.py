@@ -2,7 +2,7 @@
 the FLOP-ideal speedup, achieved TFLOP/s and energy per 1M impressions, plus the median absolute
 error of the predicted speedup and of the predicted step time (steps >= 5 ms, the harness goal).
 
-    python -m harness.campaign_table reports/data/h100/campaign2/*/results.jsonl [--min-step-ms 5]
+    python -m harness.campaign_table reports/data/h100/campaign2/*/results.jsonl
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ def _label(rec: dict) -> str:
     k = spec.get("impressions", {}).get("value")
     L = spec.get("history", {}).get("length", {}).get("value")
     return f"{name} k={k} L={L} B={spec.get('requests_per_batch')}"
+
+
+def _f(v, spec: str, suffix: str = "") -> str:
+    """A number formatted, or "-" where the record has none (no cost model, no CUDA, n < 5)."""
+    return "-" if v is None else f"{v:{spec}}{suffix}"
 
 
 def rows(records: list[dict]) -> tuple[list[str], dict]:
@@ -50,12 +55,14 @@ def rows(records: list[dict]) -> tuple[list[str], dict]:
         for lay in (imp, roo):
             if lay.get("step_error") is not None and step(lay) >= 5.0:
                 step_err.append(abs(lay["step_error"]))
+        err = m.get("speedup_error")
         out.append(
-            f"| {_label(r)} | {step(imp):.1f} ({imp['predicted_step_ms']:.2f}) | {step(roo):.1f} "
-            f"({roo['predicted_step_ms']:.2f}) | {m['speedup']:.2f}× ({ci[0]:.2f}–{ci[1]:.2f}) | "
-            f"{m['predicted_speedup']:.2f}× | {100 * m['speedup_error']:+.0f}% | {ideal:.2f}× | "
-            f"{100 * m['speedup'] / ideal:.0f}% | "
-            f"{imp['achieved_tflops'] or 0:.2f} / {roo['achieved_tflops'] or 0:.2f} | "
+            f"| {_label(r)} | {step(imp):.1f} ({_f(imp.get('predicted_step_ms'), '.2f')}) | {step(roo):.1f} "
+            f"({_f(roo.get('predicted_step_ms'), '.2f')}) | {m['speedup']:.2f}× "
+            f"({_f(ci[0], '.2f')}–{_f(ci[1], '.2f')}) | {_f(m.get('predicted_speedup'), '.2f', '×')} | "
+            f"{_f(None if err is None else 100 * err, '+.0f', '%')} | {_f(ideal, '.2f', '×')} | "
+            f"{_f(100 * m['speedup'] / ideal if ideal else None, '.0f', '%')} | "
+            f"{_f(imp.get('achieved_tflops'), '.2f')} / {_f(roo.get('achieved_tflops'), '.2f')} | "
             f"{energy(imp)} / {energy(roo)} |"
         )
     head = [

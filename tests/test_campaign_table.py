@@ -26,3 +26,12 @@ def test_failed_point_is_a_row_and_missing_file_is_exit_2(tmp_path, capsys):
     table, s = campaign_table.rows([{"status": "error", "error": "timeout", "config": {"preset": "x"}}])
     assert "error: timeout" in table[-1] and s["points_ok"] == 0 and s["median_abs_speedup_error"] is None
     assert campaign_table.main([str(tmp_path / "nope.jsonl")]) == 2
+
+
+def test_point_without_prediction_prints_dashes():
+    rec = json.loads(DATA.read_text().splitlines()[0])
+    for lay in rec["metrics"]["layouts"].values():
+        lay["predicted_step_ms"] = lay["step_error"] = lay["achieved_tflops"] = None
+    rec["metrics"].update(predicted_speedup=None, speedup_error=None, ideal_speedup=None, speedup_ci=None)
+    table, s = campaign_table.rows([rec])
+    assert "(-–-) | - | - | - | - | - / - |" in table[-1] and s["median_abs_speedup_error"] is None
