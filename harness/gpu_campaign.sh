@@ -8,7 +8,7 @@
 #   ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) ROO_BENCH_GIT_DIRTY=0 OUT=... bash harness/gpu_campaign.sh
 set -uo pipefail
 : "${OUT:?set OUT to an output directory}"
-STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: hstupreset profile kernels bench
+STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: dlrmpresets hstupreset profile kernels bench
 export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 D="$OUT/campaign"
 mkdir -p "$D"
@@ -22,6 +22,8 @@ for s in $STAGES; do
     calib)    log "calibrate"; rb calibrate --device cuda --json > "$D/calibration.json" ;;
     presets)  log "all presets, both layouts, bf16"
               rb sweep harness/sweeps/all-presets.toml --out "$D/presets" --resume --json ;;
+    dlrmpresets) log "the presets without attention, both layouts, bf16"
+              rb sweep harness/sweeps/dlrm-presets.toml --out "$D/dlrm-presets" --resume --json ;;
     hstupreset) log "hstu-ranking at its preset shape, both layouts, bf16"
               rb sweep harness/sweeps/hstu-preset.toml --out "$D/hstu-preset" --resume --json ;;
     early)    log "early-ranking k x L"

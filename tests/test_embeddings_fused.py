@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from roo_ref.embeddings import EmbeddingBagCollection, embedding_parameters, hash_ids, init_table, table_rows
+from roo_ref.embeddings import (
+    EmbeddingBagCollection,
+    Table,
+    embedding_parameters,
+    hash_ids,
+    init_table,
+    table_rows,
+)
 
 
 class PerFeatureTables(nn.Module):
@@ -132,20 +139,29 @@ def test_init_bounds_per_block():
     assert blocks[0].abs().max() > bounds[1] and blocks[1].abs().max() > bounds[2]
 
 
-def test_init_same_as_per_feature_tables_for_a_seed():
-    """A seed gives the weights the per-feature layout gave (same RNG draws), bit for bit."""
+def test_init_is_one_uniform_draw_per_feature_block_for_a_seed():
+    """A seed gives exactly: feature by feature, uniform(+-1/sqrt(rows_f)) over that feature's block,
+    and no other RNG draw (the N(0, 1) init nn.EmbeddingBag would draw first is not drawn)."""
     cards, dim, max_rows = [7, 300, 10**6, 1, 33], 5, 200
     torch.manual_seed(11)
     fused = EmbeddingBagCollection(cards, dim, max_rows)
     after_fused = torch.rand(3)
     torch.manual_seed(11)
-    bags = [
-        nn.EmbeddingBag(table_rows(c, max_rows), dim, mode="sum", sparse=True, include_last_offset=True) for c in cards
-    ]
-    for b in bags:
-        init_table(b.weight)
-    assert torch.equal(fused.weight.detach(), torch.cat([b.weight.detach() for b in bags]))
+    blocks = [torch.empty(table_rows(c, max_rows), dim) for c in cards]
+    for b in blocks:
+        init_table(b)
+    assert torch.equal(fused.weight.detach(), torch.cat(blocks))
     assert torch.equal(after_fused, torch.rand(3))  # and leaves the RNG where it left it
+
+
+def test_table_init_is_one_uniform_draw():
+    torch.manual_seed(5)
+    t = Table(50, 3, max_rows=20)
+    after = torch.rand(2)
+    torch.manual_seed(5)
+    ref = torch.empty(20, 3)
+    init_table(ref)
+    assert torch.equal(t.emb.weight.detach(), ref) and torch.equal(after, torch.rand(2))
 
 
 def test_no_features_and_wrong_feature_count():

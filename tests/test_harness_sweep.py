@@ -244,6 +244,7 @@ def test_shipped_sweep_files_parse():
     sizes = {p.stem: len(load_sweep(p, device="cpu").points) for p in sorted(d.glob("*.toml"))}
     assert {"ci-tiny", "h100-hstu", "h100-early", "all-presets"} <= set(sizes)
     assert sizes["ci-tiny"] == 4 and sizes["all-presets"] == 5
+    assert sizes["dlrm-presets"] + sizes["hstu-preset"] == sizes["all-presets"]  # the split covers it
     assert sizes["h100-hstu"] == 7 * 5 and sizes["h100-early"] == 7 * 5
 
 

@@ -66,8 +66,13 @@ def build_model(
     check_compatible(spec, cfg)
     if dtype not in (torch.float32, torch.bfloat16, torch.float64, torch.float16):
         raise UserError(f"model dtype={dtype}; allowed: float32, bfloat16 (float64 for tests)")
-    # initialize on CPU under a private RNG: the same seed gives the same weights on any device
-    with torch.random.fork_rng(devices=[]):
+    # Initialize on the target device under a private RNG: a seed gives the same weights on that
+    # device (both layouts of a point start from the same weights). Not on the CPU and then copied:
+    # the presets' tables hold GBs, and a CPU init plus copy took ~12 s per model, twice per sweep
+    # point. CPU and CUDA generators differ, so a seed's CPU and GPU weights differ.
+    dev = torch.device(device)
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), dev:
         torch.manual_seed(seed)
         model = _ARCH[cfg.arch](spec, cfg)
     return model.to(device=device, dtype=dtype)
