@@ -8,12 +8,21 @@
 #   ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) ROO_BENCH_GIT_DIRTY=0 OUT=... bash harness/gpu_campaign.sh
 set -uo pipefail
 : "${OUT:?set OUT to an output directory}"
-STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: dlrmpresets hstupreset profile kernels bench
+STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: dlrmpresets hstupreset profile kernels (= ktest + kbench) bench
 export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 D="$OUT/campaign"
 mkdir -p "$D"
 rb() { python3 -m harness "$@"; }
 log() { echo "[$(date +%H:%M:%S)] $*"; }
+ktest() {
+  timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_kernels_hstu.py > "$D/test_kernels_hstu_gpu.log" 2>&1
+  tail -n 3 "$D/test_kernels_hstu_gpu.log"
+}
+kbench() {
+  timeout 400 python3 -m roo_ref.kernels.bench_hstu --no-autotune \
+    --providers "${KERNEL_PROVIDERS:-sdpa_cudnn,sdpa_flash,triton,triton_atomic}" \
+    --lengths "${KERNEL_LENGTHS:-256,512,1024,2048,4096}" --out "$D/bench_hstu.json" > "$D/bench_hstu.log" 2>&1
+}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv > "$D/nvidia-smi.csv" 2>&1
 
 for s in $STAGES; do
@@ -43,11 +52,9 @@ for s in $STAGES; do
                 timeout 300 python3 -m harness profile --preset "$p" --layout both --device cuda --dtype bf16 \
                   --steps 5 --warmup 3 --json > "$D/profile-$p.json"
               done ;;
-    kernels)  log "HSTU attention kernel: GPU correctness tests, then the benchmark table"
-              timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_kernels_hstu.py > "$D/test_kernels_hstu_gpu.log" 2>&1
-              tail -n 3 "$D/test_kernels_hstu_gpu.log"
-              timeout 400 python3 -m roo_ref.kernels.bench_hstu --no-autotune --providers "${KERNEL_PROVIDERS:-sdpa_cudnn,sdpa_flash,triton,triton_atomic}" \
-                --out "$D/bench_hstu.json" > "$D/bench_hstu.log" 2>&1 ;;
+    kernels)  log "HSTU attention kernel: GPU correctness tests, then the benchmark table"; ktest; kbench ;;
+    ktest)    log "HSTU attention kernel: GPU correctness tests"; ktest ;;
+    kbench)   log "HSTU attention kernel: the benchmark table (KERNEL_PROVIDERS, KERNEL_LENGTHS)"; kbench ;;
     gpubench) log "asv GPU track_ benchmarks run directly"
               python3 -m benchmarks.gpu --json ${GPUBENCH_ONLY:+--only "$GPUBENCH_ONLY"} > "$D/asv-gpu.json" 2> "$D/asv-gpu.log" ;;
     *) echo "unknown stage $s" >&2; false ;;

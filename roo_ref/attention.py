@@ -57,8 +57,12 @@ def check_inputs(
     v: torch.Tensor,
     seq_offsets: torch.Tensor,
     num_targets: torch.Tensor | None,
+    check_values: bool = True,
 ) -> None:
-    """Clear ValueErrors before any compute or launch."""
+    """Clear ValueErrors before any compute or launch. check_values=False keeps the shape and dtype
+    checks and skips the value checks (offsets start at 0, end at the token count, never decrease;
+    targets within each length), which cost a device->host copy, i.e. a sync, per call: for callers
+    whose offsets hold these by construction (roo_ref.models.hstu builds them from lengths)."""
     if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
         raise ValueError(
             f"q, k, v must be [tokens, heads, dim]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
@@ -75,6 +79,8 @@ def check_inputs(
         raise ValueError(
             f"num_targets must have one entry per sequence ({seq_offsets.numel() - 1}); got {tuple(num_targets.shape)}"
         )
+    if not check_values:
+        return
     # One device->host copy for every value check (each .any()/int() on a GPU tensor is a sync).
     host = seq_offsets.to(torch.int64)
     if num_targets is not None:
@@ -164,18 +170,21 @@ def hstu_attention(
     pos_weights: torch.Tensor | None = None,
     time_weights: torch.Tensor | None = None,
     backend: str = "torch",
+    check_values: bool = True,
 ) -> torch.Tensor:
-    """Dispatch to a backend; all take the same arguments and compute the same function."""
+    """Dispatch to a backend; all take the same arguments and compute the same function.
+    check_values: see check_inputs (False skips the checks that synchronize with the device)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; allowed: {', '.join(BACKENDS)}")
-    check_inputs(q, k, v, seq_offsets, num_targets)
     if backend == "triton":
         from roo_ref.kernels.hstu_attention import hstu_attention_triton
 
+        # the kernel's entry runs the same checks (once: a second check would be a second sync)
         return hstu_attention_triton(
             q, k, v, seq_offsets, max_seq_len, alpha, normalizer, num_targets,
-            positions, timestamps, pos_weights, time_weights,
+            positions, timestamps, pos_weights, time_weights, check_values=check_values,
         )
+    check_inputs(q, k, v, seq_offsets, num_targets, check_values)
     return hstu_attention_torch(
         q, k, v, seq_offsets, max_seq_len, alpha, normalizer, num_targets,
         positions, timestamps, pos_weights, time_weights,

@@ -329,6 +329,46 @@ def test_bad_input_raises_before_launch(mutate, match, no_launch):
         hk.hstu_attention_triton(**a)
 
 
+def test_check_values_false_keeps_shape_checks_and_skips_the_host_copy(monkeypatch, no_launch):
+    """check_values=False (the HSTU model's call: its offsets are valid by construction) drops the
+    value checks and with them the device->host copy, i.e. the per-call sync; shape and dtype
+    errors are still raised before any launch."""
+    q, k, v, off = _good()
+    with pytest.raises(ValueError, match="q and k must have the same shape"):
+        hk.hstu_attention_triton(q, k[:, :1], v, off, 6, 1.0, 6.0, check_values=False)
+    with pytest.raises(ValueError, match="unsupported q/k head dim 12"):
+        hk.hstu_attention_triton(q[..., :12], k[..., :12], v, off, 6, 1.0, 6.0, check_values=False)
+    copies = []
+    real_cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **kw: copies.append(1) or real_cpu(self, *a, **kw))
+    bad = torch.tensor([0, 7, 4, 10], device=DEV)  # decreasing: only a value check can see it
+    with pytest.raises(AssertionError, match="launched"):  # reached the launch: no check ran
+        hk.hstu_attention_triton(q, k, v, bad, 6, 1.0, 6.0, check_values=False)
+    assert copies == []
+    with pytest.raises(ValueError, match="non-decreasing"):  # the default still checks, on a host copy
+        hk.hstu_attention_triton(q, k, v, bad, 6, 1.0, 6.0)
+    assert copies
+
+
+def test_model_attention_skips_value_checks(monkeypatch):
+    """The HSTU module passes check_values=False to the dispatcher (no sync per layer)."""
+    from roo_ref import attention as att
+    from roo_ref.models import hstu as hstu_mod
+
+    seen = []
+    monkeypatch.setattr(hstu_mod, "hstu_attention", lambda *a, **kw: seen.append(kw) or att.hstu_attention(*a, **kw))
+    from roo_ref.models import build_model
+    from workloads.presets import get_preset
+
+    spec = get_preset("hstu-ranking")
+    model = build_model(spec, preset="hstu-ranking", overrides=["hstu_layers=1", "max_table_rows=64"])
+    from workloads.generator import generate
+
+    rb = generate(spec, 2, seed=0)
+    model(rb, "roo")
+    assert seen and all(kw.get("check_values") is False for kw in seen)
+
+
 def test_integer_dtype_rejected(no_launch):
     q, k, v, off = _good()
     qi = q.to(torch.int32)

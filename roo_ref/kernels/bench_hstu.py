@@ -14,6 +14,9 @@ FLOPs (mask-aware, the same count for every provider): per head and allowed (i, 
 HSTU mask, 2*d_qk (q k^T) + 2*d_v (A v) forward; backward = 2.5x forward; fwd+bwd = 3.5x.
 Allowed pairs of a sequence with n tokens, nt targets, h = n - nt: h(h+1)/2 + nt*h + nt.
 Also measured in the same run: an 8192^3 bf16 matmul (random data), TFLOP/s = 2*8192^3 / t.
+For the Triton providers, also the GPU-only time per forward and per backward from torch.profiler's
+device timeline (the HSTU kernels alone, and all GPU work of the call): the gap between a call's
+event time and its GPU time is host-side (checks, argument handling, launches).
 
   PYTHONPATH=. python -m roo_ref.kernels.bench_hstu --out bench.json
 """
@@ -59,6 +62,30 @@ def _matmul_rate(torch):
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     ms = _time(lambda: a @ b)
     return 2 * 8192**3 / (ms * 1e-3) / 1e12
+
+
+def _gpu_ms(torch, fn, n=10):
+    """(GPU time of the HSTU kernels, GPU time of every kernel/copy/fill) per call of fn, ms, from
+    torch.profiler's device timeline: what the call costs on the GPU without its host-side time
+    (the checks' device->host copy, argument handling, launches), which do_bench's events include
+    whenever the call synchronizes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+    hstu = total = 0.0
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None)
+        if t is None:
+            t = e.self_cuda_time_total
+        total += t
+        if e.key.startswith("_hstu"):
+            hstu += t
+    return hstu / n / 1e3, total / n / 1e3
 
 
 def _bench_provider(torch, provider, x, modes):
@@ -115,6 +142,14 @@ def _bench_provider(torch, provider, x, modes):
                 del held
             else:
                 res[mode] = _time(lambda: f().backward(dout), grad_to_none=leaves)
+        if provider.startswith("triton") and "fwd" in modes and "bwd" in modes:
+            # host vs GPU: the kernels alone and all GPU work, per forward and per backward
+            with torch.no_grad():
+                res["fwd_kernel"], res["fwd_gpu"] = _gpu_ms(torch, f)
+            held = f()
+            k, g = _gpu_ms(torch, lambda: held.backward(dout, retain_graph=True))
+            res["bwd_kernel"], res["bwd_gpu"] = k, g
+            del held
     except torch.OutOfMemoryError:
         res = {m: None for m in modes}
     except RuntimeError as e:  # e.g. a backend that refuses the shape
@@ -200,10 +235,19 @@ def main(argv=None) -> int:
                     for m in modes:
                         row[f"{m}_ms"] = ms[m]
                         row[f"{m}_tflops"] = (fwd_flops * mult[m] / (ms[m] * 1e-3) / 1e12) if ms[m] else None
+                    for m in ("fwd", "bwd"):
+                        for part in ("kernel", "gpu"):
+                            if ms.get(f"{m}_{part}") is not None:
+                                row[f"{m}_{part}_ms"] = ms[f"{m}_{part}"]
                     rows.append(row)
                     cells = "  ".join(
                         f"{m} {ms[m]:.3f}ms {row[m + '_tflops']:.0f}TF" if ms[m] else f"{m} -" for m in modes
                     )
+                    if "fwd_kernel" in ms:
+                        cells += (
+                            f"  [GPU only: fwd kernel {ms['fwd_kernel']:.3f} / all {ms['fwd_gpu']:.3f} ms,"
+                            f" bwd kernels {ms['bwd_kernel']:.3f} / all {ms['bwd_gpu']:.3f} ms]"
+                        )
                     print(
                         f"L={L:5d} {dist:8s} nt={nt_val:2d} {prov:14s} {cells}  ({time.time() - t0:.1f}s)",
                         flush=True,
