@@ -6,6 +6,7 @@ Providers x inputs; each cell is the CUDA-event median of triton.testing.do_benc
   sdpa_flash     same, flash backend
   triton         roo_ref.kernels.hstu_attention (dq by its own kernel)
   triton_atomic  same, dq by fp32 atomics in the dk/dv kernel
+  triton_nocheck triton as the HSTU model calls it: check_values=False, no device->host sync per call
 Inputs: bf16, H heads, head dim D, ~131k tokens per batch; L x targets x {uniform: all L,
 jagged: lengths uniform in [L/2, L]}. SDPA runs on the padded [B, L] batch with a plain causal mask
 (it has no target-aware mask) and without the jagged<->padded copies: a lower bound on its cost.
@@ -31,7 +32,7 @@ import tempfile
 import time
 
 MODES = ("fwd", "bwd", "fwdbwd")
-PROVIDERS = ("torch_ref", "sdpa_cudnn", "sdpa_flash", "triton", "triton_atomic")
+PROVIDERS = ("torch_ref", "sdpa_cudnn", "sdpa_flash", "triton", "triton_atomic", "triton_nocheck")
 
 
 def _lengths(L: int, dist: str, tokens: int, gen):
@@ -120,9 +121,10 @@ def _bench_provider(torch, provider, x, modes):
                 return hstu_attention_torch(q, k, v, *args)
         else:
             hk.DQ_MODE = "atomic" if provider == "triton_atomic" else "kernel"
+            kw = {"check_values": False} if provider == "triton_nocheck" else {}
 
             def f():
-                return hk.hstu_attention_triton(q, k, v, *args)
+                return hk.hstu_attention_triton(q, k, v, *args, **kw)
 
         dout = x["dout"]
         leaves = [q, k, v]
