@@ -8,7 +8,27 @@ from reports.loader import load
 
 
 def _files():
-    return sorted(p for p in demo.COMMITTED.rglob("*") if p.name in demo.COMMITTED_RECORD_FILES)
+    return demo.committed_record_files()
+
+
+def test_superseded_folders_are_left_out(tmp_path):
+    (tmp_path / "a" / "old").mkdir(parents=True)
+    (tmp_path / "a" / "new").mkdir(parents=True)
+    for d in ("old", "new"):
+        (tmp_path / "a" / d / "results.jsonl").write_text("")
+    (tmp_path / "a" / "old" / "deeper").mkdir()
+    (tmp_path / "a" / "old" / "deeper" / "comm.jsonl").write_text("")
+    (tmp_path / "a" / "new" / "bench_hstu.json").write_text("")  # not a record file
+    (tmp_path / "a" / "old" / demo.SUPERSEDED_MARK).write_text("measured on code since fixed")
+    assert demo.committed_record_files(tmp_path) == [tmp_path / "a" / "new" / "results.jsonl"]
+    assert demo.committed_record_files(tmp_path / "missing") == []
+
+
+def test_committed_superseded_campaigns_are_not_folded_in():
+    files = {str(p.relative_to(demo.COMMITTED)) for p in _files()}
+    assert "h100/campaign3/early-kxL/results.jsonl" in files
+    assert "h100/campaign2/early-kxL/results.jsonl" not in files  # before the coalesce fix
+    assert "h100/campaign/nvml_perturbation.jsonl" in files  # still the only NVML measurement
 
 
 def test_committed_record_files_load_cleanly_once_each():
