@@ -35,7 +35,7 @@ def rows(records: list[dict]) -> tuple[list[str], dict]:
     out, sp_err, step_err = [], [], []
     for r in records:
         if r.get("status") != "ok":
-            out.append(f"| {_label(r)} | {r.get('status')}: {str(r.get('error'))[:60]} |" + " |" * 9)
+            out.append(f"| {_label(r)} | {r.get('status')}: {str(r.get('error'))[:60]} |" + " |" * 9)  # 11 columns
             continue
         m = r["metrics"]
         imp, roo = m["layouts"]["impression"], m["layouts"]["roo"]
@@ -47,6 +47,11 @@ def rows(records: list[dict]) -> tuple[list[str], dict]:
             e = lay.get("energy") or {}
             v = e.get("j_per_1m_impressions")
             return "-" if v is None else f"{v:,.0f}"
+
+        def sm_util(lay):
+            # NVML's mean SM utilization over the timed steps: a low value on a slow step says the
+            # GPU waits for the host (eager dispatch, syncs), which no FLOP/byte roofline prices
+            return _f((lay.get("energy") or {}).get("sm_util_mean"), ".0f")
 
         ci = m.get("speedup_ci") or [None, None]
         ideal = m.get("ideal_speedup")
@@ -63,12 +68,13 @@ def rows(records: list[dict]) -> tuple[list[str], dict]:
             f"{_f(None if err is None else 100 * err, '+.0f', '%')} | {_f(ideal, '.2f', '×')} | "
             f"{_f(100 * m['speedup'] / ideal if ideal else None, '.0f', '%')} | "
             f"{_f(imp.get('achieved_tflops'), '.2f')} / {_f(roo.get('achieved_tflops'), '.2f')} | "
-            f"{energy(imp)} / {energy(roo)} |"
+            f"{sm_util(imp)} / {sm_util(roo)} | {energy(imp)} / {energy(roo)} |"
         )
     head = [
         "| point | impression step ms (predicted) | ROO step ms (predicted) | measured speedup (95% CI) | "
-        "predicted | error | FLOP-ideal | measured / ideal | TFLOP/s imp / ROO | J per 1M impressions imp / ROO |",
-        "|" + "---|" * 10,
+        "predicted | error | FLOP-ideal | measured / ideal | TFLOP/s imp / ROO | GPU SM util % imp / ROO | "
+        "J per 1M impressions imp / ROO |",
+        "|" + "---|" * 11,
     ]
     summary = {
         "points_ok": sum(r.get("status") == "ok" for r in records),

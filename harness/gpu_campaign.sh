@@ -8,7 +8,7 @@
 #   ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) ROO_BENCH_GIT_DIRTY=0 OUT=... bash harness/gpu_campaign.sh
 set -uo pipefail
 : "${OUT:?set OUT to an output directory}"
-STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: dlrmpresets hstupreset profile kernels (= ktest + kbench) bench
+STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: dlrmpresets hstupreset profile kernels (= ktest + kbench) rabprobe bench
 export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 D="$OUT/campaign"
 mkdir -p "$D"
@@ -55,6 +55,17 @@ for s in $STAGES; do
     kernels)  log "HSTU attention kernel: GPU correctness tests, then the benchmark table"; ktest; kbench ;;
     ktest)    log "HSTU attention kernel: GPU correctness tests"; ktest ;;
     kbench)   log "HSTU attention kernel: the benchmark table (KERNEL_PROVIDERS, KERNEL_LENGTHS)"; kbench ;;
+    rabprobe) log "hstu-ranking ROO step at k=1, L=4096: bias off, then on x time-gradient mode x bwd config"
+              # docs/perf.md exp. 11-12: what the relative-attention-bias gradient costs, and the fixes
+              S="--preset hstu-ranking --layout roo --device cuda --dtype bf16 --steps 10 --warmup 3
+                 --set attention_backend=triton --set max_history_len=0 --set impressions.kind=fixed
+                 --set impressions.value=1 --set history.length.kind=fixed --set history.length.value=4096
+                 --set history.length.max=4096 --set requests_per_batch=2 --json"
+              mkdir -p "$D/rab"
+              rb bench $S --set rab=false > "$D/rab/off.json"
+              for tg in atomic reduce; do for cfg in 64,128,8,3 32,128,8,2; do
+                ROO_HSTU_TIME_GRAD=$tg ROO_HSTU_BWD_CONFIG=$cfg rb bench $S --set rab=true > "$D/rab/on-$tg-$cfg.json"
+              done; done ;;
     gpubench) log "asv GPU track_ benchmarks run directly"
               python3 -m benchmarks.gpu --json ${GPUBENCH_ONLY:+--only "$GPUBENCH_ONLY"} > "$D/asv-gpu.json" 2> "$D/asv-gpu.log" ;;
     *) echo "unknown stage $s" >&2; false ;;

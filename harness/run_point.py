@@ -9,7 +9,8 @@ between layouts) is that layout's alone.
 Timing (harness.timers): warm-up steps, one dropped step, `steps` timed steps; the NVML sampler
 (harness.nvml) encloses exactly the timed steps. FLOPs: from the analytic cost model
 (roo_ref.cost) when it is importable — else None with the reason — and, independently, counted
-by torch's FlopCounterMode over one extra warm-up step (`flops_counted_per_step`).
+by torch's FlopCounterMode over one extra warm-up step (`flops_counted_per_step`), which also
+counts the step's aten ops (`aten_ops_per_step`: the host-side work of an eager step).
 
 The record's `config_hash` is the hash of the *input* config (PointConfig.hash_dict: preset,
 overrides, device, dtype, timing settings, ...), which a sweep can compute before running the
@@ -231,17 +232,34 @@ def cost_of(spec, model, request_batch, layout: str, pc: PointConfig, device_nam
     return out
 
 
-def count_flops(step: Callable[[], object]) -> float | None:
-    """FLOPs of one training step (forward + backward) by torch's FlopCounterMode. Counts what the
-    torch ops do: the reference attention's padded matmuls are counted dense (masked work
-    included); a Triton kernel is invisible to it."""
+def count_flops_and_ops(step: Callable[[], object]) -> tuple[float | None, int | None]:
+    """(FLOPs, aten ops) of one training step (forward + backward + optimizer), in one pass.
+
+    FLOPs by torch's FlopCounterMode: what the torch ops do; the reference attention's padded
+    matmuls are counted dense (masked work included); a Triton kernel is invisible to it.
+    Aten ops: every op that reaches the dispatcher below autograd, on the point's device (a CPU
+    step decomposes differently: ~73k ops for an early-ranking step vs ~1.3k on an H100). Each costs
+    host time whether its kernel is big or tiny: an eager step with many small ops is bound by the
+    host (docs/perf.md, "H100 campaign 3"), which a FLOP/byte roofline does not price."""
     try:
+        from torch.utils._python_dispatch import TorchDispatchMode
         from torch.utils.flop_counter import FlopCounterMode
     except ImportError:
-        return None
-    with FlopCounterMode(display=False) as fc:
+        return None, None
+
+    class OpCounter(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    counter = OpCounter()
+    with FlopCounterMode(display=False) as fc, counter:
         step()
-    return float(fc.get_total_flops())
+    return float(fc.get_total_flops()), counter.ops
 
 
 def _model_config(model) -> dict:
@@ -296,7 +314,7 @@ def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> 
         def step(trainer=trainer, batch=batch):
             return trainer.step(batch)
 
-        flops_counted = count_flops(step) if pc.count_flops else None
+        flops_counted, ops_counted = count_flops_and_ops(step) if pc.count_flops else (None, None)
         sampler = NvmlSampler(pc.device, pc.nvml_interval_ms, enabled=pc.nvml)
         try:
             timing = time_steps(step, warmup=pc.warmup, steps=pc.steps, device=dev,
@@ -322,6 +340,7 @@ def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> 
             "flops_masked_counted": cost["flops_masked_counted"],
             "achieved_tflops": flops / med_s / 1e12 if flops and med_s > 0 else None,
             "flops_counted_per_step": flops_counted,
+            "aten_ops_per_step": ops_counted,
             "achieved_tflops_counted": flops_counted / med_s / 1e12 if flops_counted and med_s > 0 else None,
             "predicted_step_ms": pred,
             "step_error": timing.stats.median / pred - 1 if pred else None,

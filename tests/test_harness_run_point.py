@@ -100,6 +100,7 @@ def test_run_point_with_stand_in_model():
     imp, roo = rec["metrics"]["layouts"]["impression"], rec["metrics"]["layouts"]["roo"]
     # ROO runs the user tower once per request: FlopCounterMode sees fewer FLOPs
     assert 0 < roo["flops_counted_per_step"] < imp["flops_counted_per_step"]
+    assert imp["aten_ops_per_step"] > 0 and roo["aten_ops_per_step"] > 0
     assert rec["config"]["model"] == {"dim": 8, "buckets": 257}
 
 
@@ -111,6 +112,7 @@ def test_run_point_real_tiny_model_cpu():
     assert rec["config"]["model"]["arch"] and rec["config"]["model"]["attention_backend"] == "torch"
     for L in m["layouts"].values():
         assert L["flops_counted_per_step"] > 0
+        assert L["aten_ops_per_step"] > 100  # a whole training step: forward, backward, optimizers
         if L["flops_per_step"] is None:  # the analytic cost model is optional; its absence is explained
             assert L["cost_reason"]
             continue
@@ -123,3 +125,27 @@ def test_run_point_real_tiny_model_cpu():
         assert m["predicted_speedup"] == pytest.approx(imp["predicted_step_ms"] / roo["predicted_step_ms"])
         assert m["speedup_error"] == pytest.approx(m["speedup"] / m["predicted_speedup"] - 1)
         assert m["ideal_speedup"] > 1.0
+
+
+def test_op_count_is_exact_and_leaves_results_unchanged():
+    """count_flops_and_ops counts every dispatched op of the step once, and the counting modes do
+    not change what the step computes."""
+    import torch
+
+    from harness.run_point import count_flops_and_ops
+
+    a = torch.randn(4, 5, requires_grad=True)
+    b = torch.randn(5, 3)
+    out = {}
+
+    def step():
+        y = (a @ b).relu().sum()  # mm, relu, sum
+        out["y"] = y.detach().clone()
+        return y
+
+    flops, ops = count_flops_and_ops(step)
+    assert flops == 2 * 4 * 5 * 3  # one mm
+    ops_plain = count_flops_and_ops(lambda: (a @ b).relu().sum())[1]
+    assert ops_plain >= 3  # mm, relu, sum (+ what autograd saves, version-dependent)
+    assert ops == ops_plain + 2  # + the detach and clone of the recorded copy
+    assert torch.equal(out["y"], (a @ b).relu().sum().detach())

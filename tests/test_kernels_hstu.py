@@ -208,6 +208,46 @@ def test_block_shapes_and_dq_modes_interpreter(blocks, dq_mode, monkeypatch):
     _check_case(lengths, nt, 2, 16, 32, torch.float32, True, seed=1)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chronological", [False, True])
+def test_time_gradient_tile_reduction(dtype, chronological, monkeypatch):
+    """ROO_HSTU_TIME_GRAD=reduce (per-tile sums per time bucket, then one atomic per bucket) gives
+    the reference's gradients: with random timestamps (a tile spans many buckets) and with
+    chronological ones (the case it is for: a tile spans a few)."""
+    monkeypatch.setattr(hk, "TIME_GRAD_MODE", "reduce")
+    if chronological:
+        real_make = _make
+
+        def make_sorted(*a, **kw):
+            off, q, k, v, nt, extra, dout = real_make(*a, **kw)
+            ts = extra["timestamps"].clone()
+            for s0, s1 in zip(off[:-1].tolist(), off[1:].tolist(), strict=True):
+                ts[s0:s1] = ts[s0:s1].sort().values
+            return off, q, k, v, nt, {**extra, "timestamps": ts}, dout
+
+        monkeypatch.setitem(globals(), "_make", make_sorted)
+    lengths, nt = FIXED[0]
+    _check_case(lengths, nt, 2, 16, 32, dtype, True, seed=4)
+
+
+def test_config_from_environment(monkeypatch):
+    monkeypatch.setenv("ROO_HSTU_BWD_CONFIG", "32,128,8,2")
+    assert hk._env_config("bwd") == (32, 128, 8, 2) and hk._env_config("fwd") is None
+    monkeypatch.setenv("ROO_HSTU_BWD_CONFIG", "32,128")
+    with pytest.raises(ValueError, match="ROO_HSTU_BWD_CONFIG='32,128': want BLOCK_M,BLOCK_N"):
+        hk._configs("bwd")
+
+
+def test_time_gradient_mode_is_validated():
+    env = {**os.environ, "ROO_HSTU_TIME_GRAD": "fast", "TRITON_INTERPRET": "1"}
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "import roo_ref.kernels.hstu_attention"], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "ROO_HSTU_TIME_GRAD='fast'; allowed: atomic, reduce" in r.stderr
+
+
 @pytest.mark.parametrize(
     "lengths,nt,dtype", [(*c, DTYPES[i % 2]) for i, c in enumerate(FIXED)] + [(*FIXED[0], DTYPES[1])]
 )

@@ -53,6 +53,14 @@ DQ_MODE = os.environ.get("ROO_HSTU_DQ", "auto")
 # ROO_HSTU_RAB_COPIES=1 restores the old behaviour for an A/B run.
 RAB_GRAD_COPIES = int(os.environ.get("ROO_HSTU_RAB_COPIES", "128"))
 
+# Time-bucket gradient in the dk/dv kernel: "atomic" (default) adds every pair's gradient with its
+# own atomic; "reduce" sums each tile per bucket first (see _bwd_range). On the H100 the bias made a
+# k=1, L=4096 hstu-ranking step 3.1x slower (86.7 vs 27.8 ms, docs/perf.md exp. 11); "reduce" is
+# the candidate fix, checked against the reference but not yet timed on a GPU.
+TIME_GRAD_MODE = os.environ.get("ROO_HSTU_TIME_GRAD", "atomic")
+if TIME_GRAD_MODE not in ("atomic", "reduce"):
+    raise ValueError(f"ROO_HSTU_TIME_GRAD={TIME_GRAD_MODE!r}; allowed: atomic, reduce")
+
 # Tests may force one config (dict with keys fwd/bwd/dq -> (BLOCK_M, BLOCK_N, num_warps, num_stages)).
 FORCE_CONFIG: dict | None = None
 
@@ -86,9 +94,28 @@ _TUNE = {
 _INTERP = {"fwd": (16, 16, 1, 1), "bwd": (16, 16, 1, 1), "dq": (16, 16, 1, 1)}
 
 
+def _env_config(kind: str):
+    """ROO_HSTU_{FWD,BWD,DQ}_CONFIG=BLOCK_M,BLOCK_N,num_warps,num_stages: one config for an A/B run
+    from the command line (e.g. the bias-gradient backward, docs/perf.md exp. 12)."""
+    name = f"ROO_HSTU_{kind.upper()}_CONFIG"
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        cfg = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        cfg = ()
+    if len(cfg) != 4 or min(cfg) < 1:
+        raise ValueError(f"{name}={text!r}: want BLOCK_M,BLOCK_N,num_warps,num_stages, e.g. 64,128,8,3")
+    return cfg
+
+
 def _configs(kind: str):
+    env = _env_config(kind)
     if FORCE_CONFIG is not None:
         cands = [FORCE_CONFIG[kind]]
+    elif env is not None and not _interpreting():
+        cands = [env]
     elif _interpreting():
         cands = [_INTERP[kind]]
     elif _autotune():
@@ -491,6 +518,7 @@ def _bwd_range(
     ATOMIC_DQ: tl.constexpr,
     FAST: tl.constexpr,
     PREC: tl.constexpr,
+    TIME_REDUCE: tl.constexpr,
 ):
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -535,7 +563,19 @@ def _bwd_range(
             if GRAD_POS:
                 tl.atomic_add(DPW + pidx, g, mask=valid, sem="relaxed")
             if GRAD_TIME:
-                tl.atomic_add(DTW + tidx, g, mask=valid, sem="relaxed")
+                if TIME_REDUCE:
+                    # Sum the tile per time bucket, then one scalar atomic per bucket. A time bucket
+                    # is log2 of the gap, so neighbouring queries (the lanes of one warp) mostly
+                    # share it and a per-element atomic serializes ~32 ways inside the warp. The
+                    # loop runs over the tile's bucket range: 1-3 buckets for chronological
+                    # sequences, at most T otherwise (correct for any timestamps).
+                    tv = tl.where(valid, tidx, T)
+                    b_lo = tl.min(tv)
+                    b_hi = tl.max(tl.where(valid, tidx, -1))
+                    for b in range(b_lo, b_hi + 1):
+                        tl.atomic_add(DTW + b, tl.sum(tl.where(tv == b, g, 0.0)), sem="relaxed")
+                else:
+                    tl.atomic_add(DTW + tidx, g, mask=valid, sem="relaxed")
     return dk, dv
 
 
@@ -585,6 +625,7 @@ def _hstu_bwd_dkdv(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     N_COPIES: tl.constexpr = 1,
+    TIME_REDUCE: tl.constexpr = False,
 ):
     # Early key blocks see the most queries: schedule them first.
     pid_n = tl.program_id(0)
@@ -665,6 +706,7 @@ def _hstu_bwd_dkdv(
         ATOMIC_DQ,
         FAST,
         PREC,
+        TIME_REDUCE,
     )
     # queries below the diagonal: only history keys are seen by them
     if n0 + BLOCK_N <= hist:
@@ -710,6 +752,7 @@ def _hstu_bwd_dkdv(
             ATOMIC_DQ,
             FAST,
             PREC,
+            TIME_REDUCE,
         )
     elif n0 < hist:
         dk, dv = _bwd_range(
@@ -754,6 +797,7 @@ def _hstu_bwd_dkdv(
             ATOMIC_DQ,
             FAST,
             PREC,
+            TIME_REDUCE,
         )
     dk = dk * (alpha * inv_norm)
     dv = dv * inv_norm
@@ -1271,6 +1315,7 @@ class _HSTUAttention(torch.autograd.Function):
                 FAST=m["fast"] and not (grad_pos or grad_time),
                 PREC=m["prec"],
                 N_COPIES=copies,
+                TIME_REDUCE=grad_time and TIME_GRAD_MODE == "reduce",
             )
             if atomic:
                 dq = dqa.to(q.dtype)
