@@ -49,8 +49,9 @@ for s in $STAGES; do
               done ;;
     profile)  log "torch.profiler: where the step time goes"
               for p in ${PROFILE_PRESETS:-early-ranking hstu-ranking}; do
+                # the Triton attention, as the sweeps run hstu-ranking (models without attention ignore it)
                 timeout 300 python3 -m harness profile --preset "$p" --layout both --device cuda --dtype bf16 \
-                  --steps 5 --warmup 3 --json > "$D/profile-$p.json"
+                  --steps 5 --warmup 3 --set attention_backend=triton --json > "$D/profile-$p.json"
               done ;;
     kernels)  log "HSTU attention kernel: GPU correctness tests, then the benchmark table"; ktest; kbench ;;
     ktest)    log "HSTU attention kernel: GPU correctness tests"; ktest ;;
