@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -240,9 +242,6 @@ def test_config_from_environment(monkeypatch):
 
 def test_time_gradient_mode_is_validated():
     env = {**os.environ, "ROO_HSTU_TIME_GRAD": "fast", "TRITON_INTERPRET": "1"}
-    import subprocess
-    import sys
-
     r = subprocess.run([sys.executable, "-c", "import roo_ref.kernels.hstu_attention"], env=env,
                        capture_output=True, text=True)
     assert r.returncode != 0 and "ROO_HSTU_TIME_GRAD='fast'; allowed: atomic, reduce" in r.stderr
@@ -393,17 +392,15 @@ def test_check_values_false_keeps_shape_checks_and_skips_the_host_copy(monkeypat
 def test_model_attention_skips_value_checks(monkeypatch):
     """The HSTU module passes check_values=False to the dispatcher (no sync per layer)."""
     from roo_ref import attention as att
+    from roo_ref.models import build_model
     from roo_ref.models import hstu as hstu_mod
+    from workloads.generator import generate
+    from workloads.presets import get_preset
 
     seen = []
     monkeypatch.setattr(hstu_mod, "hstu_attention", lambda *a, **kw: seen.append(kw) or att.hstu_attention(*a, **kw))
-    from roo_ref.models import build_model
-    from workloads.presets import get_preset
-
     spec = get_preset("hstu-ranking")
     model = build_model(spec, preset="hstu-ranking", overrides=["hstu_layers=1", "max_table_rows=64"])
-    from workloads.generator import generate
-
     rb = generate(spec, 2, seed=0)
     model(rb, "roo")
     assert seen and all(kw.get("check_values") is False for kw in seen)
