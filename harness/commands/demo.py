@@ -27,6 +27,9 @@ COMMITTED_RECORD_FILES = ("results.jsonl", "comm.jsonl", "calibration.json", "nv
 # A committed folder holding this file is kept for the record but not folded in: its measurements
 # were taken on code since fixed (the file says why and where the rerun is).
 SUPERSEDED_MARK = "SUPERSEDED.md"
+SWEEP_FILE = REPO / "harness" / "sweeps" / "ci-tiny.toml"
+STORAGE_PRESET = "early-ranking"
+STORAGE_REQUESTS = 300  # a reduced early-ranking: ~3k impressions, ~120k history events; seconds on CPU
 
 
 def committed_record_files(root: Path = COMMITTED) -> list[Path]:
@@ -40,9 +43,6 @@ def committed_record_files(root: Path = COMMITTED) -> list[Path]:
         for p in root.rglob("*")
         if p.name in COMMITTED_RECORD_FILES and not any(d in stale for d in p.parents)
     )
-SWEEP_FILE = REPO / "harness" / "sweeps" / "ci-tiny.toml"
-STORAGE_PRESET = "early-ranking"
-STORAGE_REQUESTS = 300  # a reduced early-ranking: ~3k impressions, ~120k history events; seconds on CPU
 
 
 def register(sub) -> None:

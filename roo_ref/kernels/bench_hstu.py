@@ -72,6 +72,8 @@ def _gpu_ms(torch, fn, n=10):
     whenever the call synchronizes."""
     from torch.profiler import ProfilerActivity, profile
 
+    from harness.profile_step import _self_device_us
+
     fn()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -80,9 +82,7 @@ def _gpu_ms(torch, fn, n=10):
         torch.cuda.synchronize()
     hstu = total = 0.0
     for e in prof.key_averages():
-        t = getattr(e, "self_device_time_total", None)
-        if t is None:
-            t = e.self_cuda_time_total
+        t = _self_device_us(e)
         total += t
         if e.key.startswith("_hstu"):
             hstu += t

@@ -80,7 +80,7 @@ def compile_report(kind: str, config: tuple[int, int, int, int], *, head_dim: in
     ptxas = _ptxas()
     if ptxas is None:
         raise RuntimeError("no ptxas found (Triton's nvidia backend ships one; is this a CPU-only Triton?)")
-    fn = {"fwd": hk._hstu_fwd, "bwd": hk._hstu_bwd_dkdv, "dq": hk._hstu_bwd_dq}[kind]
+    fn = hk.KERNELS[kind]
     bm, bn, warps, stages = config
     consts = dict(D_QK=head_dim, D_V=head_dim, HAS_POS=rab, HAS_TIME=rab, PREC="tf32", BLOCK_M=bm, BLOCK_N=bn,
                   # the bf16 forward uses tanh.approx; the backward with bias gradients the exact sigmoid
@@ -113,15 +113,12 @@ def compile_report(kind: str, config: tuple[int, int, int, int], *, head_dim: in
 
 
 def _config(text: str) -> tuple[int, int, int, int]:
+    from roo_ref.kernels.hstu_attention import parse_config
+
     try:
-        vals = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        vals = ()
-    if len(vals) != 4 or min(vals) < 1:
-        raise argparse.ArgumentTypeError(
-            f"--config {text!r}: want BLOCK_M,BLOCK_N,num_warps,num_stages, e.g. 64,128,8,3"
-        )
-    return vals  # type: ignore[return-value]
+        return parse_config(text, "--config")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv=None) -> int:

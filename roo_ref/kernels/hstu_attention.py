@@ -94,20 +94,23 @@ _TUNE = {
 _INTERP = {"fwd": (16, 16, 1, 1), "bwd": (16, 16, 1, 1), "dq": (16, 16, 1, 1)}
 
 
-def _env_config(kind: str):
-    """ROO_HSTU_{FWD,BWD,DQ}_CONFIG=BLOCK_M,BLOCK_N,num_warps,num_stages: one config for an A/B run
-    from the command line (e.g. the bias-gradient backward, docs/perf.md exp. 12)."""
-    name = f"ROO_HSTU_{kind.upper()}_CONFIG"
-    text = os.environ.get(name)
-    if not text:
-        return None
+def parse_config(text: str, where: str) -> tuple[int, int, int, int]:
+    """"BLOCK_M,BLOCK_N,num_warps,num_stages" -> a config tuple; ValueError naming `where` otherwise."""
     try:
         cfg = tuple(int(x) for x in text.split(","))
     except ValueError:
         cfg = ()
     if len(cfg) != 4 or min(cfg) < 1:
-        raise ValueError(f"{name}={text!r}: want BLOCK_M,BLOCK_N,num_warps,num_stages, e.g. 64,128,8,3")
-    return cfg
+        raise ValueError(f"{where}={text!r}: want BLOCK_M,BLOCK_N,num_warps,num_stages, e.g. 64,128,8,3")
+    return cfg  # type: ignore[return-value]
+
+
+def _env_config(kind: str):
+    """ROO_HSTU_{FWD,BWD,DQ}_CONFIG=BLOCK_M,BLOCK_N,num_warps,num_stages: one config for an A/B run
+    from the command line (e.g. the bias-gradient backward, docs/perf.md exp. 12)."""
+    name = f"ROO_HSTU_{kind.upper()}_CONFIG"
+    text = os.environ.get(name)
+    return parse_config(text, name) if text else None
 
 
 def _configs(kind: str):
@@ -1050,6 +1053,7 @@ def _cfgs(kind: str):
     ]
 
 
+KERNELS = {"fwd": _hstu_fwd, "bwd": _hstu_bwd_dkdv, "dq": _hstu_bwd_dq}  # the jitted kernels, by kind
 _KEY = ["max_len_bucket", "D_QK", "D_V", "HAS_POS", "HAS_TIME"]
 _cache: dict = {}
 
@@ -1058,7 +1062,7 @@ def _kernel(kind: str):
     """Wrap lazily so the config choice (env, FORCE_CONFIG) is read at first use, not import."""
     key = (kind, tuple(_configs(kind)))
     if key not in _cache:
-        base = {"fwd": _hstu_fwd, "bwd": _hstu_bwd_dkdv, "dq": _hstu_bwd_dq}[kind]
+        base = KERNELS[kind]
         kw = {}
         if kind == "bwd":
             # atomics accumulate: autotune trial runs must start from zero
