@@ -8,7 +8,7 @@
 #   ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) ROO_BENCH_GIT_DIRTY=0 OUT=... bash harness/gpu_campaign.sh
 set -uo pipefail
 : "${OUT:?set OUT to an output directory}"
-STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: dlrmpresets hstupreset profile kernels (= ktest + kbench) rabprobe bench
+STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: dlrmpresets hstupreset profile kernels (= ktest + kbench) ksweep rabprobe bench
 export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 D="$OUT/campaign"
 mkdir -p "$D"
@@ -22,6 +22,16 @@ kbench() {
   timeout 400 python3 -m roo_ref.kernels.bench_hstu --no-autotune \
     --providers "${KERNEL_PROVIDERS:-sdpa_cudnn,sdpa_flash,triton,triton_atomic}" \
     --lengths "${KERNEL_LENGTHS:-256,512,1024,2048,4096}" --out "$D/bench_hstu.json" > "$D/bench_hstu.log" 2>&1
+}
+ksweep() {
+  # KERNEL_VARIANTS: "|"-separated variant specs (roo_ref/kernels/bench_hstu.py, DEFAULT_VARIANTS when unset)
+  local args=() v
+  IFS='|' read -ra vs <<< "${KERNEL_VARIANTS:-}"
+  for v in "${vs[@]}"; do [ -n "$v" ] && args+=(--variant "$v"); done
+  timeout "${KSWEEP_TIMEOUT:-330}" python3 -m roo_ref.kernels.bench_hstu --sweep --targets 32 \
+    --lengths "${KERNEL_LENGTHS:-512,1024,2048,4096}" --dists "${KERNEL_DISTS:-jagged,uniform}" "${args[@]}" \
+    --out "$D/sweep_variants.json" > "$D/sweep_variants.log" 2>&1
+  grep -c "^sweep L=" "$D/sweep_variants.log"
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv > "$D/nvidia-smi.csv" 2>&1
 
@@ -56,6 +66,7 @@ for s in $STAGES; do
     kernels)  log "HSTU attention kernel: GPU correctness tests, then the benchmark table"; ktest; kbench ;;
     ktest)    log "HSTU attention kernel: GPU correctness tests"; ktest ;;
     kbench)   log "HSTU attention kernel: the benchmark table (KERNEL_PROVIDERS, KERNEL_LENGTHS)"; kbench ;;
+    ksweep)   log "HSTU attention kernel: variant sweep (KERNEL_VARIANTS, KERNEL_LENGTHS, KERNEL_DISTS)"; ksweep ;;
     rabprobe) log "hstu-ranking ROO step at k=1, L=4096: bias off, then on x time-gradient mode x bwd config"
               # docs/perf.md exp. 11-12: what the relative-attention-bias gradient costs, and the fixes
               S="--preset hstu-ranking --layout roo --device cuda --dtype bf16 --steps 10 --warmup 3

@@ -202,10 +202,12 @@ BLOCKS_CPU = [
 
 
 @pytest.mark.skipif(CUDA, reason="interpreter block-shape sweep (GPU runs its own configs)")
+@pytest.mark.parametrize("one_loop", [True, False], ids=["one-loop", "loop-per-range"])
 @pytest.mark.parametrize("blocks,dq_mode", list(zip(BLOCKS_CPU, ["kernel", "atomic", "kernel"], strict=True)))
-def test_block_shapes_and_dq_modes_interpreter(blocks, dq_mode, monkeypatch):
+def test_block_shapes_and_dq_modes_interpreter(blocks, dq_mode, one_loop, monkeypatch):
     monkeypatch.setattr(hk, "FORCE_CONFIG", blocks)
     monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
+    monkeypatch.setattr(hk, "ONE_LOOP", one_loop)
     lengths, nt = FIXED[0]
     _check_case(lengths, nt, 2, 16, 32, torch.float32, True, seed=1)
 
@@ -240,11 +242,18 @@ def test_config_from_environment(monkeypatch):
         hk._configs("bwd")
 
 
-def test_time_gradient_mode_is_validated():
-    env = {**os.environ, "ROO_HSTU_TIME_GRAD": "fast", "TRITON_INTERPRET": "1"}
+@pytest.mark.parametrize(
+    "var,value,message",
+    [
+        ("ROO_HSTU_TIME_GRAD", "fast", "ROO_HSTU_TIME_GRAD='fast'; allowed: atomic, reduce"),
+        ("ROO_HSTU_ONE_LOOP", "yes", "ROO_HSTU_ONE_LOOP='yes'; allowed: 0, 1"),
+    ],
+)
+def test_kernel_switches_are_validated(var, value, message):
+    env = {**os.environ, var: value, "TRITON_INTERPRET": "1"}
     r = subprocess.run([sys.executable, "-c", "import roo_ref.kernels.hstu_attention"], env=env,
                        capture_output=True, text=True)
-    assert r.returncode != 0 and "ROO_HSTU_TIME_GRAD='fast'; allowed: atomic, reduce" in r.stderr
+    assert r.returncode != 0 and message in r.stderr
 
 
 @pytest.mark.parametrize(

@@ -138,9 +138,7 @@ def _bench_provider(torch, provider, x, modes):
                     res[mode] = _time(f)
             elif mode == "bwd":
                 held = f()
-                res[mode] = _time(
-                    lambda held=held: held.backward(dout, retain_graph=True), grad_to_none=leaves
-                )
+                res[mode] = _time(lambda held=held: held.backward(dout, retain_graph=True), grad_to_none=leaves)
                 del held
             else:
                 res[mode] = _time(lambda: f().backward(dout), grad_to_none=leaves)
@@ -178,7 +176,10 @@ def main(argv=None) -> int:
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--tokens", type=int, default=131072)
     p.add_argument("--no-autotune", action="store_true", help="use the kernels' default configs")
-    p.add_argument("--sweep", action="store_true", help="time each fwd/bwd config (regs, spills) and exit")
+    p.add_argument("--sweep", action="store_true", help="time kernel variants (configs, loops, dq mode) and exit")
+    p.add_argument(
+        "--variant", action="append", help="with --sweep: NAME:key=value;... (repeatable; see DEFAULT_VARIANTS)"
+    )
     p.add_argument("--out", default="bench_hstu.json")
     a = p.parse_args(argv)
     if not a.no_autotune:
@@ -296,46 +297,146 @@ def _write(path, result) -> None:
     os.replace(fh.name, path)
 
 
-def sweep(torch, hk, a) -> int:
-    """Forward configs x exact/fast silu, then backward configs: ms, TFLOP/s, registers, spills."""
-    gen = torch.Generator().manual_seed(0)
-    for L in map(int, a.lengths.split(",")):
-        lens = _lengths(L, "uniform", a.tokens, gen)
-        nt = lens.clamp(max=32)
-        offs = torch.zeros(lens.numel() + 1, dtype=torch.int64)
-        offs[1:] = lens.cumsum(0)
-        T, H, D = int(offs[-1]), a.heads, a.dim
-        q, k, v, do = (torch.randn(T, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+# Kernel variants for --sweep: "name:key=value;key=value". Keys: one_loop (0/1), dq_mode
+# (kernel/atomic), fast (1/0: tanh.approx or exact silu), fwd / bwd / dq (a config
+# "BLOCK_M,BLOCK_N,num_warps,num_stages"). Unset keys keep the module's defaults.
+DEFAULT_VARIANTS = (
+    "default:",
+    "loop-per-range:one_loop=0",
+    "dq-atomic:dq_mode=atomic",
+    "dq-kernel:dq_mode=kernel",
+    "fwd-128x64x8w3:fwd=128,64,8,3",
+    "fwd-64x64x4w2:fwd=64,64,4,2",
+    "fwd-64x128x4w3:fwd=64,128,4,3",
+    "bwd-32x128x8w2:bwd=32,128,8,2",
+    "bwd-64x128x8w2:bwd=64,128,8,2",
+    "bwd-64x64x4w2:bwd=64,64,4,2",
+    "dq-128x32x8w3:dq=128,32,8,3",
+    "dq-64x64x4w3:dq=64,64,4,3",
+)
+
+
+def parse_variant(text: str, hk) -> tuple[str, dict]:
+    """ "name:key=value;..." -> (name, {module attribute: value}); ValueError on an unknown key."""
+    name, _, body = text.partition(":")
+    cfg = dict(hk._DEFAULTS)
+    attrs: dict = {}
+    for item in filter(None, body.split(";")):
+        key, _, val = item.partition("=")
+        if key == "one_loop" and val in ("0", "1"):
+            attrs["ONE_LOOP"] = val == "1"
+        elif key == "dq_mode" and val in ("kernel", "atomic", "auto"):
+            attrs["DQ_MODE"] = val
+        elif key == "fast" and val in ("0", "1"):
+            attrs["env:ROO_HSTU_FAST"] = val
+        elif key in ("fwd", "bwd", "dq"):
+            cfg[key] = hk.parse_config(val, f"variant {name!r} {key}")
+        else:
+            raise ValueError(f"variant {text!r}: bad item {item!r}; keys: one_loop, dq_mode, fast, fwd, bwd, dq")
+    attrs["FORCE_CONFIG"] = cfg
+    return name or "default", attrs
+
+
+def _compiled_info(hk, kind):
+    c = hk.LAST_COMPILED.get(kind)
+    meta = getattr(c, "metadata", None)
+    return dict(
+        regs=getattr(c, "n_regs", None), spills=getattr(c, "n_spills", None), smem=getattr(meta, "shared", None)
+    )
+
+
+def _sweep_variant(torch, hk, x, attrs) -> dict:
+    """fwd and bwd ms of one variant on input x (module attributes / env set from attrs, restored)."""
+    saved = {k: getattr(hk, k) for k in attrs if not k.startswith("env:")}
+    q, k, v, do, args = x["q"], x["k"], x["v"], x["dout"], x["args"]
+
+    def call():
+        return hk.hstu_attention_triton(q, k, v, *args, check_values=False)
+
+    try:
+        for key, val in attrs.items():
+            if key.startswith("env:"):
+                os.environ[key[4:]] = val
+            else:
+                setattr(hk, key, val)
+        with torch.no_grad():
+            res = {"fwd_ms": _time(call)}
+        out = call()
+        res["bwd_ms"] = _time(lambda: out.backward(do, retain_graph=True), grad_to_none=[q, k, v])
+        for kind in ("fwd", "bwd", "dq"):
+            res[kind] = _compiled_info(hk, kind)
+        return res
+    finally:
+        for key in attrs:
+            if key.startswith("env:"):
+                os.environ.pop(key[4:], None)
+        for key, val in saved.items():
+            setattr(hk, key, val)
+        hk.LAST_COMPILED.clear()
         for t in (q, k, v):
-            t.requires_grad_(True)
-        fl = mask_pairs(lens, nt) * H * 4 * D
-        args = (offs.cuda(), L, 1.0 / D**0.5, float(L), nt.cuda())
-        for fast in ("1", "0"):
-            os.environ["ROO_HSTU_FAST"] = fast
-            for cfg in hk._TUNE["fwd"]:
-                hk.FORCE_CONFIG = {"fwd": cfg, "bwd": hk._DEFAULTS["bwd"], "dq": hk._DEFAULTS["dq"]}
-                with torch.no_grad():
-                    ms = _time(lambda: hk.hstu_attention_triton(q, k, v, *args))  # noqa: B023
-                c = hk.LAST_COMPILED.get("fwd")
+            t.grad = None
+
+
+def sweep(torch, hk, a) -> int:
+    """Each kernel variant (configs, one loop or a loop per mask range, dq mode, silu) on each
+    (L, lengths) input with the last of a.targets: fwd and bwd ms (CUDA-event median, called as the
+    model calls the kernel: check_values=False), TFLOP/s, and each compiled kernel's registers,
+    spills and shared memory. Writes a.out (JSON) after every input."""
+    specs = a.variant or list(DEFAULT_VARIANTS)
+    variants = [parse_variant(v, hk) for v in specs]
+    gen = torch.Generator().manual_seed(0)
+    mm = _matmul_rate(torch)
+    print(f"device {torch.cuda.get_device_name()}  bf16 8192^3 matmul {mm:.0f} TFLOP/s", flush=True)
+    nt_val = int(a.targets.split(",")[-1])
+    rows = []
+    for L in map(int, a.lengths.split(",")):
+        for dist in a.dists.split(","):
+            lens = _lengths(L, dist, a.tokens, gen)
+            nt = lens.clamp(max=nt_val)
+            offs = torch.zeros(lens.numel() + 1, dtype=torch.int64)
+            offs[1:] = lens.cumsum(0)
+            T, H, D = int(offs[-1]), a.heads, a.dim
+            x = {n: torch.randn(T, H, D, device="cuda", dtype=torch.bfloat16) for n in ("q", "k", "v", "dout")}
+            for n in ("q", "k", "v"):
+                x[n].requires_grad_(True)
+            x["args"] = (offs.cuda(), L, 1.0 / D**0.5, float(L), nt.cuda())
+            fl = mask_pairs(lens, nt) * H * 4 * D
+            for name, attrs in variants:
+                row = dict(L=L, dist=dist, targets=nt_val, variant=name, fwd_flops=fl)
+                try:
+                    row.update(_sweep_variant(torch, hk, x, attrs))
+                except Exception as e:  # noqa: BLE001 - one failing variant must not end the sweep
+                    row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                    print(f"sweep L={L} {dist:8s} {name:18s} FAILED {row['error']}", flush=True)
+                    rows.append(row)
+                    continue
+                row["fwd_tflops"] = fl / row["fwd_ms"] / 1e9
+                row["bwd_tflops"] = 2.5 * fl / row["bwd_ms"] / 1e9
+                row["fwdbwd_tflops"] = 3.5 * fl / (row["fwd_ms"] + row["bwd_ms"]) / 1e9
+                row["fwdbwd_pct_matmul"] = 100 * row["fwdbwd_tflops"] / mm
+                rows.append(row)
+                f, bw = row["fwd"], row["bwd"]
                 print(
-                    f"sweep fwd L={L} fast={fast} cfg={cfg} {ms:.3f}ms {fl / ms / 1e9:.0f}TF "
-                    f"regs={getattr(c, 'n_regs', '?')} spills={getattr(c, 'n_spills', '?')}",
+                    f"sweep L={L} {dist:8s} {name:18s} fwd {row['fwd_ms']:.3f}ms {row['fwd_tflops']:.0f}TF"
+                    f"  bwd {row['bwd_ms']:.3f}ms {row['bwd_tflops']:.0f}TF"
+                    f"  fwd+bwd {row['fwdbwd_tflops']:.0f}TF ({row['fwdbwd_pct_matmul']:.0f}%)"
+                    f"  regs/spills/smem fwd {f['regs']}/{f['spills']}/{f['smem']}"
+                    f" bwd {bw['regs']}/{bw['spills']}/{bw['smem']}",
                     flush=True,
                 )
-        os.environ["ROO_HSTU_FAST"] = "1"
-        for mode in ("atomic", "kernel"):
-            hk.DQ_MODE = mode
-            for cfg in hk._TUNE["bwd"]:
-                hk.FORCE_CONFIG = {"fwd": hk._DEFAULTS["fwd"], "bwd": cfg, "dq": hk._DEFAULTS["dq"]}
-                out = hk.hstu_attention_triton(q, k, v, *args)
-                ms = _time(lambda out=out: out.backward(do, retain_graph=True), grad_to_none=[q, k, v])  # noqa: B023
-                c = hk.LAST_COMPILED.get("bwd")
-                print(
-                    f"sweep bwd L={L} dq={mode} cfg={cfg} {ms:.3f}ms {2.5 * fl / ms / 1e9:.0f}TF "
-                    f"regs={getattr(c, 'n_regs', '?')} spills={getattr(c, 'n_spills', '?')}",
-                    flush=True,
-                )
-        hk.FORCE_CONFIG = None
+            del x
+            torch.cuda.empty_cache()
+            result = dict(
+                device=torch.cuda.get_device_name(),
+                torch=torch.__version__,
+                matmul_bf16_8192_tflops=mm,
+                heads=a.heads,
+                dim=a.dim,
+                tokens_per_batch=a.tokens,
+                variants=specs,
+                rows=rows,
+            )
+            _write(a.out, result)
     return 0
 
 

@@ -61,6 +61,14 @@ TIME_GRAD_MODE = os.environ.get("ROO_HSTU_TIME_GRAD", "atomic")
 if TIME_GRAD_MODE not in ("atomic", "reduce"):
     raise ValueError(f"ROO_HSTU_TIME_GRAD={TIME_GRAD_MODE!r}; allowed: atomic, reduce")
 
+# One pipelined loop per program over every block it visits, the mask applied under a per-tile
+# branch ("1", default), or one loop per mask range ("0"): each loop pays its own pipeline prologue
+# and drain, and the masked ranges are only 1-2 tiles long (docs/perf.md, exp. 13).
+ONE_LOOP = os.environ.get("ROO_HSTU_ONE_LOOP", "1")
+if ONE_LOOP not in ("0", "1"):
+    raise ValueError(f"ROO_HSTU_ONE_LOOP={ONE_LOOP!r}; allowed: 0, 1")
+ONE_LOOP = ONE_LOOP == "1"
+
 # Tests may force one config (dict with keys fwd/bwd/dq -> (BLOCK_M, BLOCK_N, num_warps, num_stages)).
 FORCE_CONFIG: dict | None = None
 
@@ -95,7 +103,7 @@ _INTERP = {"fwd": (16, 16, 1, 1), "bwd": (16, 16, 1, 1), "dq": (16, 16, 1, 1)}
 
 
 def parse_config(text: str, where: str) -> tuple[int, int, int, int]:
-    """"BLOCK_M,BLOCK_N,num_warps,num_stages" -> a config tuple; ValueError naming `where` otherwise."""
+    """ "BLOCK_M,BLOCK_N,num_warps,num_stages" -> a config tuple; ValueError naming `where` otherwise."""
     try:
         cfg = tuple(int(x) for x in text.split(","))
     except ValueError:
@@ -242,6 +250,13 @@ def _bucket_idx(offs_m, offs_n, seq_start, n, POS, TS, P, T, HAS_POS: tl.constex
 
 
 @triton.jit
+def _allowed(ii, jj, hist):
+    """The HSTU mask for broadcast query rows ii and key columns jj: causal, and a target (i >= hist)
+    sees the history and itself, never another target."""
+    return (jj <= ii) & ((jj < hist) | (jj == ii))
+
+
+@triton.jit
 def _seq_info(seq_offsets, num_targets, sort_idx, pid_b):
     b = tl.load(sort_idx + pid_b)
     start = tl.load(seq_offsets + b)
@@ -286,25 +301,30 @@ def _fwd_range(
     HAS_TIME: tl.constexpr,
     FAST: tl.constexpr,
     PREC: tl.constexpr,
+    jump_at=0,
+    jump_to=0,
+    full_hi=0,
 ):
-    for start_n in range(lo, hi, BLOCK_N):
+    # MASKED: 0 no mask, 1 every tile, 2 (one loop) tiles from full_hi on; iterations from jump_at on
+    # visit key blocks from jump_to on (the target diagonal after the history).
+    for it in range(lo, hi, BLOCK_N):
+        if MASKED == 2:
+            start_n = tl.where(it >= jump_at, it - jump_at + jump_to, it)
+        else:
+            start_n = it
         offs_n = start_n + tl.arange(0, BLOCK_N)
         nmask = offs_n < n
-        k = tl.load(
-            K + kv_base_k + offs_n[:, None] * stride_kt + offs_dk[None, :], mask=nmask[:, None], other=0.0
-        )
-        v = tl.load(
-            V + kv_base_v + offs_n[:, None] * stride_vt + offs_dv[None, :], mask=nmask[:, None], other=0.0
-        )
+        k = tl.load(K + kv_base_k + offs_n[:, None] * stride_kt + offs_dk[None, :], mask=nmask[:, None], other=0.0)
+        v = tl.load(V + kv_base_v + offs_n[:, None] * stride_vt + offs_dv[None, :], mask=nmask[:, None], other=0.0)
         s = _dot(q, tl.trans(k), PREC) * alpha
         if HAS_POS or HAS_TIME:
             s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False)
         p = s * _sigmoid(s, FAST)
-        if MASKED:
-            jj = offs_n[None, :]
-            ii = offs_m[:, None]
-            allowed = (jj <= ii) & ((jj < hist) | (jj == ii))
-            p = tl.where(allowed, p, 0.0)
+        if MASKED == 1:
+            p = tl.where(_allowed(offs_m[:, None], offs_n[None, :], hist), p, 0.0)
+        elif MASKED == 2:
+            if start_n >= full_hi:
+                p = tl.where(_allowed(offs_m[:, None], offs_n[None, :], hist), p, 0.0)
         acc += _dot(_cast(p, v.dtype, PREC), v, PREC)
     return acc
 
@@ -344,6 +364,7 @@ def _hstu_fwd(
     PREC: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    ONE_LOOP: tl.constexpr = True,
 ):
     pid_m = tl.cdiv(max_len, BLOCK_M) - 1 - tl.program_id(0)  # heaviest (last) query blocks first
     h = tl.program_id(1)
@@ -363,109 +384,143 @@ def _hstu_fwd(
     kb = seq_start * stride_kt + h * stride_kh
     vb = seq_start * stride_vt + h * stride_vh
     acc = tl.zeros([BLOCK_M, D_V], dtype=tl.float32)
-    # keys [0, n_full): every (i, j) allowed
+    # Key blocks in three ranges: [0, n_full) every (i, j) allowed; [n_full, e1) the rest of the
+    # history this block sees (causal edge / history end); [s2, e2) for target rows, only their own
+    # diagonal beyond the history (a target sees the history and itself).
     n_full = (tl.minimum(m0, hist) // BLOCK_N) * BLOCK_N
-    acc = _fwd_range(
-        acc,
-        q,
-        K,
-        V,
-        kb,
-        vb,
-        stride_kt,
-        stride_vt,
-        0,
-        n_full,
-        offs_m,
-        offs_dk,
-        offs_dv,
-        seq_start,
-        n,
-        hist,
-        alpha,
-        POS,
-        TS,
-        PW,
-        TW,
-        P,
-        T,
-        BLOCK_N,
-        False,
-        HAS_POS,
-        HAS_TIME,
-        FAST,
-        PREC,
-    )
-    # rest of the history keys this block can see (causal edge / history end)
-    hi1 = tl.minimum(m0 + BLOCK_M, hist)
-    e1 = tl.cdiv(hi1, BLOCK_N) * BLOCK_N
-    e1 = tl.maximum(e1, n_full)
-    acc = _fwd_range(
-        acc,
-        q,
-        K,
-        V,
-        kb,
-        vb,
-        stride_kt,
-        stride_vt,
-        n_full,
-        e1,
-        offs_m,
-        offs_dk,
-        offs_dv,
-        seq_start,
-        n,
-        hist,
-        alpha,
-        POS,
-        TS,
-        PW,
-        TW,
-        P,
-        T,
-        BLOCK_N,
-        True,
-        HAS_POS,
-        HAS_TIME,
-        FAST,
-        PREC,
-    )
-    # target rows: only their own diagonal beyond the history
+    e1 = tl.maximum(tl.cdiv(tl.minimum(m0 + BLOCK_M, hist), BLOCK_N) * BLOCK_N, n_full)
     s2 = tl.maximum(e1, (tl.maximum(m0, hist) // BLOCK_N) * BLOCK_N)
-    e2 = tl.minimum(m0 + BLOCK_M, n)
-    e2 = tl.where(m0 + BLOCK_M > hist, e2, s2)
-    acc = _fwd_range(
-        acc,
-        q,
-        K,
-        V,
-        kb,
-        vb,
-        stride_kt,
-        stride_vt,
-        s2,
-        e2,
-        offs_m,
-        offs_dk,
-        offs_dv,
-        seq_start,
-        n,
-        hist,
-        alpha,
-        POS,
-        TS,
-        PW,
-        TW,
-        P,
-        T,
-        BLOCK_N,
-        True,
-        HAS_POS,
-        HAS_TIME,
-        FAST,
-        PREC,
-    )
+    e2 = tl.where(m0 + BLOCK_M > hist, tl.minimum(m0 + BLOCK_M, n), s2)
+    if ONE_LOOP:
+        n_iter = e1 + tl.maximum(e2 - s2, 0)
+        acc = _fwd_range(
+            acc,
+            q,
+            K,
+            V,
+            kb,
+            vb,
+            stride_kt,
+            stride_vt,
+            0,
+            n_iter,
+            offs_m,
+            offs_dk,
+            offs_dv,
+            seq_start,
+            n,
+            hist,
+            alpha,
+            POS,
+            TS,
+            PW,
+            TW,
+            P,
+            T,
+            BLOCK_N,
+            2,
+            HAS_POS,
+            HAS_TIME,
+            FAST,
+            PREC,
+            e1,
+            s2,
+            n_full,
+        )
+    else:
+        acc = _fwd_range(
+            acc,
+            q,
+            K,
+            V,
+            kb,
+            vb,
+            stride_kt,
+            stride_vt,
+            0,
+            n_full,
+            offs_m,
+            offs_dk,
+            offs_dv,
+            seq_start,
+            n,
+            hist,
+            alpha,
+            POS,
+            TS,
+            PW,
+            TW,
+            P,
+            T,
+            BLOCK_N,
+            0,
+            HAS_POS,
+            HAS_TIME,
+            FAST,
+            PREC,
+        )
+        acc = _fwd_range(
+            acc,
+            q,
+            K,
+            V,
+            kb,
+            vb,
+            stride_kt,
+            stride_vt,
+            n_full,
+            e1,
+            offs_m,
+            offs_dk,
+            offs_dv,
+            seq_start,
+            n,
+            hist,
+            alpha,
+            POS,
+            TS,
+            PW,
+            TW,
+            P,
+            T,
+            BLOCK_N,
+            1,
+            HAS_POS,
+            HAS_TIME,
+            FAST,
+            PREC,
+        )
+        acc = _fwd_range(
+            acc,
+            q,
+            K,
+            V,
+            kb,
+            vb,
+            stride_kt,
+            stride_vt,
+            s2,
+            e2,
+            offs_m,
+            offs_dk,
+            offs_dv,
+            seq_start,
+            n,
+            hist,
+            alpha,
+            POS,
+            TS,
+            PW,
+            TW,
+            P,
+            T,
+            BLOCK_N,
+            1,
+            HAS_POS,
+            HAS_TIME,
+            FAST,
+            PREC,
+        )
     acc = acc * inv_norm
     tl.store(
         O + seq_start * stride_ot + h * stride_oh + offs_m[:, None] * stride_ot + offs_dv[None, :],
@@ -522,16 +577,14 @@ def _bwd_range(
     FAST: tl.constexpr,
     PREC: tl.constexpr,
     TIME_REDUCE: tl.constexpr,
+    full_lo=0,
 ):
+    # MASKED: 0 no mask, 1 every tile, 2 (one loop) tiles before full_lo (the diagonal)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         mmask = offs_m < n
-        q = tl.load(
-            Q + q_base + offs_m[:, None] * stride_qt + offs_dk[None, :], mask=mmask[:, None], other=0.0
-        )
-        do = tl.load(
-            DO + do_base + offs_m[:, None] * stride_dot + offs_dv[None, :], mask=mmask[:, None], other=0.0
-        )
+        q = tl.load(Q + q_base + offs_m[:, None] * stride_qt + offs_dk[None, :], mask=mmask[:, None], other=0.0)
+        do = tl.load(DO + do_base + offs_m[:, None] * stride_dot + offs_dv[None, :], mask=mmask[:, None], other=0.0)
         # transposed tiles [BLOCK_N keys, BLOCK_M queries]
         sT = _dot(k, tl.trans(q), PREC) * alpha
         if HAS_POS or HAS_TIME:
@@ -540,12 +593,15 @@ def _bwd_range(
         pT = sT * sig
         dpT = _dot(v, tl.trans(do), PREC)
         dsT = dpT * (sig * (1.0 + sT * (1.0 - sig)))
-        if MASKED:
-            jj = offs_n[:, None]
-            ii = offs_m[None, :]
-            allowed = (jj <= ii) & ((jj < hist) | (jj == ii))
+        if MASKED == 1:
+            allowed = _allowed(offs_m[None, :], offs_n[:, None], hist)
             pT = tl.where(allowed, pT, 0.0)
             dsT = tl.where(allowed, dsT, 0.0)
+        elif MASKED == 2:
+            if start_m < full_lo:
+                allowed = _allowed(offs_m[None, :], offs_n[:, None], hist)
+                pT = tl.where(allowed, pT, 0.0)
+                dsT = tl.where(allowed, dsT, 0.0)
         dv += _dot(_cast(pT, do.dtype, PREC), do, PREC)
         dsT_c = _cast(dsT, q.dtype, PREC)
         dk += _dot(dsT_c, q, PREC)
@@ -559,8 +615,11 @@ def _bwd_range(
             )
         if GRAD_POS or GRAD_TIME:
             valid = (offs_n[:, None] < n) & mmask[None, :]
-            if MASKED:
-                valid = valid & allowed
+            if MASKED == 1:
+                valid = valid & _allowed(offs_m[None, :], offs_n[:, None], hist)
+            elif MASKED == 2:
+                # (full_lo is on the tile grid, so per element this is the tile's own branch)
+                valid = valid & (_allowed(offs_m[None, :], offs_n[:, None], hist) | (offs_m[None, :] >= full_lo))
             pidx, tidx = _bucket_idx(offs_m, offs_n, seq_start, n, POS, TS, P, T, GRAD_POS, GRAD_TIME)
             g = dsT * inv_norm
             if GRAD_POS:
@@ -629,6 +688,7 @@ def _hstu_bwd_dkdv(
     BLOCK_N: tl.constexpr,
     N_COPIES: tl.constexpr = 1,
     TIME_REDUCE: tl.constexpr = False,
+    ONE_LOOP: tl.constexpr = True,
 ):
     # Early key blocks see the most queries: schedule them first.
     pid_n = tl.program_id(0)
@@ -665,54 +725,13 @@ def _hstu_bwd_dkdv(
     dob = seq_start * stride_dot + h * stride_doh
     dqab = seq_start * stride_dqat + h * stride_dqah
     dq_scale = alpha * inv_norm
-    # diagonal query blocks
+    # Query blocks: the diagonal ones [n0, diag_end) masked; below the diagonal, history keys are
+    # seen by every query (unmasked) - unless the key block reaches into the targets (masked), and
+    # a key block of targets only is seen by its own diagonal.
     diag_end = n0 + tl.cdiv(BLOCK_N, BLOCK_M) * BLOCK_M
-    dk, dv = _bwd_range(
-        dk,
-        dv,
-        k,
-        v,
-        Q,
-        DO,
-        DQA,
-        qb,
-        dob,
-        dqab,
-        stride_qt,
-        stride_dot,
-        stride_dqat,
-        n0,
-        tl.minimum(diag_end, n),
-        offs_n,
-        offs_dk,
-        offs_dv,
-        seq_start,
-        n,
-        hist,
-        alpha,
-        dq_scale,
-        inv_norm,
-        POS,
-        TS,
-        PW,
-        TW,
-        DPW,
-        DTW,
-        P,
-        T,
-        BLOCK_M,
-        True,
-        HAS_POS,
-        HAS_TIME,
-        GRAD_POS,
-        GRAD_TIME,
-        ATOMIC_DQ,
-        FAST,
-        PREC,
-        TIME_REDUCE,
-    )
-    # queries below the diagonal: only history keys are seen by them
-    if n0 + BLOCK_N <= hist:
+    hi = tl.where(n0 < hist, n, tl.minimum(diag_end, n))
+    if ONE_LOOP:
+        full_lo = tl.where(n0 + BLOCK_N <= hist, diag_end, hi)
         dk, dv = _bwd_range(
             dk,
             dv,
@@ -727,8 +746,8 @@ def _hstu_bwd_dkdv(
             stride_qt,
             stride_dot,
             stride_dqat,
-            diag_end,
-            n,
+            n0,
+            hi,
             offs_n,
             offs_dk,
             offs_dv,
@@ -747,7 +766,7 @@ def _hstu_bwd_dkdv(
             P,
             T,
             BLOCK_M,
-            False,
+            2,
             HAS_POS,
             HAS_TIME,
             GRAD_POS,
@@ -756,8 +775,10 @@ def _hstu_bwd_dkdv(
             FAST,
             PREC,
             TIME_REDUCE,
+            full_lo,
         )
-    elif n0 < hist:
+    else:
+        d_hi = tl.minimum(diag_end, n)
         dk, dv = _bwd_range(
             dk,
             dv,
@@ -772,8 +793,8 @@ def _hstu_bwd_dkdv(
             stride_qt,
             stride_dot,
             stride_dqat,
-            diag_end,
-            n,
+            n0,
+            d_hi,
             offs_n,
             offs_dk,
             offs_dv,
@@ -792,7 +813,7 @@ def _hstu_bwd_dkdv(
             P,
             T,
             BLOCK_M,
-            True,
+            1,
             HAS_POS,
             HAS_TIME,
             GRAD_POS,
@@ -802,6 +823,96 @@ def _hstu_bwd_dkdv(
             PREC,
             TIME_REDUCE,
         )
+        if n0 + BLOCK_N <= hist:
+            dk, dv = _bwd_range(
+                dk,
+                dv,
+                k,
+                v,
+                Q,
+                DO,
+                DQA,
+                qb,
+                dob,
+                dqab,
+                stride_qt,
+                stride_dot,
+                stride_dqat,
+                diag_end,
+                n,
+                offs_n,
+                offs_dk,
+                offs_dv,
+                seq_start,
+                n,
+                hist,
+                alpha,
+                dq_scale,
+                inv_norm,
+                POS,
+                TS,
+                PW,
+                TW,
+                DPW,
+                DTW,
+                P,
+                T,
+                BLOCK_M,
+                0,
+                HAS_POS,
+                HAS_TIME,
+                GRAD_POS,
+                GRAD_TIME,
+                ATOMIC_DQ,
+                FAST,
+                PREC,
+                TIME_REDUCE,
+            )
+        elif n0 < hist:
+            dk, dv = _bwd_range(
+                dk,
+                dv,
+                k,
+                v,
+                Q,
+                DO,
+                DQA,
+                qb,
+                dob,
+                dqab,
+                stride_qt,
+                stride_dot,
+                stride_dqat,
+                diag_end,
+                n,
+                offs_n,
+                offs_dk,
+                offs_dv,
+                seq_start,
+                n,
+                hist,
+                alpha,
+                dq_scale,
+                inv_norm,
+                POS,
+                TS,
+                PW,
+                TW,
+                DPW,
+                DTW,
+                P,
+                T,
+                BLOCK_M,
+                1,
+                HAS_POS,
+                HAS_TIME,
+                GRAD_POS,
+                GRAD_TIME,
+                ATOMIC_DQ,
+                FAST,
+                PREC,
+                TIME_REDUCE,
+            )
     dk = dk * (alpha * inv_norm)
     dv = dv * inv_norm
     tl.store(
@@ -852,8 +963,16 @@ def _dq_range(
     HAS_TIME: tl.constexpr,
     FAST: tl.constexpr,
     PREC: tl.constexpr,
+    jump_at=0,
+    jump_to=0,
+    full_hi=0,
 ):
-    for start_n in range(lo, hi, BLOCK_N):
+    # MASKED, jump_at, jump_to, full_hi: as in _fwd_range
+    for it in range(lo, hi, BLOCK_N):
+        if MASKED == 2:
+            start_n = tl.where(it >= jump_at, it - jump_at + jump_to, it)
+        else:
+            start_n = it
         offs_n = start_n + tl.arange(0, BLOCK_N)
         nmask = offs_n < n
         k = tl.load(K + kb + offs_n[:, None] * stride_kt + offs_dk[None, :], mask=nmask[:, None], other=0.0)
@@ -864,11 +983,11 @@ def _dq_range(
         sig = _sigmoid(s, FAST)
         dp = _dot(do, tl.trans(v), PREC)
         ds = dp * (sig * (1.0 + s * (1.0 - sig)))
-        if MASKED:
-            jj = offs_n[None, :]
-            ii = offs_m[:, None]
-            allowed = (jj <= ii) & ((jj < hist) | (jj == ii))
-            ds = tl.where(allowed, ds, 0.0)
+        if MASKED == 1:
+            ds = tl.where(_allowed(offs_m[:, None], offs_n[None, :], hist), ds, 0.0)
+        elif MASKED == 2:
+            if start_n >= full_hi:
+                ds = tl.where(_allowed(offs_m[:, None], offs_n[None, :], hist), ds, 0.0)
         dq += _dot(_cast(ds, k.dtype, PREC), k, PREC)
     return dq
 
@@ -909,6 +1028,7 @@ def _hstu_bwd_dq(
     PREC: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    ONE_LOOP: tl.constexpr = True,
 ):
     pid_m = tl.cdiv(max_len, BLOCK_M) - 1 - tl.program_id(0)
     h = tl.program_id(1)
@@ -933,107 +1053,145 @@ def _hstu_bwd_dq(
     kb = seq_start * stride_kt + h * stride_kh
     vb = seq_start * stride_vt + h * stride_vh
     dq = tl.zeros([BLOCK_M, D_QK], dtype=tl.float32)
+    # the forward's three key ranges (see _hstu_fwd)
     n_full = (tl.minimum(m0, hist) // BLOCK_N) * BLOCK_N
-    dq = _dq_range(
-        dq,
-        q,
-        do,
-        K,
-        V,
-        kb,
-        vb,
-        stride_kt,
-        stride_vt,
-        0,
-        n_full,
-        offs_m,
-        offs_dk,
-        offs_dv,
-        seq_start,
-        n,
-        hist,
-        alpha,
-        POS,
-        TS,
-        PW,
-        TW,
-        P,
-        T,
-        BLOCK_N,
-        False,
-        HAS_POS,
-        HAS_TIME,
-        FAST,
-        PREC,
-    )
-    hi1 = tl.minimum(m0 + BLOCK_M, hist)
-    e1 = tl.maximum(tl.cdiv(hi1, BLOCK_N) * BLOCK_N, n_full)
-    dq = _dq_range(
-        dq,
-        q,
-        do,
-        K,
-        V,
-        kb,
-        vb,
-        stride_kt,
-        stride_vt,
-        n_full,
-        e1,
-        offs_m,
-        offs_dk,
-        offs_dv,
-        seq_start,
-        n,
-        hist,
-        alpha,
-        POS,
-        TS,
-        PW,
-        TW,
-        P,
-        T,
-        BLOCK_N,
-        True,
-        HAS_POS,
-        HAS_TIME,
-        FAST,
-        PREC,
-    )
+    e1 = tl.maximum(tl.cdiv(tl.minimum(m0 + BLOCK_M, hist), BLOCK_N) * BLOCK_N, n_full)
     s2 = tl.maximum(e1, (tl.maximum(m0, hist) // BLOCK_N) * BLOCK_N)
     e2 = tl.where(m0 + BLOCK_M > hist, tl.minimum(m0 + BLOCK_M, n), s2)
-    dq = _dq_range(
-        dq,
-        q,
-        do,
-        K,
-        V,
-        kb,
-        vb,
-        stride_kt,
-        stride_vt,
-        s2,
-        e2,
-        offs_m,
-        offs_dk,
-        offs_dv,
-        seq_start,
-        n,
-        hist,
-        alpha,
-        POS,
-        TS,
-        PW,
-        TW,
-        P,
-        T,
-        BLOCK_N,
-        True,
-        HAS_POS,
-        HAS_TIME,
-        FAST,
-        PREC,
-    )
+    if ONE_LOOP:
+        n_iter = e1 + tl.maximum(e2 - s2, 0)
+        dq = _dq_range(
+            dq,
+            q,
+            do,
+            K,
+            V,
+            kb,
+            vb,
+            stride_kt,
+            stride_vt,
+            0,
+            n_iter,
+            offs_m,
+            offs_dk,
+            offs_dv,
+            seq_start,
+            n,
+            hist,
+            alpha,
+            POS,
+            TS,
+            PW,
+            TW,
+            P,
+            T,
+            BLOCK_N,
+            2,
+            HAS_POS,
+            HAS_TIME,
+            FAST,
+            PREC,
+            e1,
+            s2,
+            n_full,
+        )
+    else:
+        dq = _dq_range(
+            dq,
+            q,
+            do,
+            K,
+            V,
+            kb,
+            vb,
+            stride_kt,
+            stride_vt,
+            0,
+            n_full,
+            offs_m,
+            offs_dk,
+            offs_dv,
+            seq_start,
+            n,
+            hist,
+            alpha,
+            POS,
+            TS,
+            PW,
+            TW,
+            P,
+            T,
+            BLOCK_N,
+            0,
+            HAS_POS,
+            HAS_TIME,
+            FAST,
+            PREC,
+        )
+        dq = _dq_range(
+            dq,
+            q,
+            do,
+            K,
+            V,
+            kb,
+            vb,
+            stride_kt,
+            stride_vt,
+            n_full,
+            e1,
+            offs_m,
+            offs_dk,
+            offs_dv,
+            seq_start,
+            n,
+            hist,
+            alpha,
+            POS,
+            TS,
+            PW,
+            TW,
+            P,
+            T,
+            BLOCK_N,
+            1,
+            HAS_POS,
+            HAS_TIME,
+            FAST,
+            PREC,
+        )
+        dq = _dq_range(
+            dq,
+            q,
+            do,
+            K,
+            V,
+            kb,
+            vb,
+            stride_kt,
+            stride_vt,
+            s2,
+            e2,
+            offs_m,
+            offs_dk,
+            offs_dv,
+            seq_start,
+            n,
+            hist,
+            alpha,
+            POS,
+            TS,
+            PW,
+            TW,
+            P,
+            T,
+            BLOCK_N,
+            1,
+            HAS_POS,
+            HAS_TIME,
+            FAST,
+            PREC,
+        )
     dq = dq * (alpha * inv_norm)
     tl.store(
         DQ + seq_start * stride_qt + h * stride_qh + offs_m[:, None] * stride_qt + offs_dk[None, :],
@@ -1047,10 +1205,7 @@ def _hstu_bwd_dq(
 
 
 def _cfgs(kind: str):
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm, bn, w, s in _configs(kind)
-    ]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in _configs(kind)]
 
 
 KERNELS = {"fwd": _hstu_fwd, "bwd": _hstu_bwd_dkdv, "dq": _hstu_bwd_dq}  # the jitted kernels, by kind
@@ -1067,9 +1222,9 @@ def _kernel(kind: str):
         if kind == "bwd":
             # atomics accumulate: autotune trial runs must start from zero
             kw["reset_to_zero"] = ["DQA", "DPW", "DTW"]
-        _cache[key] = triton.autotune(
-            configs=_cfgs(kind), key=_KEY + (["ATOMIC_DQ"] if kind == "bwd" else []), **kw
-        )(base)
+        _cache[key] = triton.autotune(configs=_cfgs(kind), key=_KEY + (["ATOMIC_DQ"] if kind == "bwd" else []), **kw)(
+            base
+        )
     return _cache[key]
 
 
@@ -1246,6 +1401,7 @@ class _HSTUAttention(torch.autograd.Function):
                 HAS_TIME=has_time,
                 FAST=meta["fast"],
                 PREC=meta["prec"],
+                ONE_LOOP=ONE_LOOP,
             )
         ctx.save_for_backward(q, k, v, seq_offsets, nt, sort_idx, pos, ts, pw, tw)
         ctx.meta = meta
@@ -1268,9 +1424,7 @@ class _HSTUAttention(torch.autograd.Function):
         dpw = torch.zeros(copies * m["P"], dtype=torch.float32, device=q.device) if grad_pos else _dummy(q.device)
         dtw = torch.zeros(copies * m["T"], dtype=torch.float32, device=q.device) if grad_time else _dummy(q.device)
         atomic = DQ_MODE == "atomic" or (DQ_MODE == "auto" and m["max_seq_len"] >= 2048)
-        dqa = (
-            torch.zeros((total, H, dqk), dtype=torch.float32, device=q.device) if atomic else _dummy(q.device)
-        )
+        dqa = torch.zeros((total, H, dqk), dtype=torch.float32, device=q.device) if atomic else _dummy(q.device)
         if total > 0 and m["B"] > 0 and m["max_seq_len"] > 0:
             B, L = m["B"], m["max_seq_len"]
             kern = _kernel("bwd")
@@ -1320,6 +1474,7 @@ class _HSTUAttention(torch.autograd.Function):
                 PREC=m["prec"],
                 N_COPIES=copies,
                 TIME_REDUCE=grad_time and TIME_GRAD_MODE == "reduce",
+                ONE_LOOP=ONE_LOOP,
             )
             if atomic:
                 dq = dqa.to(q.dtype)
@@ -1358,6 +1513,7 @@ class _HSTUAttention(torch.autograd.Function):
                     HAS_TIME=m["has_time"],
                     FAST=m["fast"],
                     PREC=m["prec"],
+                    ONE_LOOP=ONE_LOOP,
                 )
         else:
             dq.zero_()
