@@ -202,12 +202,14 @@ BLOCKS_CPU = [
 
 
 @pytest.mark.skipif(CUDA, reason="interpreter block-shape sweep (GPU runs its own configs)")
+@pytest.mark.parametrize("tma", [False, True], ids=["pointers", "tma"])
 @pytest.mark.parametrize("one_loop", [True, False], ids=["one-loop", "loop-per-range"])
 @pytest.mark.parametrize("blocks,dq_mode", list(zip(BLOCKS_CPU, ["kernel", "atomic", "kernel"], strict=True)))
-def test_block_shapes_and_dq_modes_interpreter(blocks, dq_mode, one_loop, monkeypatch):
+def test_block_shapes_and_dq_modes_interpreter(blocks, dq_mode, one_loop, tma, monkeypatch):
     monkeypatch.setattr(hk, "FORCE_CONFIG", blocks)
     monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
     monkeypatch.setattr(hk, "ONE_LOOP", one_loop)
+    monkeypatch.setattr(hk, "TMA", tma)
     lengths, nt = FIXED[0]
     _check_case(lengths, nt, 2, 16, 32, torch.float32, True, seed=1)
 
@@ -247,6 +249,7 @@ def test_config_from_environment(monkeypatch):
     [
         ("ROO_HSTU_TIME_GRAD", "fast", "ROO_HSTU_TIME_GRAD='fast'; allowed: atomic, reduce"),
         ("ROO_HSTU_ONE_LOOP", "yes", "ROO_HSTU_ONE_LOOP='yes'; allowed: 0, 1"),
+        ("ROO_HSTU_TMA", "on", "ROO_HSTU_TMA='on'; allowed: 0, 1"),
     ],
 )
 def test_kernel_switches_are_validated(var, value, message):
@@ -259,17 +262,34 @@ def test_kernel_switches_are_validated(var, value, message):
 @pytest.mark.parametrize(
     "lengths,nt,dtype", [(*c, DTYPES[i % 2]) for i, c in enumerate(FIXED)] + [(*FIXED[0], DTYPES[1])]
 )
-def test_fixed_cases(lengths, nt, dtype):
+@pytest.mark.parametrize("tma", [False, True], ids=["pointers", "tma"])
+def test_fixed_cases(lengths, nt, dtype, tma, monkeypatch):
+    monkeypatch.setattr(hk, "TMA", tma)
     _check_case(lengths, nt, 2, DIMS[-1], DIMS[0], dtype, True, seed=2)
 
 
+def test_tma_only_for_aligned_rows(monkeypatch):
+    """Descriptors need 16-byte aligned rows: other inputs take the pointer path, not a fault."""
+    monkeypatch.setattr(hk, "_ensure_allocator", lambda: None)
+    monkeypatch.setattr(hk, "TMA", True)
+    x = torch.zeros(10, 2, 16, dtype=torch.bfloat16, device=DEV)
+    assert hk._tma_ok(x, x)
+    shifted = torch.zeros(10 * 2 * 16 + 1, dtype=torch.bfloat16, device=DEV)[1:].view(10, 2, 16)
+    assert not hk._tma_ok(x, shifted)  # base 2 bytes off
+    assert not hk._tma_ok(torch.zeros(10, 2, 20, dtype=torch.bfloat16, device=DEV)[:, :, :16])  # 40-byte head stride
+    monkeypatch.setattr(hk, "TMA", False)
+    assert not hk._tma_ok(x)
+
+
 @pytest.mark.skipif(not CUDA, reason="large shapes need a GPU")
+@pytest.mark.parametrize("tma", [False, True], ids=["pointers", "tma"])
 @pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
 @pytest.mark.parametrize(
     "lengths,nt", [([4096, 4096], [32, 0]), ([4096, 2048, 3000, 0, 17], [64, 32, 0, 0, 17])]
 )
-def test_long_sequences_gpu(lengths, nt, dq_mode, monkeypatch):
+def test_long_sequences_gpu(lengths, nt, dq_mode, tma, monkeypatch):
     monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
+    monkeypatch.setattr(hk, "TMA", tma)
     _check_case(lengths, nt, 4, 128, 128, torch.bfloat16, False, seed=3)
     _check_case(lengths, nt, 2, 128, 128, torch.bfloat16, True, seed=4)
 
