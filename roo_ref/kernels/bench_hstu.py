@@ -297,7 +297,7 @@ def _write(path, result) -> None:
     os.replace(fh.name, path)
 
 
-# Kernel variants for --sweep: "name:key=value;key=value". Keys: one_loop (0/1), dq_mode
+# Kernel variants for --sweep: "name:key=value;key=value". Keys: one_loop (0/1), tma (0/1), dq_mode
 # (kernel/atomic), fast (1/0: tanh.approx or exact silu), fwd / bwd / dq (a config
 # "BLOCK_M,BLOCK_N,num_warps,num_stages"). Unset keys keep the module's defaults.
 DEFAULT_VARIANTS = (
@@ -325,6 +325,8 @@ def parse_variant(text: str, hk) -> tuple[str, dict]:
         key, _, val = item.partition("=")
         if key == "one_loop" and val in ("0", "1"):
             attrs["ONE_LOOP"] = val == "1"
+        elif key == "tma" and val in ("0", "1"):
+            attrs["TMA"] = val == "1"
         elif key == "dq_mode" and val in ("kernel", "atomic", "auto"):
             attrs["DQ_MODE"] = val
         elif key == "fast" and val in ("0", "1"):
@@ -332,7 +334,7 @@ def parse_variant(text: str, hk) -> tuple[str, dict]:
         elif key in ("fwd", "bwd", "dq"):
             cfg[key] = hk.parse_config(val, f"variant {name!r} {key}")
         else:
-            raise ValueError(f"variant {text!r}: bad item {item!r}; keys: one_loop, dq_mode, fast, fwd, bwd, dq")
+            raise ValueError(f"variant {text!r}: bad item {item!r}; keys: one_loop, tma, dq_mode, fast, fwd, bwd, dq")
     attrs["FORCE_CONFIG"] = cfg
     return name or "default", attrs
 
