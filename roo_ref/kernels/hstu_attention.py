@@ -1371,15 +1371,15 @@ def _tma_ok(*ts: torch.Tensor) -> bool:
     return True
 
 
-_ALLOCATOR_SET = False
+def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
+    return torch.empty(size, dtype=torch.int8, device="cuda")
 
 
 def _ensure_allocator() -> None:
-    # device-side descriptors are written to a global scratch buffer that Triton asks for per launch
-    global _ALLOCATOR_SET
-    if not _ALLOCATOR_SET:
-        triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
-        _ALLOCATOR_SET = True
+    # Device-side descriptors are written to a global scratch buffer that Triton asks for per launch.
+    # Triton keeps the allocator in a ContextVar, and autograd runs the backward on its own thread
+    # (which starts from the default, none), so set it in the calling thread before every launch.
+    triton.set_allocator(_scratch)
 
 
 def _bucket(max_seq_len: int) -> int:
