@@ -202,14 +202,12 @@ BLOCKS_CPU = [
 
 
 @pytest.mark.skipif(CUDA, reason="interpreter block-shape sweep (GPU runs its own configs)")
-@pytest.mark.parametrize("tma", [False, True], ids=["pointers", "tma"])
 @pytest.mark.parametrize("one_loop", [True, False], ids=["one-loop", "loop-per-range"])
 @pytest.mark.parametrize("blocks,dq_mode", list(zip(BLOCKS_CPU, ["kernel", "atomic", "kernel"], strict=True)))
-def test_block_shapes_and_dq_modes_interpreter(blocks, dq_mode, one_loop, tma, monkeypatch):
+def test_block_shapes_and_dq_modes_interpreter(blocks, dq_mode, one_loop, monkeypatch):
     monkeypatch.setattr(hk, "FORCE_CONFIG", blocks)
     monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
     monkeypatch.setattr(hk, "ONE_LOOP", one_loop)
-    monkeypatch.setattr(hk, "TMA", tma)
     lengths, nt = FIXED[0]
     _check_case(lengths, nt, 2, 16, 32, torch.float32, True, seed=1)
 
@@ -244,12 +242,23 @@ def test_config_from_environment(monkeypatch):
         hk._configs("bwd")
 
 
+def test_default_configs_follow_the_dq_mode(monkeypatch):
+    """The dk/dv kernel's default config depends on where dq is summed (its atomics spill the small
+    one); FORCE_CONFIG may name only some kernels, the others keep their defaults."""
+    monkeypatch.setattr(hk, "_interpreting", lambda: False)
+    monkeypatch.delenv("ROO_HSTU_AUTOTUNE", raising=False)
+    monkeypatch.delenv("ROO_HSTU_BWD_CONFIG", raising=False)
+    assert hk._configs("bwd", atomic_dq=True) == [hk._DEFAULTS["bwd"]]
+    assert hk._configs("bwd", atomic_dq=False) == [hk._DEFAULT_BWD_DQ_KERNEL] != [hk._DEFAULTS["bwd"]]
+    monkeypatch.setattr(hk, "FORCE_CONFIG", {"fwd": (32, 32, 4, 2)})
+    assert hk._configs("fwd") == [(32, 32, 4, 2)] and hk._configs("dq") == [hk._DEFAULTS["dq"]]
+
+
 @pytest.mark.parametrize(
     "var,value,message",
     [
         ("ROO_HSTU_TIME_GRAD", "fast", "ROO_HSTU_TIME_GRAD='fast'; allowed: atomic, reduce"),
         ("ROO_HSTU_ONE_LOOP", "yes", "ROO_HSTU_ONE_LOOP='yes'; allowed: 0, 1"),
-        ("ROO_HSTU_TMA", "on", "ROO_HSTU_TMA='on'; allowed: 0, 1"),
     ],
 )
 def test_kernel_switches_are_validated(var, value, message):
@@ -262,34 +271,17 @@ def test_kernel_switches_are_validated(var, value, message):
 @pytest.mark.parametrize(
     "lengths,nt,dtype", [(*c, DTYPES[i % 2]) for i, c in enumerate(FIXED)] + [(*FIXED[0], DTYPES[1])]
 )
-@pytest.mark.parametrize("tma", [False, True], ids=["pointers", "tma"])
-def test_fixed_cases(lengths, nt, dtype, tma, monkeypatch):
-    monkeypatch.setattr(hk, "TMA", tma)
+def test_fixed_cases(lengths, nt, dtype):
     _check_case(lengths, nt, 2, DIMS[-1], DIMS[0], dtype, True, seed=2)
 
 
-def test_tma_only_for_aligned_rows(monkeypatch):
-    """Descriptors need 16-byte aligned rows: other inputs take the pointer path, not a fault."""
-    monkeypatch.setattr(hk, "_ensure_allocator", lambda: None)
-    monkeypatch.setattr(hk, "TMA", True)
-    x = torch.zeros(10, 2, 16, dtype=torch.bfloat16, device=DEV)
-    assert hk._tma_ok(x, x)
-    shifted = torch.zeros(10 * 2 * 16 + 1, dtype=torch.bfloat16, device=DEV)[1:].view(10, 2, 16)
-    assert not hk._tma_ok(x, shifted)  # base 2 bytes off
-    assert not hk._tma_ok(torch.zeros(10, 2, 20, dtype=torch.bfloat16, device=DEV)[:, :, :16])  # 40-byte head stride
-    monkeypatch.setattr(hk, "TMA", False)
-    assert not hk._tma_ok(x)
-
-
 @pytest.mark.skipif(not CUDA, reason="large shapes need a GPU")
-@pytest.mark.parametrize("tma", [False, True], ids=["pointers", "tma"])
 @pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
 @pytest.mark.parametrize(
     "lengths,nt", [([4096, 4096], [32, 0]), ([4096, 2048, 3000, 0, 17], [64, 32, 0, 0, 17])]
 )
-def test_long_sequences_gpu(lengths, nt, dq_mode, tma, monkeypatch):
+def test_long_sequences_gpu(lengths, nt, dq_mode, monkeypatch):
     monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
-    monkeypatch.setattr(hk, "TMA", tma)
     _check_case(lengths, nt, 4, 128, 128, torch.bfloat16, False, seed=3)
     _check_case(lengths, nt, 2, 128, 128, torch.bfloat16, True, seed=4)
 
@@ -449,3 +441,22 @@ def test_empty_batch_and_zero_tokens():
     assert out.shape == (0, 2, 16)
     (g,) = torch.autograd.grad(out.sum(), [q])
     assert g.shape == q.shape
+
+
+def test_benchmark_sweep_variants_parse():
+    from roo_ref.kernels.bench_hstu import DEFAULT_VARIANTS, parse_variant
+
+    name, attrs = parse_variant("small-bwd:one_loop=0;bwd=64,64,4,2;dq_mode=kernel;fast=0", hk)
+    assert name == "small-bwd"
+    assert attrs == {
+        "ONE_LOOP": False,
+        "DQ_MODE": "kernel",
+        "env:ROO_HSTU_FAST": "0",
+        "FORCE_CONFIG": {"bwd": (64, 64, 4, 2)},
+    }
+    assert parse_variant("default:", hk) == ("default", {"FORCE_CONFIG": None})
+    assert all(parse_variant(v, hk) for v in DEFAULT_VARIANTS)
+    with pytest.raises(ValueError, match="bad item 'tma=1'; keys: one_loop, dq_mode"):
+        parse_variant("x:tma=1", hk)
+    with pytest.raises(ValueError, match="fwd='64,64': want BLOCK_M"):
+        parse_variant("x:fwd=64,64", hk)

@@ -4,8 +4,9 @@ Providers x inputs; each cell is the CUDA-event median of triton.testing.do_benc
   torch_ref      roo_ref.attention.hstu_attention_torch (padded explicit matmuls, target-aware mask)
   sdpa_cudnn     F.scaled_dot_product_attention, cuDNN backend, softmax, padded dense [B, H, L, D], causal
   sdpa_flash     same, flash backend
-  triton         roo_ref.kernels.hstu_attention (dq by its own kernel)
-  triton_atomic  same, dq by fp32 atomics in the dk/dv kernel
+  triton         roo_ref.kernels.hstu_attention, its defaults (dq by fp32 atomics in the dk/dv kernel
+                 at L >= 2048, by its own kernel below)
+  triton_atomic  same, dq by atomics at every L
   triton_nocheck triton as the HSTU model calls it: check_values=False, no device->host sync per call
 Inputs: bf16, H heads, head dim D, ~131k tokens per batch; L x targets x {uniform: all L,
 jagged: lengths uniform in [L/2, L]}. SDPA runs on the padded [B, L] batch with a plain causal mask
@@ -32,6 +33,7 @@ import tempfile
 import time
 
 MODES = ("fwd", "bwd", "fwdbwd")
+DQ_MODE_DEFAULT = os.environ.get("ROO_HSTU_DQ", "auto")  # what the kernel module reads at import
 PROVIDERS = ("torch_ref", "sdpa_cudnn", "sdpa_flash", "triton", "triton_atomic", "triton_nocheck")
 
 
@@ -120,7 +122,7 @@ def _bench_provider(torch, provider, x, modes):
             def f():
                 return hstu_attention_torch(q, k, v, *args)
         else:
-            hk.DQ_MODE = "atomic" if provider == "triton_atomic" else "kernel"
+            hk.DQ_MODE = "atomic" if provider == "triton_atomic" else DQ_MODE_DEFAULT
             kw = {"check_values": False} if provider == "triton_nocheck" else {}
 
             def f():
@@ -284,7 +286,7 @@ def _result(torch, triton, hk, a, mm, rows) -> dict:
         flops_rule="mask-aware: per head and allowed (i,j) pair 2*d_qk + 2*d_v forward; bwd = 2.5x fwd",
         autotune=not a.no_autotune,
         dq_mode_default=hk.DQ_MODE,
-        defaults=hk._DEFAULTS,
+        defaults={**hk._DEFAULTS, "bwd (dq kernel)": hk._DEFAULT_BWD_DQ_KERNEL},
         rows=rows,
     )
 
@@ -297,7 +299,7 @@ def _write(path, result) -> None:
     os.replace(fh.name, path)
 
 
-# Kernel variants for --sweep: "name:key=value;key=value". Keys: one_loop (0/1), tma (0/1), dq_mode
+# Kernel variants for --sweep: "name:key=value;key=value". Keys: one_loop (0/1), dq_mode
 # (kernel/atomic), fast (1/0: tanh.approx or exact silu), fwd / bwd / dq (a config
 # "BLOCK_M,BLOCK_N,num_warps,num_stages"). Unset keys keep the module's defaults.
 DEFAULT_VARIANTS = (
@@ -319,14 +321,12 @@ DEFAULT_VARIANTS = (
 def parse_variant(text: str, hk) -> tuple[str, dict]:
     """ "name:key=value;..." -> (name, {module attribute: value}); ValueError on an unknown key."""
     name, _, body = text.partition(":")
-    cfg = dict(hk._DEFAULTS)
+    cfg = {}
     attrs: dict = {}
     for item in filter(None, body.split(";")):
         key, _, val = item.partition("=")
         if key == "one_loop" and val in ("0", "1"):
             attrs["ONE_LOOP"] = val == "1"
-        elif key == "tma" and val in ("0", "1"):
-            attrs["TMA"] = val == "1"
         elif key == "dq_mode" and val in ("kernel", "atomic", "auto"):
             attrs["DQ_MODE"] = val
         elif key == "fast" and val in ("0", "1"):
@@ -334,8 +334,8 @@ def parse_variant(text: str, hk) -> tuple[str, dict]:
         elif key in ("fwd", "bwd", "dq"):
             cfg[key] = hk.parse_config(val, f"variant {name!r} {key}")
         else:
-            raise ValueError(f"variant {text!r}: bad item {item!r}; keys: one_loop, tma, dq_mode, fast, fwd, bwd, dq")
-    attrs["FORCE_CONFIG"] = cfg
+            raise ValueError(f"variant {text!r}: bad item {item!r}; keys: one_loop, dq_mode, fast, fwd, bwd, dq")
+    attrs["FORCE_CONFIG"] = cfg or None  # kinds not named keep their defaults
     return name or "default", attrs
 
 
@@ -456,7 +456,7 @@ def print_table(result) -> None:
             r = next((r for r in rows if (r["L"], r["dist"], r["targets"], r["provider"]) == (*key, p)), None)
             vals = [r.get(f"{m}_tflops") if r else None for m in MODES]
             cells.append("/".join(f"{v:.0f}" if v else "-" for v in vals).rjust(20))
-            if p == "triton" and r and r.get("fwdbwd_tflops"):
+            if p in ("triton", "triton_nocheck") and r and r.get("fwdbwd_tflops"):  # as called by the model if run
                 tri = r["fwdbwd_tflops"]
         pct = f"{100 * tri / mm:.0f}%" if tri else "-"
         print(f"{key[0]:<5d} {key[1]:8s} {key[2]:2d} | " + " | ".join(cells) + f" | {pct}")

@@ -66,8 +66,7 @@ def _signature(fn, constexprs: dict) -> tuple[dict, dict]:
 
 
 def compile_report(kind: str, config: tuple[int, int, int, int], *, head_dim: int = 128, rab: bool = False,
-                   time_reduce: bool = False, atomic_dq: bool = False, one_loop: bool = True,
-                   tma: bool = False) -> dict:
+                   time_reduce: bool = False, atomic_dq: bool = False, one_loop: bool = True) -> dict:
     """Compile one kernel for sm_90 and return {"regs", "spill_store_bytes", "spill_load_bytes",
     "shared_bytes", "fits_smem"} (ValueError on a bad kind; RuntimeError if no ptxas is found)."""
     if kind not in KINDS:
@@ -85,10 +84,10 @@ def compile_report(kind: str, config: tuple[int, int, int, int], *, head_dim: in
     bm, bn, warps, stages = config
     consts = dict(D_QK=head_dim, D_V=head_dim, HAS_POS=rab, HAS_TIME=rab, PREC="tf32", BLOCK_M=bm, BLOCK_N=bn,
                   # the bf16 forward uses tanh.approx; the backward with bias gradients the exact sigmoid
-                  FAST=not (rab and kind == "bwd"), ONE_LOOP=one_loop, TMA=tma)
+                  FAST=not (rab and kind == "bwd"), ONE_LOOP=one_loop)
     if kind == "bwd":
         consts.update(GRAD_POS=rab, GRAD_TIME=rab, ATOMIC_DQ=atomic_dq, N_COPIES=hk.RAB_GRAD_COPIES,
-                      TIME_REDUCE=rab and time_reduce, TMA_DQ=tma and atomic_dq)
+                      TIME_REDUCE=rab and time_reduce)
     consts = {k: v for k, v in consts.items() if k in fn.arg_names}
     sig, attrs = _signature(fn, consts)
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()},
@@ -108,7 +107,7 @@ def compile_report(kind: str, config: tuple[int, int, int, int], *, head_dim: in
         raise RuntimeError(f"ptxas failed ({ptxas}): {text.strip()[:500]}")
     shared = int(compiled.metadata.shared)
     return {"kind": kind, "config": list(config), "rab": rab, "time_reduce": time_reduce and rab,
-            "atomic_dq": atomic_dq, "one_loop": one_loop, "tma": tma,
+            "atomic_dq": atomic_dq, "one_loop": one_loop,
             "regs": int(regs.group(1)), "spill_store_bytes": int(spills.group(1)),
             "spill_load_bytes": int(spills.group(2)), "shared_bytes": shared,
             "fits_smem": shared <= SMEM_LIMIT_SM90, "triton": triton.__version__}
@@ -133,17 +132,16 @@ def main(argv=None) -> int:
     p.add_argument("--time-reduce", action="store_true", help="bwd: ROO_HSTU_TIME_GRAD=reduce")
     p.add_argument("--atomic-dq", action="store_true", help="bwd: dq by atomics in the dk/dv kernel")
     p.add_argument("--loop-per-range", action="store_true", help="ROO_HSTU_ONE_LOOP=0")
-    p.add_argument("--tma", action="store_true", help="ROO_HSTU_TMA=1")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     from roo_ref.kernels import hstu_attention as hk
 
-    configs = a.config or [hk._DEFAULTS[a.kind]]
+    configs = a.config or hk._configs(a.kind, a.atomic_dq)[:1]
     rows = []
     for cfg in configs:
         try:
             r = compile_report(a.kind, cfg, head_dim=a.head_dim, rab=a.rab, time_reduce=a.time_reduce,
-                               atomic_dq=a.atomic_dq, one_loop=not a.loop_per_range, tma=a.tma)
+                               atomic_dq=a.atomic_dq, one_loop=not a.loop_per_range)
         except (RuntimeError, ValueError) as e:
             print(f"compile_report: {e}", file=sys.stderr)
             return 2

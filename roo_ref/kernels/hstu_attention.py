@@ -69,15 +69,6 @@ if ONE_LOOP not in ("0", "1"):
     raise ValueError(f"ROO_HSTU_ONE_LOOP={ONE_LOOP!r}; allowed: 0, 1")
 ONE_LOOP = ONE_LOOP == "1"
 
-# Tile loads and stores through TMA descriptors ("1"), one per (sequence, head) slice made on the
-# device (its shape [n, D] gives the jagged bounds for free), with dq's atomics as bulk TMA
-# reductions; or masked pointer loads ("0", default). Needs sm_90+ (or the interpreter) and 16-byte
-# aligned rows; other inputs take the pointer path. docs/perf.md, exp. 13.
-TMA = os.environ.get("ROO_HSTU_TMA", "0")
-if TMA not in ("0", "1"):
-    raise ValueError(f"ROO_HSTU_TMA={TMA!r}; allowed: 0, 1")
-TMA = TMA == "1"
-
 # Tests may force one config (dict with keys fwd/bwd/dq -> (BLOCK_M, BLOCK_N, num_warps, num_stages)).
 FORCE_CONFIG: dict | None = None
 
@@ -96,6 +87,10 @@ def _autotune() -> bool:
 # (BLOCK_M, BLOCK_N, num_warps, num_stages). For fwd/dq: M = queries, N = keys; for bwd (dk/dv):
 # M = queries per inner step, N = the program's key block.
 _DEFAULTS = {"fwd": (64, 64, 4, 3), "bwd": (64, 128, 8, 3), "dq": (128, 64, 8, 2)}
+# The dk/dv kernel when dq has its own kernel: 64 keys per program and 4 warps, two programs per SM.
+# On the H100 4-11% faster than the default at L <= 1024; with dq atomics it spills 42 registers
+# and is 40% slower, so the atomic mode keeps the default (docs/perf.md, exp. 13).
+_DEFAULT_BWD_DQ_KERNEL = (64, 64, 4, 2)
 _TUNE = {
     "fwd": [
         (128, 64, 8, 3),
@@ -130,9 +125,11 @@ def _env_config(kind: str):
     return parse_config(text, name) if text else None
 
 
-def _configs(kind: str):
+def _configs(kind: str, atomic_dq: bool = True):
+    """Candidate configs of a kernel: FORCE_CONFIG (tests, the benchmark's sweep; may name only some
+    kinds), then ROO_HSTU_*_CONFIG, the interpreter's, the autotune list, else the default."""
     env = _env_config(kind)
-    if FORCE_CONFIG is not None:
+    if FORCE_CONFIG is not None and kind in FORCE_CONFIG:
         cands = [FORCE_CONFIG[kind]]
     elif env is not None and not _interpreting():
         cands = [env]
@@ -140,14 +137,11 @@ def _configs(kind: str):
         cands = [_INTERP[kind]]
     elif _autotune():
         cands = _TUNE[kind]
+    elif kind == "bwd" and not atomic_dq:
+        cands = [_DEFAULT_BWD_DQ_KERNEL]
     else:
         cands = [_DEFAULTS[kind]]
     return cands
-
-
-def _choose(kind: str, d: int):
-    # Head dims below 128 leave registers to spare; the 128 configs also fit them, so one default.
-    return _configs(kind)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,43 +269,6 @@ def _seq_info(seq_offsets, num_targets, sort_idx, pid_b):
     return start, n, hist
 
 
-@triton.jit
-def _src(PTR, base, n, stride, BLOCK: tl.constexpr, D: tl.constexpr, TMA: tl.constexpr):
-    """One (sequence, head) slice [n, D] of a [tokens, H, D] tensor as loads/stores see it: a TMA
-    descriptor of exactly that shape (rows past n read as zero, are never written), or the plain
-    pointer for the masked pointer path."""
-    if TMA:
-        return tl.make_tensor_descriptor(PTR + base, shape=[n, D], strides=[stride, 1], block_shape=[BLOCK, D])
-    else:
-        return PTR
-
-
-@triton.jit
-def _load_rows(SRC, base, row0, rows, cols, stride, n, TMA: tl.constexpr):
-    """Rows row0 + [0, BLOCK) (= rows) of a slice from _src; rows past n read as 0."""
-    if TMA:
-        return SRC.load([row0, 0])
-    else:
-        return tl.load(SRC + base + rows[:, None] * stride + cols[None, :], mask=(rows < n)[:, None], other=0.0)
-
-
-@triton.jit
-def _store_rows(DST, base, row0, rows, cols, stride, n, val, TMA: tl.constexpr):
-    if TMA:
-        DST.store([row0, 0], val)
-    else:
-        tl.store(DST + base + rows[:, None] * stride + cols[None, :], val, mask=(rows < n)[:, None])
-
-
-@triton.jit
-def _add_rows(DST, base, row0, rows, cols, stride, n, val, TMA: tl.constexpr):
-    """fp32 atomic add of val into rows row0 + [0, BLOCK): one bulk TMA reduction, or an atomic per element."""
-    if TMA:
-        DST.atomic_add([row0, 0], val)
-    else:
-        tl.atomic_add(DST + base + rows[:, None] * stride + cols[None, :], val, mask=(rows < n)[:, None], sem="relaxed")
-
-
 # ----------------------------------------------------------------------------------------------
 # forward
 
@@ -350,7 +307,6 @@ def _fwd_range(
     jump_at=0,
     jump_to=0,
     full_hi=0,
-    TMA: tl.constexpr = False,
 ):
     # MASKED: 0 no mask, 1 every tile, 2 (one loop) tiles from full_hi on; iterations from jump_at on
     # visit key blocks from jump_to on (the target diagonal after the history).
@@ -360,8 +316,9 @@ def _fwd_range(
         else:
             start_n = it
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = _load_rows(K, kv_base_k, start_n, offs_n, offs_dk, stride_kt, n, TMA)
-        v = _load_rows(V, kv_base_v, start_n, offs_n, offs_dv, stride_vt, n, TMA)
+        nmask = offs_n < n
+        k = tl.load(K + kv_base_k + offs_n[:, None] * stride_kt + offs_dk[None, :], mask=nmask[:, None], other=0.0)
+        v = tl.load(V + kv_base_v + offs_n[:, None] * stride_vt + offs_dv[None, :], mask=nmask[:, None], other=0.0)
         s = _dot(q, tl.trans(k), PREC) * alpha
         if HAS_POS or HAS_TIME:
             s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False)
@@ -411,7 +368,6 @@ def _hstu_fwd(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     ONE_LOOP: tl.constexpr = True,
-    TMA: tl.constexpr = False,
 ):
     pid_m = tl.cdiv(max_len, BLOCK_M) - 1 - tl.program_id(0)  # heaviest (last) query blocks first
     h = tl.program_id(1)
@@ -422,13 +378,14 @@ def _hstu_fwd(
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_dk = tl.arange(0, D_QK)
     offs_dv = tl.arange(0, D_V)
-    qb = seq_start * stride_qt + h * stride_qh
+    mmask = offs_m < n
+    q = tl.load(
+        Q + seq_start * stride_qt + h * stride_qh + offs_m[:, None] * stride_qt + offs_dk[None, :],
+        mask=mmask[:, None],
+        other=0.0,
+    )
     kb = seq_start * stride_kt + h * stride_kh
     vb = seq_start * stride_vt + h * stride_vh
-    ob = seq_start * stride_ot + h * stride_oh
-    q = _load_rows(_src(Q, qb, n, stride_qt, BLOCK_M, D_QK, TMA), qb, m0, offs_m, offs_dk, stride_qt, n, TMA)
-    K = _src(K, kb, n, stride_kt, BLOCK_N, D_QK, TMA)
-    V = _src(V, vb, n, stride_vt, BLOCK_N, D_V, TMA)
     acc = tl.zeros([BLOCK_M, D_V], dtype=tl.float32)
     # Key blocks in three ranges: [0, n_full) every (i, j) allowed; [n_full, e1) the rest of the
     # history this block sees (causal edge / history end); [s2, e2) for target rows, only their own
@@ -472,7 +429,6 @@ def _hstu_fwd(
             e1,
             s2,
             n_full,
-            TMA=TMA,
         )
     else:
         acc = _fwd_range(
@@ -505,7 +461,6 @@ def _hstu_fwd(
             HAS_TIME,
             FAST,
             PREC,
-            TMA=TMA,
         )
         acc = _fwd_range(
             acc,
@@ -537,7 +492,6 @@ def _hstu_fwd(
             HAS_TIME,
             FAST,
             PREC,
-            TMA=TMA,
         )
         acc = _fwd_range(
             acc,
@@ -569,11 +523,13 @@ def _hstu_fwd(
             HAS_TIME,
             FAST,
             PREC,
-            TMA=TMA,
         )
     acc = acc * inv_norm
-    Os = _src(O, ob, n, stride_ot, BLOCK_M, D_V, TMA)
-    _store_rows(Os, ob, m0, offs_m, offs_dv, stride_ot, n, _cast(acc, O.dtype.element_ty, PREC), TMA)
+    tl.store(
+        O + seq_start * stride_ot + h * stride_oh + offs_m[:, None] * stride_ot + offs_dv[None, :],
+        _cast(acc, O.dtype.element_ty, PREC),
+        mask=mmask[:, None],
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -625,15 +581,13 @@ def _bwd_range(
     PREC: tl.constexpr,
     TIME_REDUCE: tl.constexpr,
     full_lo=0,
-    TMA: tl.constexpr = False,
-    TMA_DQ: tl.constexpr = False,
 ):
     # MASKED: 0 no mask, 1 every tile, 2 (one loop) tiles before full_lo (the diagonal)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         mmask = offs_m < n
-        q = _load_rows(Q, q_base, start_m, offs_m, offs_dk, stride_qt, n, TMA)
-        do = _load_rows(DO, do_base, start_m, offs_m, offs_dv, stride_dot, n, TMA)
+        q = tl.load(Q + q_base + offs_m[:, None] * stride_qt + offs_dk[None, :], mask=mmask[:, None], other=0.0)
+        do = tl.load(DO + do_base + offs_m[:, None] * stride_dot + offs_dv[None, :], mask=mmask[:, None], other=0.0)
         # transposed tiles [BLOCK_N keys, BLOCK_M queries]
         sT = _dot(k, tl.trans(q), PREC) * alpha
         if HAS_POS or HAS_TIME:
@@ -656,7 +610,12 @@ def _bwd_range(
         dk += _dot(dsT_c, q, PREC)
         if ATOMIC_DQ:
             dq = _dot(tl.trans(dsT_c), k, PREC) * dq_scale
-            _add_rows(DQA, dqa_base, start_m, offs_m, offs_dk, stride_dqat, n, dq, TMA_DQ)
+            tl.atomic_add(
+                DQA + dqa_base + offs_m[:, None] * stride_dqat + offs_dk[None, :],
+                dq,
+                mask=mmask[:, None],
+                sem="relaxed",
+            )
         if GRAD_POS or GRAD_TIME:
             valid = (offs_n[:, None] < n) & mmask[None, :]
             if MASKED == 1:
@@ -733,8 +692,6 @@ def _hstu_bwd_dkdv(
     N_COPIES: tl.constexpr = 1,
     TIME_REDUCE: tl.constexpr = False,
     ONE_LOOP: tl.constexpr = True,
-    TMA: tl.constexpr = False,
-    TMA_DQ: tl.constexpr = False,
 ):
     # Early key blocks see the most queries: schedule them first.
     pid_n = tl.program_id(0)
@@ -754,21 +711,22 @@ def _hstu_bwd_dkdv(
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_dk = tl.arange(0, D_QK)
     offs_dv = tl.arange(0, D_V)
-    kb = seq_start * stride_kt + h * stride_kh
-    vb = seq_start * stride_vt + h * stride_vh
+    nmask = offs_n < n
+    k = tl.load(
+        K + seq_start * stride_kt + h * stride_kh + offs_n[:, None] * stride_kt + offs_dk[None, :],
+        mask=nmask[:, None],
+        other=0.0,
+    )
+    v = tl.load(
+        V + seq_start * stride_vt + h * stride_vh + offs_n[:, None] * stride_vt + offs_dv[None, :],
+        mask=nmask[:, None],
+        other=0.0,
+    )
+    dk = tl.zeros([BLOCK_N, D_QK], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, D_V], dtype=tl.float32)
     qb = seq_start * stride_qt + h * stride_qh
     dob = seq_start * stride_dot + h * stride_doh
     dqab = seq_start * stride_dqat + h * stride_dqah
-    Ks = _src(K, kb, n, stride_kt, BLOCK_N, D_QK, TMA)
-    Vs = _src(V, vb, n, stride_vt, BLOCK_N, D_V, TMA)
-    k = _load_rows(Ks, kb, n0, offs_n, offs_dk, stride_kt, n, TMA)
-    v = _load_rows(Vs, vb, n0, offs_n, offs_dv, stride_vt, n, TMA)
-    Q = _src(Q, qb, n, stride_qt, BLOCK_M, D_QK, TMA)
-    DO = _src(DO, dob, n, stride_dot, BLOCK_M, D_V, TMA)
-    if ATOMIC_DQ:
-        DQA = _src(DQA, dqab, n, stride_dqat, BLOCK_M, D_QK, TMA_DQ)
-    dk = tl.zeros([BLOCK_N, D_QK], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, D_V], dtype=tl.float32)
     dq_scale = alpha * inv_norm
     # Query blocks: the diagonal ones [n0, diag_end) masked; below the diagonal, history keys are
     # seen by every query (unmasked) - unless the key block reaches into the targets (masked), and
@@ -821,8 +779,6 @@ def _hstu_bwd_dkdv(
             PREC,
             TIME_REDUCE,
             full_lo,
-            TMA=TMA,
-            TMA_DQ=TMA_DQ,
         )
     else:
         d_hi = tl.minimum(diag_end, n)
@@ -869,8 +825,6 @@ def _hstu_bwd_dkdv(
             FAST,
             PREC,
             TIME_REDUCE,
-            TMA=TMA,
-            TMA_DQ=TMA_DQ,
         )
         if n0 + BLOCK_N <= hist:
             dk, dv = _bwd_range(
@@ -916,8 +870,6 @@ def _hstu_bwd_dkdv(
                 FAST,
                 PREC,
                 TIME_REDUCE,
-                TMA=TMA,
-                TMA_DQ=TMA_DQ,
             )
         elif n0 < hist:
             dk, dv = _bwd_range(
@@ -963,15 +915,19 @@ def _hstu_bwd_dkdv(
                 FAST,
                 PREC,
                 TIME_REDUCE,
-                TMA=TMA,
-                TMA_DQ=TMA_DQ,
             )
     dk = dk * (alpha * inv_norm)
     dv = dv * inv_norm
-    DKs = _src(DK, kb, n, stride_kt, BLOCK_N, D_QK, TMA)
-    DVs = _src(DV, vb, n, stride_vt, BLOCK_N, D_V, TMA)
-    _store_rows(DKs, kb, n0, offs_n, offs_dk, stride_kt, n, _cast(dk, DK.dtype.element_ty, PREC), TMA)
-    _store_rows(DVs, vb, n0, offs_n, offs_dv, stride_vt, n, _cast(dv, DV.dtype.element_ty, PREC), TMA)
+    tl.store(
+        DK + seq_start * stride_kt + h * stride_kh + offs_n[:, None] * stride_kt + offs_dk[None, :],
+        _cast(dk, DK.dtype.element_ty, PREC),
+        mask=nmask[:, None],
+    )
+    tl.store(
+        DV + seq_start * stride_vt + h * stride_vh + offs_n[:, None] * stride_vt + offs_dv[None, :],
+        _cast(dv, DV.dtype.element_ty, PREC),
+        mask=nmask[:, None],
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1013,7 +969,6 @@ def _dq_range(
     jump_at=0,
     jump_to=0,
     full_hi=0,
-    TMA: tl.constexpr = False,
 ):
     # MASKED, jump_at, jump_to, full_hi: as in _fwd_range
     for it in range(lo, hi, BLOCK_N):
@@ -1022,8 +977,9 @@ def _dq_range(
         else:
             start_n = it
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = _load_rows(K, kb, start_n, offs_n, offs_dk, stride_kt, n, TMA)
-        v = _load_rows(V, vb, start_n, offs_n, offs_dv, stride_vt, n, TMA)
+        nmask = offs_n < n
+        k = tl.load(K + kb + offs_n[:, None] * stride_kt + offs_dk[None, :], mask=nmask[:, None], other=0.0)
+        v = tl.load(V + vb + offs_n[:, None] * stride_vt + offs_dv[None, :], mask=nmask[:, None], other=0.0)
         s = _dot(q, tl.trans(k), PREC) * alpha
         if HAS_POS or HAS_TIME:
             s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False)
@@ -1076,7 +1032,6 @@ def _hstu_bwd_dq(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     ONE_LOOP: tl.constexpr = True,
-    TMA: tl.constexpr = False,
 ):
     pid_m = tl.cdiv(max_len, BLOCK_M) - 1 - tl.program_id(0)
     h = tl.program_id(1)
@@ -1087,14 +1042,19 @@ def _hstu_bwd_dq(
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_dk = tl.arange(0, D_QK)
     offs_dv = tl.arange(0, D_V)
-    qb = seq_start * stride_qt + h * stride_qh
-    dob = seq_start * stride_dot + h * stride_doh
+    mmask = offs_m < n
+    q = tl.load(
+        Q + seq_start * stride_qt + h * stride_qh + offs_m[:, None] * stride_qt + offs_dk[None, :],
+        mask=mmask[:, None],
+        other=0.0,
+    )
+    do = tl.load(
+        DO + seq_start * stride_dot + h * stride_doh + offs_m[:, None] * stride_dot + offs_dv[None, :],
+        mask=mmask[:, None],
+        other=0.0,
+    )
     kb = seq_start * stride_kt + h * stride_kh
     vb = seq_start * stride_vt + h * stride_vh
-    q = _load_rows(_src(Q, qb, n, stride_qt, BLOCK_M, D_QK, TMA), qb, m0, offs_m, offs_dk, stride_qt, n, TMA)
-    do = _load_rows(_src(DO, dob, n, stride_dot, BLOCK_M, D_V, TMA), dob, m0, offs_m, offs_dv, stride_dot, n, TMA)
-    K = _src(K, kb, n, stride_kt, BLOCK_N, D_QK, TMA)
-    V = _src(V, vb, n, stride_vt, BLOCK_N, D_V, TMA)
     dq = tl.zeros([BLOCK_M, D_QK], dtype=tl.float32)
     # the forward's three key ranges (see _hstu_fwd)
     n_full = (tl.minimum(m0, hist) // BLOCK_N) * BLOCK_N
@@ -1137,7 +1097,6 @@ def _hstu_bwd_dq(
             e1,
             s2,
             n_full,
-            TMA=TMA,
         )
     else:
         dq = _dq_range(
@@ -1171,7 +1130,6 @@ def _hstu_bwd_dq(
             HAS_TIME,
             FAST,
             PREC,
-            TMA=TMA,
         )
         dq = _dq_range(
             dq,
@@ -1204,7 +1162,6 @@ def _hstu_bwd_dq(
             HAS_TIME,
             FAST,
             PREC,
-            TMA=TMA,
         )
         dq = _dq_range(
             dq,
@@ -1237,19 +1194,21 @@ def _hstu_bwd_dq(
             HAS_TIME,
             FAST,
             PREC,
-            TMA=TMA,
         )
     dq = dq * (alpha * inv_norm)
-    DQs = _src(DQ, qb, n, stride_qt, BLOCK_M, D_QK, TMA)
-    _store_rows(DQs, qb, m0, offs_m, offs_dk, stride_qt, n, _cast(dq, DQ.dtype.element_ty, PREC), TMA)
+    tl.store(
+        DQ + seq_start * stride_qt + h * stride_qh + offs_m[:, None] * stride_qt + offs_dk[None, :],
+        _cast(dq, DQ.dtype.element_ty, PREC),
+        mask=mmask[:, None],
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # autotuned entry points (a single config unless ROO_HSTU_AUTOTUNE=1)
 
 
-def _cfgs(kind: str):
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in _configs(kind)]
+def _cfgs(configs):
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in configs]
 
 
 KERNELS = {"fwd": _hstu_fwd, "bwd": _hstu_bwd_dkdv, "dq": _hstu_bwd_dq}  # the jitted kernels, by kind
@@ -1257,16 +1216,16 @@ _KEY = ["max_len_bucket", "D_QK", "D_V", "HAS_POS", "HAS_TIME"]
 _cache: dict = {}
 
 
-def _kernel(kind: str):
+def _kernel(kind: str, atomic_dq: bool = True):
     """Wrap lazily so the config choice (env, FORCE_CONFIG) is read at first use, not import."""
-    key = (kind, tuple(_configs(kind)))
+    key = (kind, tuple(_configs(kind, atomic_dq)))
     if key not in _cache:
         base = KERNELS[kind]
         kw = {}
         if kind == "bwd":
             # atomics accumulate: autotune trial runs must start from zero
             kw["reset_to_zero"] = ["DQA", "DPW", "DTW"]
-        _cache[key] = triton.autotune(configs=_cfgs(kind), key=_KEY + (["ATOMIC_DQ"] if kind == "bwd" else []), **kw)(
+        _cache[key] = triton.autotune(configs=_cfgs(key[1]), key=_KEY + (["ATOMIC_DQ"] if kind == "bwd" else []), **kw)(
             base
         )
     return _cache[key]
@@ -1354,34 +1313,6 @@ def _prec(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def _tma_ok(*ts: torch.Tensor) -> bool:
-    """TMA for these [tokens, H, D] tensors: enabled, a device with TMA (or the interpreter), and
-    every slice row 16-byte aligned (base, token and head strides)."""
-    if not TMA:
-        return False
-    if not _interpreting():
-        dev = ts[0].device
-        if dev.type != "cuda" or torch.cuda.get_device_capability(dev)[0] < 9:
-            return False
-    for t in ts:
-        e = t.element_size()
-        if t.data_ptr() % 16 or (t.stride(0) * e) % 16 or (t.stride(1) * e) % 16 or t.stride(2) != 1:
-            return False
-    _ensure_allocator()
-    return True
-
-
-def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
-    return torch.empty(size, dtype=torch.int8, device="cuda")
-
-
-def _ensure_allocator() -> None:
-    # Device-side descriptors are written to a global scratch buffer that Triton asks for per launch.
-    # Triton keeps the allocator in a ContextVar, and autograd runs the backward on its own thread
-    # (which starts from the default, none), so set it in the calling thread before every launch.
-    triton.set_allocator(_scratch)
-
-
 def _bucket(max_seq_len: int) -> int:
     return 1 << max(0, int(max_seq_len) - 1).bit_length()
 
@@ -1434,7 +1365,6 @@ class _HSTUAttention(torch.autograd.Function):
             fast=_fast(q.dtype, q.device),
             prec=_prec(q.dtype),
             bucket=_bucket(max_seq_len),
-            tma=_tma_ok(q, k, v, out),
         )
         if total > 0 and B > 0 and max_seq_len > 0:
             kern = _kernel("fwd")
@@ -1475,7 +1405,6 @@ class _HSTUAttention(torch.autograd.Function):
                 FAST=meta["fast"],
                 PREC=meta["prec"],
                 ONE_LOOP=ONE_LOOP,
-                TMA=meta["tma"],
             )
         ctx.save_for_backward(q, k, v, seq_offsets, nt, sort_idx, pos, ts, pw, tw)
         ctx.meta = meta
@@ -1499,10 +1428,9 @@ class _HSTUAttention(torch.autograd.Function):
         dtw = torch.zeros(copies * m["T"], dtype=torch.float32, device=q.device) if grad_time else _dummy(q.device)
         atomic = DQ_MODE == "atomic" or (DQ_MODE == "auto" and m["max_seq_len"] >= 2048)
         dqa = torch.zeros((total, H, dqk), dtype=torch.float32, device=q.device) if atomic else _dummy(q.device)
-        tma = m["tma"] and _tma_ok(dout, dq, dk, dv)
         if total > 0 and m["B"] > 0 and m["max_seq_len"] > 0:
             B, L = m["B"], m["max_seq_len"]
-            kern = _kernel("bwd")
+            kern = _kernel("bwd", atomic)
             LAST_COMPILED["bwd"] = kern[lambda META: (triton.cdiv(L, META["BLOCK_N"]), H, B)](
                 q,
                 k,
@@ -1550,9 +1478,6 @@ class _HSTUAttention(torch.autograd.Function):
                 N_COPIES=copies,
                 TIME_REDUCE=grad_time and TIME_GRAD_MODE == "reduce",
                 ONE_LOOP=ONE_LOOP,
-                TMA=tma,
-                # the interpreter has no descriptor atomics: per-element atomics there
-                TMA_DQ=tma and atomic and not _interpreting(),
             )
             if atomic:
                 dq = dqa.to(q.dtype)
@@ -1592,7 +1517,6 @@ class _HSTUAttention(torch.autograd.Function):
                     FAST=m["fast"],
                     PREC=m["prec"],
                     ONE_LOOP=ONE_LOOP,
-                    TMA=tma,
                 )
         else:
             dq.zero_()
