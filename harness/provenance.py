@@ -32,7 +32,12 @@ FIELDS = (
     "seed",
     "created_utc",
     "roo_bench_version",
+    "kernel_env",
 )
+
+# Environment switches of the Triton attention kernels (roo_ref/kernels/hstu_attention.py: dq mode,
+# configs, bias-gradient mode, ...): they change what a GPU record measured, so a record carries them.
+KERNEL_ENV_PREFIX = "ROO_HSTU_"
 
 
 def _git(*args: str) -> str | None:
@@ -148,4 +153,5 @@ def collect(seed: int | None = None, device: str | None = None) -> dict:
         "seed": seed,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "roo_bench_version": roo_bench_version(),
+        "kernel_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(KERNEL_ENV_PREFIX)},
     }
