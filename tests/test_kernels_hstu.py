@@ -286,6 +286,24 @@ def test_long_sequences_gpu(lengths, nt, dq_mode, monkeypatch):
     _check_case(lengths, nt, 2, 128, 128, torch.bfloat16, True, seed=4)
 
 
+@pytest.mark.skipif(not CUDA, reason="the autotuner runs on a GPU only")
+def test_autotuned_backward_twice_on_one_graph(monkeypatch):
+    """ROO_HSTU_AUTOTUNE=1: the autotuner zeroes the atomic targets before its trials; a second
+    backward of the same graph (retain_graph, as the benchmark times it) must still work, and give
+    the same gradients."""
+    monkeypatch.setattr(hk, "_autotune", lambda: True)
+    lengths, nt = [300, 129, 0, 77], [5, 0, 0, 77]
+    off = offsets_from_lengths(torch.tensor(lengths)).to(DEV)
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(sum(lengths), 2, 64, generator=g).to(DEV, torch.bfloat16).requires_grad_() for _ in range(3))
+    out = hk.hstu_attention_triton(q, k, v, off, 300, 0.125, 300.0, torch.tensor(nt, device=DEV))
+    dout = torch.randn_like(out)
+    first = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+    second = torch.autograd.grad(out, (q, k, v), dout)
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-2)
+
+
 def test_dispatcher_and_roo_identity():
     """backend='triton' through the dispatcher; one request sequence (history + k targets) gives the
     outputs of k impression sequences (history + 1 target) - the identity the project measures."""

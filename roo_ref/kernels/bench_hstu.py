@@ -184,7 +184,8 @@ def main(argv=None) -> int:
     )
     p.add_argument("--out", default="bench_hstu.json")
     a = p.parse_args(argv)
-    if not a.no_autotune:
+    if not a.no_autotune and not a.sweep:
+        # (the sweep times each variant as given: kernels a variant does not name keep their defaults)
         os.environ["ROO_HSTU_AUTOTUNE"] = "1"
 
     import torch

@@ -1292,9 +1292,13 @@ def _check(
 _DUMMIES: dict = {}
 
 
-def _dummy(device, dtype=torch.float32) -> torch.Tensor:
-    """A 1-element buffer for an unused pointer argument (cached: no allocation per call)."""
-    key = (str(device), dtype)
+def _dummy(device, dtype=torch.float32, written: bool = False) -> torch.Tensor:
+    """A 1-element buffer for an unused pointer argument (cached: no allocation per call).
+    written=True: one for the atomic targets (DQA, DPW, DTW), which the autotuner zeroes before its
+    trial runs (reset_to_zero). That in-place write must not hit the read-only placeholders, which
+    the forward saves for backward: autograd would reject a second backward of the same graph
+    (retain_graph) as "modified by an inplace operation" (seen on the H100 with ROO_HSTU_AUTOTUNE=1)."""
+    key = (str(device), dtype, written)
     if key not in _DUMMIES:
         _DUMMIES[key] = torch.zeros(1, dtype=dtype, device=device)
     return _DUMMIES[key]
@@ -1424,10 +1428,12 @@ class _HSTUAttention(torch.autograd.Function):
         dv = torch.empty_like(v)
         grad_pos, grad_time = ctx.weight_grads
         copies = RAB_GRAD_COPIES
-        dpw = torch.zeros(copies * m["P"], dtype=torch.float32, device=q.device) if grad_pos else _dummy(q.device)
-        dtw = torch.zeros(copies * m["T"], dtype=torch.float32, device=q.device) if grad_time else _dummy(q.device)
+        # atomic targets; a placeholder of its own when unused (see _dummy)
+        sink = _dummy(q.device, written=True)
+        dpw = torch.zeros(copies * m["P"], dtype=torch.float32, device=q.device) if grad_pos else sink
+        dtw = torch.zeros(copies * m["T"], dtype=torch.float32, device=q.device) if grad_time else sink
         atomic = DQ_MODE == "atomic" or (DQ_MODE == "auto" and m["max_seq_len"] >= 2048)
-        dqa = torch.zeros((total, H, dqk), dtype=torch.float32, device=q.device) if atomic else _dummy(q.device)
+        dqa = torch.zeros((total, H, dqk), dtype=torch.float32, device=q.device) if atomic else sink
         if total > 0 and m["B"] > 0 and m["max_seq_len"] > 0:
             B, L = m["B"], m["max_seq_len"]
             kern = _kernel("bwd", atomic)
