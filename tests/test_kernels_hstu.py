@@ -212,13 +212,14 @@ def test_block_shapes_and_dq_modes_interpreter(blocks, dq_mode, one_loop, monkey
     _check_case(lengths, nt, 2, 16, 32, torch.float32, True, seed=1)
 
 
+@pytest.mark.parametrize("mode", ["reduce", "atomic"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("chronological", [False, True])
-def test_time_gradient_tile_reduction(dtype, chronological, monkeypatch):
-    """ROO_HSTU_TIME_GRAD=reduce (per-tile sums per time bucket, then one atomic per bucket) gives
-    the reference's gradients: with random timestamps (a tile spans many buckets) and with
-    chronological ones (the case it is for: a tile spans a few)."""
-    monkeypatch.setattr(hk, "TIME_GRAD_MODE", "reduce")
+def test_time_gradient_modes(mode, dtype, chronological, monkeypatch):
+    """Both time-bucket gradient modes give the reference's gradients - "reduce" (the default: per-tile
+    sums per time bucket, then one atomic per bucket) and "atomic" (one per pair) - with random
+    timestamps (a tile spans many buckets) and chronological ones (a tile spans a few)."""
+    monkeypatch.setattr(hk, "TIME_GRAD_MODE", mode)
     if chronological:
         real_make = _make
 
