@@ -29,6 +29,22 @@ def test_committed_superseded_campaigns_are_not_folded_in():
     assert "h100/campaign3/early-kxL/results.jsonl" in files
     assert "h100/campaign2/early-kxL/results.jsonl" not in files  # before the coalesce fix
     assert "h100/campaign/nvml_perturbation.jsonl" in files  # still the only NVML measurement
+    assert "h100/campaign4/hstu-kxL/results.jsonl" in files  # the current attention kernel
+    assert "h100/campaign3/hstu-kxL/results.jsonl" not in files
+    assert "h100/campaign4/hstu-preset/results.jsonl" in files  # tile-reduced time-bucket gradient
+    assert "h100/campaign4/hstu-preset-timegrad-atomic/results.jsonl" not in files
+
+
+def test_each_committed_point_is_folded_in_once():
+    """A rerun of a point supersedes the earlier run's folder; both in the report would count the
+    point twice (and its speedup twice in the medians)."""
+    rs = load([str(p) for p in _files()])
+    points = collections.Counter(
+        (r["config_hash"], (r.get("provenance") or {}).get("device_name"))
+        for r in rs.records
+        if r.get("kind") == "point"
+    )
+    assert points and max(points.values()) == 1, [k for k, n in points.items() if n > 1]
 
 
 def test_committed_record_files_load_cleanly_once_each():
