@@ -10,14 +10,15 @@ Kernels (all fp32 accumulation; operands of tl.dot in the input dtype):
 - forward: one program per (query block, head, sequence). Key blocks are visited in three ranges so
   that fully masked tiles are never touched and fully visible tiles skip the mask arithmetic:
   [0, min(m0, hist)) unmasked; the rest of the history masked; then, for target rows, only the
-  diagonal blocks (a target sees the history and itself, never another target).
+  diagonal blocks (a target sees the history and itself, never another target). All three ranges
+  are one software-pipelined loop with the mask under a per-tile branch (ONE_LOOP below).
 - backward dk/dv: one program per (key block, head, sequence) - the split over the sequence that the
   public kernel lacks - looping over the query blocks that can see the key block.
 - backward dq: either its own kernel (one program per (query block, head, sequence), same ranges as
   the forward: no atomics, recomputes qk and dO v^T) or fp32 atomics from the dk/dv kernel
   (DQ_MODE below); the benchmark measures both.
 - relative-bias gradients: fp32 atomics into the (small) bucket tables from the dk/dv kernel, which
-  visits every allowed (i, j) pair exactly once.
+  visits every allowed (i, j) pair exactly once (time buckets summed per tile first: TIME_GRAD_MODE).
 Ragged batches: sequences are sorted by length (descending) on the device and the grid's slowest
 axis walks that order, with the heaviest (last, causal) query blocks first in each sequence, so
 the longest work starts first and short sequences fill the tail.
