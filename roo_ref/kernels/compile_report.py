@@ -66,7 +66,7 @@ def _signature(fn, constexprs: dict) -> tuple[dict, dict]:
 
 
 def compile_report(kind: str, config: tuple[int, int, int, int], *, head_dim: int = 128, rab: bool = False,
-                   time_reduce: bool = False, atomic_dq: bool = False, one_loop: bool = True) -> dict:
+                   time_reduce: bool = True, atomic_dq: bool = False, one_loop: bool = True) -> dict:
     """Compile one kernel for sm_90 and return {"regs", "spill_store_bytes", "spill_load_bytes",
     "shared_bytes", "fits_smem"} (ValueError on a bad kind; RuntimeError if no ptxas is found)."""
     if kind not in KINDS:
@@ -129,7 +129,8 @@ def main(argv=None) -> int:
                    help="BLOCK_M,BLOCK_N,num_warps,num_stages (repeatable; default: the kernel's default)")
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--rab", action="store_true", help="relative attention bias (with its gradients in bwd)")
-    p.add_argument("--time-reduce", action="store_true", help="bwd: ROO_HSTU_TIME_GRAD=reduce")
+    p.add_argument("--time-grad", choices=("reduce", "atomic"), default="reduce",
+                   help="bwd with --rab: the time-bucket gradient mode (ROO_HSTU_TIME_GRAD; default reduce)")
     p.add_argument("--atomic-dq", action="store_true", help="bwd: dq by atomics in the dk/dv kernel")
     p.add_argument("--loop-per-range", action="store_true", help="ROO_HSTU_ONE_LOOP=0")
     p.add_argument("--json", action="store_true")
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
     rows = []
     for cfg in configs:
         try:
-            r = compile_report(a.kind, cfg, head_dim=a.head_dim, rab=a.rab, time_reduce=a.time_reduce,
+            r = compile_report(a.kind, cfg, head_dim=a.head_dim, rab=a.rab, time_reduce=a.time_grad == "reduce",
                                atomic_dq=a.atomic_dq, one_loop=not a.loop_per_range)
         except (RuntimeError, ValueError) as e:
             print(f"compile_report: {e}", file=sys.stderr)
