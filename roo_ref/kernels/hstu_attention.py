@@ -261,6 +261,18 @@ def _allowed(ii, jj, hist):
 
 
 @triton.jit
+def _key_ranges(m0, n, hist, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The key blocks the query block [m0, m0 + BLOCK_M) sees, in three ranges: [0, n_full) every
+    (i, j) allowed; [n_full, e1) the rest of the history it sees (causal edge / history end); [s2, e2)
+    for target rows, only their own diagonal beyond the history (a target sees the history and itself)."""
+    n_full = (tl.minimum(m0, hist) // BLOCK_N) * BLOCK_N
+    e1 = tl.maximum(tl.cdiv(tl.minimum(m0 + BLOCK_M, hist), BLOCK_N) * BLOCK_N, n_full)
+    s2 = tl.maximum(e1, (tl.maximum(m0, hist) // BLOCK_N) * BLOCK_N)
+    e2 = tl.where(m0 + BLOCK_M > hist, tl.minimum(m0 + BLOCK_M, n), s2)
+    return n_full, e1, s2, e2
+
+
+@triton.jit
 def _seq_info(seq_offsets, num_targets, sort_idx, pid_b):
     b = tl.load(sort_idx + pid_b)
     start = tl.load(seq_offsets + b)
@@ -388,143 +400,30 @@ def _hstu_fwd(
     kb = seq_start * stride_kt + h * stride_kh
     vb = seq_start * stride_vt + h * stride_vh
     acc = tl.zeros([BLOCK_M, D_V], dtype=tl.float32)
-    # Key blocks in three ranges: [0, n_full) every (i, j) allowed; [n_full, e1) the rest of the
-    # history this block sees (causal edge / history end); [s2, e2) for target rows, only their own
-    # diagonal beyond the history (a target sees the history and itself).
-    n_full = (tl.minimum(m0, hist) // BLOCK_N) * BLOCK_N
-    e1 = tl.maximum(tl.cdiv(tl.minimum(m0 + BLOCK_M, hist), BLOCK_N) * BLOCK_N, n_full)
-    s2 = tl.maximum(e1, (tl.maximum(m0, hist) // BLOCK_N) * BLOCK_N)
-    e2 = tl.where(m0 + BLOCK_M > hist, tl.minimum(m0 + BLOCK_M, n), s2)
+    # key blocks in the three ranges of _key_ranges, in one loop (or one loop each)
+    n_full, e1, s2, e2 = _key_ranges(m0, n, hist, BLOCK_M, BLOCK_N)
+    # (the range calls differ only in their bounds and mask mode: kept compact)
+    # fmt: off
     if ONE_LOOP:
         n_iter = e1 + tl.maximum(e2 - s2, 0)
         acc = _fwd_range(
-            acc,
-            q,
-            K,
-            V,
-            kb,
-            vb,
-            stride_kt,
-            stride_vt,
-            0,
-            n_iter,
-            offs_m,
-            offs_dk,
-            offs_dv,
-            seq_start,
-            n,
-            hist,
-            alpha,
-            POS,
-            TS,
-            PW,
-            TW,
-            P,
-            T,
-            BLOCK_N,
-            2,
-            HAS_POS,
-            HAS_TIME,
-            FAST,
-            PREC,
-            e1,
-            s2,
-            n_full,
+            acc, q, K, V, kb, vb, stride_kt, stride_vt, 0, n_iter, offs_m, offs_dk, offs_dv, seq_start, n, hist,
+            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 2, HAS_POS, HAS_TIME, FAST, PREC, e1, s2, n_full
         )
     else:
         acc = _fwd_range(
-            acc,
-            q,
-            K,
-            V,
-            kb,
-            vb,
-            stride_kt,
-            stride_vt,
-            0,
-            n_full,
-            offs_m,
-            offs_dk,
-            offs_dv,
-            seq_start,
-            n,
-            hist,
-            alpha,
-            POS,
-            TS,
-            PW,
-            TW,
-            P,
-            T,
-            BLOCK_N,
-            0,
-            HAS_POS,
-            HAS_TIME,
-            FAST,
-            PREC,
+            acc, q, K, V, kb, vb, stride_kt, stride_vt, 0, n_full, offs_m, offs_dk, offs_dv, seq_start, n, hist,
+            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 0, HAS_POS, HAS_TIME, FAST, PREC
         )
         acc = _fwd_range(
-            acc,
-            q,
-            K,
-            V,
-            kb,
-            vb,
-            stride_kt,
-            stride_vt,
-            n_full,
-            e1,
-            offs_m,
-            offs_dk,
-            offs_dv,
-            seq_start,
-            n,
-            hist,
-            alpha,
-            POS,
-            TS,
-            PW,
-            TW,
-            P,
-            T,
-            BLOCK_N,
-            1,
-            HAS_POS,
-            HAS_TIME,
-            FAST,
-            PREC,
+            acc, q, K, V, kb, vb, stride_kt, stride_vt, n_full, e1, offs_m, offs_dk, offs_dv, seq_start, n, hist,
+            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 1, HAS_POS, HAS_TIME, FAST, PREC
         )
         acc = _fwd_range(
-            acc,
-            q,
-            K,
-            V,
-            kb,
-            vb,
-            stride_kt,
-            stride_vt,
-            s2,
-            e2,
-            offs_m,
-            offs_dk,
-            offs_dv,
-            seq_start,
-            n,
-            hist,
-            alpha,
-            POS,
-            TS,
-            PW,
-            TW,
-            P,
-            T,
-            BLOCK_N,
-            1,
-            HAS_POS,
-            HAS_TIME,
-            FAST,
-            PREC,
+            acc, q, K, V, kb, vb, stride_kt, stride_vt, s2, e2, offs_m, offs_dk, offs_dv, seq_start, n, hist, alpha,
+            POS, TS, PW, TW, P, T, BLOCK_N, 1, HAS_POS, HAS_TIME, FAST, PREC
         )
+    # fmt: on
     acc = acc * inv_norm
     tl.store(
         O + seq_start * stride_ot + h * stride_oh + offs_m[:, None] * stride_ot + offs_dv[None, :],
@@ -734,189 +633,35 @@ def _hstu_bwd_dkdv(
     # a key block of targets only is seen by its own diagonal.
     diag_end = n0 + tl.cdiv(BLOCK_N, BLOCK_M) * BLOCK_M
     hi = tl.where(n0 < hist, n, tl.minimum(diag_end, n))
+    # (the range calls differ only in their bounds and mask mode: kept compact)
+    # fmt: off
     if ONE_LOOP:
         full_lo = tl.where(n0 + BLOCK_N <= hist, diag_end, hi)
         dk, dv = _bwd_range(
-            dk,
-            dv,
-            k,
-            v,
-            Q,
-            DO,
-            DQA,
-            qb,
-            dob,
-            dqab,
-            stride_qt,
-            stride_dot,
-            stride_dqat,
-            n0,
-            hi,
-            offs_n,
-            offs_dk,
-            offs_dv,
-            seq_start,
-            n,
-            hist,
-            alpha,
-            dq_scale,
-            inv_norm,
-            POS,
-            TS,
-            PW,
-            TW,
-            DPW,
-            DTW,
-            P,
-            T,
-            BLOCK_M,
-            2,
-            HAS_POS,
-            HAS_TIME,
-            GRAD_POS,
-            GRAD_TIME,
-            ATOMIC_DQ,
-            FAST,
-            PREC,
-            TIME_REDUCE,
-            full_lo,
+            dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, n0, hi, offs_n, offs_dk,
+            offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T, BLOCK_M, 2,
+            HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE, full_lo
         )
     else:
         d_hi = tl.minimum(diag_end, n)
         dk, dv = _bwd_range(
-            dk,
-            dv,
-            k,
-            v,
-            Q,
-            DO,
-            DQA,
-            qb,
-            dob,
-            dqab,
-            stride_qt,
-            stride_dot,
-            stride_dqat,
-            n0,
-            d_hi,
-            offs_n,
-            offs_dk,
-            offs_dv,
-            seq_start,
-            n,
-            hist,
-            alpha,
-            dq_scale,
-            inv_norm,
-            POS,
-            TS,
-            PW,
-            TW,
-            DPW,
-            DTW,
-            P,
-            T,
-            BLOCK_M,
-            1,
-            HAS_POS,
-            HAS_TIME,
-            GRAD_POS,
-            GRAD_TIME,
-            ATOMIC_DQ,
-            FAST,
-            PREC,
-            TIME_REDUCE,
+            dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, n0, d_hi, offs_n, offs_dk,
+            offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T, BLOCK_M, 1,
+            HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
         )
         if n0 + BLOCK_N <= hist:
             dk, dv = _bwd_range(
-                dk,
-                dv,
-                k,
-                v,
-                Q,
-                DO,
-                DQA,
-                qb,
-                dob,
-                dqab,
-                stride_qt,
-                stride_dot,
-                stride_dqat,
-                diag_end,
-                n,
-                offs_n,
-                offs_dk,
-                offs_dv,
-                seq_start,
-                n,
-                hist,
-                alpha,
-                dq_scale,
-                inv_norm,
-                POS,
-                TS,
-                PW,
-                TW,
-                DPW,
-                DTW,
-                P,
-                T,
-                BLOCK_M,
-                0,
-                HAS_POS,
-                HAS_TIME,
-                GRAD_POS,
-                GRAD_TIME,
-                ATOMIC_DQ,
-                FAST,
-                PREC,
-                TIME_REDUCE,
+                dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, diag_end, n, offs_n,
+                offs_dk, offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T,
+                BLOCK_M, 0, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
             )
         elif n0 < hist:
             dk, dv = _bwd_range(
-                dk,
-                dv,
-                k,
-                v,
-                Q,
-                DO,
-                DQA,
-                qb,
-                dob,
-                dqab,
-                stride_qt,
-                stride_dot,
-                stride_dqat,
-                diag_end,
-                n,
-                offs_n,
-                offs_dk,
-                offs_dv,
-                seq_start,
-                n,
-                hist,
-                alpha,
-                dq_scale,
-                inv_norm,
-                POS,
-                TS,
-                PW,
-                TW,
-                DPW,
-                DTW,
-                P,
-                T,
-                BLOCK_M,
-                1,
-                HAS_POS,
-                HAS_TIME,
-                GRAD_POS,
-                GRAD_TIME,
-                ATOMIC_DQ,
-                FAST,
-                PREC,
-                TIME_REDUCE,
+                dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, diag_end, n, offs_n,
+                offs_dk, offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T,
+                BLOCK_M, 1, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
             )
+    # fmt: on
     dk = dk * (alpha * inv_norm)
     dv = dv * inv_norm
     tl.store(
@@ -1057,145 +802,30 @@ def _hstu_bwd_dq(
     kb = seq_start * stride_kt + h * stride_kh
     vb = seq_start * stride_vt + h * stride_vh
     dq = tl.zeros([BLOCK_M, D_QK], dtype=tl.float32)
-    # the forward's three key ranges (see _hstu_fwd)
-    n_full = (tl.minimum(m0, hist) // BLOCK_N) * BLOCK_N
-    e1 = tl.maximum(tl.cdiv(tl.minimum(m0 + BLOCK_M, hist), BLOCK_N) * BLOCK_N, n_full)
-    s2 = tl.maximum(e1, (tl.maximum(m0, hist) // BLOCK_N) * BLOCK_N)
-    e2 = tl.where(m0 + BLOCK_M > hist, tl.minimum(m0 + BLOCK_M, n), s2)
+    # the forward's three key ranges
+    n_full, e1, s2, e2 = _key_ranges(m0, n, hist, BLOCK_M, BLOCK_N)
+    # (the range calls differ only in their bounds and mask mode: kept compact)
+    # fmt: off
     if ONE_LOOP:
         n_iter = e1 + tl.maximum(e2 - s2, 0)
         dq = _dq_range(
-            dq,
-            q,
-            do,
-            K,
-            V,
-            kb,
-            vb,
-            stride_kt,
-            stride_vt,
-            0,
-            n_iter,
-            offs_m,
-            offs_dk,
-            offs_dv,
-            seq_start,
-            n,
-            hist,
-            alpha,
-            POS,
-            TS,
-            PW,
-            TW,
-            P,
-            T,
-            BLOCK_N,
-            2,
-            HAS_POS,
-            HAS_TIME,
-            FAST,
-            PREC,
-            e1,
-            s2,
-            n_full,
+            dq, q, do, K, V, kb, vb, stride_kt, stride_vt, 0, n_iter, offs_m, offs_dk, offs_dv, seq_start, n, hist,
+            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 2, HAS_POS, HAS_TIME, FAST, PREC, e1, s2, n_full
         )
     else:
         dq = _dq_range(
-            dq,
-            q,
-            do,
-            K,
-            V,
-            kb,
-            vb,
-            stride_kt,
-            stride_vt,
-            0,
-            n_full,
-            offs_m,
-            offs_dk,
-            offs_dv,
-            seq_start,
-            n,
-            hist,
-            alpha,
-            POS,
-            TS,
-            PW,
-            TW,
-            P,
-            T,
-            BLOCK_N,
-            0,
-            HAS_POS,
-            HAS_TIME,
-            FAST,
-            PREC,
+            dq, q, do, K, V, kb, vb, stride_kt, stride_vt, 0, n_full, offs_m, offs_dk, offs_dv, seq_start, n, hist,
+            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 0, HAS_POS, HAS_TIME, FAST, PREC
         )
         dq = _dq_range(
-            dq,
-            q,
-            do,
-            K,
-            V,
-            kb,
-            vb,
-            stride_kt,
-            stride_vt,
-            n_full,
-            e1,
-            offs_m,
-            offs_dk,
-            offs_dv,
-            seq_start,
-            n,
-            hist,
-            alpha,
-            POS,
-            TS,
-            PW,
-            TW,
-            P,
-            T,
-            BLOCK_N,
-            1,
-            HAS_POS,
-            HAS_TIME,
-            FAST,
-            PREC,
+            dq, q, do, K, V, kb, vb, stride_kt, stride_vt, n_full, e1, offs_m, offs_dk, offs_dv, seq_start, n, hist,
+            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 1, HAS_POS, HAS_TIME, FAST, PREC
         )
         dq = _dq_range(
-            dq,
-            q,
-            do,
-            K,
-            V,
-            kb,
-            vb,
-            stride_kt,
-            stride_vt,
-            s2,
-            e2,
-            offs_m,
-            offs_dk,
-            offs_dv,
-            seq_start,
-            n,
-            hist,
-            alpha,
-            POS,
-            TS,
-            PW,
-            TW,
-            P,
-            T,
-            BLOCK_N,
-            1,
-            HAS_POS,
-            HAS_TIME,
-            FAST,
-            PREC,
+            dq, q, do, K, V, kb, vb, stride_kt, stride_vt, s2, e2, offs_m, offs_dk, offs_dv, seq_start, n, hist,
+            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 1, HAS_POS, HAS_TIME, FAST, PREC
         )
+    # fmt: on
     dq = dq * (alpha * inv_norm)
     tl.store(
         DQ + seq_start * stride_qt + h * stride_qh + offs_m[:, None] * stride_qt + offs_dk[None, :],
