@@ -33,7 +33,6 @@ import tempfile
 import time
 
 MODES = ("fwd", "bwd", "fwdbwd")
-DQ_MODE_DEFAULT = os.environ.get("ROO_HSTU_DQ", "auto")  # what the kernel module reads at import
 PROVIDERS = ("torch_ref", "sdpa_cudnn", "sdpa_flash", "triton", "triton_atomic", "triton_nocheck")
 
 
@@ -99,6 +98,7 @@ def _bench_provider(torch, provider, x, modes):
     from roo_ref.kernels import hstu_attention as hk
 
     res = {}
+    dq_mode = hk.DQ_MODE  # triton_atomic overrides it for its own run only
     if provider.startswith("sdpa"):
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -122,7 +122,8 @@ def _bench_provider(torch, provider, x, modes):
             def f():
                 return hstu_attention_torch(q, k, v, *args)
         else:
-            hk.DQ_MODE = "atomic" if provider == "triton_atomic" else DQ_MODE_DEFAULT
+            if provider == "triton_atomic":
+                hk.DQ_MODE = "atomic"
             kw = {"check_values": False} if provider == "triton_nocheck" else {}
 
             def f():
@@ -168,6 +169,7 @@ def _bench_provider(torch, provider, x, modes):
         print(f"  {provider}: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
         res = {m: None for m in modes}
     finally:
+        hk.DQ_MODE = dq_mode
         for t in leaves:
             t.grad = None
         torch.cuda.empty_cache()

@@ -273,6 +273,24 @@ def _key_ranges(m0, n, hist, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _key_tile(
+    it, jump_at, jump_to, K, V, kb, vb, stride_kt, stride_vt, offs_dk, offs_dv, n, BLOCK_N: tl.constexpr, MASKED
+):
+    """Key block `it` of a forward / dq loop: (start, offsets, k tile, v tile); rows past n read 0.
+    In one loop (MASKED == 2) iterations from jump_at on visit key blocks from jump_to on (the
+    target diagonal after the history)."""
+    if MASKED == 2:
+        start_n = tl.where(it >= jump_at, it - jump_at + jump_to, it)
+    else:
+        start_n = it
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    nmask = offs_n < n
+    k = tl.load(K + kb + offs_n[:, None] * stride_kt + offs_dk[None, :], mask=nmask[:, None], other=0.0)
+    v = tl.load(V + vb + offs_n[:, None] * stride_vt + offs_dv[None, :], mask=nmask[:, None], other=0.0)
+    return start_n, offs_n, k, v
+
+
+@triton.jit
 def _seq_info(seq_offsets, num_targets, sort_idx, pid_b):
     b = tl.load(sort_idx + pid_b)
     start = tl.load(seq_offsets + b)
@@ -321,17 +339,11 @@ def _fwd_range(
     jump_to=0,
     full_hi=0,
 ):
-    # MASKED: 0 no mask, 1 every tile, 2 (one loop) tiles from full_hi on; iterations from jump_at on
-    # visit key blocks from jump_to on (the target diagonal after the history).
+    # MASKED: 0 no mask, 1 every tile, 2 (one loop) tiles from full_hi on (see _key_tile for the jump)
     for it in range(lo, hi, BLOCK_N):
-        if MASKED == 2:
-            start_n = tl.where(it >= jump_at, it - jump_at + jump_to, it)
-        else:
-            start_n = it
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        nmask = offs_n < n
-        k = tl.load(K + kv_base_k + offs_n[:, None] * stride_kt + offs_dk[None, :], mask=nmask[:, None], other=0.0)
-        v = tl.load(V + kv_base_v + offs_n[:, None] * stride_vt + offs_dv[None, :], mask=nmask[:, None], other=0.0)
+        start_n, offs_n, k, v = _key_tile(
+            it, jump_at, jump_to, K, V, kv_base_k, kv_base_v, stride_kt, stride_vt, offs_dk, offs_dv, n, BLOCK_N, MASKED
+        )
         s = _dot(q, tl.trans(k), PREC) * alpha
         if HAS_POS or HAS_TIME:
             s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False)
@@ -718,14 +730,9 @@ def _dq_range(
 ):
     # MASKED, jump_at, jump_to, full_hi: as in _fwd_range
     for it in range(lo, hi, BLOCK_N):
-        if MASKED == 2:
-            start_n = tl.where(it >= jump_at, it - jump_at + jump_to, it)
-        else:
-            start_n = it
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        nmask = offs_n < n
-        k = tl.load(K + kb + offs_n[:, None] * stride_kt + offs_dk[None, :], mask=nmask[:, None], other=0.0)
-        v = tl.load(V + vb + offs_n[:, None] * stride_vt + offs_dv[None, :], mask=nmask[:, None], other=0.0)
+        start_n, offs_n, k, v = _key_tile(
+            it, jump_at, jump_to, K, V, kb, vb, stride_kt, stride_vt, offs_dk, offs_dv, n, BLOCK_N, MASKED
+        )
         s = _dot(q, tl.trans(k), PREC) * alpha
         if HAS_POS or HAS_TIME:
             s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False)
