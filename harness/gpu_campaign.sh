@@ -8,7 +8,7 @@
 #   ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) ROO_BENCH_GIT_DIRTY=0 OUT=... bash harness/gpu_campaign.sh
 set -uo pipefail
 : "${OUT:?set OUT to an output directory}"
-STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: dlrmpresets hstupreset profile kernels (= ktest + kbench) ksweep rabprobe bench
+STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: dlrmpresets hstupreset profile kernels (= ktest + kbench) ksweep kncu rabprobe loopab bench
 export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 D="$OUT/campaign"
 mkdir -p "$D"
@@ -32,6 +32,21 @@ ksweep() {
     --lengths "${KERNEL_LENGTHS:-512,1024,2048,4096}" --dists "${KERNEL_DISTS:-jagged,uniform}" "${args[@]}" \
     --out "$D/sweep_variants.json" > "$D/sweep_variants.log" 2>&1
   grep -c "^sweep L=" "$D/sweep_variants.log"
+}
+kncu() {
+  # Nsight Compute on the attention kernels of one fwd+bwd per NCU_POINTS entry (L:lengths), every
+  # section (--set full); clocks left alone (METHOD.md). details.txt: the sections; raw.csv: every metric.
+  local pt name
+  mkdir -p "$D/ncu"
+  for pt in ${NCU_POINTS:-2048:jagged 512:jagged}; do
+    name=${pt/:/-}
+    timeout "${NCU_TIMEOUT:-200}" ncu --clock-control none --set full --kernel-name regex:_hstu --launch-count 3 \
+      -f -o "$D/ncu/$name" python3 -m roo_ref.kernels.bench_hstu --once 1 --targets 32 \
+      --lengths "${pt%%:*}" --dists "${pt##*:}" > "$D/ncu/$name.log" 2>&1
+    ncu --import "$D/ncu/$name.ncu-rep" --page details > "$D/ncu/$name.details.txt" 2>&1
+    ncu --import "$D/ncu/$name.ncu-rep" --page raw --csv > "$D/ncu/$name.raw.csv" 2>&1
+    tail -n 2 "$D/ncu/$name.log"
+  done
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv > "$D/nvidia-smi.csv" 2>&1
 
@@ -67,6 +82,16 @@ for s in $STAGES; do
     ktest)    log "HSTU attention kernel: GPU correctness tests"; ktest ;;
     kbench)   log "HSTU attention kernel: the benchmark table (KERNEL_PROVIDERS, KERNEL_LENGTHS)"; kbench ;;
     ksweep)   log "HSTU attention kernel: variant sweep (KERNEL_VARIANTS, KERNEL_LENGTHS, KERNEL_DISTS)"; ksweep ;;
+    loopab)   log "hstu-ranking at k=16, L=4096, both layouts: ROO_HSTU_ONE_LOOP=0 vs 1 (docs/perf.md exp. 16's open question)"
+              S="--preset hstu-ranking --device cuda --dtype bf16 --steps ${LOOPAB_STEPS:-5} --warmup 2
+                 --set attention_backend=triton --set max_history_len=0 --set impressions.kind=fixed
+                 --set impressions.value=16 --set history.length.kind=fixed --set history.length.value=4096
+                 --set history.length.max=4096 --set requests_per_batch=2 --json"
+              mkdir -p "$D/loopab"
+              for lay in impression roo; do for ol in 1 0; do
+                ROO_HSTU_ONE_LOOP=$ol rb bench $S --layout $lay > "$D/loopab/$lay-one_loop$ol.json"
+              done; done ;;
+    kncu)     log "HSTU attention kernel: Nsight Compute counters (NCU_POINTS)"; kncu ;;
     rabprobe) log "hstu-ranking ROO step at k=1, L=4096: bias off, then on x time-gradient mode x bwd config"
               # docs/perf.md exp. 11-12: what the relative-attention-bias gradient costs, and the fixes
               S="--preset hstu-ranking --layout roo --device cuda --dtype bf16 --steps 10 --warmup 3

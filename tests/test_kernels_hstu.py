@@ -212,6 +212,36 @@ def test_block_shapes_and_dq_modes_interpreter(blocks, dq_mode, one_loop, monkey
     _check_case(lengths, nt, 2, 16, 32, torch.float32, True, seed=1)
 
 
+@pytest.mark.skipif(CUDA, reason="the GPU runs the tanh form with tanh.approx in every bf16 test")
+@pytest.mark.parametrize("rab", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
+def test_tanh_form_interpreter(rab, dq_mode, monkeypatch):
+    """The bf16 GPU path writes silu and its gradient in t = tanh(s/2) (FAST=1, tanh.approx), which
+    the interpreter cannot run; FAST=2 is the same algebra with an exact tanh. In fp32 it must match
+    the reference: the halved score (the bias table halved with it: forward and dq kernel), p and
+    2 silu' (every kernel; the dk/dv kernel with no bias - with bias gradients it keeps the exact
+    sigmoid), and the factor 2 taken out of dk, dq (kernel and atomics)."""
+    monkeypatch.setattr(hk, "_fast", lambda dtype, device: 2)
+    monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
+    lengths, nt = FIXED[0]
+    _check_case(lengths, nt, 2, 16, 32, torch.float32, rab, seed=2)
+
+
+@pytest.mark.skipif(not CUDA, reason="tanh.approx runs on a GPU only")
+@pytest.mark.parametrize("form", ["1", "sigmoid", "0"])
+def test_silu_forms_gpu(form, monkeypatch):
+    """ROO_HSTU_FAST: the tanh form (default), tanh.approx in the sigmoid form, the exact sigmoid."""
+    monkeypatch.setenv("ROO_HSTU_FAST", form)
+    lengths, nt = [1000, 513, 64, 0], [32, 0, 64, 0]
+    _check_case(lengths, nt, 2, 128, 64, torch.bfloat16, False, seed=5)
+
+
+def test_silu_form_switch_is_validated(monkeypatch):
+    monkeypatch.setenv("ROO_HSTU_FAST", "tanh")
+    with pytest.raises(ValueError, match="ROO_HSTU_FAST='tanh'; allowed: 0, 1, sigmoid"):
+        hk._fast(torch.bfloat16, torch.device("cpu"))
+
+
 @pytest.mark.parametrize("mode", ["reduce", "atomic"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("chronological", [False, True])
@@ -264,8 +294,9 @@ def test_default_configs_follow_the_dq_mode(monkeypatch):
 )
 def test_kernel_switches_are_validated(var, value, message):
     env = {**os.environ, var: value, "TRITON_INTERPRET": "1"}
-    r = subprocess.run([sys.executable, "-c", "import roo_ref.kernels.hstu_attention"], env=env,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", "import roo_ref.kernels.hstu_attention"], env=env, capture_output=True, text=True
+    )
     assert r.returncode != 0 and message in r.stderr
 
 
@@ -278,9 +309,7 @@ def test_fixed_cases(lengths, nt, dtype):
 
 @pytest.mark.skipif(not CUDA, reason="large shapes need a GPU")
 @pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
-@pytest.mark.parametrize(
-    "lengths,nt", [([4096, 4096], [32, 0]), ([4096, 2048, 3000, 0, 17], [64, 32, 0, 0, 17])]
-)
+@pytest.mark.parametrize("lengths,nt", [([4096, 4096], [32, 0]), ([4096, 2048, 3000, 0, 17], [64, 32, 0, 0, 17])])
 def test_long_sequences_gpu(lengths, nt, dq_mode, monkeypatch):
     monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
     _check_case(lengths, nt, 4, 128, 128, torch.bfloat16, False, seed=3)

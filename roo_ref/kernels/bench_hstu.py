@@ -191,9 +191,16 @@ def main(argv=None) -> int:
     p.add_argument(
         "--variant", action="append", help="with --sweep: NAME:key=value;... (repeatable; see DEFAULT_VARIANTS)"
     )
+    p.add_argument(
+        "--once",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the Triton fwd+bwd N times on the first length / dist / last target count and exit (for ncu)",
+    )
     p.add_argument("--out", default="bench_hstu.json")
     a = p.parse_args(argv)
-    if not a.no_autotune and not a.sweep:
+    if not a.no_autotune and not a.sweep and not a.once:
         # (the sweep times each variant as given: kernels a variant does not name keep their defaults)
         os.environ["ROO_HSTU_AUTOTUNE"] = "1"
 
@@ -205,6 +212,8 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("bench_hstu needs a CUDA device", file=sys.stderr)
         return 2
+    if a.once:
+        return run_once(torch, hk, a)
     if a.sweep:
         return sweep(torch, hk, a)
     modes = a.modes.split(",")
@@ -310,7 +319,8 @@ def _write(path, result) -> None:
 
 
 # Kernel variants for --sweep: "name:key=value;key=value". Keys: one_loop (0/1), dq_mode
-# (kernel/atomic), fast (1/0: tanh.approx or exact silu), fwd / bwd / dq (a config
+# (kernel/atomic), fast (1 / sigmoid / 0: silu in the tanh form, tanh.approx in the sigmoid form, exact:
+# ROO_HSTU_FAST), fwd / bwd / dq (a config
 # "BLOCK_M,BLOCK_N,num_warps,num_stages"). Unset keys keep the module's defaults.
 DEFAULT_VARIANTS = (
     "default:",
@@ -339,7 +349,7 @@ def parse_variant(text: str, hk) -> tuple[str, dict]:
             attrs["ONE_LOOP"] = val == "1"
         elif key == "dq_mode" and val in ("kernel", "atomic", "auto"):
             attrs["DQ_MODE"] = val
-        elif key == "fast" and val in ("0", "1"):
+        elif key == "fast" and val in ("0", "1", "sigmoid"):
             attrs["env:ROO_HSTU_FAST"] = val
         elif key in ("fwd", "bwd", "dq"):
             cfg[key] = hk.parse_config(val, f"variant {name!r} {key}")
@@ -389,6 +399,34 @@ def _sweep_variant(torch, hk, x, attrs) -> dict:
             t.grad = None
 
 
+def _kernel_input(torch, L, dist, nt_val, a, gen):
+    """({q, k, v, dout, args}, mask-aware forward FLOPs): one bf16 batch as the model calls the kernel."""
+    lens = _lengths(L, dist, a.tokens, gen)
+    nt = lens.clamp(max=nt_val)
+    offs = torch.zeros(lens.numel() + 1, dtype=torch.int64)
+    offs[1:] = lens.cumsum(0)
+    T, H, D = int(offs[-1]), a.heads, a.dim
+    x = {n: torch.randn(T, H, D, device="cuda", dtype=torch.bfloat16) for n in ("q", "k", "v", "dout")}
+    for n in ("q", "k", "v"):
+        x[n].requires_grad_(True)
+    x["args"] = (offs.cuda(), L, 1.0 / D**0.5, float(L), nt.cuda())
+    return x, mask_pairs(lens, nt) * H * 4 * D
+
+
+def run_once(torch, hk, a) -> int:
+    """The Triton kernels' forward and backward, a.once times, on the first L and lengths of a.lengths /
+    a.dists with the last of a.targets, and nothing else on the GPU: a short program for a profiler
+    (e.g. ncu --kernel-name regex:_hstu) or compute-sanitizer to attach to."""
+    L, dist = int(a.lengths.split(",")[0]), a.dists.split(",")[0]
+    x, fl = _kernel_input(torch, L, dist, int(a.targets.split(",")[-1]), a, torch.Generator().manual_seed(0))
+    for _ in range(a.once):
+        out = hk.hstu_attention_triton(x["q"], x["k"], x["v"], *x["args"], check_values=False)
+        out.backward(x["dout"])
+    torch.cuda.synchronize()
+    print(f"once: L={L} {dist} {a.once}x fwd+bwd, {fl / 1e9:.1f} GFLOP forward (mask-aware)", flush=True)
+    return 0
+
+
 def sweep(torch, hk, a) -> int:
     """Each kernel variant (configs, one loop or a loop per mask range, dq mode, silu) on each
     (L, lengths) input with the last of a.targets: fwd and bwd ms (CUDA-event median, called as the
@@ -403,16 +441,7 @@ def sweep(torch, hk, a) -> int:
     rows = []
     for L in map(int, a.lengths.split(",")):
         for dist in a.dists.split(","):
-            lens = _lengths(L, dist, a.tokens, gen)
-            nt = lens.clamp(max=nt_val)
-            offs = torch.zeros(lens.numel() + 1, dtype=torch.int64)
-            offs[1:] = lens.cumsum(0)
-            T, H, D = int(offs[-1]), a.heads, a.dim
-            x = {n: torch.randn(T, H, D, device="cuda", dtype=torch.bfloat16) for n in ("q", "k", "v", "dout")}
-            for n in ("q", "k", "v"):
-                x[n].requires_grad_(True)
-            x["args"] = (offs.cuda(), L, 1.0 / D**0.5, float(L), nt.cuda())
-            fl = mask_pairs(lens, nt) * H * 4 * D
+            x, fl = _kernel_input(torch, L, dist, nt_val, a, gen)
             for name, attrs in variants:
                 row = dict(L=L, dist=dist, targets=nt_val, variant=name, fwd_flops=fl)
                 try:

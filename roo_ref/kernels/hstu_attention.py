@@ -23,8 +23,9 @@ Ragged batches: sequences are sorted by length (descending) on the device and th
 axis walks that order, with the heaviest (last, causal) query blocks first in each sequence, so
 the longest work starts first and short sequences fill the tail.
 
-silu on bf16 inputs uses tanh.approx.f32 (sigmoid(x) = 0.5 tanh(x/2) + 0.5, one MUFU op instead of
-exp + reciprocal; relative error ~2^-11, far below bf16's 2^-8); fp16/fp32 use the exact form.
+silu on bf16 inputs uses tanh.approx.f32 (sigmoid(s) = (1 + tanh(s/2)) / 2, one MUFU op instead of
+exp + reciprocal; relative error ~2^-11, far below bf16's 2^-8), with silu and its gradient written in
+t = tanh(s/2) (_silu_and_grad: fewer FMA-class ops); fp16/fp32 use the exact sigmoid.
 Time buckets use fp32 log2 like the reference; they agree exactly while 1+dt < 2^19 (beyond that
 the reference's own fp32 rounding decides bucket edges and either side may differ by one bucket).
 """
@@ -171,15 +172,62 @@ def _cast(x, dtype: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
-def _sigmoid(x, FAST: tl.constexpr):
-    if FAST:
-        t = tl.inline_asm_elementwise(
-            "tanh.approx.f32 $0, $1;", "=f,f", [x * 0.5], dtype=tl.float32, is_pure=True, pack=1
-        )
-        sig = 0.5 * t + 0.5
+def _tanh(x, FAST: tl.constexpr):
+    if FAST == 1 or FAST == 3:
+        return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1)
+    else:  # FAST == 2: the same algebra with an exact tanh (the interpreter's check of the tanh form)
+        return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+
+
+@triton.jit
+def _score_scale(FAST: tl.constexpr):
+    """The kernels carry x = s * _score_scale(FAST) for a score s = alpha q.k + rab: s itself for the
+    exact sigmoid, s / 2 for the tanh form (sigmoid(s) = (1 + tanh(s/2)) / 2)."""
+    if FAST == 1 or FAST == 2:
+        return 0.5
     else:
-        sig = 1.0 / (1.0 + tl.exp(-x))
-    return sig
+        return 1.0
+
+
+@triton.jit
+def _silu(x, FAST: tl.constexpr):
+    """silu(s) for x = s * _score_scale(FAST): x (1 + tanh x) in the tanh form (one MUFU op, one FMA)."""
+    if FAST == 1 or FAST == 2:
+        p = x * _tanh(x, FAST) + x
+    elif FAST == 3:  # sigmoid via tanh.approx, the sigmoid-form algebra (before docs/perf.md exp. 17)
+        p = x * (0.5 * _tanh(x * 0.5, FAST) + 0.5)
+    else:
+        p = x * (1.0 / (1.0 + tl.exp(-x)))
+    return p
+
+
+@triton.jit
+def _silu_and_grad(x, FAST: tl.constexpr):
+    """(silu(s), G silu'(s)) for x = s * _score_scale(FAST), G = _grad_factor(FAST). Tanh form, t =
+    tanh(x): silu = p = x (1 + t) and 2 silu' = (1 + t) + x (1 - t^2) = (1 + t) + p (1 - t) - four
+    FMA-class ops after the MUFU op, against seven for sigmoid(s) and s sigmoid(s), sigmoid(s) (1 + s
+    (1 - sigmoid(s))) (and the p (1 - t) form spills less than x (1 - t^2): compile_report); the
+    factor 2 is taken out in each kernel's final scale, exactly (a power of two)."""
+    if FAST == 1 or FAST == 2:
+        t = _tanh(x, FAST)
+        p = x * t + x
+        g = p * (1.0 - t) + (1.0 + t)
+    else:
+        if FAST == 3:
+            sig = 0.5 * _tanh(x * 0.5, FAST) + 0.5
+        else:
+            sig = 1.0 / (1.0 + tl.exp(-x))
+        p = x * sig
+        g = sig * (1.0 + x * (1.0 - sig))
+    return p, g
+
+
+@triton.jit
+def _grad_factor(FAST: tl.constexpr):
+    if FAST == 1 or FAST == 2:
+        return 2.0
+    else:
+        return 1.0
 
 
 @triton.jit
@@ -206,8 +254,10 @@ def _bias(
     HAS_POS: tl.constexpr,
     HAS_TIME: tl.constexpr,
     TRANS: tl.constexpr,
+    FAST: tl.constexpr = 0,
 ):
-    """Add rab(i, j) to s ([M, N], or [N, M] when TRANS). Rows/cols past n read index 0."""
+    """Add rab(i, j) * _score_scale(FAST) to s ([M, N], or [N, M] when TRANS). Rows/cols past n read
+    index 0."""
     mm = offs_m < n
     nm = offs_n < n
     if HAS_POS:
@@ -218,7 +268,7 @@ def _bias(
         else:
             d = pi[:, None] - pj[None, :]
         d = tl.minimum(tl.maximum(d, 0), P - 1)
-        s += tl.load(PW + d).to(tl.float32)
+        s += tl.load(PW + d).to(tl.float32) * _score_scale(FAST)
     if HAS_TIME:
         ti = tl.load(TS + seq_start + offs_m, mask=mm, other=0)
         tj = tl.load(TS + seq_start + offs_n, mask=nm, other=0)
@@ -229,7 +279,7 @@ def _bias(
         dt = tl.maximum(dt, 0).to(tl.float32)
         b = _floor_log2(1.0 + dt)
         b = tl.minimum(tl.maximum(b, 0), T - 1)
-        s += tl.load(TW + b).to(tl.float32)
+        s += tl.load(TW + b).to(tl.float32) * _score_scale(FAST)
     return s
 
 
@@ -344,10 +394,10 @@ def _fwd_range(
         start_n, offs_n, k, v = _key_tile(
             it, jump_at, jump_to, K, V, kv_base_k, kv_base_v, stride_kt, stride_vt, offs_dk, offs_dv, n, BLOCK_N, MASKED
         )
-        s = _dot(q, tl.trans(k), PREC) * alpha
+        s = _dot(q, tl.trans(k), PREC) * (alpha * _score_scale(FAST))
         if HAS_POS or HAS_TIME:
-            s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False)
-        p = s * _sigmoid(s, FAST)
+            s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False, FAST)
+        p = _silu(s, FAST)
         if MASKED == 1:
             p = tl.where(_allowed(offs_m[:, None], offs_n[None, :], hist), p, 0.0)
         elif MASKED == 2:
@@ -501,13 +551,13 @@ def _bwd_range(
         q = tl.load(Q + q_base + offs_m[:, None] * stride_qt + offs_dk[None, :], mask=mmask[:, None], other=0.0)
         do = tl.load(DO + do_base + offs_m[:, None] * stride_dot + offs_dv[None, :], mask=mmask[:, None], other=0.0)
         # transposed tiles [BLOCK_N keys, BLOCK_M queries]
-        sT = _dot(k, tl.trans(q), PREC) * alpha
+        # (sT is the score times _score_scale, dsT G times the score's gradient: see _silu_and_grad)
+        sT = _dot(k, tl.trans(q), PREC) * (alpha * _score_scale(FAST))
         if HAS_POS or HAS_TIME:
-            sT = _bias(sT, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, True)
-        sig = _sigmoid(sT, FAST)
-        pT = sT * sig
+            sT = _bias(sT, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, True, FAST)
+        pT, gT = _silu_and_grad(sT, FAST)
         dpT = _dot(v, tl.trans(do), PREC)
-        dsT = dpT * (sig * (1.0 + sT * (1.0 - sig)))
+        dsT = dpT * gT
         if MASKED == 1:
             allowed = _allowed(offs_m[None, :], offs_n[:, None], hist)
             pT = tl.where(allowed, pT, 0.0)
@@ -536,7 +586,7 @@ def _bwd_range(
                 # (full_lo is on the tile grid, so per element this is the tile's own branch)
                 valid = valid & (_allowed(offs_m[None, :], offs_n[:, None], hist) | (offs_m[None, :] >= full_lo))
             pidx, tidx = _bucket_idx(offs_m, offs_n, seq_start, n, POS, TS, P, T, GRAD_POS, GRAD_TIME)
-            g = dsT * inv_norm
+            g = dsT * (inv_norm / _grad_factor(FAST))
             if GRAD_POS:
                 tl.atomic_add(DPW + pidx, g, mask=valid, sem="relaxed")
             if GRAD_TIME:
@@ -639,7 +689,7 @@ def _hstu_bwd_dkdv(
     qb = seq_start * stride_qt + h * stride_qh
     dob = seq_start * stride_dot + h * stride_doh
     dqab = seq_start * stride_dqat + h * stride_dqah
-    dq_scale = alpha * inv_norm
+    dq_scale = alpha * inv_norm / _grad_factor(FAST)
     # Query blocks: the diagonal ones [n0, diag_end) masked; below the diagonal, history keys are
     # seen by every query (unmasked) - unless the key block reaches into the targets (masked), and
     # a key block of targets only is seen by its own diagonal.
@@ -674,7 +724,7 @@ def _hstu_bwd_dkdv(
                 BLOCK_M, 1, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
             )
     # fmt: on
-    dk = dk * (alpha * inv_norm)
+    dk = dk * (alpha * inv_norm / _grad_factor(FAST))
     dv = dv * inv_norm
     tl.store(
         DK + seq_start * stride_kt + h * stride_kh + offs_n[:, None] * stride_kt + offs_dk[None, :],
@@ -733,12 +783,12 @@ def _dq_range(
         start_n, offs_n, k, v = _key_tile(
             it, jump_at, jump_to, K, V, kb, vb, stride_kt, stride_vt, offs_dk, offs_dv, n, BLOCK_N, MASKED
         )
-        s = _dot(q, tl.trans(k), PREC) * alpha
+        s = _dot(q, tl.trans(k), PREC) * (alpha * _score_scale(FAST))
         if HAS_POS or HAS_TIME:
-            s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False)
-        sig = _sigmoid(s, FAST)
+            s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False, FAST)
+        _, g = _silu_and_grad(s, FAST)
         dp = _dot(do, tl.trans(v), PREC)
-        ds = dp * (sig * (1.0 + s * (1.0 - sig)))
+        ds = dp * g
         if MASKED == 1:
             ds = tl.where(_allowed(offs_m[:, None], offs_n[None, :], hist), ds, 0.0)
         elif MASKED == 2:
@@ -833,7 +883,7 @@ def _hstu_bwd_dq(
             alpha, POS, TS, PW, TW, P, T, BLOCK_N, 1, HAS_POS, HAS_TIME, FAST, PREC
         )
     # fmt: on
-    dq = dq * (alpha * inv_norm)
+    dq = dq * (alpha * inv_norm / _grad_factor(FAST))
     tl.store(
         DQ + seq_start * stride_qt + h * stride_qh + offs_m[:, None] * stride_qt + offs_dk[None, :],
         _cast(dq, DQ.dtype.element_ty, PREC),
@@ -942,10 +992,18 @@ def _dummy(device, dtype=torch.float32, written: bool = False) -> torch.Tensor:
     return _DUMMIES[key]
 
 
-def _fast(dtype: torch.dtype, device: torch.device) -> bool:
-    if os.environ.get("ROO_HSTU_FAST", "1") == "0":
-        return False
-    return dtype == torch.bfloat16 and device.type == "cuda" and not _interpreting()
+def _fast(dtype: torch.dtype, device: torch.device) -> int:
+    """The kernels' FAST switch: 1 = silu through tanh.approx.f32 (bf16 on the GPU), 0 = the exact
+    sigmoid (fp16/fp32, the interpreter, ROO_HSTU_FAST=0); 2 = the tanh form with an exact tanh, which
+    only the tests select (the interpreter has no inline PTX) to check its algebra on the CPU."""
+    mode = os.environ.get("ROO_HSTU_FAST", "1")
+    if mode not in ("0", "1", "sigmoid"):
+        raise ValueError(f"ROO_HSTU_FAST={mode!r}; allowed: 0, 1, sigmoid")
+    if mode == "0" or not (dtype == torch.bfloat16 and device.type == "cuda" and not _interpreting()):
+        return 0
+    # "sigmoid": tanh.approx inside the sigmoid form of silu and its gradient (the form before
+    # docs/perf.md exp. 17), for an A/B run
+    return 3 if mode == "sigmoid" else 1
 
 
 def _prec(dtype: torch.dtype) -> str:
@@ -1117,7 +1175,7 @@ class _HSTUAttention(torch.autograd.Function):
                 ATOMIC_DQ=atomic,
                 # exact sigmoid when bias gradients are summed: the approximation's small bias would
                 # add up over every pair of a bucket
-                FAST=m["fast"] and not (grad_pos or grad_time),
+                FAST=0 if (grad_pos or grad_time) else m["fast"],
                 PREC=m["prec"],
                 N_COPIES=copies,
                 TIME_REDUCE=grad_time and TIME_GRAD_MODE == "reduce",
