@@ -36,15 +36,16 @@ ksweep() {
 kncu() {
   # Nsight Compute on the attention kernels of one fwd+bwd per NCU_POINTS entry (L:lengths), every
   # section (--set full); clocks left alone (METHOD.md). details.txt: the sections; raw.csv: every metric.
+  # The reports themselves (MBs) stay out of the tarball, in $OUT/ncu-rep/.
   local pt name
-  mkdir -p "$D/ncu"
+  mkdir -p "$D/ncu" "$OUT/ncu-rep"
   for pt in ${NCU_POINTS:-2048:jagged 512:jagged}; do
     name=${pt/:/-}
     timeout "${NCU_TIMEOUT:-200}" ncu --clock-control none --set full --kernel-name regex:_hstu --launch-count 3 \
-      -f -o "$D/ncu/$name" python3 -m roo_ref.kernels.bench_hstu --once 1 --targets 32 \
+      -f -o "$OUT/ncu-rep/$name" python3 -m roo_ref.kernels.bench_hstu --once 1 --targets 32 \
       --lengths "${pt%%:*}" --dists "${pt##*:}" > "$D/ncu/$name.log" 2>&1
-    ncu --import "$D/ncu/$name.ncu-rep" --page details > "$D/ncu/$name.details.txt" 2>&1
-    ncu --import "$D/ncu/$name.ncu-rep" --page raw --csv > "$D/ncu/$name.raw.csv" 2>&1
+    ncu --import "$OUT/ncu-rep/$name.ncu-rep" --page details > "$D/ncu/$name.details.txt" 2>&1
+    ncu --import "$OUT/ncu-rep/$name.ncu-rep" --page raw --csv > "$D/ncu/$name.raw.csv" 2>&1
     tail -n 2 "$D/ncu/$name.log"
   done
 }
