@@ -305,7 +305,11 @@ def _result(torch, triton, hk, a, mm, rows) -> dict:
         flops_rule="mask-aware: per head and allowed (i,j) pair 2*d_qk + 2*d_v forward; bwd = 2.5x fwd",
         autotune=not a.no_autotune,
         dq_mode_default=hk.DQ_MODE,
-        defaults={**hk._DEFAULTS, "bwd (dq kernel)": hk._DEFAULT_BWD_DQ_KERNEL},
+        defaults={
+            **hk._DEFAULTS,
+            "bwd (dq kernel)": hk._DEFAULT_BWD_DQ_KERNEL,
+            f"fwd (L < {hk.SHORT_LEN})": hk._DEFAULT_FWD_SHORT,
+        },
         rows=rows,
     )
 
@@ -319,22 +323,21 @@ def _write(path, result) -> None:
 
 
 # Kernel variants for --sweep: "name:key=value;key=value". Keys: one_loop (0/1), dq_mode
-# (kernel/atomic), fast (1 / sigmoid / 0: silu in the tanh form, tanh.approx in the sigmoid form, exact:
-# ROO_HSTU_FAST), fwd / bwd / dq (a config
+# (kernel/atomic), dv_first (0/1: ROO_HSTU_DV_FIRST), fast (1 / sigmoid / 0: silu in the tanh form,
+# tanh.approx in the sigmoid form, exact: ROO_HSTU_FAST), fwd / bwd / dq (a config
 # "BLOCK_M,BLOCK_N,num_warps,num_stages"). Unset keys keep the module's defaults.
 DEFAULT_VARIANTS = (
     "default:",
     "loop-per-range:one_loop=0",
+    "dv-after:dv_first=0",
+    "sigmoid:fast=sigmoid",
     "dq-atomic:dq_mode=atomic",
     "dq-kernel:dq_mode=kernel",
-    "fwd-128x64x8w3:fwd=128,64,8,3",
-    "fwd-64x64x4w2:fwd=64,64,4,2",
-    "fwd-64x128x4w3:fwd=64,128,4,3",
-    "bwd-32x128x8w2:bwd=32,128,8,2",
-    "bwd-64x128x8w2:bwd=64,128,8,2",
+    "fwd-64x64x4w3:fwd=64,64,4,3",
+    "fwd-64x32x4w3:fwd=64,32,4,3",
+    "bwd-64x128x8w3:bwd=64,128,8,3",
     "bwd-64x64x4w2:bwd=64,64,4,2",
-    "dq-128x32x8w3:dq=128,32,8,3",
-    "dq-64x64x4w3:dq=64,64,4,3",
+    "dq-128x64x8w2:dq=128,64,8,2",
 )
 
 
@@ -349,12 +352,16 @@ def parse_variant(text: str, hk) -> tuple[str, dict]:
             attrs["ONE_LOOP"] = val == "1"
         elif key == "dq_mode" and val in ("kernel", "atomic", "auto"):
             attrs["DQ_MODE"] = val
+        elif key == "dv_first" and val in ("0", "1"):
+            attrs["DV_FIRST"] = val == "1"
         elif key == "fast" and val in ("0", "1", "sigmoid"):
             attrs["env:ROO_HSTU_FAST"] = val
         elif key in ("fwd", "bwd", "dq"):
             cfg[key] = hk.parse_config(val, f"variant {name!r} {key}")
         else:
-            raise ValueError(f"variant {text!r}: bad item {item!r}; keys: one_loop, dq_mode, fast, fwd, bwd, dq")
+            raise ValueError(
+                f"variant {text!r}: bad item {item!r}; keys: one_loop, dq_mode, dv_first, fast, fwd, bwd, dq"
+            )
     attrs["FORCE_CONFIG"] = cfg or None  # kinds not named keep their defaults
     return name or "default", attrs
 

@@ -71,6 +71,14 @@ if ONE_LOOP not in ("0", "1"):
     raise ValueError(f"ROO_HSTU_ONE_LOOP={ONE_LOOP!r}; allowed: 0, 1")
 ONE_LOOP = ONE_LOOP == "1"
 
+# The dk/dv kernel's order of work per query block: dv's product before dO v^T ("1", default), so
+# the probabilities are cast to bf16 before dO v^T's fp32 tile exists; or after it ("0"). On sm_90
+# (triton 3.6) the 128-key config with dq atomics spills 8 B instead of 108 B (docs/perf.md exp. 17).
+DV_FIRST = os.environ.get("ROO_HSTU_DV_FIRST", "1")
+if DV_FIRST not in ("0", "1"):
+    raise ValueError(f"ROO_HSTU_DV_FIRST={DV_FIRST!r}; allowed: 0, 1")
+DV_FIRST = DV_FIRST == "1"
+
 # Tests may force one config (dict with keys fwd/bwd/dq -> (BLOCK_M, BLOCK_N, num_warps, num_stages)).
 FORCE_CONFIG: dict | None = None
 
@@ -88,7 +96,13 @@ def _autotune() -> bool:
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages). For fwd/dq: M = queries, N = keys; for bwd (dk/dv):
 # M = queries per inner step, N = the program's key block.
-_DEFAULTS = {"fwd": (64, 64, 4, 3), "bwd": (64, 128, 8, 3), "dq": (128, 64, 8, 2)}
+# dq: 64 queries and 4 warps, two programs per SM (the 128-query 8-warp one ran one per SM: 12-14%
+# slower backward at L = 512, 5% at 1024; exp. 17). It runs below L = 2048 only (DQ_MODE "auto").
+_DEFAULTS = {"fwd": (64, 64, 4, 3), "bwd": (64, 128, 8, 3), "dq": (64, 64, 4, 2)}
+# The forward below L = 2048: 32 keys per tile, 139 registers, three programs per SM (exp. 17: 3-9%
+# faster at L = 512-1024, 10% slower at 4096).
+_DEFAULT_FWD_SHORT = (64, 32, 4, 3)
+SHORT_LEN = 2048
 # The dk/dv kernel when dq has its own kernel: 64 keys per program and 4 warps, two programs per SM.
 # On the H100 4-11% faster than the default at L <= 1024; with dq atomics it spills 42 registers
 # and is 40% slower, so the atomic mode keeps the default (docs/perf.md, exp. 13).
@@ -127,9 +141,10 @@ def _env_config(kind: str):
     return parse_config(text, name) if text else None
 
 
-def _configs(kind: str, atomic_dq: bool = True):
+def _configs(kind: str, atomic_dq: bool = True, max_len: int = SHORT_LEN):
     """Candidate configs of a kernel: FORCE_CONFIG (tests, the benchmark's sweep; may name only some
-    kinds), then ROO_HSTU_*_CONFIG, the interpreter's, the autotune list, else the default."""
+    kinds), then ROO_HSTU_*_CONFIG, the interpreter's, the autotune list, else the default (for the
+    dk/dv kernel by dq mode, for the forward by max_len)."""
     env = _env_config(kind)
     if FORCE_CONFIG is not None and kind in FORCE_CONFIG:
         cands = [FORCE_CONFIG[kind]]
@@ -141,6 +156,8 @@ def _configs(kind: str, atomic_dq: bool = True):
         cands = _TUNE[kind]
     elif kind == "bwd" and not atomic_dq:
         cands = [_DEFAULT_BWD_DQ_KERNEL]
+    elif kind == "fwd" and max_len < SHORT_LEN:
+        cands = [_DEFAULT_FWD_SHORT]
     else:
         cands = [_DEFAULTS[kind]]
     return cands
@@ -308,6 +325,18 @@ def _allowed(ii, jj, hist):
     """The HSTU mask for broadcast query rows ii and key columns jj: causal, and a target (i >= hist)
     sees the history and itself, never another target."""
     return (jj <= ii) & ((jj < hist) | (jj == ii))
+
+
+@triton.jit
+def _mask_keys_queries(xT, offs_m, offs_n, hist, start_m, full_lo, MASKED: tl.constexpr):
+    """A transposed [keys, queries] tile of the dk/dv kernel, zero where the mask forbids the pair:
+    MASKED 0 never, 1 always, 2 (one loop) on the diagonal query blocks, start_m < full_lo."""
+    if MASKED == 1:
+        xT = tl.where(_allowed(offs_m[None, :], offs_n[:, None], hist), xT, 0.0)
+    elif MASKED == 2:
+        if start_m < full_lo:
+            xT = tl.where(_allowed(offs_m[None, :], offs_n[:, None], hist), xT, 0.0)
+    return xT
 
 
 @triton.jit
@@ -542,6 +571,7 @@ def _bwd_range(
     FAST: tl.constexpr,
     PREC: tl.constexpr,
     TIME_REDUCE: tl.constexpr,
+    DV_FIRST: tl.constexpr,
     full_lo=0,
 ):
     # MASKED: 0 no mask, 1 every tile, 2 (one loop) tiles before full_lo (the diagonal)
@@ -556,18 +586,15 @@ def _bwd_range(
         if HAS_POS or HAS_TIME:
             sT = _bias(sT, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, True, FAST)
         pT, gT = _silu_and_grad(sT, FAST)
+        if DV_FIRST:
+            # dv's product before dO v^T: pT is cast to bf16 (half the registers) before dpT exists
+            pT = _mask_keys_queries(pT, offs_m, offs_n, hist, start_m, full_lo, MASKED)
+            dv += _dot(_cast(pT, do.dtype, PREC), do, PREC)
         dpT = _dot(v, tl.trans(do), PREC)
-        dsT = dpT * gT
-        if MASKED == 1:
-            allowed = _allowed(offs_m[None, :], offs_n[:, None], hist)
-            pT = tl.where(allowed, pT, 0.0)
-            dsT = tl.where(allowed, dsT, 0.0)
-        elif MASKED == 2:
-            if start_m < full_lo:
-                allowed = _allowed(offs_m[None, :], offs_n[:, None], hist)
-                pT = tl.where(allowed, pT, 0.0)
-                dsT = tl.where(allowed, dsT, 0.0)
-        dv += _dot(_cast(pT, do.dtype, PREC), do, PREC)
+        dsT = _mask_keys_queries(dpT * gT, offs_m, offs_n, hist, start_m, full_lo, MASKED)
+        if not DV_FIRST:
+            pT = _mask_keys_queries(pT, offs_m, offs_n, hist, start_m, full_lo, MASKED)
+            dv += _dot(_cast(pT, do.dtype, PREC), do, PREC)
         dsT_c = _cast(dsT, q.dtype, PREC)
         dk += _dot(dsT_c, q, PREC)
         if ATOMIC_DQ:
@@ -654,6 +681,7 @@ def _hstu_bwd_dkdv(
     N_COPIES: tl.constexpr = 1,
     TIME_REDUCE: tl.constexpr = False,
     ONE_LOOP: tl.constexpr = True,
+    DV_FIRST: tl.constexpr = True,
 ):
     # Early key blocks see the most queries: schedule them first.
     pid_n = tl.program_id(0)
@@ -702,26 +730,26 @@ def _hstu_bwd_dkdv(
         dk, dv = _bwd_range(
             dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, n0, hi, offs_n, offs_dk,
             offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T, BLOCK_M, 2,
-            HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE, full_lo
+            HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE, DV_FIRST, full_lo
         )
     else:
         d_hi = tl.minimum(diag_end, n)
         dk, dv = _bwd_range(
             dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, n0, d_hi, offs_n, offs_dk,
             offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T, BLOCK_M, 1,
-            HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
+            HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE, DV_FIRST
         )
         if n0 + BLOCK_N <= hist:
             dk, dv = _bwd_range(
                 dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, diag_end, n, offs_n,
                 offs_dk, offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T,
-                BLOCK_M, 0, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
+                BLOCK_M, 0, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE, DV_FIRST
             )
         elif n0 < hist:
             dk, dv = _bwd_range(
                 dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, diag_end, n, offs_n,
                 offs_dk, offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T,
-                BLOCK_M, 1, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
+                BLOCK_M, 1, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE, DV_FIRST
             )
     # fmt: on
     dk = dk * (alpha * inv_norm / _grad_factor(FAST))
@@ -904,9 +932,9 @@ _KEY = ["max_len_bucket", "D_QK", "D_V", "HAS_POS", "HAS_TIME"]
 _cache: dict = {}
 
 
-def _kernel(kind: str, atomic_dq: bool = True):
+def _kernel(kind: str, atomic_dq: bool = True, max_len: int = SHORT_LEN):
     """Wrap lazily so the config choice (env, FORCE_CONFIG) is read at first use, not import."""
-    key = (kind, tuple(_configs(kind, atomic_dq)))
+    key = (kind, tuple(_configs(kind, atomic_dq, max_len)))
     if key not in _cache:
         base = KERNELS[kind]
         kw = {}
@@ -1067,7 +1095,7 @@ class _HSTUAttention(torch.autograd.Function):
             bucket=_bucket(max_seq_len),
         )
         if total > 0 and B > 0 and max_seq_len > 0:
-            kern = _kernel("fwd")
+            kern = _kernel("fwd", max_len=meta["max_seq_len"])
 
             def grid(META):
                 return (triton.cdiv(meta["max_seq_len"], META["BLOCK_M"]), H, B)
@@ -1180,6 +1208,7 @@ class _HSTUAttention(torch.autograd.Function):
                 N_COPIES=copies,
                 TIME_REDUCE=grad_time and TIME_GRAD_MODE == "reduce",
                 ONE_LOOP=ONE_LOOP,
+                DV_FIRST=DV_FIRST,
             )
             if atomic:
                 dq = dqa.to(q.dtype)
