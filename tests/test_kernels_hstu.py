@@ -212,26 +212,6 @@ def test_block_shapes_and_dq_modes_interpreter(blocks, dq_mode, one_loop, monkey
     _check_case(lengths, nt, 2, 16, 32, torch.float32, True, seed=1)
 
 
-@pytest.mark.skipif(CUDA, reason="interpreter check of the dk/dv kernel's other order (GPU: test_dv_order_gpu)")
-@pytest.mark.parametrize("blocks,dq_mode", list(zip(BLOCKS_CPU[:2], ["kernel", "atomic"], strict=True)))
-def test_dv_after_interpreter(blocks, dq_mode, monkeypatch):
-    """ROO_HSTU_DV_FIRST=0: dv's product after dO v^T, the masks applied after both (as before exp. 17)."""
-    monkeypatch.setattr(hk, "FORCE_CONFIG", blocks)
-    monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
-    monkeypatch.setattr(hk, "DV_FIRST", False)
-    lengths, nt = FIXED[0]
-    _check_case(lengths, nt, 2, 16, 32, torch.float32, True, seed=1)
-
-
-@pytest.mark.skipif(not CUDA, reason="the interpreter covers it at small shapes")
-@pytest.mark.parametrize("dv_first", [True, False])
-@pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
-def test_dv_order_gpu(dv_first, dq_mode, monkeypatch):
-    monkeypatch.setattr(hk, "DV_FIRST", dv_first)
-    monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
-    _check_case([2048, 700, 1500, 0, 129], [32, 0, 64, 0, 129], 2, 128, 128, torch.bfloat16, False, seed=6)
-
-
 @pytest.mark.skipif(CUDA, reason="the GPU runs the tanh form with tanh.approx in every bf16 test")
 @pytest.mark.parametrize("rab", [False, True], ids=["no-bias", "bias"])
 @pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
@@ -313,7 +293,6 @@ def test_default_configs_follow_the_dq_mode(monkeypatch):
     [
         ("ROO_HSTU_TIME_GRAD", "fast", "ROO_HSTU_TIME_GRAD='fast'; allowed: atomic, reduce"),
         ("ROO_HSTU_ONE_LOOP", "yes", "ROO_HSTU_ONE_LOOP='yes'; allowed: 0, 1"),
-        ("ROO_HSTU_DV_FIRST", "true", "ROO_HSTU_DV_FIRST='true'; allowed: 0, 1"),
     ],
 )
 def test_kernel_switches_are_validated(var, value, message):
@@ -518,18 +497,17 @@ def test_empty_batch_and_zero_tokens():
 def test_benchmark_sweep_variants_parse():
     from roo_ref.kernels.bench_hstu import DEFAULT_VARIANTS, parse_variant
 
-    name, attrs = parse_variant("small-bwd:one_loop=0;bwd=64,64,4,2;dq_mode=kernel;fast=sigmoid;dv_first=0", hk)
+    name, attrs = parse_variant("small-bwd:one_loop=0;bwd=64,64,4,2;dq_mode=kernel;fast=sigmoid", hk)
     assert name == "small-bwd"
     assert attrs == {
         "ONE_LOOP": False,
         "DQ_MODE": "kernel",
         "env:ROO_HSTU_FAST": "sigmoid",
-        "DV_FIRST": False,
         "FORCE_CONFIG": {"bwd": (64, 64, 4, 2)},
     }
     assert parse_variant("default:", hk) == ("default", {"FORCE_CONFIG": None})
     assert all(parse_variant(v, hk) for v in DEFAULT_VARIANTS)
-    with pytest.raises(ValueError, match="bad item 'tma=1'; keys: one_loop, dq_mode, dv_first"):
+    with pytest.raises(ValueError, match="bad item 'tma=1'; keys: one_loop, dq_mode, fast"):
         parse_variant("x:tma=1", hk)
     with pytest.raises(ValueError, match="fwd='64,64': want BLOCK_M"):
         parse_variant("x:fwd=64,64", hk)

@@ -44,7 +44,7 @@ def _ptxas() -> str | None:
 def _signature(fn, constexprs: dict) -> tuple[dict, dict]:
     """Triton argument types for the kernel's arguments, and the alignment attributes of a launch."""
     ints = {"P", "T", "max_len", "max_len_bucket"}
-    ptr_types = {"seq_offsets": "*i64", "num_targets": "*i64", "sort_idx": "*i32", "POS": "*i64", "TS": "*i64"}
+    ptr_types = {"seq_info": "*i64", "POS": "*i64", "TS": "*i64"}
     fp32_ptrs = {"PW", "TW", "DQA", "DPW", "DTW"}
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
@@ -66,8 +66,7 @@ def _signature(fn, constexprs: dict) -> tuple[dict, dict]:
 
 
 def compile_report(kind: str, config: tuple[int, int, int, int], *, head_dim: int = 128, rab: bool = False,
-                   time_reduce: bool = True, atomic_dq: bool = False, one_loop: bool = True, fast: str = "1",
-                   dv_first: bool = True) -> dict:
+                   time_reduce: bool = True, atomic_dq: bool = False, one_loop: bool = True, fast: str = "1") -> dict:
     """Compile one kernel for sm_90 and return {"regs", "spill_store_bytes", "spill_load_bytes",
     "shared_bytes", "fits_smem"} (ValueError on a bad kind; RuntimeError if no ptxas is found)."""
     if kind not in KINDS:
@@ -88,7 +87,7 @@ def compile_report(kind: str, config: tuple[int, int, int, int], *, head_dim: in
                   FAST=0 if (rab and kind == "bwd") else {"1": 1, "0": 0, "sigmoid": 3}[fast], ONE_LOOP=one_loop)
     if kind == "bwd":
         consts.update(GRAD_POS=rab, GRAD_TIME=rab, ATOMIC_DQ=atomic_dq, N_COPIES=hk.RAB_GRAD_COPIES,
-                      TIME_REDUCE=rab and time_reduce, DV_FIRST=dv_first)
+                      TIME_REDUCE=rab and time_reduce)
     consts = {k: v for k, v in consts.items() if k in fn.arg_names}
     sig, attrs = _signature(fn, consts)
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()},
@@ -108,7 +107,7 @@ def compile_report(kind: str, config: tuple[int, int, int, int], *, head_dim: in
         raise RuntimeError(f"ptxas failed ({ptxas}): {text.strip()[:500]}")
     shared = int(compiled.metadata.shared)
     return {"kind": kind, "config": list(config), "rab": rab, "time_reduce": time_reduce and rab,
-            "atomic_dq": atomic_dq, "one_loop": one_loop, "fast": fast, "dv_first": dv_first,
+            "atomic_dq": atomic_dq, "one_loop": one_loop, "fast": fast,
             "regs": int(regs.group(1)), "spill_store_bytes": int(spills.group(1)),
             "spill_load_bytes": int(spills.group(2)), "shared_bytes": shared,
             "fits_smem": shared <= SMEM_LIMIT_SM90, "triton": triton.__version__}
@@ -134,7 +133,6 @@ def main(argv=None) -> int:
                    help="bwd with --rab: the time-bucket gradient mode (ROO_HSTU_TIME_GRAD; default reduce)")
     p.add_argument("--atomic-dq", action="store_true", help="bwd: dq by atomics in the dk/dv kernel")
     p.add_argument("--loop-per-range", action="store_true", help="ROO_HSTU_ONE_LOOP=0")
-    p.add_argument("--dv-after", action="store_true", help="bwd: ROO_HSTU_DV_FIRST=0")
     p.add_argument("--fast", choices=("1", "0", "sigmoid"), default="1",
                    help="silu as ROO_HSTU_FAST: 1 tanh form (default), sigmoid (tanh.approx, sigmoid form), 0 exact")
     p.add_argument("--json", action="store_true")
@@ -146,8 +144,7 @@ def main(argv=None) -> int:
     for cfg in configs:
         try:
             r = compile_report(a.kind, cfg, head_dim=a.head_dim, rab=a.rab, time_reduce=a.time_grad == "reduce",
-                               atomic_dq=a.atomic_dq, one_loop=not a.loop_per_range, fast=a.fast,
-                               dv_first=not a.dv_after)
+                               atomic_dq=a.atomic_dq, one_loop=not a.loop_per_range, fast=a.fast)
         except (RuntimeError, ValueError) as e:
             print(f"compile_report: {e}", file=sys.stderr)
             return 2

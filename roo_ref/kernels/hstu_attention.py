@@ -71,14 +71,6 @@ if ONE_LOOP not in ("0", "1"):
     raise ValueError(f"ROO_HSTU_ONE_LOOP={ONE_LOOP!r}; allowed: 0, 1")
 ONE_LOOP = ONE_LOOP == "1"
 
-# The dk/dv kernel's order of work per query block: dv's product before dO v^T ("1", default), so
-# the probabilities are cast to bf16 before dO v^T's fp32 tile exists; or after it ("0"). On sm_90
-# (triton 3.6) the 128-key config with dq atomics spills 8 B instead of 108 B (docs/perf.md exp. 17).
-DV_FIRST = os.environ.get("ROO_HSTU_DV_FIRST", "1")
-if DV_FIRST not in ("0", "1"):
-    raise ValueError(f"ROO_HSTU_DV_FIRST={DV_FIRST!r}; allowed: 0, 1")
-DV_FIRST = DV_FIRST == "1"
-
 # Tests may force one config (dict with keys fwd/bwd/dq -> (BLOCK_M, BLOCK_N, num_warps, num_stages)).
 FORCE_CONFIG: dict | None = None
 
@@ -99,8 +91,8 @@ def _autotune() -> bool:
 # dq: 64 queries and 4 warps, two programs per SM (the 128-query 8-warp one ran one per SM: 12-14%
 # slower backward at L = 512, 5% at 1024; exp. 17). It runs below L = 2048 only (DQ_MODE "auto").
 _DEFAULTS = {"fwd": (64, 64, 4, 3), "bwd": (64, 128, 8, 3), "dq": (64, 64, 4, 2)}
-# The forward below L = 2048: 32 keys per tile, 139 registers, three programs per SM (exp. 17: 3-9%
-# faster at L = 512-1024, 10% slower at 4096).
+# The forward below L = 2048: 32 keys per tile, 139 registers, three programs per SM (exp. 17: 4-12%
+# faster at L = 512-1024; at 2048-4096 within the runs' spread, either way).
 _DEFAULT_FWD_SHORT = (64, 32, 4, 3)
 SHORT_LEN = 2048
 # The dk/dv kernel when dq has its own kernel: 64 keys per program and 4 warps, two programs per SM.
@@ -328,18 +320,6 @@ def _allowed(ii, jj, hist):
 
 
 @triton.jit
-def _mask_keys_queries(xT, offs_m, offs_n, hist, start_m, full_lo, MASKED: tl.constexpr):
-    """A transposed [keys, queries] tile of the dk/dv kernel, zero where the mask forbids the pair:
-    MASKED 0 never, 1 always, 2 (one loop) on the diagonal query blocks, start_m < full_lo."""
-    if MASKED == 1:
-        xT = tl.where(_allowed(offs_m[None, :], offs_n[:, None], hist), xT, 0.0)
-    elif MASKED == 2:
-        if start_m < full_lo:
-            xT = tl.where(_allowed(offs_m[None, :], offs_n[:, None], hist), xT, 0.0)
-    return xT
-
-
-@triton.jit
 def _key_ranges(m0, n, hist, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """The key blocks the query block [m0, m0 + BLOCK_M) sees, in three ranges: [0, n_full) every
     (i, j) allowed; [n_full, e1) the rest of the history it sees (causal edge / history end); [s2, e2)
@@ -370,13 +350,12 @@ def _key_tile(
 
 
 @triton.jit
-def _seq_info(seq_offsets, num_targets, sort_idx, pid_b):
-    b = tl.load(sort_idx + pid_b)
-    start = tl.load(seq_offsets + b)
-    end = tl.load(seq_offsets + b + 1)
-    n = (end - start).to(tl.int32)
-    hist = n - tl.load(num_targets + b).to(tl.int32)
-    return start, n, hist
+def _seq_info(seq_info, pid_b):
+    """(first token, length, history length) of the pid_b-th sequence in the schedule's order: one row
+    of the table _seq_table builds, three independent loads (the table replaces a chain of two
+    dependent ones, sort_idx then seq_offsets / num_targets, at every program's start)."""
+    row = seq_info + 3 * pid_b
+    return tl.load(row), tl.load(row + 1).to(tl.int32), tl.load(row + 2).to(tl.int32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -442,9 +421,7 @@ def _hstu_fwd(
     K,
     V,
     O,
-    seq_offsets,
-    num_targets,
-    sort_idx,
+    seq_info,
     POS,
     TS,
     PW,
@@ -475,7 +452,7 @@ def _hstu_fwd(
 ):
     pid_m = tl.cdiv(max_len, BLOCK_M) - 1 - tl.program_id(0)  # heaviest (last) query blocks first
     h = tl.program_id(1)
-    seq_start, n, hist = _seq_info(seq_offsets, num_targets, sort_idx, tl.program_id(2))
+    seq_start, n, hist = _seq_info(seq_info, tl.program_id(2))
     m0 = pid_m * BLOCK_M
     if m0 >= n:
         return
@@ -571,7 +548,6 @@ def _bwd_range(
     FAST: tl.constexpr,
     PREC: tl.constexpr,
     TIME_REDUCE: tl.constexpr,
-    DV_FIRST: tl.constexpr,
     full_lo=0,
 ):
     # MASKED: 0 no mask, 1 every tile, 2 (one loop) tiles before full_lo (the diagonal)
@@ -586,15 +562,20 @@ def _bwd_range(
         if HAS_POS or HAS_TIME:
             sT = _bias(sT, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, True, FAST)
         pT, gT = _silu_and_grad(sT, FAST)
-        if DV_FIRST:
-            # dv's product before dO v^T: pT is cast to bf16 (half the registers) before dpT exists
-            pT = _mask_keys_queries(pT, offs_m, offs_n, hist, start_m, full_lo, MASKED)
-            dv += _dot(_cast(pT, do.dtype, PREC), do, PREC)
+        # (dv's product before dO v^T spills 100 B less at the 128-key config but ran 3-7% slower
+        # on the H100: docs/perf.md exp. 17, commit c7b64fd)
         dpT = _dot(v, tl.trans(do), PREC)
-        dsT = _mask_keys_queries(dpT * gT, offs_m, offs_n, hist, start_m, full_lo, MASKED)
-        if not DV_FIRST:
-            pT = _mask_keys_queries(pT, offs_m, offs_n, hist, start_m, full_lo, MASKED)
-            dv += _dot(_cast(pT, do.dtype, PREC), do, PREC)
+        dsT = dpT * gT
+        if MASKED == 1:
+            allowed = _allowed(offs_m[None, :], offs_n[:, None], hist)
+            pT = tl.where(allowed, pT, 0.0)
+            dsT = tl.where(allowed, dsT, 0.0)
+        elif MASKED == 2:
+            if start_m < full_lo:
+                allowed = _allowed(offs_m[None, :], offs_n[:, None], hist)
+                pT = tl.where(allowed, pT, 0.0)
+                dsT = tl.where(allowed, dsT, 0.0)
+        dv += _dot(_cast(pT, do.dtype, PREC), do, PREC)
         dsT_c = _cast(dsT, q.dtype, PREC)
         dk += _dot(dsT_c, q, PREC)
         if ATOMIC_DQ:
@@ -642,9 +623,7 @@ def _hstu_bwd_dkdv(
     DK,
     DV,
     DQA,
-    seq_offsets,
-    num_targets,
-    sort_idx,
+    seq_info,
     POS,
     TS,
     PW,
@@ -681,12 +660,11 @@ def _hstu_bwd_dkdv(
     N_COPIES: tl.constexpr = 1,
     TIME_REDUCE: tl.constexpr = False,
     ONE_LOOP: tl.constexpr = True,
-    DV_FIRST: tl.constexpr = True,
 ):
     # Early key blocks see the most queries: schedule them first.
     pid_n = tl.program_id(0)
     h = tl.program_id(1)
-    seq_start, n, hist = _seq_info(seq_offsets, num_targets, sort_idx, tl.program_id(2))
+    seq_start, n, hist = _seq_info(seq_info, tl.program_id(2))
     n0 = pid_n * BLOCK_N
     if n0 >= n:
         return
@@ -730,26 +708,26 @@ def _hstu_bwd_dkdv(
         dk, dv = _bwd_range(
             dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, n0, hi, offs_n, offs_dk,
             offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T, BLOCK_M, 2,
-            HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE, DV_FIRST, full_lo
+            HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE, full_lo
         )
     else:
         d_hi = tl.minimum(diag_end, n)
         dk, dv = _bwd_range(
             dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, n0, d_hi, offs_n, offs_dk,
             offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T, BLOCK_M, 1,
-            HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE, DV_FIRST
+            HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
         )
         if n0 + BLOCK_N <= hist:
             dk, dv = _bwd_range(
                 dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, diag_end, n, offs_n,
                 offs_dk, offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T,
-                BLOCK_M, 0, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE, DV_FIRST
+                BLOCK_M, 0, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
             )
         elif n0 < hist:
             dk, dv = _bwd_range(
                 dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, diag_end, n, offs_n,
                 offs_dk, offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T,
-                BLOCK_M, 1, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE, DV_FIRST
+                BLOCK_M, 1, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
             )
     # fmt: on
     dk = dk * (alpha * inv_norm / _grad_factor(FAST))
@@ -833,9 +811,7 @@ def _hstu_bwd_dq(
     V,
     DO,
     DQ,
-    seq_offsets,
-    num_targets,
-    sort_idx,
+    seq_info,
     POS,
     TS,
     PW,
@@ -866,7 +842,7 @@ def _hstu_bwd_dq(
 ):
     pid_m = tl.cdiv(max_len, BLOCK_M) - 1 - tl.program_id(0)
     h = tl.program_id(1)
-    seq_start, n, hist = _seq_info(seq_offsets, num_targets, sort_idx, tl.program_id(2))
+    seq_start, n, hist = _seq_info(seq_info, tl.program_id(2))
     m0 = pid_m * BLOCK_M
     if m0 >= n:
         return
@@ -1045,6 +1021,17 @@ def _bucket(max_seq_len: int) -> int:
     return 1 << max(0, int(max_seq_len) - 1).bit_length()
 
 
+def _seq_table(seq_offsets: torch.Tensor, num_targets: torch.Tensor | None) -> torch.Tensor:
+    """[B, 3] int64 rows (first token, length, history length), sequences sorted by length, longest
+    first: the grid's slowest axis walks this order (the longest work starts first, short sequences
+    fill the tail), and each program reads its sequence with one row load (_seq_info)."""
+    offsets = seq_offsets.to(torch.int64)
+    lengths = offsets[1:] - offsets[:-1]
+    hist = lengths if num_targets is None else lengths - num_targets.to(torch.int64)
+    order = torch.argsort(lengths, descending=True)
+    return torch.stack([offsets[:-1], lengths, hist], dim=1)[order].contiguous()
+
+
 class _HSTUAttention(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -1067,10 +1054,7 @@ class _HSTUAttention(torch.autograd.Function):
         dv = v.shape[2]
         B = seq_offsets.numel() - 1
         out = torch.empty((total, H, dv), dtype=q.dtype, device=q.device)
-        seq_offsets = seq_offsets.to(torch.int64).contiguous()
-        lengths = seq_offsets[1:] - seq_offsets[:-1]
-        nt = torch.zeros_like(lengths) if num_targets is None else num_targets.to(torch.int64).contiguous()
-        sort_idx = torch.argsort(lengths, descending=True).to(torch.int32)
+        info = _seq_table(seq_offsets, num_targets)
         has_pos, has_time = pos_weights is not None, time_weights is not None
         # unused pointer arguments get their own 1-element buffer: never a real input, since the
         # autotuner zeroes the atomic targets (reset_to_zero) between trials
@@ -1105,9 +1089,7 @@ class _HSTUAttention(torch.autograd.Function):
                 k,
                 v,
                 out,
-                seq_offsets,
-                nt,
-                sort_idx,
+                info,
                 pos,
                 ts,
                 pw,
@@ -1134,7 +1116,7 @@ class _HSTUAttention(torch.autograd.Function):
                 PREC=meta["prec"],
                 ONE_LOOP=ONE_LOOP,
             )
-        ctx.save_for_backward(q, k, v, seq_offsets, nt, sort_idx, pos, ts, pw, tw)
+        ctx.save_for_backward(q, k, v, info, pos, ts, pw, tw)
         ctx.meta = meta
         ctx.weight_dtypes = (pos_weights.dtype if has_pos else None, time_weights.dtype if has_time else None)
         ctx.weight_grads = (has_pos and pos_weights.requires_grad, has_time and time_weights.requires_grad)
@@ -1142,7 +1124,7 @@ class _HSTUAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, seq_offsets, nt, sort_idx, pos, ts, pw, tw = ctx.saved_tensors
+        q, k, v, info, pos, ts, pw, tw = ctx.saved_tensors
         m = ctx.meta
         total, H, dqk = q.shape
         dv_dim = v.shape[2]
@@ -1169,9 +1151,7 @@ class _HSTUAttention(torch.autograd.Function):
                 dk,
                 dv,
                 dqa,
-                seq_offsets,
-                nt,
-                sort_idx,
+                info,
                 pos,
                 ts,
                 pw,
@@ -1208,7 +1188,6 @@ class _HSTUAttention(torch.autograd.Function):
                 N_COPIES=copies,
                 TIME_REDUCE=grad_time and TIME_GRAD_MODE == "reduce",
                 ONE_LOOP=ONE_LOOP,
-                DV_FIRST=DV_FIRST,
             )
             if atomic:
                 dq = dqa.to(q.dtype)
@@ -1220,9 +1199,7 @@ class _HSTUAttention(torch.autograd.Function):
                     v,
                     dout,
                     dq,
-                    seq_offsets,
-                    nt,
-                    sort_idx,
+                    info,
                     pos,
                     ts,
                     pw,
