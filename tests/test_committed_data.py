@@ -29,9 +29,12 @@ def test_committed_superseded_campaigns_are_not_folded_in():
     assert "h100/campaign3/early-kxL/results.jsonl" in files
     assert "h100/campaign2/early-kxL/results.jsonl" not in files  # before the coalesce fix
     assert "h100/campaign/nvml_perturbation.jsonl" in files  # still the only NVML measurement
-    assert "h100/campaign4/hstu-kxL/results.jsonl" in files  # the current attention kernel
+    assert "h100/campaign5/hstu-kxL/results.jsonl" in files  # the current attention kernel
+    assert "h100/campaign4/hstu-kxL/results.jsonl" not in files  # per-pair time-gradient atomics
     assert "h100/campaign3/hstu-kxL/results.jsonl" not in files
-    assert "h100/campaign4/hstu-preset/results.jsonl" in files  # tile-reduced time-bucket gradient
+    assert "h100/campaign5/hstu-preset/results.jsonl" in files
+    assert "h100/campaign5/call5/hstu-preset-repeat/results.jsonl" not in files  # the same point again
+    assert "h100/campaign4/hstu-preset/results.jsonl" not in files
     assert "h100/campaign4/hstu-preset-timegrad-atomic/results.jsonl" not in files
 
 
