@@ -88,8 +88,8 @@ def _autotune() -> bool:
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages). For fwd/dq: M = queries, N = keys; for bwd (dk/dv):
 # M = queries per inner step, N = the program's key block.
-# dq: 64 queries and 4 warps, two programs per SM (the 128-query 8-warp one ran one per SM: 12-14%
-# slower backward at L = 512, 5% at 1024; exp. 17). It runs below L = 2048 only (DQ_MODE "auto").
+# dq: 64 queries and 4 warps, two programs per SM (the 128-query 8-warp one ran one per SM: the
+# backward 10-13% slower at L = 512, 6-8% at 1024; exp. 17). It runs below L = 2048 only (DQ_MODE "auto").
 _DEFAULTS = {"fwd": (64, 64, 4, 3), "bwd": (64, 128, 8, 3), "dq": (64, 64, 4, 2)}
 # The forward below L = 2048: 32 keys per tile, 139 registers, three programs per SM (exp. 17: 4-12%
 # faster at L = 512-1024; at 2048-4096 within the runs' spread, either way).
