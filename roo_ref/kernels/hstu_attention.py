@@ -997,7 +997,8 @@ def _dummy(device, dtype=torch.float32, written: bool = False) -> torch.Tensor:
 
 
 def _fast(dtype: torch.dtype, device: torch.device) -> int:
-    """The kernels' FAST switch: 1 = silu through tanh.approx.f32 (bf16 on the GPU), 0 = the exact
+    """The kernels' FAST switch: 1 = silu in the tanh form through tanh.approx.f32 (bf16 on the GPU);
+    3 = tanh.approx inside the sigmoid form (ROO_HSTU_FAST=sigmoid, for A/B runs); 0 = the exact
     sigmoid (fp16/fp32, the interpreter, ROO_HSTU_FAST=0); 2 = the tanh form with an exact tanh, which
     only the tests select (the interpreter has no inline PTX) to check its algebra on the CPU."""
     mode = os.environ.get("ROO_HSTU_FAST", "1")
