@@ -511,3 +511,24 @@ def test_benchmark_sweep_variants_parse():
         parse_variant("x:tma=1", hk)
     with pytest.raises(ValueError, match="fwd='64,64': want BLOCK_M"):
         parse_variant("x:fwd=64,64", hk)
+
+
+def test_benchmark_table_prints_the_gpu_time_rate(capsys):
+    """print_table: Triton's fwd+bwd as a percentage of the same-run matmul, from the event time and
+    from the GPU time (the forward's and the backward's device time summed): 3.5 x 1e9 FLOP over
+    1.0 + 2.5 ms is 1 TFLOP/s, 50% of a 2 TFLOP/s matmul; the event rate 0.5 TFLOP/s is 25%."""
+    from roo_ref.kernels.bench_hstu import print_table
+
+    row = dict(
+        L=512, dist="jagged", targets=32, provider="triton_nocheck", fwd_flops=1e9, fwd_tflops=1.0,
+        bwd_tflops=1.0, fwdbwd_tflops=0.5, fwd_gpu_ms=1.0, bwd_gpu_ms=2.5,
+    )  # fmt: skip
+    sdpa = dict(L=512, dist="jagged", targets=32, provider="sdpa_cudnn", fwd_tflops=3.0, bwd_tflops=2.0,
+                fwdbwd_tflops=2.2)  # fmt: skip
+    print_table(dict(rows=[sdpa, row], matmul_bf16_8192_tflops=2.0, device="GPU"))
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("512   jagged   32 |") and line.endswith("| 25% / 50%"), line
+    assert "3/2/2" in line  # the SDPA cell, before Triton's
+    del row["bwd_gpu_ms"]  # no GPU time recorded (e.g. a provider run without the profiler pass)
+    print_table(dict(rows=[row], matmul_bf16_8192_tflops=2.0, device="GPU"))
+    assert capsys.readouterr().out.strip().endswith("| 25% / -")

@@ -488,22 +488,30 @@ def sweep(torch, hk, a) -> int:
 
 
 def print_table(result) -> None:
+    """Per (L, lengths, targets): each provider's fwd / bwd / fwd+bwd TFLOP/s from CUDA-event times,
+    then Triton's fwd+bwd as a percentage of the same-run matmul, from the event time and from the GPU
+    time (torch.profiler's device timeline: the forward's and the backward's GPU work summed). The
+    second is the robust one for short calls: a 0.2-0.4 ms forward's event time also counts its host
+    side, which jumped 1.5-3x between runs on the H100 while its GPU time moved 1-2% (docs/perf.md,
+    exp. 19)."""
     rows = result["rows"]
     mm = result["matmul_bf16_8192_tflops"]
     provs = list(dict.fromkeys(r["provider"] for r in rows))
     print(f"\n{result['device']}: TFLOP/s (mask-aware), fwd / bwd / fwd+bwd; matmul {mm:.0f} TFLOP/s")
-    print("L     dist     nt | " + " | ".join(f"{p:>20s}" for p in provs) + " | triton fwdbwd %mm")
+    print("L     dist     nt | " + " | ".join(f"{p:>20s}" for p in provs) + " | triton %mm event / GPU time")
     keys = list(dict.fromkeys((r["L"], r["dist"], r["targets"]) for r in rows))
     for key in keys:
         cells = []
-        tri = None
+        tri = tri_gpu = None
         for p in provs:
             r = next((r for r in rows if (r["L"], r["dist"], r["targets"], r["provider"]) == (*key, p)), None)
             vals = [r.get(f"{m}_tflops") if r else None for m in MODES]
             cells.append("/".join(f"{v:.0f}" if v else "-" for v in vals).rjust(20))
             if p in ("triton", "triton_nocheck") and r and r.get("fwdbwd_tflops"):  # as called by the model if run
                 tri = r["fwdbwd_tflops"]
-        pct = f"{100 * tri / mm:.0f}%" if tri else "-"
+                if r.get("fwd_gpu_ms") and r.get("bwd_gpu_ms"):
+                    tri_gpu = 3.5 * r["fwd_flops"] / ((r["fwd_gpu_ms"] + r["bwd_gpu_ms"]) * 1e-3) / 1e12
+        pct = " / ".join(f"{100 * t / mm:.0f}%" if t else "-" for t in (tri, tri_gpu))
         print(f"{key[0]:<5d} {key[1]:8s} {key[2]:2d} | " + " | ".join(cells) + f" | {pct}")
 
 
