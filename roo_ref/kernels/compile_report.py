@@ -65,8 +65,17 @@ def _signature(fn, constexprs: dict) -> tuple[dict, dict]:
     return sig, attrs
 
 
-def compile_report(kind: str, config: tuple[int, int, int, int], *, head_dim: int = 128, rab: bool = False,
-                   time_reduce: bool = True, atomic_dq: bool = False, one_loop: bool = True, fast: str = "1") -> dict:
+def compile_report(
+    kind: str,
+    config: tuple[int, int, int, int],
+    *,
+    head_dim: int = 128,
+    rab: bool = False,
+    time_reduce: bool = True,
+    atomic_dq: bool = False,
+    one_loop: bool = True,
+    fast: str = "1",
+) -> dict:
     """Compile one kernel for sm_90 and return {"regs", "spill_store_bytes", "spill_load_bytes",
     "shared_bytes", "fits_smem"} (ValueError on a bad kind; RuntimeError if no ptxas is found)."""
     if kind not in KINDS:
@@ -82,35 +91,60 @@ def compile_report(kind: str, config: tuple[int, int, int, int], *, head_dim: in
         raise RuntimeError("no ptxas found (Triton's nvidia backend ships one; is this a CPU-only Triton?)")
     fn = hk.KERNELS[kind]
     bm, bn, warps, stages = config
-    consts = dict(D_QK=head_dim, D_V=head_dim, HAS_POS=rab, HAS_TIME=rab, PREC="tf32", BLOCK_M=bm, BLOCK_N=bn,
-                  # bf16 uses tanh.approx (fast as ROO_HSTU_FAST); the backward with bias gradients the exact sigmoid
-                  FAST=0 if (rab and kind == "bwd") else {"1": 1, "0": 0, "sigmoid": 3}[fast], ONE_LOOP=one_loop)
+    consts = dict(
+        D_QK=head_dim,
+        D_V=head_dim,
+        HAS_POS=rab,
+        HAS_TIME=rab,
+        PREC="tf32",
+        BLOCK_M=bm,
+        BLOCK_N=bn,
+        # bf16 uses tanh.approx (fast as ROO_HSTU_FAST); the backward with bias gradients the exact sigmoid
+        FAST=0 if (rab and kind == "bwd") else {"1": 1, "0": 0, "sigmoid": 3}[fast],
+        ONE_LOOP=one_loop,
+    )
     if kind == "bwd":
-        consts.update(GRAD_POS=rab, GRAD_TIME=rab, ATOMIC_DQ=atomic_dq, N_COPIES=hk.RAB_GRAD_COPIES,
-                      TIME_REDUCE=rab and time_reduce)
+        consts.update(
+            GRAD_POS=rab,
+            GRAD_TIME=rab,
+            ATOMIC_DQ=atomic_dq,
+            N_COPIES=hk.RAB_GRAD_COPIES,
+            TIME_REDUCE=rab and time_reduce,
+        )
     consts = {k: v for k, v in consts.items() if k in fn.arg_names}
     sig, attrs = _signature(fn, consts)
-    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()},
-                    attrs=attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                              options={"num_warps": warps, "num_stages": stages})
+    src = ASTSource(
+        fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()}, attrs=attrs
+    )
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.ptx")
         with open(path, "w") as fh:
             fh.write(compiled.asm["ptx"])
-        res = subprocess.run([ptxas, "-v", "--gpu-name=sm_90a", path, "-o", os.path.join(d, "k.cubin")],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            [ptxas, "-v", "--gpu-name=sm_90a", path, "-o", os.path.join(d, "k.cubin")], capture_output=True, text=True
+        )
     text = res.stdout + res.stderr
     regs = re.search(r"Used (\d+) registers", text)
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
     if res.returncode != 0 or regs is None or spills is None:
         raise RuntimeError(f"ptxas failed ({ptxas}): {text.strip()[:500]}")
     shared = int(compiled.metadata.shared)
-    return {"kind": kind, "config": list(config), "rab": rab, "time_reduce": time_reduce and rab,
-            "atomic_dq": atomic_dq, "one_loop": one_loop, "fast": fast,
-            "regs": int(regs.group(1)), "spill_store_bytes": int(spills.group(1)),
-            "spill_load_bytes": int(spills.group(2)), "shared_bytes": shared,
-            "fits_smem": shared <= SMEM_LIMIT_SM90, "triton": triton.__version__}
+    return {
+        "kind": kind,
+        "config": list(config),
+        "rab": rab,
+        "time_reduce": time_reduce and rab,
+        "atomic_dq": atomic_dq,
+        "one_loop": one_loop,
+        "fast": fast,
+        "regs": int(regs.group(1)),
+        "spill_store_bytes": int(spills.group(1)),
+        "spill_load_bytes": int(spills.group(2)),
+        "shared_bytes": shared,
+        "fits_smem": shared <= SMEM_LIMIT_SM90,
+        "triton": triton.__version__,
+    }
 
 
 def _config(text: str) -> tuple[int, int, int, int]:
@@ -125,16 +159,28 @@ def _config(text: str) -> tuple[int, int, int, int]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kind", choices=KINDS, default="bwd")
-    p.add_argument("--config", type=_config, action="append",
-                   help="BLOCK_M,BLOCK_N,num_warps,num_stages (repeatable; default: the kernel's default)")
+    p.add_argument(
+        "--config",
+        type=_config,
+        action="append",
+        help="BLOCK_M,BLOCK_N,num_warps,num_stages (repeatable; default: the kernel's default)",
+    )
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--rab", action="store_true", help="relative attention bias (with its gradients in bwd)")
-    p.add_argument("--time-grad", choices=("reduce", "atomic"), default="reduce",
-                   help="bwd with --rab: the time-bucket gradient mode (ROO_HSTU_TIME_GRAD; default reduce)")
+    p.add_argument(
+        "--time-grad",
+        choices=("reduce", "atomic"),
+        default="reduce",
+        help="bwd with --rab: the time-bucket gradient mode (ROO_HSTU_TIME_GRAD; default reduce)",
+    )
     p.add_argument("--atomic-dq", action="store_true", help="bwd: dq by atomics in the dk/dv kernel")
     p.add_argument("--loop-per-range", action="store_true", help="ROO_HSTU_ONE_LOOP=0")
-    p.add_argument("--fast", choices=("1", "0", "sigmoid"), default="1",
-                   help="silu as ROO_HSTU_FAST: 1 tanh form (default), sigmoid (tanh.approx, sigmoid form), 0 exact")
+    p.add_argument(
+        "--fast",
+        choices=("1", "0", "sigmoid"),
+        default="1",
+        help="silu as ROO_HSTU_FAST: 1 tanh form (default), sigmoid (tanh.approx, sigmoid form), 0 exact",
+    )
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     from roo_ref.kernels import hstu_attention as hk
@@ -143,17 +189,27 @@ def main(argv=None) -> int:
     rows = []
     for cfg in configs:
         try:
-            r = compile_report(a.kind, cfg, head_dim=a.head_dim, rab=a.rab, time_reduce=a.time_grad == "reduce",
-                               atomic_dq=a.atomic_dq, one_loop=not a.loop_per_range, fast=a.fast)
+            r = compile_report(
+                a.kind,
+                cfg,
+                head_dim=a.head_dim,
+                rab=a.rab,
+                time_reduce=a.time_grad == "reduce",
+                atomic_dq=a.atomic_dq,
+                one_loop=not a.loop_per_range,
+                fast=a.fast,
+            )
         except (RuntimeError, ValueError) as e:
             print(f"compile_report: {e}", file=sys.stderr)
             return 2
         rows.append(r)
         if not a.json:
-            print(f"{a.kind} {cfg}: {r['regs']} registers, spills {r['spill_store_bytes']} B stored / "
-                  f"{r['spill_load_bytes']} B loaded, shared {r['shared_bytes'] / 1024:.0f} KB"
-                  f"{'' if r['fits_smem'] else ' (over the 227 KB an H100 block may use, as this Triton sizes it)'}",
-                  flush=True)
+            print(
+                f"{a.kind} {cfg}: {r['regs']} registers, spills {r['spill_store_bytes']} B stored / "
+                f"{r['spill_load_bytes']} B loaded, shared {r['shared_bytes'] / 1024:.0f} KB"
+                f"{'' if r['fits_smem'] else ' (over the 227 KB an H100 block may use, as this Triton sizes it)'}",
+                flush=True,
+            )
     if a.json:
         print(json.dumps(rows))
     return 0
