@@ -49,6 +49,13 @@ kncu() {
     tail -n 2 "$D/ncu/$name.log"
   done
 }
+hstu4096() {
+  # roo-bench bench arguments: hstu-ranking with the Triton attention, 2 requests of L = 4096 history
+  # events and $1 impressions each (the rabprobe and loopab stages)
+  echo "--preset hstu-ranking --device cuda --dtype bf16 --set attention_backend=triton --set max_history_len=0
+    --set impressions.kind=fixed --set impressions.value=$1 --set history.length.kind=fixed
+    --set history.length.value=4096 --set history.length.max=4096 --set requests_per_batch=2 --json"
+}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv > "$D/nvidia-smi.csv" 2>&1
 
 for s in $STAGES; do
@@ -84,10 +91,7 @@ for s in $STAGES; do
     kbench)   log "HSTU attention kernel: the benchmark table (KERNEL_PROVIDERS, KERNEL_LENGTHS)"; kbench ;;
     ksweep)   log "HSTU attention kernel: variant sweep (KERNEL_VARIANTS, KERNEL_LENGTHS, KERNEL_DISTS)"; ksweep ;;
     loopab)   log "hstu-ranking at k=16, L=4096, both layouts: ROO_HSTU_ONE_LOOP=0 vs 1 (docs/perf.md exp. 16's open question)"
-              S="--preset hstu-ranking --device cuda --dtype bf16 --steps ${LOOPAB_STEPS:-5} --warmup 2
-                 --set attention_backend=triton --set max_history_len=0 --set impressions.kind=fixed
-                 --set impressions.value=16 --set history.length.kind=fixed --set history.length.value=4096
-                 --set history.length.max=4096 --set requests_per_batch=2 --json"
+              S="$(hstu4096 16) --steps ${LOOPAB_STEPS:-5} --warmup 2"
               mkdir -p "$D/loopab"
               for lay in impression roo; do for ol in 1 0; do
                 ROO_HSTU_ONE_LOOP=$ol rb bench $S --layout $lay > "$D/loopab/$lay-one_loop$ol.json"
@@ -95,10 +99,7 @@ for s in $STAGES; do
     kncu)     log "HSTU attention kernel: Nsight Compute counters (NCU_POINTS)"; kncu ;;
     rabprobe) log "hstu-ranking ROO step at k=1, L=4096: bias off, then on x time-gradient mode x bwd config"
               # docs/perf.md exp. 11-12: what the relative-attention-bias gradient costs, and the fixes
-              S="--preset hstu-ranking --layout roo --device cuda --dtype bf16 --steps 10 --warmup 3
-                 --set attention_backend=triton --set max_history_len=0 --set impressions.kind=fixed
-                 --set impressions.value=1 --set history.length.kind=fixed --set history.length.value=4096
-                 --set history.length.max=4096 --set requests_per_batch=2 --json"
+              S="$(hstu4096 1) --layout roo --steps 10 --warmup 3"
               mkdir -p "$D/rab"
               rb bench $S --set rab=false > "$D/rab/off.json"
               for tg in atomic reduce; do for cfg in 64,128,8,3 32,128,8,2; do

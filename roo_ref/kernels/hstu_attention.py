@@ -199,24 +199,13 @@ def _score_scale(FAST: tl.constexpr):
 
 
 @triton.jit
-def _silu(x, FAST: tl.constexpr):
-    """silu(s) for x = s * _score_scale(FAST): x (1 + tanh x) in the tanh form (one MUFU op, one FMA)."""
-    if FAST == 1 or FAST == 2:
-        p = x * _tanh(x, FAST) + x
-    elif FAST == 3:  # sigmoid via tanh.approx, the sigmoid-form algebra (before docs/perf.md exp. 17)
-        p = x * (0.5 * _tanh(x * 0.5, FAST) + 0.5)
-    else:
-        p = x * (1.0 / (1.0 + tl.exp(-x)))
-    return p
-
-
-@triton.jit
 def _silu_and_grad(x, FAST: tl.constexpr):
-    """(silu(s), G silu'(s)) for x = s * _score_scale(FAST), G = _grad_factor(FAST). Tanh form, t =
+    """(silu(s), G silu'(s)) for x = s * _score_scale(FAST), G = 1 / _score_scale(FAST). Tanh form, t =
     tanh(x): silu = p = x (1 + t) and 2 silu' = (1 + t) + x (1 - t^2) = (1 + t) + p (1 - t) - four
     FMA-class ops after the MUFU op, against seven for sigmoid(s) and s sigmoid(s), sigmoid(s) (1 + s
     (1 - sigmoid(s))) (and the p (1 - t) form spills less than x (1 - t^2): compile_report); the
-    factor 2 is taken out in each kernel's final scale, exactly (a power of two)."""
+    factor 2 is taken out in each kernel's final scale, exactly (a power of two). The forward uses p
+    only (the compiler drops g), the dq kernel g only."""
     if FAST == 1 or FAST == 2:
         t = _tanh(x, FAST)
         p = x * t + x
@@ -229,14 +218,6 @@ def _silu_and_grad(x, FAST: tl.constexpr):
         p = x * sig
         g = sig * (1.0 + x * (1.0 - sig))
     return p, g
-
-
-@triton.jit
-def _grad_factor(FAST: tl.constexpr):
-    if FAST == 1 or FAST == 2:
-        return 2.0
-    else:
-        return 1.0
 
 
 @triton.jit
@@ -289,6 +270,19 @@ def _bias(
         b = _floor_log2(1.0 + dt)
         b = tl.minimum(tl.maximum(b, 0), T - 1)
         s += tl.load(TW + b).to(tl.float32) * _score_scale(FAST)
+    return s
+
+
+@triton.jit
+def _scores(
+    a, b, offs_m, offs_n, seq_start, n, alpha, POS, TS, PW, TW, P, T,
+    HAS_POS: tl.constexpr, HAS_TIME: tl.constexpr, TRANS: tl.constexpr, FAST: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """x = (alpha a b^T + rab) * _score_scale(FAST): query-by-key scores for (a, b) = (q, k), or
+    key-by-query ones (TRANS, the dk/dv kernel) for (a, b) = (k, q)."""
+    s = _dot(a, tl.trans(b), PREC) * (alpha * _score_scale(FAST))
+    if HAS_POS or HAS_TIME:
+        s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, TRANS, FAST)
     return s
 
 
@@ -402,10 +396,10 @@ def _fwd_range(
         start_n, offs_n, k, v = _key_tile(
             it, jump_at, jump_to, K, V, kv_base_k, kv_base_v, stride_kt, stride_vt, offs_dk, offs_dv, n, BLOCK_N, MASKED
         )
-        s = _dot(q, tl.trans(k), PREC) * (alpha * _score_scale(FAST))
-        if HAS_POS or HAS_TIME:
-            s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False, FAST)
-        p = _silu(s, FAST)
+        s = _scores(
+            q, k, offs_m, offs_n, seq_start, n, alpha, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False, FAST, PREC
+        )
+        p, _ = _silu_and_grad(s, FAST)
         if MASKED == 1:
             p = tl.where(_allowed(offs_m[:, None], offs_n[None, :], hist), p, 0.0)
         elif MASKED == 2:
@@ -558,9 +552,9 @@ def _bwd_range(
         do = tl.load(DO + do_base + offs_m[:, None] * stride_dot + offs_dv[None, :], mask=mmask[:, None], other=0.0)
         # transposed tiles [BLOCK_N keys, BLOCK_M queries]
         # (sT is the score times _score_scale, dsT G times the score's gradient: see _silu_and_grad)
-        sT = _dot(k, tl.trans(q), PREC) * (alpha * _score_scale(FAST))
-        if HAS_POS or HAS_TIME:
-            sT = _bias(sT, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, True, FAST)
+        sT = _scores(
+            k, q, offs_m, offs_n, seq_start, n, alpha, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, True, FAST, PREC
+        )
         pT, gT = _silu_and_grad(sT, FAST)
         # (dv's product before dO v^T spills 100 B less at the 128-key config but ran 3-7% slower
         # on the H100: docs/perf.md exp. 17, commit c7b64fd)
@@ -594,7 +588,7 @@ def _bwd_range(
                 # (full_lo is on the tile grid, so per element this is the tile's own branch)
                 valid = valid & (_allowed(offs_m[None, :], offs_n[:, None], hist) | (offs_m[None, :] >= full_lo))
             pidx, tidx = _bucket_idx(offs_m, offs_n, seq_start, n, POS, TS, P, T, GRAD_POS, GRAD_TIME)
-            g = dsT * (inv_norm / _grad_factor(FAST))
+            g = dsT * (inv_norm * _score_scale(FAST))
             if GRAD_POS:
                 tl.atomic_add(DPW + pidx, g, mask=valid, sem="relaxed")
             if GRAD_TIME:
@@ -695,7 +689,7 @@ def _hstu_bwd_dkdv(
     qb = seq_start * stride_qt + h * stride_qh
     dob = seq_start * stride_dot + h * stride_doh
     dqab = seq_start * stride_dqat + h * stride_dqah
-    dq_scale = alpha * inv_norm / _grad_factor(FAST)
+    dq_scale = alpha * inv_norm * _score_scale(FAST)
     # Query blocks: the diagonal ones [n0, diag_end) masked; below the diagonal, history keys are
     # seen by every query (unmasked) - unless the key block reaches into the targets (masked), and
     # a key block of targets only is seen by its own diagonal.
@@ -730,7 +724,7 @@ def _hstu_bwd_dkdv(
                 BLOCK_M, 1, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
             )
     # fmt: on
-    dk = dk * (alpha * inv_norm / _grad_factor(FAST))
+    dk = dk * (alpha * inv_norm * _score_scale(FAST))
     dv = dv * inv_norm
     tl.store(
         DK + seq_start * stride_kt + h * stride_kh + offs_n[:, None] * stride_kt + offs_dk[None, :],
@@ -789,9 +783,9 @@ def _dq_range(
         start_n, offs_n, k, v = _key_tile(
             it, jump_at, jump_to, K, V, kb, vb, stride_kt, stride_vt, offs_dk, offs_dv, n, BLOCK_N, MASKED
         )
-        s = _dot(q, tl.trans(k), PREC) * (alpha * _score_scale(FAST))
-        if HAS_POS or HAS_TIME:
-            s = _bias(s, offs_m, offs_n, seq_start, n, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False, FAST)
+        s = _scores(
+            q, k, offs_m, offs_n, seq_start, n, alpha, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False, FAST, PREC
+        )
         _, g = _silu_and_grad(s, FAST)
         dp = _dot(do, tl.trans(v), PREC)
         ds = dp * g
@@ -887,7 +881,7 @@ def _hstu_bwd_dq(
             alpha, POS, TS, PW, TW, P, T, BLOCK_N, 1, HAS_POS, HAS_TIME, FAST, PREC
         )
     # fmt: on
-    dq = dq * (alpha * inv_norm / _grad_factor(FAST))
+    dq = dq * (alpha * inv_norm * _score_scale(FAST))
     tl.store(
         DQ + seq_start * stride_qt + h * stride_qh + offs_m[:, None] * stride_qt + offs_dk[None, :],
         _cast(dq, DQ.dtype.element_ty, PREC),
