@@ -95,8 +95,13 @@ def time_steps(
     steps: int,
     device="cpu",
     region: Callable[[], contextlib.AbstractContextManager] | None = None,
+    before: Callable[[], object] | None = None,
 ) -> Timing:
-    """Run `fn` warmup + 1 + steps times; return the statistics of the last `steps` (ms)."""
+    """Run `fn` warmup + 1 + steps times; return the statistics of the last `steps` (ms).
+
+    `before`, when given, runs untimed before every step (e.g. a barrier that lines the ranks up
+    before a collective); with it, CUDA steps are timed one at a time (its host work would
+    otherwise sit between the events), so use it only where that per-step sync is wanted."""
     if warmup < 0:
         raise ValueError(f"warmup={warmup} must be >= 0")
     if steps < 1:
@@ -105,6 +110,8 @@ def time_steps(
         fn()
     _sync(device)
     cm = region() if region is not None else contextlib.nullcontext()
+    if before is not None:
+        return _time_each(fn, before, steps, device, cm)
     if _is_cuda(device):
         import torch
 
@@ -141,6 +148,35 @@ def time_steps(
             samples.append((time.perf_counter_ns() - t) / 1e6)
         region_s = (time.perf_counter_ns() - t0) / 1e9
     return Timing(tuple(samples), dropped, Stats.from_samples(samples), region_s, "perf_counter")
+
+
+def _time_each(fn, before, steps: int, device, cm) -> Timing:
+    """One dropped + `steps` kept steps, each after an untimed `before()` and timed on its own."""
+    cuda = _is_cuda(device)
+    if cuda:
+        import torch
+
+    def one() -> float:
+        before()
+        _sync(device)
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return float(start.elapsed_time(end))
+        t = time.perf_counter_ns()
+        fn()
+        return (time.perf_counter_ns() - t) / 1e6
+
+    dropped = one()
+    with cm:
+        t0 = time.perf_counter_ns()
+        samples = [one() for _ in range(steps)]
+        region_s = (time.perf_counter_ns() - t0) / 1e9
+    method = "cuda_events" if cuda else "perf_counter"
+    return Timing(tuple(samples), dropped, Stats.from_samples(samples), region_s, method)
 
 
 def _median_ratio(a, b, axis=-1):
