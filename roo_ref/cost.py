@@ -12,7 +12,7 @@ What it prices (docs/cost-model.md has every formula and assumption):
 - Bytes moved through device memory (operands read and results written once per kernel; weights,
   activations, embedding rows, optimizer state), parameter bytes, kernel counts.
 - Time: roofline per component, max(FLOPs / peak(dtype), bytes / bandwidth) + kernels x launch
-  overhead, on a harness.devices.DeviceSpec; the user-side share f_u and the ideal speedup.
+  overhead, on a roo_ref.hardware.DeviceSpec; the user-side share f_u and the ideal speedup.
 - Communication (roo_ref.comm_cost) and storage (workloads.storage) rows in the same table.
 
 Two sources of the per-step statistics the formulas need (`Stats`, a dict):
@@ -609,7 +609,7 @@ def embedding_optimizer(cfg: ModelConfig, stats: dict, layout: str, e: int) -> C
 
 # --- time (roofline) ---------------------------------------------------------------------------------------
 def _device(device):
-    from harness.devices import DeviceSpec, get_device
+    from roo_ref.hardware import DeviceSpec, get_device
 
     if isinstance(device, DeviceSpec):
         return device
@@ -766,7 +766,7 @@ def point_cost(spec: WorkloadSpec, model_config: ModelConfig, request_batch, lay
 
     flops_per_step: what FlopCounterMode counts (padded attention for the torch backend, the
     mask-aware count for a fused kernel it cannot see); both counts are returned as well."""
-    from harness.devices import guess_device_key
+    from roo_ref.hardware import guess_device_key
 
     _check_layout(layout)
     key = guess_device_key(device_name or "cpu")
