@@ -11,17 +11,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from workloads.errors import UserError
 
 
-class Layout(str, Enum):
+class Layout(StrEnum):
     IMPRESSION = "impression"
     ROO = "roo"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def dataset_name(self) -> str:
