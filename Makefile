@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= demo-out
 
-.PHONY: setup demo test test-browser bench-check lint bench bench-compare clean
+.PHONY: setup demo test test-fast test-browser bench-check lint typecheck bench bench-compare clean
 
 setup: $(STAMP)
 
@@ -23,15 +23,24 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/roo-bench demo --out $(OUT)
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check .
+# Everything: lint, format, types, then the whole suite (subprocess and slow tests included).
+test: lint typecheck
 	$(PY) -m pytest -q
+
+# The inner loop: the same checks, without the subprocess/slow tests (tests marked `slow`).
+test-fast: lint typecheck
+	$(PY) -m pytest -q -m "not slow and not browser"
 
 test-browser: $(STAMP)
 	ROO_BENCH_UPDATE_SCREENSHOT=1 $(PY) -m pytest -q -m browser tests/test_reports_browser.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The data layer (records included) and the cost package are type-checked (settings: pyproject).
+typecheck: $(STAMP)
+	$(PY) -m mypy
 
 # asv 0.6.6 on the existing .venv (docs/benchmarks.md). Results/site under .asv/ (git-ignored).
 ASV         := $(VENV)/bin/asv
