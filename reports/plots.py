@@ -193,11 +193,7 @@ def sweep_chart(series: list[dict], xlabel: str, title: str) -> str:
                 alpha=0.5,
                 label=_lab("ideal (user-side share)", s, series),
             )
-        meas = [
-            (s["x"][j], s["measured"][j], s["lo"][j], s["hi"][j])
-            for j in order
-            if s["measured"][j] is not None
-        ]
+        meas = [(s["x"][j], s["measured"][j], s["lo"][j], s["hi"][j]) for j in order if s["measured"][j] is not None]
         if meas:
             mx, my = [m[0] for m in meas], [m[1] for m in meas]
             err = [
@@ -293,9 +289,7 @@ def comm_chart(rows: list[dict], title: str) -> str:
         if (r["series"], r["layout"]) not in keys:
             keys.append((r["series"], r["layout"]))
     for i, (series, lay) in enumerate(keys):
-        pts = sorted(
-            (r["world"], r["bytes"], r["ms"]) for r in rows if r["series"] == series and r["layout"] == lay
-        )
+        pts = sorted((r["world"], r["bytes"], r["ms"]) for r in rows if r["series"] == series and r["layout"] == lay)
         label = f"{'ROO' if lay == 'roo' else 'impression'} — {series}"
         ls = "-" if lay == "roo" else "--"
         m = MARKERS[i // 2 % len(MARKERS)]

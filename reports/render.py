@@ -47,9 +47,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as e:
-        raise UserError(
-            f"--out {str(path)!r}: cannot write there ({e.strerror}); choose a writable path"
-        ) from None
+        raise UserError(f"--out {str(path)!r}: cannot write there ({e.strerror}); choose a writable path") from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -73,9 +71,7 @@ def build_report(
     """Load `results` (files/directories), render, write `out` atomically; returns (path, results)."""
     out = Path(out)
     if out.is_dir():
-        raise UserError(
-            f"--out {str(out)!r} is a directory; give a file name such as {str(out / 'report.html')!r}"
-        )
+        raise UserError(f"--out {str(out)!r} is a directory; give a file name such as {str(out / 'report.html')!r}")
     rs = load(results)
     html = render_html(rs, title, notes)
     write_atomic(out, html)

@@ -1,10 +1,10 @@
-"""harness.campaign_table: the campaign summary the issue notes quote (median errors, one row per point)."""
+"""reports.campaign_table: the campaign summary the issue notes quote (median errors, one row per point)."""
 
 import json
 import statistics
 from pathlib import Path
 
-from harness import campaign_table
+from reports import campaign_table
 
 DATA = Path(__file__).resolve().parents[1] / "reports/data/h100/campaign3/hstu-kxL/results.jsonl"
 
@@ -15,8 +15,12 @@ def test_table_and_medians_from_committed_records(capsys):
     assert len(table) == 2 + len(recs)
     want = statistics.median(abs(r["metrics"]["speedup_error"]) for r in recs)
     assert s["median_abs_speedup_error"] == want
-    steps = [abs(lay["step_error"]) for r in recs for lay in r["metrics"]["layouts"].values()
-             if lay["step_ms"]["median"] >= 5.0]
+    steps = [
+        abs(lay["step_error"])
+        for r in recs
+        for lay in r["metrics"]["layouts"].values()
+        if lay["step_ms"]["median"] >= 5.0
+    ]
     assert s["steps_ge_5ms"] == len(steps) and s["median_abs_step_error_ge_5ms"] == statistics.median(steps)
     assert campaign_table.main([str(DATA)]) == 0
     assert "hstu-ranking k=16 L=256 B=32" in capsys.readouterr().out

@@ -130,10 +130,7 @@ def test_no_result_files(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
     rc, out, err = _run(capsys, tmp_path, "--out", tmp_path / "r.html")
     assert (rc, out) == (2, "")
-    assert (
-        err
-        == f"roo-bench report: error: no result files found in {tmp_path} (looked for *.jsonl and *.json)\n"
-    )
+    assert err == f"roo-bench report: error: no result files found in {tmp_path} (looked for *.jsonl and *.json)\n"
     assert not (tmp_path / "r.html").exists()
 
 
@@ -163,8 +160,7 @@ def test_bad_lines_warn_and_show_in_report(tmp_path, capsys):
     assert rc == 0
     assert out == f"{out_html}\n"
     assert err.splitlines() == [
-        f"roo-bench report: warning: {f}:2: skipped, not a roo-bench result (no `schema` field and no "
-        "known key set)",
+        f"roo-bench report: warning: {f}:2: skipped, not a roo-bench result (no `schema` field and no known key set)",
         f"roo-bench report: warning: {f}:3: skipped, incompatible schema version 'roo-bench/result/2' "
         "(this report reads roo-bench/result/1)",
         f"roo-bench report: warning: {f}:4: skipped, truncated or not JSON (column 42: unterminated "

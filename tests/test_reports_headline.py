@@ -1,6 +1,6 @@
 """Which point a summary row quotes for a preset."""
 
-from reports.build import headline_point
+from reports.sections.common import headline_point
 
 
 def _p(speedup, **config):

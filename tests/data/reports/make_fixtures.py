@@ -19,9 +19,7 @@ HERE = Path(__file__).resolve().parent
 SCHEMA = "roo-bench/result/1"
 
 
-def prov(
-    device_name="cpu", seed=0, created="2025-06-01T10:00:00Z", sha="c27e4cc0a1b2", driver=None, cuda=None
-):
+def prov(device_name="cpu", seed=0, created="2025-06-01T10:00:00Z", sha="c27e4cc0a1b2", driver=None, cuda=None):
     return {
         "git_sha": sha,
         "git_dirty": False,
@@ -68,6 +66,8 @@ def layout_metrics(step_ms, iqr_frac, imps, reqs, flops, pred_ms, energy, bytes_
     return d
 
 
+# The provenance of the committed-GPU-style records.
+GPU = {"device_name": "NVIDIA H100 80GB HBM3", "driver": "570.124.06", "cuda": "13.0", "sha": "9f3e2d1b7a6c"}
 NO_NVML = {
     "available": False,
     "reason": "NVML unavailable: NVMLError_LibraryNotFound (no NVIDIA driver)",
@@ -91,6 +91,19 @@ def nvml(step_ms, imps, power, sm, mem):
         "power_w_max": power * 1.12,
         "sm_util_mean": sm,
         "mem_util_mean": mem,
+    }
+
+
+def point_config(preset, device, dtype, backend):
+    return {
+        "preset": preset,
+        "spec": {"name": preset},
+        "model": {"name": preset},
+        "device": device,
+        "dtype": dtype,
+        "backend": backend,
+        "warmup": 5,
+        "steps": 50,
     }
 
 
@@ -137,16 +150,7 @@ def point(
         )
     sp = meas["impression"] / meas["roo"]
     psp = pred["impression"] / pred["roo"]
-    cfg = {
-        "preset": preset,
-        "spec": {"name": preset},
-        "model": {"name": preset},
-        "device": device,
-        "dtype": dtype,
-        "backend": backend,
-        "warmup": 5,
-        "steps": 50,
-    }
+    cfg = point_config(preset, device, dtype, backend)
     cfg.update(axes or {"impressions_per_request": k, "history_length": L})
     return {
         "schema": SCHEMA,
@@ -163,20 +167,7 @@ def point(
             "speedup_error": sp / psp - 1,
             "ideal_speedup": 1 / (f_u / k + 1 - f_u),
         },
-        "provenance": prov(
-            **(
-                {"device_name": "cpu"}
-                if device == "cpu"
-                else {
-                    "device_name": "NVIDIA H100 80GB HBM3",
-                    "driver": "570.124.06",
-                    "cuda": "13.0",
-                    "sha": "9f3e2d1b7a6c",
-                }
-            ),
-            seed=seed,
-            created=created,
-        ),
+        "provenance": prov(**({"device_name": "cpu"} if device == "cpu" else GPU), seed=seed, created=created),
     }
 
 
@@ -318,14 +309,7 @@ def gpu_comm():
                         "sharding": "table-wise",
                     },
                     "metrics": {"layouts": lay, "saving": 1 - b_roo / b_imp},
-                    "provenance": prov(
-                        "NVIDIA H100 80GB HBM3",
-                        1,
-                        "2025-06-02T09:10:00Z",
-                        "9f3e2d1b7a6c",
-                        "570.124.06",
-                        "13.0",
-                    ),
+                    "provenance": prov(**GPU, seed=1, created="2025-06-02T09:10:00Z"),
                 }
             )
     return out
@@ -358,15 +342,13 @@ def gpu_calibration():
                 "source": "calibrated",
             },
         },
-        "provenance": prov(
-            "NVIDIA H100 80GB HBM3", 1, "2025-06-02T08:00:00Z", "9f3e2d1b7a6c", "570.124.06", "13.0"
-        ),
+        "provenance": prov(**GPU, seed=1, created="2025-06-02T08:00:00Z"),
     }
 
 
 def storage():
     # early-ranking, k≈10: uncompressed ratio k(U+I)/(U+kI); zstd keeps grouped duplication cheap
-    # (1.0–1.2×) while shuffled rows cost ~7.7× (DESIGN.md "Parquet facts").
+    # (1.0–1.2×) while shuffled rows cost ~7.7×.
     U, I, k, n_req = 3450.0, 260.0, 9.6, 2000
     n_imp = int(n_req * k)
     req_bpi = (U + k * I) / k

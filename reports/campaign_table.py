@@ -2,7 +2,7 @@
 the FLOP-ideal speedup, achieved TFLOP/s and energy per 1M impressions, plus the median absolute
 error of the predicted speedup and of the predicted step time (steps >= 5 ms, the harness goal).
 
-    python -m harness.campaign_table reports/data/h100/campaign2/*/results.jsonl
+    python -m reports.campaign_table reports/data/h100/campaign2/*/results.jsonl
 """
 
 from __future__ import annotations
@@ -100,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(table))
     err = s["median_abs_speedup_error"]
     st = s["median_abs_step_error_ge_5ms"]
-    print(f"\n{s['points_ok']} points ok; median |speedup error| "
-          f"{'-' if err is None else f'{100 * err:.0f}%'}; median |step-time error| over {s['steps_ge_5ms']} "
-          f"steps >= 5 ms {'-' if st is None else f'{100 * st:.0f}%'}")
+    print(
+        f"\n{s['points_ok']} points ok; median |speedup error| "
+        f"{'-' if err is None else f'{100 * err:.0f}%'}; median |step-time error| over {s['steps_ge_5ms']} "
+        f"steps >= 5 ms {'-' if st is None else f'{100 * st:.0f}%'}"
+    )
     return 0
 
 

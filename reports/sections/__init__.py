@@ -1,0 +1,1 @@
+"""One module per report section; each `build(rs, ok_points)` returns the dict its template reads."""

@@ -1,0 +1,61 @@
+"""Communication: the embedding all-to-all's bytes per step, counted at the collective vs analytic,
+and its time, per preset × device × world size and layout."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from reports import plots
+from reports.format import MISSING, ms, pct, ratio, rel_error, si
+from reports.loader import ResultSet, num
+from reports.sections.common import layouts, preset_of, world
+
+
+def build(rs: ResultSet, ok_points) -> dict:
+    recs = [c for c in rs.of("comm") if c["status"] == "ok"]
+    rows, chart_rows = [], defaultdict(list)
+    for c in sorted(recs, key=lambda c: (preset_of(c), c["device_label"], world(c) or 0)):
+        lay = layouts(c)
+        w = world(c)
+        i, r = lay.get("impression") or {}, lay.get("roo") or {}
+        for name, d in (("impression", i), ("roo", r)):
+            rows.append(_row(c, w, name, d, i, r))
+            if w is not None:
+                cnt, ana = num(d.get("counted_bytes_per_step")), num(d.get("analytic_bytes_per_step"))
+                chart_rows[c["device_label"]].append(
+                    {
+                        "series": preset_of(c),
+                        "layout": name,
+                        "world": w,
+                        "bytes": cnt if cnt is not None else ana,
+                        "ms": num(d.get("step_ms_median")),
+                    }
+                )
+    charts = [{"title": dev, "svg": plots.comm_chart(r, dev)} for dev, r in sorted(chart_rows.items())]
+    if not rows:
+        return {
+            "rows": [],
+            "charts": [],
+            "empty": "No communication results: run `roo-bench comm --nproc W --preset "
+            "NAME --json` and pass its output.",
+        }
+    return {"rows": rows, "charts": charts}
+
+
+def _row(c: dict, w, name: str, d: dict, i: dict, r: dict) -> dict:
+    """One layout `name` (its figures `d`) of comm record `c`; the ROO row carries the byte saving."""
+    cnt, ana = num(d.get("counted_bytes_per_step")), num(d.get("analytic_bytes_per_step"))
+    saved = ratio(r.get("counted_bytes_per_step"), i.get("counted_bytes_per_step"))
+    return {
+        "preset": preset_of(c),
+        "device": c["device_label"],
+        "backend": c["config"].get("backend", "?"),
+        "world": w if w is not None else "?",
+        "layout": "ROO" if name == "roo" else "impression",
+        "counted": si(cnt, "B"),
+        "analytic": si(ana, "B"),
+        "match": MISSING if cnt is None or ana is None else ("exact" if cnt == ana else pct(rel_error(cnt, ana))),
+        "mismatch": cnt is not None and ana is not None and cnt != ana,
+        "ms": ms(d.get("step_ms_median")),
+        "saving": pct(1 - saved, signed=False) if name == "roo" and saved is not None else "",
+    }

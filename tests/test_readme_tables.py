@@ -1,0 +1,30 @@
+"""reports.readme_tables: README.md's measured block is what the committed records say."""
+
+from reports import readme_tables
+
+
+def test_readme_block_is_generated_from_the_committed_records():
+    text = readme_tables.README.read_text(encoding="utf-8")
+    assert readme_tables.readme_block(text) == readme_tables.block(), (
+        "README.md's measured block differs from the committed records: run python -m reports.readme_tables --write"
+    )
+    assert readme_tables.main(["--check"]) == 0
+
+
+def test_the_table_quotes_each_preset_once_with_every_column():
+    table = readme_tables.table().splitlines()
+    assert [row.split(" | ")[0] for row in table[2:]] == [
+        "| hstu-ranking (campaign 5)",
+        *(f"| {p}" for p in readme_tables.DLRM_PRESETS),
+    ]
+    assert all(row.count("|") == table[0].count("|") for row in table)
+
+
+def test_check_fails_on_a_stale_block(tmp_path, monkeypatch, capsys):
+    stale = tmp_path / "README.md"
+    stale.write_text(readme_tables.block().replace("| retrieval | 24.2 ms", "| retrieval | 24.3 ms"), encoding="utf-8")
+    monkeypatch.setattr(readme_tables, "README", stale)
+    assert readme_tables.main(["--check"]) == 1
+    assert "stale" in capsys.readouterr().err
+    assert readme_tables.main(["--write"]) == 0
+    assert readme_tables.main(["--check"]) == 0
