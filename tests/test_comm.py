@@ -29,8 +29,22 @@ ROOT = Path(__file__).resolve().parents[1]
 MARK = "31.337"  # an --init-timeout no one else uses: finds our ranks in /proc
 SMALL = ["--embedding-dim", "16", "--row-cap", "1000", "--steps", "3", "--warmup", "1"]
 TINY = ["--preset", "tiny", "--requests", "8", *SMALL, "--init-timeout", MARK]
-EARLY = ["--preset", "early-ranking", "--requests", "3", "--embedding-dim", "8", "--row-cap", "512",
-         "--steps", "2", "--warmup", "1", "--init-timeout", MARK]
+EARLY = [
+    "--preset",
+    "early-ranking",
+    "--requests",
+    "3",
+    "--embedding-dim",
+    "8",
+    "--row-cap",
+    "512",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--init-timeout",
+    MARK,
+]
 
 
 def _env():
@@ -41,7 +55,7 @@ def _env():
 
 
 def _ranks_alive() -> list[str]:
-    """Command lines of live harness.comm processes started by these tests."""
+    """Command lines of live rank processes (harness.commands.comm) started by these tests."""
     out = []
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
@@ -50,7 +64,7 @@ def _ranks_alive() -> list[str]:
             cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "harness.comm" in cmd and MARK in cmd:
+        if "harness.commands.comm" in cmd and MARK in cmd:
             out.append(cmd)
     return out
 
@@ -60,16 +74,28 @@ def runs(tmp_path_factory):
     """All launches at once (they mostly wait on imports and rendezvous): finished results by name."""
     tmp = tmp_path_factory.mktemp("comm")
     cli = [sys.executable, "-m", "harness", "comm", "--nproc", "2", "--device", "cpu"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                "--max-restarts", "0", "-m", "harness.comm"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--max-restarts",
+        "0",
+        "-m",
+        "harness.commands.comm",
+    ]
     cmds = {
         "tiny_cli": [*cli, *TINY, "--sharding", "table", "--json", "--out", str(tmp / "out.jsonl")],
         "early": [*torchrun, *EARLY, "--sharding", "table", "row", "--record-file", str(tmp / "early.json")],
         "mpi": [*cli, *TINY, "--backend", "mpi"],
         "timeout": [*cli, *TINY, "--timeout", "1"],
     }
-    procs = {k: subprocess.Popen(c, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True) for k, c in cmds.items()}
+    procs = {
+        k: subprocess.Popen(c, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for k, c in cmds.items()
+    }
     res = {}
     for k, p in procs.items():
         out, err = p.communicate(timeout=300)
@@ -86,8 +112,16 @@ def _check_record(rec: dict, preset: str, requests: int, dim: int, row_cap: int)
     batch = generate(spec, requests * 2, seed=c["seed"])
     for layout in cc.LAYOUTS:
         L = m["layouts"][layout]
-        exact = cc.exact_a2a_bytes(batch, layout, 2, sharding=c["model"]["sharding"], embedding_dim=dim,
-                                   emb_bytes=4, row_cap=row_cap, spec=spec)
+        exact = cc.exact_a2a_bytes(
+            batch,
+            layout,
+            2,
+            sharding=c["model"]["sharding"],
+            embedding_dim=dim,
+            emb_bytes=4,
+            row_cap=row_cap,
+            spec=spec,
+        )
         assert L["counted"] == exact.handed()  # every component, bytes handed to the collective
         assert L["counted_cross"] == exact.cross()  # and the part addressed to the other rank
         assert L["counted_bytes_per_step"] == L["analytic_bytes_per_step"] == exact.total
@@ -147,8 +181,10 @@ def test_backend_that_fails_to_initialize(runs):
 def test_timeout_kills_every_rank(runs):
     rc, out, err = runs["timeout"]
     assert rc == 2
-    assert err.strip() == ("roo-bench comm: error: the run exceeded --timeout=1 s; every rank was killed "
-                           "(raise --timeout, or lower --steps/--requests)")
+    assert err.strip() == (
+        "roo-bench comm: error: the run exceeded --timeout=1 s; every rank was killed "
+        "(raise --timeout, or lower --steps/--requests)"
+    )
 
 
 def test_no_rank_left_running(runs):
@@ -166,8 +202,11 @@ def test_no_rank_left_running(runs):
         (["--sharding", "column"], "--sharding='column'; allowed: table, row"),
         (["--embedding-dim", "0"], "--embedding-dim=0 must be >= 1"),
         (["--requests", "0"], "--requests=0 must be >= 1 (requests per rank per step)"),
-        (["--preset", "nope"], "unknown preset 'nope'; choose one of: tiny, retrieval, early-ranking, "
-                               "late-ranking, hstu-ranking (see `roo-bench presets`)"),
+        (
+            ["--preset", "nope"],
+            "unknown preset 'nope'; choose one of: tiny, retrieval, early-ranking, "
+            "late-ranking, hstu-ranking (see `roo-bench presets`)",
+        ),
     ],
 )
 def test_bad_arguments(argv, message, capsys):
@@ -191,7 +230,8 @@ def test_more_ranks_than_gpus(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert main(["comm", "--nproc", "4", "--device", "cuda"]) == 2
     assert capsys.readouterr().err == (
-        "roo-bench comm: error: --nproc=4 ranks but only 2 CUDA devices visible; use --nproc <= 2\n")
+        "roo-bench comm: error: --nproc=4 ranks but only 2 CUDA devices visible; use --nproc <= 2\n"
+    )
 
 
 def test_nccl_backend_needs_cuda_device(monkeypatch, capsys):
@@ -199,4 +239,5 @@ def test_nccl_backend_needs_cuda_device(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert main(["comm", "--nproc", "2", "--device", "cpu", "--backend", "nccl"]) == 2
     assert capsys.readouterr().err == (
-        "roo-bench comm: error: --backend=nccl needs --device cuda (NCCL runs on GPUs); use gloo on CPU\n")
+        "roo-bench comm: error: --backend=nccl needs --device cuda (NCCL runs on GPUs); use gloo on CPU\n"
+    )
