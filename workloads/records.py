@@ -570,7 +570,8 @@ def flat_view(obj: Mapping[str, Any]) -> dict[str, Any]:
     if schema_version(obj.get("schema")) is None:
         return dict(obj)
     out = {**obj.get("config", {}), **obj.get("metrics", {})}
-    if record_type(obj.get("kind", "")).HASH_IN_FLAT:
+    kind = obj.get("kind")
+    if kind in KINDS and RECORD_TYPES[Kind(kind)].HASH_IN_FLAT:
         out["config_hash"] = obj.get("config_hash")
     return out
 
