@@ -62,6 +62,7 @@ __all__ = [
     "read_results",
     "to_table",
     "validate_record",
+    "write_record",
 ]
 
 
@@ -90,6 +91,27 @@ def append_record(path: str | Path, record: dict) -> None:
         os.close(fd)
     if new:
         _fsync_dir(path.parent)
+
+
+def write_record(path: str | Path, record: dict) -> None:
+    """Write one record as a whole `*.json` file (indented, for reading by eye): validated, written
+    to a temporary file beside it, fsync'd and renamed over `path`, so a reader sees the old file
+    or the new one, never half of one."""
+    problems = validate_record(record)
+    if problems:
+        raise RecordError(problems)
+    path = Path(path)
+    text = json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(d: Path) -> None:

@@ -41,7 +41,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar, Generic, TextIO, TypeVar
 
 SCHEMA_PREFIX = "roo-bench/result/"
 SCHEMA_VERSION = 1
@@ -85,6 +85,7 @@ class Status(str, Enum):
 
 
 KINDS: tuple[str, ...] = tuple(k.value for k in Kind)
+T = TypeVar("T")
 STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 
 
@@ -212,57 +213,47 @@ class Record:
         return self.metrics.get(key, default)
 
 
+class _Metric(Generic[T]):
+    """A typed read-only view of one metric of a record: `metrics[key]`, None when absent."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __get__(self, rec: Record | None, owner: type | None = None) -> T | None:
+        if rec is None:
+            return None
+        value: T | None = rec.metrics.get(self.key)
+        return value
+
+
+_Rows = list[dict[str, Any]]
+_PerLayout = dict[str, dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class PointRecord(Record):
     KIND = Kind.POINT
-
-    @property
-    def layouts(self) -> dict[str, Any]:
-        return dict(self.metrics.get("layouts") or {})
-
-    @property
-    def speedup(self) -> float | None:
-        return self.metrics.get("speedup")
-
-    @property
-    def predicted_speedup(self) -> float | None:
-        return self.metrics.get("predicted_speedup")
+    layouts = _Metric[_PerLayout]("layouts")
+    speedup = _Metric[float]("speedup")
+    predicted_speedup = _Metric[float]("predicted_speedup")
 
 
 @dataclass(frozen=True)
 class StorageRecord(Record):
     KIND = Kind.STORAGE
     CONFIG_KEYS = ("preset", "seed", "data")
-
-    @property
-    def formats(self) -> list[dict[str, Any]]:
-        return list(self.metrics.get("formats") or [])
-
-    @property
-    def measured_uncompressed_ratio(self) -> float | None:
-        return self.metrics.get("measured_uncompressed_ratio")
-
-    @property
-    def predicted_uncompressed_ratio(self) -> float | None:
-        return self.metrics.get("predicted_uncompressed_ratio")
+    formats = _Metric[_Rows]("formats")
+    measured_uncompressed_ratio = _Metric[float]("measured_uncompressed_ratio")
+    predicted_uncompressed_ratio = _Metric[float]("predicted_uncompressed_ratio")
 
 
 @dataclass(frozen=True)
 class CalibrationRecord(Record):
     KIND = Kind.CALIBRATION
     CONFIG_KEYS = ("device",)
-
-    @property
-    def device_name(self) -> str | None:
-        return self.metrics.get("device_name")
-
-    @property
-    def matmul_flops(self) -> float | None:
-        return self.metrics.get("matmul_flops")
-
-    @property
-    def copy_bandwidth(self) -> float | None:
-        return self.metrics.get("copy_bandwidth")
+    device_name = _Metric[str]("device_name")
+    matmul_flops = _Metric[float]("matmul_flops")
+    copy_bandwidth = _Metric[float]("copy_bandwidth")
 
 
 @dataclass(frozen=True)
@@ -281,165 +272,94 @@ class CommRecord(Record):
         "requests_per_rank",
         "steps",
     )
-
-    @property
-    def layouts(self) -> dict[str, Any]:
-        return dict(self.metrics.get("layouts") or {})
-
-    @property
-    def saving(self) -> float | None:
-        return self.metrics.get("saving")
+    layouts = _Metric[_PerLayout]("layouts")
+    saving = _Metric[float]("saving")
 
 
 @dataclass(frozen=True)
 class ModelRecord(Record):
     KIND = Kind.MODEL
     CONFIG_KEYS = ("preset", "device", "dtype", "exact", "world_size", "model")
-
-    @property
-    def components(self) -> list[dict[str, Any]]:
-        return list(self.metrics.get("components") or [])
-
-    @property
-    def totals(self) -> dict[str, Any]:
-        return dict(self.metrics.get("totals") or {})
-
-    @property
-    def predicted_speedup(self) -> float | None:
-        return self.metrics.get("predicted_speedup")
+    components = _Metric[_Rows]("components")
+    totals = _Metric[_PerLayout]("totals")
+    predicted_speedup = _Metric[float]("predicted_speedup")
 
 
 @dataclass(frozen=True)
 class ProjectRecord(Record):
     KIND = Kind.PROJECT
     CONFIG_KEYS = ("preset", "device", "device_key", "dtype", "gpus", "requests_per_day", "power_w", "bus_bw")
-
-    @property
-    def layouts(self) -> dict[str, Any]:
-        return dict(self.metrics.get("layouts") or {})
-
-    @property
-    def savings(self) -> dict[str, Any]:
-        return dict(self.metrics.get("savings") or {})
+    layouts = _Metric[_PerLayout]("layouts")
+    savings = _Metric[dict[str, float]]("savings")
 
 
 @dataclass(frozen=True)
 class ValidateRecord(Record):
     KIND = Kind.VALIDATE
     CONFIG_KEYS = ("reduced",)
-
-    @property
-    def max_rel_error(self) -> float | None:
-        return self.metrics.get("max_rel_error")
+    max_rel_error = _Metric[float]("max_rel_error")
 
 
 @dataclass(frozen=True)
 class BenchRecord(Record):
     KIND = Kind.BENCH
     CONFIG_KEYS = ("preset", "device", "dtype", "model", "spec_overrides")
-
-    @property
-    def layouts(self) -> dict[str, Any]:
-        return dict(self.metrics.get("layouts") or {})
-
-    @property
-    def speedup(self) -> float | None:
-        return self.metrics.get("speedup")
+    layouts = _Metric[_PerLayout]("layouts")
+    speedup = _Metric[float]("speedup")
 
 
 @dataclass(frozen=True)
 class ProfileRecord(Record):
     KIND = Kind.PROFILE
     CONFIG_KEYS = ("preset", "device", "dtype", "model", "spec_overrides")
-
-    @property
-    def layouts(self) -> dict[str, Any]:
-        return dict(self.metrics.get("layouts") or {})
+    layouts = _Metric[_PerLayout]("layouts")
 
 
 @dataclass(frozen=True)
 class SweepRecord(Record):
     KIND = Kind.SWEEP
     CONFIG_KEYS = ("sweep", "out")
-
-    @property
-    def points_total(self) -> int | None:
-        return self.metrics.get("points_total")
+    points_total = _Metric[int]("points_total")
 
 
 @dataclass(frozen=True)
 class DemoRecord(Record):
     KIND = Kind.DEMO
     CONFIG_KEYS = ("device",)
-
-    @property
-    def stages(self) -> list[dict[str, Any]]:
-        return list(self.metrics.get("stages") or [])
+    stages = _Metric[_Rows]("stages")
 
 
 @dataclass(frozen=True)
 class PresetsRecord(Record):
     KIND = Kind.PRESETS
-
-    @property
-    def presets(self) -> list[dict[str, Any]]:
-        return list(self.metrics.get("presets") or [])
+    presets = _Metric[_Rows]("presets")
 
 
 @dataclass(frozen=True)
 class GenerateRecord(Record):
     KIND = Kind.GENERATE
     CONFIG_KEYS = ("out", "preset", "seed", "requests")
-
-    @property
-    def datasets(self) -> dict[str, Any]:
-        return dict(self.metrics.get("datasets") or {})
+    datasets = _Metric[_PerLayout]("datasets")
 
 
 @dataclass(frozen=True)
 class ConvertRecord(Record):
     KIND = Kind.CONVERT
-
-    @property
-    def rows_out(self) -> int | None:
-        return self.metrics.get("rows_out")
-
-    @property
-    def dedup_factor(self) -> float | None:
-        return self.metrics.get("dedup_factor")
+    rows_out = _Metric[int]("rows_out")
+    dedup_factor = _Metric[float]("dedup_factor")
 
 
 @dataclass(frozen=True)
 class FitRecord(Record):
     KIND = Kind.FIT
     CONFIG_KEYS = ("out",)
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        return dict(self.metrics.get("spec") or {})
+    spec = _Metric[dict[str, Any]]("spec")
 
 
-RECORD_TYPES: dict[Kind, type[Record]] = {
-    t.KIND: t
-    for t in (
-        PointRecord,
-        StorageRecord,
-        CalibrationRecord,
-        CommRecord,
-        ModelRecord,
-        ProjectRecord,
-        ValidateRecord,
-        BenchRecord,
-        ProfileRecord,
-        SweepRecord,
-        DemoRecord,
-        PresetsRecord,
-        GenerateRecord,
-        ConvertRecord,
-        FitRecord,
-    )
-    if t.KIND is not None
-}
+_TYPES: tuple[type[Record], ...] = (PointRecord, StorageRecord, CalibrationRecord, CommRecord, ModelRecord)
+_TYPES += (ProjectRecord, ValidateRecord, BenchRecord, ProfileRecord, SweepRecord, DemoRecord, PresetsRecord)
+_TYPES += (GenerateRecord, ConvertRecord, FitRecord)
+RECORD_TYPES: dict[Kind, type[Record]] = {t.KIND: t for t in _TYPES if t.KIND is not None}
 assert set(RECORD_TYPES) == set(Kind), "every kind has its record type"
 
 
