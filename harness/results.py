@@ -1,5 +1,8 @@
 """The results store: JSONL, one record per measured point (schema in docs/contracts.md, "Results").
 
+The record itself (kinds, statuses, validation, the config hash) is `workloads.records`; the names
+are re-exported here for the writers that import them from the store.
+
 Writing: `append_record` writes one whole line with a single write() on an O_APPEND descriptor,
 then flush + fsync, so a killed writer leaves at most one truncated last line. Before appending it
 makes sure the file ends in a newline — otherwise the next record would be glued onto a truncated
@@ -13,104 +16,62 @@ lines=True)` and duckdb's `read_json_auto` read them directly; `to_table` gives 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
-SCHEMA_PREFIX = "roo-bench/result/"
-SCHEMA_VERSION = 1
-SCHEMA = f"{SCHEMA_PREFIX}{SCHEMA_VERSION}"
-KNOWN_VERSIONS = (1,)
-KINDS = ("point", "storage", "calibration", "comm", "model")
-STATUSES = ("ok", "oom", "error")
-REQUIRED = ("schema", "kind", "config_hash", "status", "error", "config", "metrics", "provenance")
+from workloads.records import (
+    KINDS,
+    KNOWN_VERSIONS,
+    REQUIRED,
+    SCHEMA,
+    SCHEMA_PREFIX,
+    SCHEMA_VERSION,
+    STATUSES,
+    Kind,
+    RecordError,
+    Status,
+    canonical_json,
+    config_hash,
+    json_safe,
+    make_record,
+    schema_version,
+    validate_record,
+)
+
 RESULTS_FILE = "results.jsonl"
 
-
-def canonical_json(obj) -> str:
-    """Sorted keys, no whitespace, no NaN: the same dict always gives the same bytes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
-
-
-def config_hash(config: dict) -> str:
-    """sha256 of the canonical JSON of `config`, first 16 hex digits (as WorkloadSpec.config_hash)."""
-    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
-
-
-def _clean(x):
-    """JSON-safe copy: NaN/inf become None (strict JSON readers such as pyarrow reject them),
-    tuples become lists, numpy scalars become Python numbers."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if hasattr(x, "item") and callable(x.item) and getattr(x, "ndim", None) == 0:
-        return _clean(x.item())
-    return x
-
-
-def make_record(
-    kind: str,
-    config: dict,
-    metrics: dict,
-    *,
-    status: str = "ok",
-    error: str | None = None,
-    provenance: dict | None = None,
-    hash_config: dict | None = None,
-) -> dict:
-    """A validated record. The hash is of `hash_config` when given (run_point hashes its input
-    config, so a sweep can tell a point is done before running it), else of `config`."""
-    rec = {
-        "schema": SCHEMA,
-        "kind": kind,
-        "config_hash": config_hash(hash_config if hash_config is not None else config),
-        "status": status,
-        "error": error,
-        "config": _clean(config),
-        "metrics": _clean(metrics),
-        "provenance": _clean(provenance if provenance is not None else {}),
-    }
-    problems = validate_record(rec)
-    if problems:
-        raise ValueError("invalid result record: " + "; ".join(problems))
-    return rec
-
-
-def validate_record(rec) -> list[str]:
-    """Problems with a record (empty list: valid)."""
-    if not isinstance(rec, dict):
-        return [f"a record is a JSON object, got {type(rec).__name__}"]
-    p = [f"missing key {k!r}" for k in REQUIRED if k not in rec]
-    if p:
-        return p
-    if rec["kind"] not in KINDS:
-        p.append(f"kind={rec['kind']!r}; allowed: {', '.join(KINDS)}")
-    if rec["status"] not in STATUSES:
-        p.append(f"status={rec['status']!r}; allowed: {', '.join(STATUSES)}")
-    if not isinstance(rec["config_hash"], str) or not rec["config_hash"]:
-        p.append("config_hash must be a non-empty string")
-    if rec["status"] != "ok" and not rec["error"]:
-        p.append(f"status={rec['status']!r} needs an error message")
-    if rec["error"] is not None and not isinstance(rec["error"], str):
-        p.append("error must be a string or null")
-    for k in ("config", "metrics", "provenance"):
-        if not isinstance(rec[k], dict):
-            p.append(f"{k} must be an object")
-    return p
+__all__ = [
+    "KINDS",
+    "KNOWN_VERSIONS",
+    "REQUIRED",
+    "RESULTS_FILE",
+    "SCHEMA",
+    "SCHEMA_PREFIX",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Kind",
+    "RecordError",
+    "Status",
+    "append_record",
+    "canonical_json",
+    "config_hash",
+    "flatten",
+    "make_record",
+    "read_results",
+    "to_table",
+    "validate_record",
+    "write_record",
+]
 
 
 def append_record(path: str | Path, record: dict) -> None:
     """Append one record as one line; durable (fsync) when this returns."""
     problems = validate_record(record)
     if problems:
-        raise ValueError("invalid result record: " + "; ".join(problems))
-    line = (json.dumps(_clean(record), sort_keys=True, allow_nan=False) + "\n").encode()
+        raise RecordError(problems)
+    line = (json.dumps(json_safe(record), sort_keys=True, allow_nan=False) + "\n").encode()
     path = Path(path)
     new = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -130,6 +91,27 @@ def append_record(path: str | Path, record: dict) -> None:
         os.close(fd)
     if new:
         _fsync_dir(path.parent)
+
+
+def write_record(path: str | Path, record: dict) -> None:
+    """Write one record as a whole `*.json` file (indented, for reading by eye): validated, written
+    to a temporary file beside it, fsync'd and renamed over `path`, so a reader sees the old file
+    or the new one, never half of one."""
+    problems = validate_record(record)
+    if problems:
+        raise RecordError(problems)
+    path = Path(path)
+    text = json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(d: Path) -> None:
@@ -155,9 +137,7 @@ def _paths(paths) -> list[Path]:
     return out
 
 
-def read_results(
-    paths: str | Path | Iterable[str | Path], kind: str | None = None
-) -> tuple[list[dict], list[str]]:
+def read_results(paths: str | Path | Iterable[str | Path], kind: str | None = None) -> tuple[list[dict], list[str]]:
     """All valid records of the given files (a directory means its results.jsonl), in file order,
     and one warning per skipped line ("FILE:LINE: why"). A missing file is a warning, not an error.
     `kind` keeps only records of that kind."""
@@ -184,11 +164,7 @@ def read_results(
             if not isinstance(schema, str) or not schema.startswith(SCHEMA_PREFIX):
                 warnings.append(f"{path}:{i}: not a roo-bench result record; line skipped")
                 continue
-            try:
-                version = int(schema[len(SCHEMA_PREFIX) :])
-            except ValueError:
-                version = None
-            if version not in KNOWN_VERSIONS:
+            if schema_version(schema) not in KNOWN_VERSIONS:
                 warnings.append(
                     f"{path}:{i}: schema {schema!r} is not one this roo-bench reads "
                     f"({', '.join(SCHEMA_PREFIX + str(v) for v in KNOWN_VERSIONS)}); line skipped"

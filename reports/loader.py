@@ -1,18 +1,20 @@
 """Read result files into one tolerant, normalized ResultSet.
 
-Inputs (docs/contracts.md "Results"):
+Inputs (docs/contracts.md "Results"; the record contract is `workloads.records`):
 - `*.jsonl`: one result record per line (`schema: roo-bench/result/1`, `kind`, `config`, `metrics`,
   `provenance`). A truncated or foreign line, or a record of another schema version, is skipped with
   a warning naming the file and the line; the warning is shown in the report too.
-- `*.json`: one object. Either a result record (has `schema`/`kind`), or the `--json` output of a
-  command, classified by its keys: storage (`formats` + `*_uncompressed_ratio`), model (`components`
-  + `totals`), comm (`counted_bytes_per_step` per layout), calibration (`matmul_flops` +
-  `copy_bandwidth`), project (`gpu_hours_per_day` per layout), demo (`stages`). A JSON array of
-  result records is accepted too.
+- `*.json`: one object, or a JSON array of them. A result record (has `schema` and `kind`), or a
+  bare `--json` object of an earlier version, read by its file name through the explicit legacy
+  table `workloads.records.LEGACY_FILES` (`storage*.json`, `model*.json`, `calibration*.json`,
+  `comm*.json`, `project*.json`, `demo*.json`, each with its kind's keys). A bare object elsewhere
+  is not a result. Every record carries its kind; nothing is guessed from keys alone.
 - directories are scanned recursively for both.
 
 Every record is normalized to the result-record shape (`kind`, `status`, `config`, `metrics`,
-`provenance`) plus a `source` (file, line, origin label) so the report never guesses later.
+`provenance`) plus a `source` (file, line, origin label) so the report never guesses later. The
+report shows the kinds in KINDS; a record of another kind (a `bench` or `validate` output) is
+skipped with a warning.
 """
 
 from __future__ import annotations
@@ -22,15 +24,22 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workloads import records
 from workloads.errors import UserError
+from workloads.layout import LAYOUTS
+from workloads.records import KNOWN_VERSIONS, SCHEMA_PREFIX, STATUSES, Kind
 
-SCHEMA_PREFIX = "roo-bench/result/"
-SUPPORTED_SCHEMA_VERSIONS = ("1",)
-KINDS = ("point", "storage", "calibration", "comm", "model", "project", "demo")
-LAYOUTS = ("impression", "roo")
-# Committed GPU results live under reports/data/<device>/ (DESIGN.md, "The GPU machine").
+# The kinds the report has sections for.
+KINDS: tuple[str, ...] = tuple(
+    k.value for k in (Kind.POINT, Kind.STORAGE, Kind.CALIBRATION, Kind.COMM, Kind.MODEL, Kind.PROJECT, Kind.DEMO)
+)
+# A legacy bare object's keys that say where it ran, copied into its config for the report.
+LEGACY_CONFIG_KEYS = ("preset", "device", "nproc", "world_size", "backend", "dtype")
+# Committed GPU results live under reports/data/<device>/.
 COMMITTED_MARK = ("reports", "data")
 COMPANIONS = {"sweep.meta.json", "manifest.json"}
+
+__all__ = ["KINDS", "LAYOUTS", "ResultSet", "Source", "device_label", "legacy_kind", "load", "num"]
 
 
 @dataclass
@@ -61,16 +70,13 @@ def find_result_files(paths: list[str]) -> list[Path]:
         p = Path(raw)
         if not p.exists():
             raise UserError(
-                f"results path {raw!r} does not exist; pass result files (*.jsonl, *.json) or "
-                "directories holding them"
+                f"results path {raw!r} does not exist; pass result files (*.jsonl, *.json) or directories holding them"
             )
         if p.is_dir():
             # Known companions of result files (a sweep's meta, a dataset's manifest) are not results;
             # skipped quietly when scanning a directory, warned about when named explicitly.
             found += sorted(
-                q
-                for q in p.rglob("*")
-                if q.is_file() and q.suffix in (".jsonl", ".json") and q.name not in COMPANIONS
+                q for q in p.rglob("*") if q.is_file() and q.suffix in (".jsonl", ".json") and q.name not in COMPANIONS
             )
         else:
             found.append(p)
@@ -120,9 +126,7 @@ def _load_jsonl(f: Path, text: str, committed: bool, rs: ResultSet) -> None:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            rs.warnings.append(
-                f"{src.where}: skipped, truncated or not JSON (column {e.colno}: {e.msg.lower()})"
-            )
+            rs.warnings.append(f"{src.where}: skipped, truncated or not JSON (column {e.colno}: {e.msg.lower()})")
             continue
         rec, why = _as_record(obj, src, allow_bare=False)
         if rec is None:
@@ -148,78 +152,72 @@ def _load_json(f: Path, text: str, committed: bool, rs: ResultSet) -> None:
             rs.records.append(rec)
 
 
-def classify(obj: dict) -> str | None:
-    """The kind of a bare `--json` object, from its keys (None: not a roo-bench output)."""
-    if "formats" in obj and ("predicted_uncompressed_ratio" in obj or "measured_uncompressed_ratio" in obj):
-        return "storage"
-    if "components" in obj and "totals" in obj:
-        return "model"
-    if "matmul_flops" in obj and "copy_bandwidth" in obj:
-        return "calibration"
-    per_layout = _layout_dicts(obj)
-    if any("counted_bytes_per_step" in d for d in per_layout.values()):
-        return "comm"
-    if any("gpu_hours_per_day" in d for d in per_layout.values()):
-        return "project"
-    if "stages" in obj and isinstance(obj["stages"], list):
-        return "demo"
-    return None
+def legacy_kind(path: Path, obj) -> str | None:
+    """The kind of a schema-less object in `path` (None: not a roo-bench output); see
+    `workloads.records.LEGACY_FILES` for the file names and key sets this accepts."""
+    kind = records.legacy_kind(Path(path).name, obj)
+    return None if kind is None else kind.value
 
 
-def _layout_dicts(obj: dict) -> dict:
-    """Per-layout sub-objects, whether nested under `layouts` or at the top level."""
-    src = obj.get("layouts") if isinstance(obj.get("layouts"), dict) else obj
-    return {k: v for k, v in src.items() if k in LAYOUTS and isinstance(v, dict)}
+def _envelope(obj: dict, kind: str) -> dict:
+    return {
+        "kind": kind,
+        "status": obj.get("status") or "ok",
+        "error": obj.get("error"),
+        "config_hash": obj.get("config_hash") or "",
+        "config": obj.get("config") if isinstance(obj.get("config"), dict) else {},
+        "provenance": obj.get("provenance") if isinstance(obj.get("provenance"), dict) else {},
+    }
+
+
+def _from_record(obj: dict, schema) -> tuple[dict | None, str]:
+    """A record that names its schema: checked against the contract, normalized for the report."""
+    if not isinstance(schema, str) or not schema.startswith(SCHEMA_PREFIX):
+        return None, f"foreign record (schema {schema!r}, expected {SCHEMA_PREFIX}1)"
+    if records.schema_version(schema) not in KNOWN_VERSIONS:
+        return None, (
+            f"incompatible schema version {schema!r} (this report reads "
+            f"{', '.join(SCHEMA_PREFIX + str(v) for v in KNOWN_VERSIONS)})"
+        )
+    kind = obj.get("kind")
+    if kind in records.KINDS and kind not in KINDS:
+        return None, f"a {kind!r} record; the report shows {', '.join(KINDS)}"
+    if kind not in KINDS:
+        return None, f"unknown record kind {kind!r} (known: {', '.join(KINDS)})"
+    metrics = obj.get("metrics")
+    if not isinstance(metrics, dict):
+        return None, "record has no `metrics` object"
+    return {**_envelope(obj, kind), "metrics": metrics}, ""
+
+
+def _from_legacy(obj: dict, kind: str) -> dict:
+    """A bare `--json` object of a known kind (an earlier version's output): the whole object is
+    its metrics, and the keys that say where it ran are copied into config as well."""
+    rec = _envelope(obj, kind)
+    cfg = dict(rec["config"])
+    for k in LEGACY_CONFIG_KEYS:
+        if k in obj and k not in cfg:
+            cfg[k] = obj[k]
+    return {**rec, "config": cfg, "metrics": obj}
 
 
 def _as_record(obj, src: Source, allow_bare: bool) -> tuple[dict | None, str]:
+    """Normalize one object of `src`. A schema-less object is a record when it names its kind, or
+    (`allow_bare`: a `*.json` file) when its file name is a known legacy one with that kind's keys."""
     if not isinstance(obj, dict):
         return None, f"not a roo-bench result (a JSON {type(obj).__name__}, expected an object)"
     schema = obj.get("schema")
     if schema is not None:
-        if not isinstance(schema, str) or not schema.startswith(SCHEMA_PREFIX):
-            return None, f"foreign record (schema {schema!r}, expected {SCHEMA_PREFIX}1)"
-        version = schema[len(SCHEMA_PREFIX) :]
-        if version not in SUPPORTED_SCHEMA_VERSIONS:
-            return None, (
-                f"incompatible schema version {schema!r} (this report reads "
-                f"{', '.join(SCHEMA_PREFIX + v for v in SUPPORTED_SCHEMA_VERSIONS)})"
-            )
-        kind = obj.get("kind")
-        if kind not in KINDS:
-            return None, f"unknown record kind {kind!r} (known: {', '.join(KINDS)})"
-        metrics = obj.get("metrics")
-        if not isinstance(metrics, dict):
-            return None, "record has no `metrics` object"
-        rec = {
-            "kind": kind,
-            "status": obj.get("status") or "ok",
-            "error": obj.get("error"),
-            "config_hash": obj.get("config_hash") or "",
-            "config": obj.get("config") if isinstance(obj.get("config"), dict) else {},
-            "metrics": metrics,
-            "provenance": obj.get("provenance") if isinstance(obj.get("provenance"), dict) else {},
-        }
+        rec, why = _from_record(obj, schema)
+        if rec is None:
+            return None, why
     else:
-        kind = obj.get("kind") if obj.get("kind") in KINDS else None
-        kind = kind or (classify(obj) if allow_bare else None)
-        if kind is None:
+        own = obj.get("kind") if obj.get("kind") in KINDS else None
+        kind = own or (legacy_kind(Path(src.path), obj) if allow_bare else None)
+        if kind not in KINDS:
             return None, "not a roo-bench result (no `schema` field and no known key set)"
-        cfg = obj.get("config") if isinstance(obj.get("config"), dict) else {}
-        cfg = dict(cfg)
-        for k in ("preset", "device", "nproc", "world_size", "backend", "dtype"):
-            if k in obj and k not in cfg:
-                cfg[k] = obj[k]
-        rec = {
-            "kind": kind,
-            "status": obj.get("status") or "ok",
-            "error": obj.get("error"),
-            "config_hash": obj.get("config_hash") or "",
-            "config": cfg,
-            "metrics": obj,
-            "provenance": obj.get("provenance") if isinstance(obj.get("provenance"), dict) else {},
-        }
-    if rec["status"] not in ("ok", "oom", "error"):
+        rec = _from_legacy(obj, kind)
+    if rec["status"] not in STATUSES:
         return None, f"unknown status {rec['status']!r} (expected ok, oom or error)"
     if rec["kind"] == "point" and rec["status"] == "ok":
         lay = rec["metrics"].get("layouts")

@@ -8,6 +8,7 @@ import pytest
 
 from harness.cli import main
 from workloads import parquet_io as P
+from workloads.records import SCHEMA, flat_view, validate_record
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -18,9 +19,17 @@ def run(capsys, *args):
     return code, out, err
 
 
+def record(out: str, kind: str) -> dict:
+    """The one result record a `--json` command printed, checked against the contract."""
+    rec = json.loads(out)
+    assert validate_record(rec) == [] and rec["schema"] == SCHEMA
+    assert rec["kind"] == kind and rec["status"] == "ok"
+    return rec
+
+
 def test_presets_lists_names_and_descriptions(capsys):
     code, out, _ = run(capsys, "presets", "--json")
-    names = [p["name"] for p in json.loads(out)["presets"]]
+    names = [p["name"] for p in record(out, "presets")["metrics"]["presets"]]
     assert code == 0 and {"tiny", "retrieval", "early-ranking", "late-ranking", "hstu-ranking"} <= set(names)
     code, out, _ = run(capsys, "presets")
     assert code == 0 and all(line.split()[0] in names and len(line.split()) > 2 for line in out.strip().splitlines())
@@ -28,8 +37,9 @@ def test_presets_lists_names_and_descriptions(capsys):
 
 def test_generate_twice_gives_byte_identical_parquet(capsys, tmp_path):
     for d in ("D1", "D2"):
-        code, _, err = run(capsys, "generate", "--preset", "tiny", "--requests", 1000, "--seed", 1,
-                           "--out", tmp_path / d)
+        code, _, err = run(
+            capsys, "generate", "--preset", "tiny", "--requests", 1000, "--seed", 1, "--out", tmp_path / d
+        )
         assert code == 0, err
     for layout in ("request", "impression"):
         a = (tmp_path / "D1" / layout / "data.parquet").read_bytes()
@@ -43,11 +53,36 @@ def test_generate_twice_gives_byte_identical_parquet(capsys, tmp_path):
 
 
 def test_generate_options_and_json(capsys, tmp_path):
-    code, out, err = run(capsys, "generate", "--preset", "tiny", "--requests", 300, "--out", tmp_path / "g",
-                         "--layout", "impression", "--order", "shuffled", "--codec", "snappy", "--row-group-size", 100,
-                         "--set", "impressions.mean=2", "--json")
+    code, out, err = run(
+        capsys,
+        "generate",
+        "--preset",
+        "tiny",
+        "--requests",
+        300,
+        "--out",
+        tmp_path / "g",
+        "--layout",
+        "impression",
+        "--order",
+        "shuffled",
+        "--codec",
+        "snappy",
+        "--row-group-size",
+        100,
+        "--set",
+        "impressions.mean=2",
+        "--json",
+    )
     assert code == 0, err
-    res = json.loads(out)
+    rec = record(out, "generate")
+    res = rec["metrics"]
+    assert rec["config"] == {
+        "out": str(tmp_path / "g"),
+        "preset": "tiny",
+        "seed": rec["config"]["seed"],
+        "requests": 300,
+    }
     m = P.read_manifest(tmp_path / "g" / "impression")
     assert list(res["datasets"]) == ["impression"] and m["order"] == "shuffled" and m["codec"] == "snappy"
     assert m["spec"]["impressions"]["mean"] == 2.0
@@ -56,10 +91,18 @@ def test_generate_options_and_json(capsys, tmp_path):
 
 def test_convert_cli_recovers_generated_request_level(capsys, tmp_path):
     run(capsys, "generate", "--preset", "tiny", "--requests", 800, "--seed", 3, "--out", tmp_path / "g")
-    code, out, err = run(capsys, "convert", tmp_path / "g" / "impression" / "data.parquet", "--request-key",
-                         "request_id", "--out", tmp_path / "c", "--json")
+    code, out, err = run(
+        capsys,
+        "convert",
+        tmp_path / "g" / "impression" / "data.parquet",
+        "--request-key",
+        "request_id",
+        "--out",
+        tmp_path / "c",
+        "--json",
+    )
     assert code == 0, err
-    res = json.loads(out)
+    res = record(out, "convert")["metrics"]
     assert {"rows_in", "rows_out", "dedup_factor", "bytes_in", "bytes_out", "conflicts"} <= set(res)
     assert res["rows_out"] == 800 and res["conflicts"] == 0
     got = pq.read_table(tmp_path / "c" / "data.parquet").sort_by("request_id")
@@ -70,26 +113,45 @@ def test_convert_cli_recovers_generated_request_level(capsys, tmp_path):
 def test_storage_cli_json_contract(capsys):
     code, out, err = run(capsys, "storage", "--preset", "tiny", "--requests", 4000, "--json")
     assert code == 0, err
-    res = json.loads(out)
+    rec = record(out, "storage")
+    res = rec["metrics"]
+    assert rec["config"] == {"preset": "tiny", "seed": rec["config"]["seed"]}
+    assert flat_view(rec) == {**res, **rec["config"]}  # the flat object the record wraps
     assert res["measured_uncompressed_ratio"] == pytest.approx(res["predicted_uncompressed_ratio"], rel=0.05)
     assert len(res["formats"]) == 9
     for f in res["formats"]:
-        assert {"layout", "order", "codec", "file_bytes", "bytes_per_impression", "write_s", "read_s",
-                "memory_bytes"} <= set(f)
+        assert {
+            "layout",
+            "order",
+            "codec",
+            "file_bytes",
+            "bytes_per_impression",
+            "write_s",
+            "read_s",
+            "memory_bytes",
+        } <= set(f)
 
 
 def test_fit_cli_writes_a_spec_every_command_accepts(capsys, tmp_path):
     run(capsys, "generate", "--preset", "tiny", "--requests", 600, "--out", tmp_path / "g", "--layout", "impression")
-    code, out, err = run(capsys, "fit", tmp_path / "g" / "impression", "--request-key", "request_id",
-                         "--out", tmp_path / "s.toml")
+    code, out, err = run(
+        capsys, "fit", tmp_path / "g" / "impression", "--request-key", "request_id", "--out", tmp_path / "s.toml"
+    )
     assert code == 0, err and (tmp_path / "s.toml").is_file()
     code, _, err = run(capsys, "generate", "--spec", tmp_path / "s.toml", "--requests", 100, "--out", tmp_path / "g2")
     assert code == 0, err
-    code, out, err = run(capsys, "storage", "--spec", tmp_path / "s.toml", "--requests", 100, "--codecs", "zstd",
-                         "--json")
-    assert code == 0, err and json.loads(out)["predicted_uncompressed_ratio"] > 1
+    code, out, err = run(
+        capsys, "storage", "--spec", tmp_path / "s.toml", "--requests", 100, "--codecs", "zstd", "--json"
+    )
+    assert code == 0, err and record(out, "storage")["metrics"]["predicted_uncompressed_ratio"] > 1
     code, out, err = run(capsys, "storage", "--data", tmp_path / "g2", "--codecs", "none", "--json")
-    assert code == 0, err and json.loads(out)["requests"] == 100
+    assert code == 0, err
+    rec = record(out, "storage")
+    assert rec["metrics"]["requests"] == 100 and rec["config"] == {"data": str(tmp_path / "g2" / "request")}
+    code, out, err = run(capsys, "fit", tmp_path / "g" / "impression", "--request-key", "request_id", "--json")
+    assert code == 0, err
+    rec = record(out, "fit")
+    assert rec["config"] == {"out": None} and rec["metrics"]["spec"]["impressions"] and "fit" in rec["metrics"]
 
 
 # --- bad input: one line naming the problem, exit 2, nothing left behind --------------------------------
@@ -105,32 +167,57 @@ def files(tmp_path, capsys):
 BAD = [
     (["generate", "--preset", "nope", "--out", "{o}"], "unknown preset 'nope'; choose one of: tiny"),
     (["generate", "--preset", "tiny", "--set", "impressions.bogus=1", "--out", "{o}"], "unknown key 'bogus'"),
-    (["generate", "--preset", "tiny", "--set", "user_dense=abc", "--out", "{o}"],
-     "spec.user_dense='abc' must be an integer"),
+    (
+        ["generate", "--preset", "tiny", "--set", "user_dense=abc", "--out", "{o}"],
+        "spec.user_dense='abc' must be an integer",
+    ),
     (["generate", "--preset", "tiny", "--requests", "0", "--out", "{o}"], "--requests=0 must be >= 1"),
     (["generate", "--preset", "tiny", "--requests", "-5", "--out", "{o}"], "--requests=-5 must be >= 1"),
     (["generate", "--preset", "tiny", "--row-group-size", "0", "--out", "{o}"], "--row-group-size=0 must be >= 1"),
-    (["generate", "--preset", "tiny", "--set", "impressions.max=0", "--out", "{o}"],
-     "impressions.max=0 is below impressions.min=1; set max >= min"),
+    (
+        ["generate", "--preset", "tiny", "--set", "impressions.max=0", "--out", "{o}"],
+        "impressions.max=0 is below impressions.min=1; set max >= min",
+    ),
     (["generate", "--preset", "tiny", "--codec", "lz9", "--out", "{o}"], "--codec 'lz9' is not allowed"),
     (["generate", "--spec", "{t}/missing.toml", "--out", "{o}"], "does not exist"),
     (["generate", "--preset", "tiny", "--out", "{t}/afile/sub"], "does not exist; create it first"),
     (["convert", "{t}/empty.parquet", "--request-key", "request_id", "--out", "{o}"], "is empty (0 bytes)"),
-    (["convert", "{t}/corrupt.parquet", "--request-key", "request_id", "--out", "{o}"],
-     "is not a readable Parquet file"),
-    (["convert", "{t}/g/impression/data.parquet", "--request-key", "nope", "--out", "{o}"],
-     "request key column 'nope' is not in"),
-    (["convert", "{t}/g/impression/data.parquet", "--request-key", "request_id", "--ro-columns", "zz", "--out", "{o}"],
-     "--ro-columns names unknown column(s) ['zz']"),
+    (
+        ["convert", "{t}/corrupt.parquet", "--request-key", "request_id", "--out", "{o}"],
+        "is not a readable Parquet file",
+    ),
+    (
+        ["convert", "{t}/g/impression/data.parquet", "--request-key", "nope", "--out", "{o}"],
+        "request key column 'nope' is not in",
+    ),
+    (
+        [
+            "convert",
+            "{t}/g/impression/data.parquet",
+            "--request-key",
+            "request_id",
+            "--ro-columns",
+            "zz",
+            "--out",
+            "{o}",
+        ],
+        "--ro-columns names unknown column(s) ['zz']",
+    ),
     (["convert", "{t}/g/impression/data.parquet", "--request-key", "request_id", "--out", "{t}/g"], "already exists"),
     (["convert", "{t}/missing.parquet", "--request-key", "request_id", "--out", "{o}"], "does not exist"),
-    (["fit", "{t}/corrupt.parquet", "--request-key", "request_id", "--out", "{o}.toml"],
-     "is not a readable Parquet file"),
-    (["fit", "{t}/empty.parquet", "--request-key", "request_id", "--out", "{o}.toml"],
-     "is not a readable Parquet file"),
+    (
+        ["fit", "{t}/corrupt.parquet", "--request-key", "request_id", "--out", "{o}.toml"],
+        "is not a readable Parquet file",
+    ),
+    (
+        ["fit", "{t}/empty.parquet", "--request-key", "request_id", "--out", "{o}.toml"],
+        "is not a readable Parquet file",
+    ),
     (["fit", "{t}/g/impression", "--request-key", "nope", "--out", "{o}.toml"], "request key column 'nope' is not in"),
-    (["fit", "{t}/g/impression", "--request-key", "request_id", "--out", "{t}/afile/s.toml"],
-     "is not a writable directory"),
+    (
+        ["fit", "{t}/g/impression", "--request-key", "request_id", "--out", "{t}/afile/s.toml"],
+        "is not a writable directory",
+    ),
     (["storage", "--preset", "nope"], "unknown preset 'nope'"),
     (["storage", "--preset", "tiny", "--requests", "0"], "--requests=0 must be >= 1"),
     (["storage", "--data", "{t}/afile"], "holds no roo-bench dataset"),

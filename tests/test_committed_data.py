@@ -2,9 +2,10 @@
 without a warning, each comm run is counted once, and the recorded properties hold."""
 
 import collections
+import json
 
 from harness.commands import demo
-from reports.loader import load
+from reports.loader import COMPANIONS, legacy_kind, load
 
 
 def _files():
@@ -65,3 +66,52 @@ def test_committed_comm_runs_counted_bytes_equal_analytic():
     for r in rs.records:
         for lay in r["metrics"]["layouts"].values():
             assert lay["counted_bytes_per_step"] == lay["analytic_bytes_per_step"]
+
+
+# Record counts per kind of everything committed under reports/data/, as the loader read it before
+# every record carried its kind; the legacy reader path must give the same, with no new warning.
+COMMITTED_KIND_COUNTS = {"calibration": 4, "point": 61, "comm": 8}
+FOLDED_IN_KIND_COUNTS = {"calibration": 4, "point": 23, "comm": 4}
+# The bare `--json` outputs committed before records carried their kind, read by file name.
+LEGACY_BARE_FILES = {
+    "h100/campaign/calibration.json": "calibration",
+    "h100/campaign2/calibration.json": "calibration",
+    "h100/campaign3/calibration.json": "calibration",
+    "h100/comm/comm_early-ranking_row_w2.json": "comm",
+    "h100/comm/comm_early-ranking_table_w2.json": "comm",
+    "h100/comm/comm_retrieval_row_w2.json": "comm",
+    "h100/comm/comm_retrieval_table_w2.json": "comm",
+}
+
+
+def _committed(pattern: str) -> list:
+    return sorted(p for p in demo.COMMITTED.rglob(pattern) if p.name not in COMPANIONS)
+
+
+def test_every_committed_result_file_loads_with_its_kind_and_no_warning():
+    results = _committed("*.jsonl") + [demo.COMMITTED / p for p in LEGACY_BARE_FILES]
+    counts = collections.Counter()
+    for p in results:
+        rs = load([str(p)])
+        assert rs.warnings == [], p
+        assert rs.records, p
+        counts.update(r["kind"] for r in rs.records)
+        rel = str(p.relative_to(demo.COMMITTED))
+        if rel in LEGACY_BARE_FILES:
+            assert [r["kind"] for r in rs.records] == [LEGACY_BARE_FILES[rel]]
+            assert legacy_kind(p, json.loads(p.read_text())) == LEGACY_BARE_FILES[rel]
+    assert dict(counts) == COMMITTED_KIND_COUNTS
+    assert dict(collections.Counter(r["kind"] for r in load([str(p) for p in _files()]).records)) == (
+        FOLDED_IN_KIND_COUNTS
+    )
+
+
+def test_committed_non_result_json_is_skipped_as_before():
+    """Kernel tables, profiler summaries and asv output sit beside the results: each is one
+    'not a roo-bench result' warning when a directory is scanned, and never a record."""
+    rs = load([str(demo.COMMITTED)])
+    assert dict(collections.Counter(r["kind"] for r in rs.records)) == COMMITTED_KIND_COUNTS
+    others = [p for p in _committed("*.json") if str(p.relative_to(demo.COMMITTED)) not in LEGACY_BARE_FILES]
+    assert len(others) == len(rs.warnings) == 34
+    for p, w in zip(others, rs.warnings, strict=True):
+        assert w == f"{p}: skipped, not a roo-bench result (no `schema` field and no known key set)"

@@ -1,6 +1,8 @@
-"""harness.results + harness.provenance: record schema, config hash, fsync'd appends, tolerant
-reading (truncated, foreign and future-schema lines), pyarrow readability, provenance fields."""
+"""harness.results + workloads.records + harness.provenance: record schema, typed records, config
+hash, fsync'd appends, --json helpers, legacy kinds, tolerant reading (truncated, foreign and
+future-schema lines), pyarrow readability, provenance fields."""
 
+import dataclasses
 import datetime as dt
 import json
 import platform
@@ -19,7 +21,9 @@ from harness.results import (
     read_results,
     to_table,
     validate_record,
+    write_record,
 )
+from workloads import records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,9 +150,7 @@ def test_provenance_fields(monkeypatch):
     assert p["torch_version"] and p["numpy_version"] and p["pyarrow_version"]
     assert p["device_name"].startswith("cpu") and p["roo_bench_version"] == "0.1.0"
     created = dt.datetime.fromisoformat(p["created_utc"])
-    assert (
-        created.tzinfo is not None and abs((dt.datetime.now(dt.timezone.utc) - created).total_seconds()) < 60
-    )
+    assert created.tzinfo is not None and abs((dt.datetime.now(dt.timezone.utc) - created).total_seconds()) < 60
 
 
 def test_provenance_without_git(tmp_path, monkeypatch):
@@ -159,3 +161,85 @@ def test_provenance_without_git(tmp_path, monkeypatch):
         assert p["git_sha"] is None and p["git_dirty"] is None
     finally:
         provenance.git_state.cache_clear()
+
+
+# --- workloads.records: the typed envelope and the --json helpers -------------------------------------
+def test_every_kind_has_a_typed_record_class():
+    assert set(records.RECORD_TYPES) == set(records.Kind) and records.KINDS == tuple(k.value for k in records.Kind)
+    assert {"point", "storage", "calibration", "comm", "model", "project", "validate", "bench", "profile"} <= set(
+        records.KINDS
+    )
+    for kind, cls in records.RECORD_TYPES.items():
+        rec = records.new_record(kind.value, {"a": 1}, {})
+        assert type(rec) is cls and rec.kind is kind and rec.status is records.Status.OK
+        assert records.to_dict(rec)["kind"] == kind.value == str(kind)
+
+
+def test_record_dataclass_round_trip_and_typed_views():
+    d = make_record("storage", {"preset": "tiny"}, {"formats": [{"codec": "zstd"}], "measured_uncompressed_ratio": 2.5})
+    rec = records.from_dict(d)
+    assert isinstance(rec, records.StorageRecord)
+    assert rec.formats == [{"codec": "zstd"}] and rec.measured_uncompressed_ratio == 2.5
+    assert rec.predicted_uncompressed_ratio is None and rec.ok
+    assert records.to_dict(rec) == d and rec.config_hash == config_hash({"preset": "tiny"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.status = "oom"  # type: ignore[misc]
+
+
+def test_record_construction_validates():
+    with pytest.raises(records.RecordError, match=r"kind='nope'; allowed: point, storage"):
+        records.new_record("nope", {}, {})
+    with pytest.raises(records.RecordError, match=r"status='weird'; allowed: ok, oom, error"):
+        records.Record(kind="point", config={}, metrics={}, status="weird")  # type: ignore[arg-type]
+    with pytest.raises(records.RecordError, match=r"metrics must be an object"):
+        records.new_record("model", {}, [1, 2])  # type: ignore[arg-type]
+    with pytest.raises(records.RecordError, match=r"kind='point' in a StorageRecord"):
+        records.StorageRecord(kind=records.Kind.POINT, config={}, metrics={})
+    with pytest.raises(records.RecordError, match=r"is not one this roo-bench reads"):
+        records.from_dict(dict(_rec(0), schema="roo-bench/result/7"))
+    assert issubclass(records.RecordError, ValueError)
+
+
+def test_flat_json_outputs_wrap_without_changing_numbers(capsys):
+    summary = {
+        "preset": "tiny",
+        "world_size": 2,
+        "layouts": {"roo": {"counted_bytes_per_step": 7}},
+        "saving": 0.45,
+        "config_hash": "e04a6885c000f02c",
+        "out": None,
+    }
+    config, metrics, h = records.split_flat("comm", summary)
+    assert config == {"preset": "tiny", "world_size": 2} and h == "e04a6885c000f02c"
+    assert metrics == {"layouts": {"roo": {"counted_bytes_per_step": 7}}, "saving": 0.45, "out": None}
+    rec = records.emit_flat("comm", summary)
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 1 and json.loads(printed) == rec and validate_record(rec) == []
+    assert rec["config_hash"] == "e04a6885c000f02c" and records.flat_view(rec) == summary
+    assert records.flat_view(summary) == summary  # a flat object reads as it is
+    rec = records.emit("presets", {}, {"presets": [], "x": float("nan")})
+    assert json.loads(capsys.readouterr().out) == rec and rec["metrics"]["x"] is None
+    demo = {"kind": "demo", "device": "cpu", "stages": []}
+    assert records.record_from_flat("demo", demo)["config"] == {"device": "cpu"}
+    assert records.flat_view(records.record_from_flat("demo", demo)) == {"device": "cpu", "stages": []}
+
+
+def test_legacy_kinds_come_from_the_file_name_table():
+    storage = {"formats": [], "measured_uncompressed_ratio": 2.0}
+    assert records.legacy_kind("storage-early-ranking.json", storage) == "storage"
+    assert records.legacy_kind("out.json", storage) is None  # not a legacy name: no guessing
+    assert records.legacy_kind("storage.json", {"formats": []}) is None  # the name, but not the keys
+    assert records.legacy_kind("comm_retrieval_row_w2.json", {"layouts": {"roo": {"counted_bytes_per_step": 1}}})
+    assert records.legacy_kind("anything.json", {"kind": "demo"}) == "demo"
+    assert records.legacy_kind("model-x.json", [1]) is None
+
+
+def test_write_record_replaces_the_file_whole(tmp_path):
+    p = tmp_path / "calibration.json"
+    p.write_text("old")
+    rec = make_record("calibration", {}, {"matmul_flops": 1e9, "copy_bandwidth": 2e9, "device_name": "cpu"})
+    write_record(p, rec)
+    assert json.loads(p.read_text()) == rec and [q.name for q in tmp_path.iterdir()] == ["calibration.json"]
+    with pytest.raises(records.RecordError, match="missing key"):
+        write_record(p, {"kind": "calibration"})
+    assert json.loads(p.read_text()) == rec

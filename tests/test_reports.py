@@ -102,7 +102,7 @@ def test_self_contained_and_small(full_report):
 
 
 def test_fixture_json_classified_by_keys():
-    kinds = {p.name: loader.classify(json.loads(p.read_text())) for p in FIX.glob("*.json")}
+    kinds = {p.name: loader.legacy_kind(p, json.loads(p.read_text())) for p in FIX.glob("*.json")}
     assert kinds == {
         "storage.json": "storage",
         "model-early-ranking.json": "model",

@@ -7,6 +7,7 @@ import json
 import math
 
 from workloads.errors import UserError
+from workloads.records import flat_view
 
 # validate: reduced sizes so a CPU forward+backward of every preset takes well under a second; the
 # formulas do not depend on size, so exactness here is exactness at full size (`--full` checks it).
@@ -278,6 +279,7 @@ def _project(args) -> int:
         try:
             with open(args.storage) as f:
                 storage = json.load(f)
+            storage = flat_view(storage) if isinstance(storage, dict) else storage
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(f"--storage {args.storage}: cannot read a storage JSON: {e}") from None
         if not isinstance(storage, dict) or not isinstance(storage.get("formats"), list):

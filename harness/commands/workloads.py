@@ -1,15 +1,19 @@
-"""Data commands: `presets`, `generate`, `convert`, `storage`, `fit` (see workloads/)."""
+"""Data commands: `presets`, `generate`, `convert`, `storage`, `fit` (see workloads/).
+
+`--json` prints one result record (workloads.records) of kind presets, generate, convert, storage or
+fit; docs/contracts.md says which of the flat keys are its config and which its metrics.
+`generate_dataset` and `measure_dataset` are what `generate` and `storage --data` run, for the demo.
+"""
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
 
 from workloads.errors import UserError
-
-LAYOUT_CHOICES = ("request", "impression", "both")
+from workloads.layout import LAYOUT_CHOICES, Layout, parse_layouts
+from workloads.records import Kind, emit, emit_flat
 
 
 def register(sub) -> None:
@@ -22,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--requests", type=int, default=4096, help="number of requests (default 4096)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the spec's seed)")
     p.add_argument("--out", required=True, help="output directory (must not exist)")
-    p.add_argument("--layout", default="both", help="request | impression | both (default both)")
+    p.add_argument("--layout", default="both", help="roo (or request) | impression | both (default both)")
     p.add_argument("--order", default="grouped", help="impression row order: grouped | shuffled (default grouped)")
     p.add_argument("--codec", default="zstd", help="none | snappy | zstd (default zstd)")
     p.add_argument("--row-group-size", type=int, default=None, help="rows per Parquet row group (default 8192)")
@@ -61,8 +65,13 @@ def register(sub) -> None:
 def _spec_args(p) -> None:
     p.add_argument("--preset", default=None, help="preset name (see `roo-bench presets`)")
     p.add_argument("--spec", default=None, help="spec file (TOML/JSON), e.g. from `roo-bench fit`")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec value by dotted path, e.g. impressions.mean=10 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value by dotted path, e.g. impressions.mean=10 (repeatable)",
+    )
 
 
 def _positive(name: str, v: int | None) -> None:
@@ -75,8 +84,12 @@ def _choice(name: str, v: str, allowed) -> None:
         raise UserError(f"--{name} {v!r} is not allowed; choose one of: {', '.join(allowed)}")
 
 
-def _out(obj, args, text: str) -> None:
-    print(json.dumps(obj) if args.json else text)
+def _out(kind: Kind, obj: dict, args, text: str) -> None:
+    """The command's output: `obj` as a record of `kind` with --json, else `text`."""
+    if args.json:
+        emit_flat(kind, obj)
+    else:
+        print(text)
 
 
 # --- presets -------------------------------------------------------------------------------------------
@@ -84,7 +97,7 @@ def _presets(args) -> int:
     from workloads.presets import PRESETS
 
     if args.json:
-        print(json.dumps({"presets": [{"name": n, "description": s.description} for n, s in PRESETS.items()]}))
+        emit(Kind.PRESETS, {}, {"presets": [{"name": n, "description": s.description} for n, s in PRESETS.items()]})
     else:
         w = max(map(len, PRESETS))
         for n, s in PRESETS.items():
@@ -103,18 +116,10 @@ def _progress(total: int):
 
 
 def _generate(args) -> int:
-    from workloads.generator import iter_request_batches
-    from workloads.parquet_io import (
-        CODECS,
-        DEFAULT_ROW_GROUP,
-        ORDERS,
-        DatasetWriter,
-        commit_temp_dir,
-        make_temp_dir,
-    )
+    from workloads.parquet_io import CODECS, ORDERS
     from workloads.presets import resolve_spec
 
-    _choice("layout", args.layout, LAYOUT_CHOICES)
+    _choice("layout", args.layout, ("request", *LAYOUT_CHOICES))
     _choice("order", args.order, ORDERS)
     _choice("codec", args.codec, CODECS)
     _positive("requests", args.requests)
@@ -124,19 +129,63 @@ def _generate(args) -> int:
         raise UserError(f"--seed={args.seed} must be >= 0")
     spec = resolve_spec(args.preset, args.spec, args.set)
     seed = spec.seed if args.seed is None else args.seed
-    layouts = ("request", "impression") if args.layout == "both" else (args.layout,)
-    out = Path(args.out)
+    res = generate_dataset(
+        spec,
+        args.requests,
+        seed,
+        Path(args.out),
+        layouts=parse_layouts(args.layout),
+        order=args.order,
+        codec=args.codec,
+        row_group_size=args.row_group_size,
+        chunk_requests=args.chunk_requests,
+        progress=True,
+    )
+    lines = [
+        f"{k}: {v['rows']} rows, {v['impressions']} impressions, {v['file_bytes']} bytes -> {v['path']}"
+        for k, v in res["datasets"].items()
+    ]
+    _out(Kind.GENERATE, res, args, "\n".join(lines))
+    return 0
+
+
+def generate_dataset(
+    spec,
+    requests: int,
+    seed: int,
+    out: Path,
+    layouts=(Layout.IMPRESSION, Layout.ROO),
+    order: str = "grouped",
+    codec: str = "zstd",
+    row_group_size: int | None = None,
+    chunk_requests: int = 4096,
+    progress: bool = False,
+) -> dict:
+    """Write the datasets of `layouts` (the request-level one first) under `out`, all at once or not at
+    all; the flat `generate --json` object (config: out, preset, seed, requests; metrics: datasets)."""
+    from workloads.generator import iter_request_batches
+    from workloads.parquet_io import DEFAULT_ROW_GROUP, DatasetWriter, commit_temp_dir, make_temp_dir
+
+    names = [lay.dataset_name for lay in sorted(layouts, key=lambda lay: lay is not Layout.ROO)]
     root = make_temp_dir(out)
     writers = []
     bar = None
     try:
-        for layout in layouts:
-            order = args.order if layout == "impression" else "grouped"
-            writers.append(DatasetWriter(root / layout, layout, order=order, codec=args.codec,
-                                         row_group_size=args.row_group_size or DEFAULT_ROW_GROUP, spec=spec,
-                                         seed=seed, extra={"requests_requested": args.requests}))
-        bar = _progress(args.requests)
-        for b in iter_request_batches(spec, args.requests, seed=seed, chunk_requests=args.chunk_requests):
+        for name in names:
+            writers.append(
+                DatasetWriter(
+                    root / name,
+                    name,
+                    order=order if name == "impression" else "grouped",
+                    codec=codec,
+                    row_group_size=row_group_size or DEFAULT_ROW_GROUP,
+                    spec=spec,
+                    seed=seed,
+                    extra={"requests_requested": requests},
+                )
+            )
+        bar = _progress(requests) if progress else None
+        for b in iter_request_batches(spec, requests, seed=seed, chunk_requests=chunk_requests):
             for w in writers:
                 w.write(b)
             if bar is not None:
@@ -151,14 +200,23 @@ def _generate(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    res = {"out": str(out), "preset": spec.name, "seed": seed, "requests": args.requests,
-           "datasets": {k: {"path": str(out / k), "rows": m["rows"], "impressions": m["impressions"],
-                            "file_bytes": m["file_bytes"], "order": m["order"], "codec": m["codec"]}
-                        for k, m in manifests.items()}}
-    lines = [f"{k}: {v['rows']} rows, {v['impressions']} impressions, {v['file_bytes']} bytes -> {v['path']}"
-             for k, v in res["datasets"].items()]
-    _out(res, args, "\n".join(lines))
-    return 0
+    return {
+        "out": str(out),
+        "preset": spec.name,
+        "seed": seed,
+        "requests": requests,
+        "datasets": {
+            k: {
+                "path": str(out / k),
+                "rows": m["rows"],
+                "impressions": m["impressions"],
+                "file_bytes": m["file_bytes"],
+                "order": m["order"],
+                "codec": m["codec"],
+            }
+            for k, m in manifests.items()
+        },
+    }
 
 
 # --- convert -------------------------------------------------------------------------------------------
@@ -168,19 +226,48 @@ def _convert(args) -> int:
 
     _choice("on-conflict", args.on_conflict, CONFLICT_POLICIES)
     _choice("codec", args.codec, CODECS)
-    r = convert(args.input, args.out, args.request_key, ro_columns=args.ro_columns, on_conflict=args.on_conflict,
-                codec=args.codec)
+    r = convert(
+        args.input,
+        args.out,
+        args.request_key,
+        ro_columns=args.ro_columns,
+        on_conflict=args.on_conflict,
+        codec=args.codec,
+    )
     d = r.to_dict()
-    _out(d, args, f"rows in {r.rows_in}, rows out {r.rows_out}, dedup factor {r.dedup_factor:.2f}, "
-                  f"bytes in {r.bytes_in}, bytes out {r.bytes_out}, conflicts {r.conflicts}"
-                  + (f" (external sort, {r.partitions} partitions)" if r.external_sort else ""))
+    _out(
+        Kind.CONVERT,
+        d,
+        args,
+        f"rows in {r.rows_in}, rows out {r.rows_out}, dedup factor {r.dedup_factor:.2f}, "
+        f"bytes in {r.bytes_in}, bytes out {r.bytes_out}, conflicts {r.conflicts}"
+        + (f" (external sort, {r.partitions} partitions)" if r.external_sort else ""),
+    )
     return 0
 
 
 # --- storage -------------------------------------------------------------------------------------------
-def _storage(args) -> int:
-    from workloads.parquet_io import CODECS, DEFAULT_ROW_GROUP, dataset_dirs, read_dataset, read_manifest
+def measure_dataset(data: str | Path, codecs: tuple[str, ...], row_group_size: int | None = None) -> dict:
+    """`storage --data DIR`: measure a dataset written by generate/convert (its request-level one when
+    it has both); the flat `storage --json` object, with `data` naming the dataset measured."""
+    from workloads.parquet_io import DEFAULT_ROW_GROUP, dataset_dirs, read_dataset, read_manifest
     from workloads.spec import WorkloadSpec
+    from workloads.storage import measure
+
+    dirs = dataset_dirs(data)
+    ds = sorted(dirs, key=lambda d: read_manifest(d)["layout"] != "request")[0]
+    m = read_manifest(ds)
+    b = read_dataset(ds)
+    if m["layout"] == "impression":
+        b = b.to_requests()
+    spec = WorkloadSpec.from_dict(m["spec"]) if m.get("spec") else None
+    res = measure(b, spec, codecs=codecs, row_group_size=row_group_size or DEFAULT_ROW_GROUP)
+    res.update({"data": str(ds)})
+    return res
+
+
+def _storage(args) -> int:
+    from workloads.parquet_io import CODECS, DEFAULT_ROW_GROUP
     from workloads.storage import measure
 
     codecs = tuple(c.strip() for c in args.codecs.split(",") if c.strip())
@@ -191,14 +278,7 @@ def _storage(args) -> int:
     if args.data:
         if args.preset or args.spec:
             raise UserError("give --data DIR or --preset/--spec, not both")
-        dirs = dataset_dirs(args.data)
-        ds = sorted(dirs, key=lambda d: read_manifest(d)["layout"] != "request")[0]
-        m = read_manifest(ds)
-        b = read_dataset(ds)
-        if m["layout"] == "impression":
-            b = b.to_requests()
-        spec = WorkloadSpec.from_dict(m["spec"]) if m.get("spec") else None
-        source = {"data": str(ds)}
+        res = measure_dataset(args.data, codecs, args.row_group_size)
     else:
         from workloads.generator import generate
         from workloads.presets import resolve_spec
@@ -206,23 +286,29 @@ def _storage(args) -> int:
         spec = resolve_spec(args.preset, args.spec, args.set)
         seed = spec.seed if args.seed is None else args.seed
         b = generate(spec, args.requests, seed=seed)
-        source = {"preset": spec.name, "seed": seed}
-    res = measure(b, spec, codecs=codecs, row_group_size=args.row_group_size or DEFAULT_ROW_GROUP)
-    res.update(source)
+        res = measure(b, spec, codecs=codecs, row_group_size=args.row_group_size or DEFAULT_ROW_GROUP)
+        res.update({"preset": spec.name, "seed": seed})
     if args.json:
-        print(json.dumps(res))
+        emit_flat(Kind.STORAGE, res)
         return 0
     p = res["predicted_uncompressed_ratio"]
-    print(f"{res['requests']} requests, {res['impressions']} impressions "
-          f"({res['impressions_per_request']:.2f}/request)")
-    print(f"uncompressed impression/request bytes: measured {res['measured_uncompressed_ratio']:.3f}"
-          + (f", predicted k(U+I)/(U+kI) {p:.3f}" if p is not None else ""))
-    print(f"{'layout':<11}{'order':<9}{'codec':<7}{'file MB':>9}{'B/imp':>9}{'imps/TB':>10}"
-          f"{'write s':>9}{'read s':>8}{'mem MB':>9}")
+    print(
+        f"{res['requests']} requests, {res['impressions']} impressions ({res['impressions_per_request']:.2f}/request)"
+    )
+    print(
+        f"uncompressed impression/request bytes: measured {res['measured_uncompressed_ratio']:.3f}"
+        + (f", predicted k(U+I)/(U+kI) {p:.3f}" if p is not None else "")
+    )
+    print(
+        f"{'layout':<11}{'order':<9}{'codec':<7}{'file MB':>9}{'B/imp':>9}{'imps/TB':>10}"
+        f"{'write s':>9}{'read s':>8}{'mem MB':>9}"
+    )
     for f in res["formats"]:
-        print(f"{f['layout']:<11}{f['order']:<9}{f['codec']:<7}{f['file_bytes'] / 1e6:>9.2f}"
-              f"{f['bytes_per_impression']:>9.0f}{f['samples_per_tb']:>10.3g}{f['write_s']:>9.3f}"
-              f"{f['read_s']:>8.3f}{f['memory_bytes'] / 1e6:>9.1f}")
+        print(
+            f"{f['layout']:<11}{f['order']:<9}{f['codec']:<7}{f['file_bytes'] / 1e6:>9.2f}"
+            f"{f['bytes_per_impression']:>9.0f}{f['samples_per_tb']:>10.3g}{f['write_s']:>9.3f}"
+            f"{f['read_s']:>8.3f}{f['memory_bytes'] / 1e6:>9.1f}"
+        )
     return 0
 
 
@@ -246,12 +332,14 @@ def _fit(args) -> int:
             f.write(text)
         os.replace(tmp, out)
     if args.json:
-        print(json.dumps({"spec": spec.to_dict(), "fit": report, "out": str(out) if out else None}))
+        emit_flat(Kind.FIT, {"spec": spec.to_dict(), "fit": report, "out": str(out) if out else None})
     elif out is None:
         print(text, end="")
     else:
         d = report["data"]
-        print(f"fitted {d['requests']} requests: impressions/request {report['impressions']['chosen']} "
-              f"(mean {d['impressions_per_request']:.2f}), history length {report['history_length']['chosen']} "
-              f"(mean {d['history_length_mean']:.1f}) -> {out}")
+        print(
+            f"fitted {d['requests']} requests: impressions/request {report['impressions']['chosen']} "
+            f"(mean {d['impressions_per_request']:.2f}), history length {report['history_length']['chosen']} "
+            f"(mean {d['history_length_mean']:.1f}) -> {out}"
+        )
     return 0
