@@ -105,7 +105,7 @@ def format_summary(layout: str, s: dict, top: int = 12) -> str:
         f"{s['launches']:.0f} launches, {s['syncs']:.0f} syncs, {s['aten_ops']:.0f} aten ops per step"
     ]
     if s["top_device"]:
-        lines.append("   top self device time (ms/step, calls/step):")
+        lines.append("   top self GPU time (ms/step, calls/step):")
         lines += [
             f"   {r['self_device_ms_per_step']:9.3f} {r['calls_per_step']:7.1f}  {r['name'][:100]}"
             for r in s["top_device"][:top]
