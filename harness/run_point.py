@@ -6,7 +6,8 @@ layouts train on exactly the same impressions per step. Each layout gets a fresh
 other layout's tensors are freed first, so peak memory (torch.cuda.max_memory_allocated, reset
 between layouts) is that layout's alone.
 
-Timing (harness.timers): warm-up steps, one dropped step, `steps` timed steps; the NVML sampler
+Timing: the training loop of harness.measure (the one `roo-bench bench` uses), i.e.
+harness.timers.time_steps: warm-up steps, one dropped step, `steps` timed steps; the NVML sampler
 (harness.nvml) encloses exactly the timed steps. FLOPs: from the analytic cost model
 (roo_ref.cost) when it is importable — else None with the reason — and, independently, counted
 by torch's FlopCounterMode over one extra warm-up step (`flops_counted_per_step`), which also
