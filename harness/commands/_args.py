@@ -1,6 +1,6 @@
 """Arguments shared by the training-step commands (`bench`, `profile`): their checks, one line each.
 
-Not a command (no `register`): harness.cli imports it with the others and finds nothing to add."""
+Not a command: harness.cli skips modules named `_*` when it discovers the commands."""
 
 from __future__ import annotations
 
