@@ -32,11 +32,18 @@ ROO_BENCH_GPU_DEVICE=cpu runs a tiny smoke version on the CPU (tests only; no nu
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
+import traceback
 
 from benchmarks.common import SEED, has_cuda, require
+
+try:
+    from workloads.layout import LAYOUTS
+except ImportError:  # asv runs this suite on older commits too, from before workloads.layout
+    LAYOUTS = ("impression", "roo")
 
 DEVICE = os.environ.get("ROO_BENCH_GPU_DEVICE", "cuda")
 SMOKE = DEVICE == "cpu"  # tests/test_benchmarks_ci.py exercises every code path on the CPU this way
@@ -51,7 +58,7 @@ TRAIN_POINTS = (
     ]
 )
 TRAIN_NAMES = [p[0] for p in TRAIN_POINTS]
-LAYOUTS = ["impression", "roo"]
+LAYOUT_NAMES = [str(layout) for layout in LAYOUTS]  # asv parameters: plain strings
 DTYPE = "fp32" if SMOKE else "bf16"
 WARMUP, STEPS = (1, 3) if SMOKE else (5, 30)
 
@@ -172,7 +179,7 @@ class GpuTraining(_TrainingBase):
 
 
 class GpuTrainingLayout(_TrainingBase):
-    params = [TRAIN_NAMES, LAYOUTS]
+    params = [TRAIN_NAMES, LAYOUT_NAMES]
     param_names = ["point", "layout"]
 
     def setup(self, cache, point, layout):
@@ -197,7 +204,7 @@ class GpuTrainingLayout(_TrainingBase):
 
 
 class GpuEnergy(_TrainingBase):
-    params = [TRAIN_NAMES, LAYOUTS]
+    params = [TRAIN_NAMES, LAYOUT_NAMES]
     param_names = ["point", "layout"]
 
     def setup(self, cache, point, layout):
@@ -346,12 +353,63 @@ def _benchmark_classes():
     ]
 
 
+def _cached(cls, caches: dict):
+    """("ok", value) or ("error", text) of the class's setup_cache, run once per cache function
+    (the inherited function is the key: every class that shares it shares one run), or None."""
+    cache_fn = getattr(cls, "setup_cache", None)
+    if cache_fn is None:
+        return None
+    if cache_fn not in caches:
+        try:
+            caches[cache_fn] = ("ok", cache_fn(cls()))
+        except Exception as e:  # noqa: BLE001 — every benchmark that needs it fails
+            caches[cache_fn] = ("error", f"setup_cache: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+    return caches[cache_fn]
+
+
+def _track(obj, cls, m: str, lead: tuple, combo: tuple, params: dict) -> dict:
+    """One track_ method's result row: its value, or why it was skipped or failed."""
+    fn = getattr(obj, m)
+    row = {"benchmark": f"{cls.__name__}.{m}", "params": params, "unit": getattr(fn, "unit", "")}
+    t0 = time.time()
+    try:
+        row["value"] = float(fn(*lead, *combo))
+        _progress(f"{row['benchmark']} {params}: {row['value']:.6g} {row['unit']} ({time.time() - t0:.1f} s)")
+    except NotImplementedError as e:
+        row["skipped"] = str(e)
+        _progress(f"{row['benchmark']} {params}: skipped ({e})")
+    except Exception as e:  # noqa: BLE001
+        row["error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+        _progress(f"{row['benchmark']} {params}: FAILED: {type(e).__name__}: {e}")
+    return row
+
+
+def _run_combo(cls, methods: list[str], lead: tuple, combo: tuple, params: dict) -> list[dict]:
+    """setup, every method, teardown of one parameter combination, as asv does it."""
+    obj = cls()
+    try:
+        if hasattr(obj, "setup"):
+            obj.setup(*lead, *combo)
+    except NotImplementedError as e:
+        _progress(f"{cls.__name__} {params}: skipped ({e})")
+        return [{"benchmark": f"{cls.__name__}.{m}", "params": params, "skipped": str(e)} for m in methods]
+    except Exception as e:  # noqa: BLE001
+        _progress(f"{cls.__name__} {params}: setup FAILED: {type(e).__name__}: {e}")
+        err = f"setup: {type(e).__name__}: {e}\n{traceback.format_exc()}"
+        return [{"benchmark": f"{cls.__name__}.{m}", "params": params, "error": err} for m in methods]
+    try:
+        return [_track(obj, cls, m, lead, combo, params) for m in methods]
+    finally:
+        if hasattr(obj, "teardown"):
+            try:
+                obj.teardown(*lead, *combo)
+            except Exception:  # noqa: BLE001 — a teardown problem must not hide the numbers
+                pass
+
+
 def run_all(only: list[str] | None = None) -> dict:
     """Every track_ method of this module, the way asv would call it (setup_cache once per cache
     function, setup per parameter combination, NotImplementedError in setup = skipped)."""
-    import itertools
-    import traceback
-
     caches: dict = {}
     results = []
     for cls in _benchmark_classes():
@@ -361,73 +419,15 @@ def run_all(only: list[str] | None = None) -> dict:
             continue
         names = getattr(cls, "param_names", [])
         combos = list(itertools.product(*cls.params)) if getattr(cls, "params", None) else [()]
-        cache_fn = getattr(cls, "setup_cache", None)
-        lead: tuple = ()
-        if cache_fn is not None:
-            key = cache_fn  # the (inherited) function: one run for every class that shares it
-            if key not in caches:
-                try:
-                    caches[key] = ("ok", cache_fn(cls()))
-                except Exception as e:  # noqa: BLE001 — every benchmark that needs it fails
-                    caches[key] = ("error", f"setup_cache: {type(e).__name__}: {e}\n{traceback.format_exc()}")
-            status, val = caches[key]
-            if status == "error":
-                for combo in combos:
-                    for m in methods:
-                        results.append(
-                            {
-                                "benchmark": f"{cls.__name__}.{m}",
-                                "params": dict(zip(names, combo, strict=True)),
-                                "error": val,
-                            }
-                        )
-                continue
-            lead = (val,)
+        cached = _cached(cls, caches)
+        if cached is not None and cached[0] == "error":
+            for combo in combos:
+                params = dict(zip(names, combo, strict=True))
+                results += [{"benchmark": f"{cls.__name__}.{m}", "params": params, "error": cached[1]} for m in methods]
+            continue
+        lead = (cached[1],) if cached is not None else ()
         for combo in combos:
-            params = dict(zip(names, combo, strict=True))
-            obj = cls()
-            try:
-                if hasattr(obj, "setup"):
-                    obj.setup(*lead, *combo)
-            except NotImplementedError as e:
-                for m in methods:
-                    results.append({"benchmark": f"{cls.__name__}.{m}", "params": params, "skipped": str(e)})
-                _progress(f"{cls.__name__} {params}: skipped ({e})")
-                continue
-            except Exception as e:  # noqa: BLE001
-                for m in methods:
-                    results.append(
-                        {
-                            "benchmark": f"{cls.__name__}.{m}",
-                            "params": params,
-                            "error": f"setup: {type(e).__name__}: {e}\n{traceback.format_exc()}",
-                        }
-                    )
-                _progress(f"{cls.__name__} {params}: setup FAILED: {type(e).__name__}: {e}")
-                continue
-            try:
-                for m in methods:
-                    fn = getattr(obj, m)
-                    row = {"benchmark": f"{cls.__name__}.{m}", "params": params, "unit": getattr(fn, "unit", "")}
-                    t0 = time.time()
-                    try:
-                        row["value"] = float(fn(*lead, *combo))
-                        _progress(
-                            f"{row['benchmark']} {params}: {row['value']:.6g} {row['unit']} ({time.time() - t0:.1f} s)"
-                        )
-                    except NotImplementedError as e:
-                        row["skipped"] = str(e)
-                        _progress(f"{row['benchmark']} {params}: skipped ({e})")
-                    except Exception as e:  # noqa: BLE001
-                        row["error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
-                        _progress(f"{row['benchmark']} {params}: FAILED: {type(e).__name__}: {e}")
-                    results.append(row)
-            finally:
-                if hasattr(obj, "teardown"):
-                    try:
-                        obj.teardown(*lead, *combo)
-                    except Exception:  # noqa: BLE001 — a teardown problem must not hide the numbers
-                        pass
+            results += _run_combo(cls, methods, lead, combo, dict(zip(names, combo, strict=True)))
     points = {}
     for _status, val in caches.values():
         if isinstance(val, dict) and "skip" not in val:

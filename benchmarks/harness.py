@@ -2,11 +2,16 @@
 
 - TimerStats: cost of the statistics and the bootstrap ratio interval reported with every point.
 - ResultsStore: one fsync'd append and reading back a 200-record file.
+- CliStartup: `roo-bench --help` and `roo-bench bench --help` in a fresh interpreter (interpreter
+  start included): the parser is built without torch & co., so this stays well under 0.5 s.
 - NvmlPerturbation (GPU only; skipped elsewhere by NotImplementedError in setup): the relative
   step-time difference of a compute-bound matmul chain with the NVML sampler on vs off, in percent
   (target < 1%), measured by harness.nvml_perturbation in one run with alternating blocks.
 """
 
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -66,6 +71,37 @@ class ResultsStore:
 
         recs, warnings = read_results(self.read_path)
         require(len(recs) == 200 and not warnings, "read back all records")
+
+
+class CliStartup:
+    """Wall time of a `roo-bench` help text, as a user waits for it: a new Python process."""
+
+    timeout = 120
+
+    def setup(self):
+        import harness
+
+        # the child runs the code this suite imports, not whatever `harness` is installed
+        root = str(Path(harness.__file__).resolve().parents[1])
+        path = [root, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+        self._help([])  # fails here (not in the timing) when the CLI is broken
+
+    def _help(self, argv):
+        r = subprocess.run(
+            [sys.executable, "-m", "harness", *argv, "--help"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        require(r.returncode == 0 and "usage:" in r.stdout, f"roo-bench {argv} --help failed: {r.stderr[-300:]}")
+
+    def time_roo_bench_help(self):
+        self._help([])
+
+    def time_bench_help(self):
+        self._help(["bench"])
 
 
 class NvmlPerturbation:

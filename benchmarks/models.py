@@ -6,9 +6,9 @@ spin-waits dominate otherwise), fixed seeds.
 
 time_step          wall time of one `Trainer.step` (forward + backward + optimizer) per layout.
 track_roo_speedup  impressions/s of the ROO layout over the impression layout on the same
-                   impressions, from the harness's step timers (harness.timers.time_steps: warm-up,
-                   first timed step dropped, median), in alternating rounds so that a load change on
-                   the host hits both layouts.
+                   impressions, from the harness's training loop (harness.measure.measure_layouts:
+                   warm-up, first timed step dropped, median), in alternating rounds so that a load
+                   change on the host hits both layouts.
 
 A broken build raises instead of timing: every setup first runs one forward + backward in both
 layouts from identical weights on the same impressions and requires the losses and every
@@ -30,12 +30,21 @@ try:
     import workloads.generator  # noqa: F401
 except Exception:  # noqa: BLE001, S110
     pass
+try:
+    import harness.measure  # noqa: F401
+except Exception:  # noqa: BLE001, S110
+    pass
 
 from benchmarks.common import SEED, require
 
+try:
+    from workloads.layout import LAYOUTS
+except ImportError:  # asv runs this suite on older commits too, from before workloads.layout
+    LAYOUTS = ("impression", "roo")
+
 PRESET = "tiny"
 ARCHS = ["dlrm", "hstu"]
-LAYOUTS = ["impression", "roo"]
+LAYOUT_NAMES = [str(layout) for layout in LAYOUTS]  # asv parameters: plain strings
 # fp32 tolerance of tests/test_roo_equivalence.py for the preset models
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -113,7 +122,7 @@ def build_pair(arch: str) -> dict:
 
 
 class TinyStep:
-    params = [LAYOUTS, ARCHS]
+    params = [LAYOUT_NAMES, ARCHS]
     param_names = ["layout", "arch"]
     timeout = 120
 
@@ -138,21 +147,23 @@ class TinySpeedup:
         self.pair = build_pair(arch)
 
     def track_roo_speedup(self, arch):
+        import contextlib
 
-        from harness.timers import Stats, time_steps
+        from harness.measure import LayoutRun, measure_layouts
+        from harness.timers import Stats
+
+        pair = self.pair
+
+        @contextlib.contextmanager
+        def setup(layout):
+            yield LayoutRun(pair["trainers"][layout], [pair["batches"][layout]])
 
         samples = {layout: [] for layout in LAYOUTS}
-        for _ in range(self.rounds):
-            for layout in LAYOUTS:
-                tr, b = self.pair["trainers"][layout], self.pair["batches"][layout]
-                last = {}
-
-                def step(tr=tr, b=b, last=last):
-                    last["loss"] = tr.step(b)
-
-                t = time_steps(step, warmup=2, steps=self.steps, device="cpu")
-                require(bool(torch.isfinite(last["loss"]).all()), f"{arch}/{layout}: loss became non-finite")
-                samples[layout].extend(t.samples_ms)
+        for _ in range(self.rounds):  # each round: impression, then roo
+            m = measure_layouts(LAYOUTS, [pair["batches"]["roo"]], setup, warmup=2, steps=self.steps, device="cpu")
+            for layout, r in m.layouts.items():
+                require(bool(torch.isfinite(r.loss).all()), f"{arch}/{layout}: loss became non-finite")
+                samples[layout].extend(r.timing.samples_ms)
         med = {layout: Stats.from_samples(samples[layout]).median for layout in LAYOUTS}
         require(all(m > 0 for m in med.values()), f"non-positive step time {med}")
         # same impressions per step in both layouts: impressions/s ratio = inverse step-time ratio

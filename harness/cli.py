@@ -1,7 +1,10 @@
 """`roo-bench`: the command-line entry point.
 
 Subcommands live in harness/commands/<area>.py (discovered, see that package's docstring).
-User mistakes (workloads.errors.UserError) become one line on stderr and exit code 2."""
+User mistakes (workloads.errors.UserError) become one line on stderr and exit code 2.
+
+Building the parser imports every command module but none of the heavy libraries (torch, numpy,
+pyarrow, scipy, matplotlib): the handlers import those, so `roo-bench --help` starts at once."""
 
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ def command_modules() -> tuple[list, list[str]]:
     the other commands keep working (tests/test_cli.py asserts that there are no problems)."""
     modules, problems = [], []
     for mod in sorted(pkgutil.iter_modules(_commands.__path__), key=lambda m: m.name):
+        if mod.name.startswith("_"):  # shared helpers of the commands, not a command
+            continue
         try:
             modules.append(importlib.import_module(f"harness.commands.{mod.name}"))
         except Exception as e:  # noqa: BLE001 - any import failure of one command

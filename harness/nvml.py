@@ -72,8 +72,7 @@ class NvmlSampler:
 
     `nvml` injects a pynvml-like module (tests); `enabled=False` records reason "disabled"."""
 
-    def __init__(self, device="cuda", interval_ms: float = DEFAULT_INTERVAL_MS, enabled: bool = True,
-                 nvml=None):
+    def __init__(self, device="cuda", interval_ms: float = DEFAULT_INTERVAL_MS, enabled: bool = True, nvml=None):
         if not interval_ms > 0:
             raise ValueError(f"nvml interval_ms={interval_ms} must be > 0")
         self.interval_s = interval_ms / 1000.0

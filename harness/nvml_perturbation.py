@@ -52,8 +52,16 @@ def _preset_step(device: str, preset: str, dtype: str):
     return (lambda: trainer.step(rb)), {"preset": preset, "dtype": dtype, "layout": "roo"}
 
 
-def measure(device: str = "cuda", workload: str = "matmul", steps: int = 50, blocks: int = 6,
-            interval_ms: float = 20.0, n: int | None = None, chain: int = 8, dtype: str = "bf16") -> dict:
+def measure(
+    device: str = "cuda",
+    workload: str = "matmul",
+    steps: int = 50,
+    blocks: int = 6,
+    interval_ms: float = 20.0,
+    n: int | None = None,
+    chain: int = 8,
+    dtype: str = "bf16",
+) -> dict:
     """Alternating off/on blocks of the same step; returns the comparison (see module docstring)."""
     from harness.nvml import NvmlSampler
     from harness.run_point import check_device
@@ -73,8 +81,13 @@ def measure(device: str = "cuda", workload: str = "matmul", steps: int = 50, blo
         cond = "off" if i % 2 == 0 else "on"
         sampler = NvmlSampler(device, interval_ms, enabled=cond == "on")
         try:
-            t = time_steps(step, warmup=5 if i == 0 else 1, steps=steps, device=device,
-                           region=(lambda s=sampler: s) if cond == "on" else None)
+            t = time_steps(
+                step,
+                warmup=5 if i == 0 else 1,
+                steps=steps,
+                device=device,
+                region=(lambda s=sampler: s) if cond == "on" else None,
+            )
         finally:
             sampler.close()
         samples[cond].extend(t.samples_ms)
@@ -117,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     try:
-        res = measure(args.device, args.workload, args.steps, args.blocks, args.interval_ms, args.n,
-                      dtype=args.dtype)
+        res = measure(args.device, args.workload, args.steps, args.blocks, args.interval_ms, args.n, dtype=args.dtype)
     except UserError as e:
         print(f"nvml_perturbation: error: {e}", file=sys.stderr)
         return 2
@@ -126,18 +138,26 @@ def main(argv: list[str] | None = None) -> int:
         from harness import provenance
         from harness.results import append_record, make_record
 
-        cfg = {"measurement": "nvml_perturbation", "device": args.device, "workload": args.workload,
-               "steps": args.steps, "blocks": args.blocks, "interval_ms": args.interval_ms, "n": args.n}
-        append_record(args.out, make_record("calibration", cfg, res,
-                                            provenance=provenance.collect(0, args.device)))
+        cfg = {
+            "measurement": "nvml_perturbation",
+            "device": args.device,
+            "workload": args.workload,
+            "steps": args.steps,
+            "blocks": args.blocks,
+            "interval_ms": args.interval_ms,
+            "n": args.n,
+        }
+        append_record(args.out, make_record("calibration", cfg, res, provenance=provenance.collect(0, args.device)))
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"{res['workload']} on {res['device']}: sampler off {res['off_ms']['median']:.3f} ms, "
-              f"on {res['on_ms']['median']:.3f} ms -> {100 * res['rel_diff']:+.2f}% "
-              f"({'within' if res['within_target'] else 'OVER'} the {100 * TARGET:.0f}% target; "
-              f"{res['nvml_samples']} NVML samples"
-              f"{'' if res['nvml_available'] else ', NVML: ' + str(res['nvml_reason'])})")
+        print(
+            f"{res['workload']} on {res['device']}: sampler off {res['off_ms']['median']:.3f} ms, "
+            f"on {res['on_ms']['median']:.3f} ms -> {100 * res['rel_diff']:+.2f}% "
+            f"({'within' if res['within_target'] else 'OVER'} the {100 * TARGET:.0f}% target; "
+            f"{res['nvml_samples']} NVML samples"
+            f"{'' if res['nvml_available'] else ', NVML: ' + str(res['nvml_reason'])})"
+        )
     return 0
 
 

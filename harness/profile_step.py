@@ -18,13 +18,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-LAUNCH_NAMES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx",
-                "cudaLaunchCooperativeKernel")
+LAUNCH_NAMES = (
+    "cudaLaunchKernel",
+    "cuLaunchKernel",
+    "cudaLaunchKernelExC",
+    "cuLaunchKernelEx",
+    "cudaLaunchCooperativeKernel",
+)
 SYNC_NAMES = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 
 
-def _self_device_us(evt) -> float:
-    # torch >= 2.4 names it self_device_time_total; older releases self_cuda_time_total
+def self_device_us(evt) -> float:
+    """Self GPU time (µs) of a profiler event or key average; 0 where it has none. torch >= 2.4
+    names it self_device_time_total, older releases self_cuda_time_total."""
     for name in ("self_device_time_total", "self_cuda_time_total"):
         v = getattr(evt, name, None)
         if v is not None:
@@ -45,14 +51,14 @@ def summarize(prof, steps: int, wall_s: float, top: int = 25) -> dict:
         for e in prof.events()
         if str(getattr(e, "device_type", "")).endswith("CUDA") and not getattr(e, "is_user_annotation", False)
     )
-    rows_dev = sorted(avgs, key=_self_device_us, reverse=True)[:top]
+    rows_dev = sorted(avgs, key=self_device_us, reverse=True)[:top]
     rows_cpu = sorted(avgs, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
 
     def row(e) -> dict:
         return {
             "name": e.key,
             "calls_per_step": e.count / steps,
-            "self_device_ms_per_step": _self_device_us(e) / steps / 1e3,
+            "self_device_ms_per_step": self_device_us(e) / steps / 1e3,
             "self_cpu_ms_per_step": e.self_cpu_time_total / steps / 1e3,
         }
 
@@ -63,13 +69,14 @@ def summarize(prof, steps: int, wall_s: float, top: int = 25) -> dict:
         "launches": launches / steps,
         "syncs": syncs / steps,
         "aten_ops": aten / steps,
-        "top_device": [row(e) for e in rows_dev if _self_device_us(e) > 0],
+        "top_device": [row(e) for e in rows_dev if self_device_us(e) > 0],
         "top_cpu": [row(e) for e in rows_cpu],
     }
 
 
-def profile_steps(step: Callable[[], object], *, warmup: int, steps: int, cuda: bool,
-                  trace_path: str | None = None, top: int = 25) -> dict:
+def profile_steps(
+    step: Callable[[], object], *, warmup: int, steps: int, cuda: bool, trace_path: str | None = None, top: int = 25
+) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -98,10 +105,13 @@ def format_summary(layout: str, s: dict, top: int = 12) -> str:
         f"{s['launches']:.0f} launches, {s['syncs']:.0f} syncs, {s['aten_ops']:.0f} aten ops per step"
     ]
     if s["top_device"]:
-        lines.append("   top self device time (ms/step, calls/step):")
-        lines += [f"   {r['self_device_ms_per_step']:9.3f} {r['calls_per_step']:7.1f}  {r['name'][:100]}"
-                  for r in s["top_device"][:top]]
+        lines.append("   top self GPU time (ms/step, calls/step):")
+        lines += [
+            f"   {r['self_device_ms_per_step']:9.3f} {r['calls_per_step']:7.1f}  {r['name'][:100]}"
+            for r in s["top_device"][:top]
+        ]
     lines.append("   top self CPU time (ms/step, calls/step):")
-    lines += [f"   {r['self_cpu_ms_per_step']:9.3f} {r['calls_per_step']:7.1f}  {r['name'][:100]}"
-              for r in s["top_cpu"][:top]]
+    lines += [
+        f"   {r['self_cpu_ms_per_step']:9.3f} {r['calls_per_step']:7.1f}  {r['name'][:100]}" for r in s["top_cpu"][:top]
+    ]
     return "\n".join(lines)

@@ -6,7 +6,8 @@ layouts train on exactly the same impressions per step. Each layout gets a fresh
 other layout's tensors are freed first, so peak memory (torch.cuda.max_memory_allocated, reset
 between layouts) is that layout's alone.
 
-Timing (harness.timers): warm-up steps, one dropped step, `steps` timed steps; the NVML sampler
+Timing: the training loop of harness.measure (the one `roo-bench bench` uses), i.e.
+harness.timers.time_steps: warm-up steps, one dropped step, `steps` timed steps; the NVML sampler
 (harness.nvml) encloses exactly the timed steps. FLOPs: from the analytic cost model
 (roo_ref.cost) when it is importable — else None with the reason — and, independently, counted
 by torch's FlopCounterMode over one extra warm-up step (`flops_counted_per_step`), which also
@@ -19,17 +20,18 @@ point; the record's `config` adds the resolved `spec` and `model` dicts and the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from harness.measure import DTYPES
 from workloads.errors import UserError
+from workloads.layout import LAYOUTS
 
-DTYPES = ("fp32", "bf16")
 BACKENDS = ("torch", "triton")
-LAYOUTS = ("impression", "roo")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
@@ -81,8 +83,10 @@ class PointConfig:
             raise UserError(f"threads={self.threads} must be >= 1")
         if not self.nvml_interval_ms > 0:
             raise UserError(f"nvml_interval_ms={self.nvml_interval_ms} must be > 0")
-        if not self.layouts or any(x not in LAYOUTS for x in self.layouts) or len(set(self.layouts)) != len(
-            self.layouts
+        if (
+            not self.layouts
+            or any(x not in LAYOUTS for x in self.layouts)
+            or len(set(self.layouts)) != len(self.layouts)
         ):
             raise UserError(f"layouts={list(self.layouts)}; allowed: distinct values of {', '.join(LAYOUTS)}")
 
@@ -103,7 +107,7 @@ class PointConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         for k in ("spec_overrides", "model_overrides", "layouts"):
-            d[k] = list(d[k])
+            d[k] = [str(x) for x in d[k]]  # layouts as their plain names
         return d
 
     def hash_dict(self) -> dict:
@@ -173,9 +177,7 @@ def check_device(device: str) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise UserError(
-                f"device {device!r} is not available here (torch.cuda.is_available() is False); use cpu"
-            )
+            raise UserError(f"device {device!r} is not available here (torch.cuda.is_available() is False); use cpu")
         idx = torch.device(device).index
         if idx is not None and idx >= torch.cuda.device_count():
             n = torch.cuda.device_count()
@@ -197,8 +199,9 @@ def default_builder(spec, pc: PointConfig, layout: str):
     # The point's backend selects the model's attention kernel; explicit model overrides win.
     overrides = [f"attention_backend={pc.backend}", *pc.model_overrides]
     # fp32 master weights in both dtypes; bf16 = autocast (roo_ref.train), as mixed-precision training runs.
-    model = build_model(spec, preset=pc.preset, overrides=overrides, device=pc.device, dtype=torch.float32,
-                        seed=pc.seed)
+    model = build_model(
+        spec, preset=pc.preset, overrides=overrides, device=pc.device, dtype=torch.float32, seed=pc.seed
+    )
     return model, Trainer(model, layout, amp_bf16=pc.dtype == "bf16", seed=pc.seed)
 
 
@@ -208,8 +211,14 @@ def cost_of(spec, model, request_batch, layout: str, pc: PointConfig, device_nam
 
     Expected API (roo_ref.cost): `point_cost(spec, model_config, request_batch, layout, dtype,
     device_name) -> {"flops_per_step", "flops_masked_counted", "predicted_step_ms", "ideal_speedup"?}`."""
-    out = {"flops_per_step": None, "flops_masked_counted": None, "predicted_step_ms": None,
-           "ideal_speedup": None, "cost_reason": None, "cost_extra": {}}
+    out = {
+        "flops_per_step": None,
+        "flops_masked_counted": None,
+        "predicted_step_ms": None,
+        "ideal_speedup": None,
+        "cost_reason": None,
+        "cost_extra": {},
+    }
     try:
         from roo_ref import cost
     except Exception as e:  # noqa: BLE001 — not written yet / broken: record why
@@ -274,98 +283,129 @@ def _model_config(model) -> dict:
 
 
 # --- the point ---------------------------------------------------------------------------------
-def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> dict:
-    """Measure both layouts of one point; return a `kind="point"` record (docs/contracts.md)."""
+def _layout_fields(timing, n_imp: int, n_req: int, peak, cost: dict, energy: dict) -> dict:
+    """One layout's entry of the record's `layouts` (docs/contracts.md)."""
+    med_s = timing.stats.median / 1e3
+    flops, flops_counted = cost["flops_per_step"], cost["flops_counted_per_step"]
+    pred = cost["predicted_step_ms"]
+    return {
+        "step_ms": timing.stats.to_dict(),
+        "dropped_ms": timing.dropped_ms,
+        "timer": timing.method,
+        "impressions_per_s": n_imp / med_s if med_s > 0 else None,
+        "requests_per_s": n_req / med_s if med_s > 0 else None,
+        "impressions_per_step": n_imp,
+        "requests_per_step": n_req,
+        "peak_mem_bytes": peak,
+        "flops_per_step": flops,
+        "flops_masked_counted": cost["flops_masked_counted"],
+        "achieved_tflops": flops / med_s / 1e12 if flops and med_s > 0 else None,
+        "flops_counted_per_step": flops_counted,
+        "aten_ops_per_step": cost["aten_ops_per_step"],
+        "achieved_tflops_counted": flops_counted / med_s / 1e12 if flops_counted and med_s > 0 else None,
+        "predicted_step_ms": pred,
+        "step_error": timing.stats.median / pred - 1 if pred else None,
+        "cost_reason": cost["cost_reason"],
+        "cost": cost["cost_extra"],
+        "ideal_speedup": cost["ideal_speedup"],
+        "energy": energy,
+    }
+
+
+def _speedup_metrics(layouts: dict, ci: dict | None) -> dict:
+    """The record's point-level metrics: measured speedup with its interval, and the model's."""
+    metrics: dict = {
+        "layouts": layouts,
+        "speedup": None,
+        "speedup_ci": None,
+        "speedup_ci_method": None,
+        "predicted_speedup": None,
+        "speedup_error": None,
+        "ideal_speedup": None,
+    }
+    if ci is None:
+        return metrics
+    imp, roo = layouts["impression"], layouts["roo"]
+    metrics["speedup"] = ci["ratio"]
+    metrics["speedup_ci"] = [ci["lo"], ci["hi"]]
+    metrics["speedup_ci_method"] = ci["method"]
+    if imp["predicted_step_ms"] and roo["predicted_step_ms"]:
+        metrics["predicted_speedup"] = imp["predicted_step_ms"] / roo["predicted_step_ms"]
+        metrics["speedup_error"] = ci["ratio"] / metrics["predicted_speedup"] - 1
+    ideal = roo["ideal_speedup"] or imp["ideal_speedup"]
+    if ideal is None and imp["flops_per_step"] and roo["flops_per_step"]:
+        ideal = imp["flops_per_step"] / roo["flops_per_step"]  # the FLOP ratio is the ideal
+    metrics["ideal_speedup"] = ideal
+    return metrics
+
+
+def _point_setup(pc: PointConfig, spec, rb_cpu, builder: Builder, device_name: str | None, model_cfgs: list):
+    """harness.measure's per-layout setup for a point: frees the previous layout first (so the
+    peak memory is this layout's alone), builds the model from the point's seed, counts FLOPs and
+    ops over one extra warm-up step, and encloses the timed steps in the NVML sampler."""
     import torch
 
-    from harness import provenance
+    from harness.measure import LayoutRun
     from harness.nvml import NvmlSampler
-    from harness.results import make_record
-    from harness.timers import ratio_interval, time_steps
-    from workloads.generator import generate
 
-    pc = config if isinstance(config, PointConfig) else PointConfig.from_dict(config)
-    check_device(pc.device)
-    builder = builder or default_builder
     dev = torch.device(pc.device)
     cuda = dev.type == "cuda"
-    spec = pc.resolve_spec()
-    if pc.threads is not None:
-        # On a shared CPU, OpenMP threads spin-waiting for a busy core make steps several times
-        # slower and far noisier; CPU sweeps pin this (ci-tiny uses 1).
-        torch.set_num_threads(pc.threads)
-    prov = provenance.collect(pc.seed, pc.device)
+    n_imp = rb_cpu.num_impressions_total
 
-    rb_cpu = generate(spec, spec.requests_per_batch, seed=pc.seed)
-    n_req, n_imp = rb_cpu.num_requests, rb_cpu.num_impressions_total
-    layouts: dict[str, dict] = {}
-    samples: dict[str, tuple[float, ...]] = {}
-    model_cfg: dict = {}
-    for layout in pc.layouts:
+    @contextlib.contextmanager
+    def setup(layout):
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(dev)
         batch = (rb_cpu if layout == "roo" else rb_cpu.to_impressions()).to(dev)
         torch.manual_seed(pc.seed)
-        model, trainer = builder(spec, pc, layout)
-        model_cfg = _model_config(model) or model_cfg
-
-        def step(trainer=trainer, batch=batch):
-            return trainer.step(batch)
-
-        flops_counted, ops_counted = count_flops_and_ops(step) if pc.count_flops else (None, None)
+        model, trainer = builder(spec, pc, str(layout))
+        model_cfgs.append(_model_config(model))
+        counted = count_flops_and_ops(lambda: trainer.step(batch)) if pc.count_flops else (None, None)
         sampler = NvmlSampler(pc.device, pc.nvml_interval_ms, enabled=pc.nvml)
+
+        def report(timing) -> dict:
+            peak = int(torch.cuda.max_memory_allocated(dev)) if cuda else None
+            cost = cost_of(spec, model, rb_cpu, str(layout), pc, device_name)
+            cost["flops_counted_per_step"], cost["aten_ops_per_step"] = counted
+            return {"cost": cost, "peak": peak, "energy": sampler.summary(pc.steps, n_imp)}
+
         try:
-            timing = time_steps(step, warmup=pc.warmup, steps=pc.steps, device=dev,
-                                region=lambda s=sampler: s)
+            yield LayoutRun(trainer, [batch], region=lambda: sampler, report=report)
         finally:
             sampler.close()
-        energy = sampler.summary(pc.steps, n_imp)
-        peak = int(torch.cuda.max_memory_allocated(dev)) if cuda else None
-        cost = cost_of(spec, model, rb_cpu, layout, pc, prov.get("device_name"))
-        med_s = timing.stats.median / 1e3
-        flops = cost["flops_per_step"]
-        pred = cost["predicted_step_ms"]
-        layouts[layout] = {
-            "step_ms": timing.stats.to_dict(),
-            "dropped_ms": timing.dropped_ms,
-            "timer": timing.method,
-            "impressions_per_s": n_imp / med_s if med_s > 0 else None,
-            "requests_per_s": n_req / med_s if med_s > 0 else None,
-            "impressions_per_step": n_imp,
-            "requests_per_step": n_req,
-            "peak_mem_bytes": peak,
-            "flops_per_step": flops,
-            "flops_masked_counted": cost["flops_masked_counted"],
-            "achieved_tflops": flops / med_s / 1e12 if flops and med_s > 0 else None,
-            "flops_counted_per_step": flops_counted,
-            "aten_ops_per_step": ops_counted,
-            "achieved_tflops_counted": flops_counted / med_s / 1e12 if flops_counted and med_s > 0 else None,
-            "predicted_step_ms": pred,
-            "step_error": timing.stats.median / pred - 1 if pred else None,
-            "cost_reason": cost["cost_reason"],
-            "cost": cost["cost_extra"],
-            "ideal_speedup": cost["ideal_speedup"],
-            "energy": energy,
-        }
-        samples[layout] = timing.samples_ms
-        del model, trainer, batch, step
-    metrics: dict = {"layouts": layouts, "speedup": None, "speedup_ci": None, "speedup_ci_method": None,
-                     "predicted_speedup": None, "speedup_error": None, "ideal_speedup": None}
-    if "impression" in layouts and "roo" in layouts:
-        imp, roo = layouts["impression"], layouts["roo"]
-        ci = ratio_interval(samples["impression"], samples["roo"], seed=pc.seed)
-        metrics["speedup"] = ci["ratio"]
-        metrics["speedup_ci"] = [ci["lo"], ci["hi"]]
-        metrics["speedup_ci_method"] = ci["method"]
-        if imp["predicted_step_ms"] and roo["predicted_step_ms"]:
-            metrics["predicted_speedup"] = imp["predicted_step_ms"] / roo["predicted_step_ms"]
-            metrics["speedup_error"] = ci["ratio"] / metrics["predicted_speedup"] - 1
-        ideal = roo["ideal_speedup"] or imp["ideal_speedup"]
-        if ideal is None and imp["flops_per_step"] and roo["flops_per_step"]:
-            ideal = imp["flops_per_step"] / roo["flops_per_step"]  # the FLOP ratio is the ideal
-        metrics["ideal_speedup"] = ideal
+
+    return setup
+
+
+def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> dict:
+    """Measure both layouts of one point; return a `kind="point"` record (docs/contracts.md)."""
+    import torch
+
+    from harness import provenance
+    from harness.measure import measure_layouts
+    from harness.results import make_record
+    from workloads.generator import generate
+
+    pc = config if isinstance(config, PointConfig) else PointConfig.from_dict(config)
+    check_device(pc.device)
+    spec = pc.resolve_spec()
+    if pc.threads is not None:
+        # On a shared CPU, OpenMP threads spin-waiting for a busy core make steps several times
+        # slower and far noisier; CPU sweeps pin this (ci-tiny uses 1).
+        torch.set_num_threads(pc.threads)
+    prov = provenance.collect(pc.seed, pc.device)
+    rb_cpu = generate(spec, spec.requests_per_batch, seed=pc.seed)
+    model_cfgs: list[dict] = []
+    setup = _point_setup(pc, spec, rb_cpu, builder or default_builder, prov.get("device_name"), model_cfgs)
+    m = measure_layouts(pc.layouts, [rb_cpu], setup, warmup=pc.warmup, steps=pc.steps, device=torch.device(pc.device))
+    n_imp, n_req = rb_cpu.num_impressions_total, rb_cpu.num_requests
+    layouts = {str(k): _layout_fields(r.timing, n_imp, n_req, **r.extra) for k, r in m.layouts.items()}
+    metrics = _speedup_metrics(layouts, m.speedup_interval(seed=pc.seed))
+    model_cfg: dict = {}
+    for cfg in model_cfgs:  # the last layout's model config that has one
+        model_cfg = cfg or model_cfg
     rec_config = pc.to_dict()
     rec_config["spec"] = spec.to_dict()
     rec_config["model"] = model_cfg

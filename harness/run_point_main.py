@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
         problems = validate_record(rec)
         if problems:
-            raise ValueError(f"point function {job['point']} returned an invalid record: "
-                             + "; ".join(problems))
+            raise ValueError(f"point function {job['point']} returned an invalid record: " + "; ".join(problems))
         rec["config_hash"] = job["config_hash"]  # the sweep's key is authoritative
         # The point's own config is the input plus resolved parts; keep the sweep axes visible.
         if isinstance(rec.get("config"), dict) and "axes" in job["config"]:

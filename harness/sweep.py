@@ -37,15 +37,26 @@ of it). `--resume` skips every point whose hash already has a complete record (o
 error), so a point is never lost (a point in flight when the sweep was killed has no record and
 runs again) and never duplicated (records are appended only by this process, one line each, after
 the point's child has exited).
+
+One writer per output directory: a sweep holds an exclusive lock (flock) on DIR/.lock from before
+it reads DIR until it has written its last record; a second sweep on DIR (e.g. a `--resume` while
+the first still runs) exits 2 naming the holder's pid. The kernel drops the lock with the holder's
+process, so a killed sweep never leaves DIR locked.
+
+Each point's child works in its own temp directory (job, record, log), named after DIR
+(`roo-sweep-<key of DIR>-*`); the parent removes it once the child is gone, also after killing
+it on a timeout, and a sweep on DIR removes those that a killed sweep on DIR left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,6 +72,8 @@ from harness.run_point import PointConfig, check_device
 from workloads.errors import SpecError, UserError
 
 META_FILE = "sweep.meta.json"
+LOCK_FILE = ".lock"
+TMP_PREFIX = "roo-sweep-"
 META_SCHEMA = "roo-bench/sweep-meta/1"
 DEFAULT_POINT = "harness.run_point:run_point"
 DEFAULT_TIMEOUT_S = 1800.0
@@ -115,9 +128,7 @@ def _settings(d: dict, where: str) -> dict:
     for k, v in d.items():
         if k in ("spec", "model"):
             if not isinstance(v, dict):
-                raise UserError(
-                    f"{where}.{k} must be a table of dotted overrides, e.g. impressions.value = 4"
-                )
+                raise UserError(f"{where}.{k} must be a table of dotted overrides, e.g. impressions.value = 4")
             for path, val in _flatten(v).items():
                 out[f"{k}.{path}"] = val
         elif "." in k and k.split(".", 1)[0] in ("spec", "model"):
@@ -206,9 +217,7 @@ def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
 
         resolve(point)
     except Exception as e:  # noqa: BLE001 — a bad point function is a user mistake in the file
-        raise UserError(
-            f"{path}: [sweep] point={point!r} cannot be imported: {type(e).__name__}: {e}"
-        ) from None
+        raise UserError(f"{path}: [sweep] point={point!r} cannot be imported: {type(e).__name__}: {e}") from None
     if "grid" not in doc:
         raise UserError(f"{path}: no [grid] table; a sweep needs at least one axis")
     base = _settings(doc.get("base", {}), f"{path}: base")
@@ -250,8 +259,9 @@ def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
         points.append(Point(pc, h, labels))
     for dev in sorted({p.config.device for p in points}):
         check_device(dev)
-    return Sweep(path, hashlib.sha256(raw).hexdigest(), name, point, float(timeout), tuple(points),
-                 tuple(a for a, _ in axes))
+    return Sweep(
+        path, hashlib.sha256(raw).hexdigest(), name, point, float(timeout), tuple(points), tuple(a for a, _ in axes)
+    )
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -267,6 +277,47 @@ def _write_json_atomic(path: Path, obj) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _writer_lock(out: Path):
+    """Hold the exclusive writer lock on `out` (a directory) or raise the one-line UserError.
+
+    The lock file keeps the holder's pid while it is held (for the refusal message) and is emptied
+    on release; it is never removed, since removing a lock file races with its next taker."""
+    import fcntl
+
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise UserError(
+                f"{out} is being written by another roo-bench sweep{who}; wait for it or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _tmp_prefix(out: Path) -> str:
+    """The temp-directory prefix of points run for `out`: only a writer of `out` uses it."""
+    return f"{TMP_PREFIX}{hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]}-"
+
+
+def _remove_stale_tmp(prefix: str) -> None:
+    """Temp directories of points of a killed sweep on the same output (the caller holds its lock,
+    so no live point uses them)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _check_out(out: Path, sweep: Sweep, resume: bool) -> tuple[dict | None, list[dict], list[str]]:
@@ -342,78 +393,100 @@ def _parent_failure(point: Point, status: str, error: str, log_tail: str) -> dic
     from harness import provenance
 
     pc = point.config
-    rec = make_record("point", pc.to_dict(), {"stderr_tail": log_tail}, status=status, error=error,
-                      provenance=provenance.collect(pc.seed, pc.device))
+    rec = make_record(
+        "point",
+        pc.to_dict(),
+        {"stderr_tail": log_tail},
+        status=status,
+        error=error,
+        provenance=provenance.collect(pc.seed, pc.device),
+    )
     rec["config_hash"] = point.config_hash
     return rec
 
 
-def run_one(sweep_point: str, point: Point, timeout_s: float) -> dict:
-    """Run one point in a child process; always returns a record (never raises for the point)."""
-    with tempfile.TemporaryDirectory(prefix="roo-sweep-") as td:
-        td = Path(td)
-        job, out, log = td / "job.json", td / "record.json", td / "child.log"
-        job.write_text(json.dumps({"point": sweep_point, "config": point.config.to_dict(),
-                                   "config_hash": point.config_hash}))
-        with open(log, "wb") as logf:
-            # Same process group as the sweep: killing the sweep's group kills the point too.
-            proc = subprocess.Popen([sys.executable, "-m", "harness.run_point_main", str(job), str(out)],
-                                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=_child_env())
-            try:
-                rc = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                rc = None
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-        tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+def _run_child(td: Path, sweep_point: str, point: Point, timeout_s: float) -> tuple[int | None, str]:
+    """(exit status or None after a timeout, log tail) of the point's child, which is gone on return."""
+    job, out, log = td / "job.json", td / "record.json", td / "child.log"
+    job.write_text(
+        json.dumps({"point": sweep_point, "config": point.config.to_dict(), "config_hash": point.config_hash})
+    )
+    with open(log, "wb") as logf:
+        # Same process group as the sweep: killing the sweep's group kills the point too.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.run_point_main", str(job), str(out)],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_child_env(),
+        )
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            rc = None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    return rc, log.read_text(errors="replace")[-4000:] if log.exists() else ""
+
+
+def _child_failure(point: Point, rc: int, tail: str) -> dict:
+    """The record of a child that exited without writing one (a signal or an exit status)."""
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = str(-rc)
+        hint = ""
+        if -rc == signal.SIGKILL:
+            hint = " (the kernel's OOM killer sends this when host memory runs out)"
+        msg = f"the point's process was killed by signal {name}{hint}"
+        return _parent_failure(point, "error", msg, tail)
+    last = next((ln for ln in reversed(tail.splitlines()) if ln.strip()), "")
+    msg = f"the point's process exited with status {rc}: {last}"[:500]
+    return _parent_failure(point, "error", msg, tail)
+
+
+def run_one(sweep_point: str, point: Point, timeout_s: float, tmp_prefix: str = TMP_PREFIX) -> dict:
+    """Run one point in a child process; always returns a record (never raises for the point).
+    The child's temp directory goes once the child has exited or been killed."""
+    td = Path(tempfile.mkdtemp(prefix=tmp_prefix))
+    try:
+        rc, tail = _run_child(td, sweep_point, point, timeout_s)
         if rc is None:
             msg = f"timeout: the point ran past timeout_s={timeout_s:g} and was killed"
             return _parent_failure(point, "error", msg, tail)
+        out = td / "record.json"
         if out.exists():
             rec = json.loads(out.read_text())
             rec["config_hash"] = point.config_hash
             return rec
-        if rc < 0:
-            try:
-                name = signal.Signals(-rc).name
-            except ValueError:
-                name = str(-rc)
-            hint = ""
-            if -rc == signal.SIGKILL:
-                hint = " (the kernel's OOM killer sends this when host memory runs out)"
-            msg = f"the point's process was killed by signal {name}{hint}"
-            return _parent_failure(point, "error", msg, tail)
-        last = next((ln for ln in reversed(tail.splitlines()) if ln.strip()), "")
-        msg = f"the point's process exited with status {rc}: {last}"[:500]
-        return _parent_failure(point, "error", msg, tail)
+    finally:
+        shutil.rmtree(td, ignore_errors=True)
+    return _child_failure(point, rc, tail)
 
 
-def run_sweep(path: str | Path, out: str | Path, resume: bool = False, device: str | None = None,
-              quiet: bool = False, timeout_s: float | None = None) -> dict:
-    """Run (or resume) a sweep; returns the counts printed by `roo-bench sweep --json`."""
-    sweep = load_sweep(path, device)
-    out = Path(out)
-    meta, records, warnings = _check_out(out, sweep, resume)
-    for w in warnings:
-        print(f"roo-bench sweep: warning: {w}", file=sys.stderr)
-    timeout = float(timeout_s) if timeout_s is not None else sweep.timeout_s
-    done = {r["config_hash"] for r in records}
-    todo = [p for p in sweep.points if p.config_hash not in done]
-    out.mkdir(parents=True, exist_ok=True)
+def _new_meta(sweep: Sweep, meta: dict | None, timeout: float, resume: bool, device: str | None) -> dict:
+    """DIR/sweep.meta.json: this sweep's points, and one history entry per run or resume."""
     from harness import provenance
 
     sha, dirty = provenance.git_state()
     now = _now()
     history = list((meta or {}).get("history", [])) + [
-        {"sweep_sha256": sweep.sha256, "sweep_file": str(sweep.path), "started_utc": now, "resume": resume,
-         "git_sha": sha, "git_dirty": dirty, "device_override": device}
+        {
+            "sweep_sha256": sweep.sha256,
+            "sweep_file": str(sweep.path),
+            "started_utc": now,
+            "resume": resume,
+            "git_sha": sha,
+            "git_dirty": dirty,
+            "device_override": device,
+        }
     ]
-    new_meta = {
+    return {
         "schema": META_SCHEMA,
         "name": sweep.name,
         "sweep_file": str(sweep.path),
@@ -427,20 +500,52 @@ def run_sweep(path: str | Path, out: str | Path, resume: bool = False, device: s
         "history": history,
         "results": RESULTS_FILE,
     }
-    _write_json_atomic(out / META_FILE, new_meta)
-    res_path = out / RESULTS_FILE
+
+
+def _run_points(sweep: Sweep, todo: list[Point], res_path: Path, timeout: float, tmp_prefix: str, quiet: bool) -> dict:
+    """Run `todo` in order, appending each record as its child ends; {status: count}."""
     counts = {"ok": 0, "oom": 0, "error": 0}
     progress = _Progress(len(todo), quiet)
     try:
         for p in todo:
             t0 = time.monotonic()
-            rec = run_one(sweep.point, p, timeout)
+            rec = run_one(sweep.point, p, timeout, tmp_prefix)
             append_record(res_path, rec)
             counts[rec["status"]] += 1
-            progress.update(p, rec["status"] + (f" ({rec['error'][:60]})" if rec["error"] else ""),
-                            time.monotonic() - t0)
+            progress.update(
+                p, rec["status"] + (f" ({rec['error'][:60]})" if rec["error"] else ""), time.monotonic() - t0
+            )
     finally:
         progress.close()
+    return counts
+
+
+def run_sweep(
+    path: str | Path,
+    out: str | Path,
+    resume: bool = False,
+    device: str | None = None,
+    quiet: bool = False,
+    timeout_s: float | None = None,
+) -> dict:
+    """Run (or resume) a sweep; returns the counts printed by `roo-bench sweep --json`."""
+    sweep = load_sweep(path, device)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(out):  # held from reading DIR's records to appending the last one
+        meta, records, warnings = _check_out(out, sweep, resume)
+        for w in warnings:
+            print(f"roo-bench sweep: warning: {w}", file=sys.stderr)
+        timeout = float(timeout_s) if timeout_s is not None else sweep.timeout_s
+        done = {r["config_hash"] for r in records}
+        todo = [p for p in sweep.points if p.config_hash not in done]
+        tmp_prefix = _tmp_prefix(out)
+        _remove_stale_tmp(tmp_prefix)
+        _write_json_atomic(out / META_FILE, _new_meta(sweep, meta, timeout, resume, device))
+        res_path = out / RESULTS_FILE
+        counts = _run_points(sweep, todo, res_path, timeout, tmp_prefix, quiet)
     return {
         "sweep": sweep.name,
         "out": str(out),

@@ -18,8 +18,10 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where it is used: the CLI imports this module at start-up
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Stats:
 
     @classmethod
     def from_samples(cls, samples: Sequence[float]) -> Stats:
+        import numpy as np
+
         x = np.asarray(samples, dtype=np.float64)
         if x.size == 0:
             raise ValueError("Stats.from_samples needs at least one sample")
@@ -180,6 +184,8 @@ def _time_each(fn, before, steps: int, device, cm) -> Timing:
 
 
 def _median_ratio(a, b, axis=-1):
+    import numpy as np
+
     return np.median(a, axis=axis) / np.median(b, axis=axis)
 
 
@@ -197,6 +203,8 @@ def ratio_interval(
 
     Returns {"ratio", "lo", "hi", "method", "confidence"}; lo/hi are None where no interval exists
     (fewer than 2 samples on a side)."""
+    import numpy as np
+
     a = np.asarray(a_samples, dtype=np.float64)
     b = np.asarray(b_samples, dtype=np.float64)
     if a.size == 0 or b.size == 0:
@@ -213,8 +221,7 @@ def ratio_interval(
         try:
             from scipy import stats
 
-            kw = dict(paired=False, vectorized=True, n_resamples=n_resamples, confidence_level=confidence,
-                      method="BCa")
+            kw = dict(paired=False, vectorized=True, n_resamples=n_resamples, confidence_level=confidence, method="BCa")
             try:
                 res = stats.bootstrap((a, b), _median_ratio, rng=np.random.default_rng(seed), **kw)
             except TypeError:  # scipy < 1.15 names the generator `random_state`

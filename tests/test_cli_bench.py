@@ -22,13 +22,30 @@ def test_bench_tiny_json(capsys):
     imp, roo = res["layouts"]["impression"], res["layouts"]["roo"]
     for r in (imp, roo):
         assert r["impressions_per_s"] > 0 and r["requests_per_s"] > 0 and r["step_ms_median"] > 0
-        assert r["impressions_per_s"] == pytest.approx(
-            r["impressions_per_step"] / (r["step_ms_median"] / 1e3)
-        )
+        assert r["impressions_per_s"] == pytest.approx(r["impressions_per_step"] / (r["step_ms_median"] / 1e3))
     # the same impressions per step in both layouts
     assert imp["impressions_per_step"] == roo["impressions_per_step"]
     assert imp["requests_per_step"] == roo["requests_per_step"] == 16
     assert res["speedup"] == pytest.approx(roo["impressions_per_s"] / imp["impressions_per_s"])
+    # the spread beside every median, and the speedup's interval
+    for r in (imp, roo):
+        assert r["step_ms_p25"] <= r["step_ms_median"] <= r["step_ms_p75"]
+        assert r["step_ms_iqr"] == pytest.approx(r["step_ms_p75"] - r["step_ms_p25"])
+        assert r["step_ms_min"] <= r["step_ms_p25"] and r["step_ms_dropped"] > 0
+        assert r["timer"] == "perf_counter" and (r["steps"], r["warmup"]) == (2, 1)
+    lo, hi = res["speedup_ci"]
+    assert lo <= res["speedup"] <= hi
+    assert res["speedup_ci_method"] in ("t_delta_log", "exact") and res["speedup_ci_confidence"] == 0.95
+
+
+def test_bench_text_shows_spread_and_interval(capsys):
+    rc = main(["bench", "--preset", "tiny", *FAST])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    imp, roo, speedup = out.strip().splitlines()
+    for line, layout in ((imp, "impression"), (roo, "roo")):
+        assert line.startswith(f"tiny {layout:>10}:") and "(median; IQR " in line and line.endswith(", n=2)")
+    assert speedup.startswith("ROO / impression throughput: ") and "(95% CI " in speedup
 
 
 def test_bench_text_one_layout_with_overrides(capsys):

@@ -1,6 +1,7 @@
 """`roo-bench sweep`: bad input (one line, exit 2, nothing written), failures recorded as oom/error
-and skipped on resume, and resume after `kill -9` of the whole sweep process group with no lost
-or duplicated point. Points are stand-ins (tests/harness_fixtures/points.py) run in subprocesses."""
+and skipped on resume, resume after `kill -9` of the whole sweep process group with no lost or
+duplicated point, one writer per output directory, and no point temp directory left behind.
+Points are stand-ins (tests/harness_fixtures/points.py) run in subprocesses."""
 
 import json
 import os
@@ -28,8 +29,10 @@ def _write(tmp_path, body, name="s.toml"):
     return p
 
 
-def _sweep_cli(*args, timeout=300, **kw):
+def _sweep_cli(*args, timeout=300, tmpdir=None, **kw):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if tmpdir is not None:  # where the points' temp directories go
+        env["TMPDIR"] = str(tmpdir)
     return subprocess.run(
         [sys.executable, "-m", "harness", "sweep", *map(str, args)],
         cwd=ROOT,
@@ -177,13 +180,16 @@ def test_point_timeout(tmp_path):
         """,
     )
     out = tmp_path / "out"
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     t0 = time.monotonic()
-    r = _sweep_cli(f, "--out", out, "--timeout", "4", "--json")
+    r = _sweep_cli(f, "--out", out, "--timeout", "4", "--json", tmpdir=tmp)
     assert r.returncode == 0, r.stderr
     assert time.monotonic() - t0 < 120
     (rec,), _ = read_results(out)
     assert rec["status"] == "error"
     assert rec["error"] == "timeout: the point ran past timeout_s=4 and was killed"
+    assert list(tmp.iterdir()) == []  # the killed point's temp directory went with it
 
 
 def test_resume_after_kill_9(tmp_path):
@@ -202,7 +208,9 @@ def test_resume_after_kill_9(tmp_path):
     )
     out = tmp_path / "out"
     res = out / "results.jsonl"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(tmp))
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "sweep", str(f), "--out", str(out)],
         cwd=ROOT,
@@ -224,8 +232,9 @@ def test_resume_after_kill_9(tmp_path):
     # what a kill during the write itself leaves: a truncated last line
     with open(res, "a") as fh:
         fh.write('{"schema": "roo-bench/result/1", "kind": "poi')
-    r = _sweep_cli(f, "--out", out, "--resume", "--json")
+    r = _sweep_cli(f, "--out", out, "--resume", "--json", tmpdir=tmp)
     assert r.returncode == 0, r.stderr
+    assert list(tmp.iterdir()) == []  # the killed point's temp directory is removed by the resume
     c = json.loads(r.stdout)
     assert (c["points_total"], c["points_skipped"], c["points_done"]) == (n, len(before), n - len(before))
     assert "line skipped" in r.stderr  # the fragment was reported (file:line), not fatal
@@ -237,6 +246,78 @@ def test_resume_after_kill_9(tmp_path):
     assert set(hashes) == set(expected)  # no lost point
     assert all(x["status"] == "ok" for x in recs)
     assert recs[: len(before)] == before
+
+
+def _locked_message(out, pid) -> str:
+    return (
+        f"roo-bench sweep: error: {out} is being written by another roo-bench sweep (pid {pid}); "
+        "wait for it or choose another --out\n"
+    )
+
+
+def test_second_writer_is_refused_while_the_first_runs(tmp_path):
+    n = 4
+    f = _write(
+        tmp_path,
+        f"""
+        [sweep]
+        point = "{SLOW}"
+        [base]
+        preset = "tiny"
+        model_overrides = ["sleep=0.5"]
+        [grid]
+        seed = {list(range(n))}
+        """,
+    )
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    first = subprocess.Popen(
+        [sys.executable, "-m", "harness", "sweep", str(f), "--out", str(out), "--json"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        res = out / "results.jsonl"
+        while time.monotonic() < deadline and not (res.exists() and res.read_text().count("\n") >= 1):
+            time.sleep(0.05)
+        assert first.poll() is None, "the first sweep ended before the second started"
+        second = _sweep_cli(f, "--out", out, "--resume", "--json")  # e.g. a resume started too early
+        assert first.poll() is None, "the first sweep ended while the second ran; the test proves nothing"
+    finally:
+        stdout, _ = first.communicate(timeout=300)
+    assert (second.returncode, second.stdout) == (2, "")
+    assert second.stderr == _locked_message(out, first.pid)
+    assert first.returncode == 0 and json.loads(stdout)["points_done"] == n
+    recs, warnings = read_results(out)
+    hashes = [r["config_hash"] for r in recs]
+    assert warnings == [] and len(hashes) == len(set(hashes)) == n  # every point once
+    assert len({r["metrics"]["pid"] for r in recs}) == n  # each run by its own child
+    assert (out / ".lock").read_text() == ""  # released: no pid left behind
+
+
+def test_locked_out_dir_is_refused_and_untouched(tmp_path, capsys):
+    import fcntl
+
+    f = _write(tmp_path, GOOD)
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:  # another writer, as far as the sweep can tell
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        rc = main(["sweep", str(f), "--out", str(out)])
+        assert (out / ".lock").read_text() == f"{os.getpid()}\n"
+    assert rc == 2
+    assert capsys.readouterr().err == _locked_message(out, os.getpid())
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # no meta, no results
+    # once the holder is gone, the same command runs
+    r = _sweep_cli(f, "--out", out, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["points_done"] == 2
 
 
 def test_shipped_sweep_files_parse():

@@ -1,4 +1,5 @@
-"""harness.timers: statistics on known samples, the warm-up / dropped-step protocol, ratio intervals."""
+"""harness.timers: statistics on known samples, the warm-up / dropped-step protocol, ratio intervals;
+and the training loop built on them (harness.measure)."""
 
 import time
 
@@ -116,3 +117,57 @@ def test_ratio_interval_degenerate_cases():
     assert r["ratio"] == 2.0 and r["lo"] is None and r["hi"] is None and r["method"] == "none"
     with pytest.raises(ValueError):
         ratio_interval([], [1.0])
+
+
+def test_measure_layouts_same_batches_in_every_layout():
+    """harness.measure's loop: each layout trains on the same request batches in the same order
+    (kept step i on batch (warmup + i) % n, the dropped step repeating the first kept one), one
+    layout's setup is left before the next is entered, and the region encloses the kept steps."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from harness.measure import LayoutRun, measure_layouts
+    from workloads.layout import Layout
+
+    reqs = [SimpleNamespace(num_impressions_total=10 * (i + 1), num_requests=i + 1, i=i) for i in range(3)]
+    events, seen = [], {}
+
+    class Trainer:
+        def __init__(self, layout):
+            self.layout = layout
+
+        def step(self, batch):
+            seen.setdefault(self.layout, []).append(batch.i)
+            return 0.0
+
+    @contextlib.contextmanager
+    def region():
+        events.append(("region", len(seen[events[-1][1]])))
+        yield
+        events.append(("region_end", len(seen[events[-2][1]])))
+
+    @contextlib.contextmanager
+    def setup(layout):
+        events.append(("enter", layout))
+        yield LayoutRun(Trainer(layout), reqs, region=region, report=lambda t: {"n": t.stats.n})
+        events.append(("exit", layout))
+
+    m = measure_layouts(["impression", "roo"], reqs, setup, warmup=2, steps=5, device="cpu")
+    order = [0, 1, 2, 2, 0, 1, 2, 0]  # warmup 0 1, dropped 2, kept 2 0 1 2 0
+    assert seen == {Layout.IMPRESSION: order, Layout.ROO: order}
+    assert [e for e in events if e[0] in ("enter", "exit")] == [
+        ("enter", Layout.IMPRESSION),
+        ("exit", Layout.IMPRESSION),
+        ("enter", Layout.ROO),
+        ("exit", Layout.ROO),
+    ]
+    assert [e for e in events if e[0].startswith("region")] == [("region", 3), ("region_end", 8)] * 2
+    for r in m.layouts.values():
+        assert r.impressions_per_step == pytest.approx((30 + 10 + 20 + 30 + 10) / 5)
+        assert r.requests_per_step == pytest.approx((3 + 1 + 2 + 3 + 1) / 5)
+        assert r.extra == {"n": 5} and r.timing.stats.n == 5 and r.loss == 0.0
+        assert r.impressions_per_s == pytest.approx(r.impressions_per_step / (r.stats.median / 1e3))
+    ci = m.speedup_interval(seed=0)
+    assert ci["lo"] <= ci["ratio"] <= ci["hi"]
+    one = measure_layouts(["roo"], reqs, setup, warmup=0, steps=2, device="cpu")
+    assert list(one.layouts) == [Layout.ROO] and one.speedup_interval() is None

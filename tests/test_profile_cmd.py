@@ -6,8 +6,22 @@ from harness.cli import main
 
 
 def test_profile_tiny_both_layouts_json(capsys, tmp_path):
-    rc = main(["profile", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--threads", "1", "--json",
-               "--trace-dir", str(tmp_path)])
+    rc = main(
+        [
+            "profile",
+            "--preset",
+            "tiny",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            "--trace-dir",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["layouts"]) == {"impression", "roo"}

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import os
 
-from harness.commands.bench import LAYOUT_CHOICES, _check_args, resolve_preset
+from harness.commands._args import check_step_args
 from workloads.errors import UserError
+from workloads.layout import LAYOUT_CHOICES, Layout
 
 
 def register(sub) -> None:
@@ -23,8 +24,13 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=25, help="operators listed per table (default 25)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="model-config or dotted workload-spec override (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model-config or dotted workload-spec override (repeatable)",
+    )
     p.add_argument("--trace-dir", default=None, help="also write one Chrome trace per layout here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)
@@ -33,12 +39,13 @@ def register(sub) -> None:
 def _run(args) -> int:
     import torch
 
+    from harness.measure import resolve_preset
     from harness.profile_step import format_summary, profile_steps
     from roo_ref.models import build_model
     from roo_ref.train import Trainer
     from workloads.generator import generate
 
-    layouts, device = _check_args(args)
+    layouts, device = check_step_args(args)
     if args.top < 1:
         raise UserError(f"--top {args.top}: must be >= 1")
     if args.trace_dir:
@@ -47,19 +54,32 @@ def _run(args) -> int:
         torch.set_num_threads(args.threads)
     spec, cfg, model_sets, spec_sets = resolve_preset(args.preset, args.set)
     req = generate(spec, spec.requests_per_batch, seed=args.seed).to(device)
-    out = {"preset": args.preset, "device": device.type, "dtype": args.dtype, "model": cfg.to_dict(),
-           "spec_overrides": spec_sets, "impressions_per_step": req.num_impressions_total,
-           "requests_per_step": req.num_requests, "layouts": {}}
+    out = {
+        "preset": args.preset,
+        "device": device.type,
+        "dtype": args.dtype,
+        "model": cfg.to_dict(),
+        "spec_overrides": spec_sets,
+        "impressions_per_step": req.num_impressions_total,
+        "requests_per_step": req.num_requests,
+        "layouts": {},
+    }
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
     for layout in layouts:
-        batch = req if layout == "roo" else req.to_impressions()
+        batch = req if layout is Layout.ROO else req.to_impressions()
         model = build_model(spec, args.preset, model_sets, device=device, seed=args.seed)
         trainer = Trainer(model, layout, amp_bf16=args.dtype == "bf16", seed=args.seed)
         trace = os.path.join(args.trace_dir, f"trace-{args.preset}-{layout}.json") if args.trace_dir else None
-        s = profile_steps(lambda t=trainer, b=batch: t.step(b), warmup=args.warmup, steps=args.steps,
-                          cuda=device.type == "cuda", trace_path=trace, top=args.top)
-        out["layouts"][layout] = s
+        s = profile_steps(
+            lambda t=trainer, b=batch: t.step(b),
+            warmup=args.warmup,
+            steps=args.steps,
+            cuda=device.type == "cuda",
+            trace_path=trace,
+            top=args.top,
+        )
+        out["layouts"][str(layout)] = s
         if not args.json:
             print(format_summary(layout, s, args.top))
         del model, trainer, batch

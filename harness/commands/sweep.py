@@ -11,14 +11,14 @@ def register(sub) -> None:
         "sweep",
         help="run a grid of points (both layouts each) into DIR/results.jsonl; resumable",
         description="Run every point of a sweep file, each in its own process; a crash or OOM becomes a "
-        "record with status oom/error. Format: see harness/sweep.py; examples in harness/sweeps/.",
+        "record with status oom/error. One sweep writes an --out directory at a time: a second one "
+        "exits 2. Format: see harness/sweep.py; examples in harness/sweeps/.",
     )
     p.add_argument("file", help="sweep file (TOML)")
     p.add_argument("--out", required=True, help="output directory (results.jsonl + sweep.meta.json)")
     p.add_argument("--resume", action="store_true", help="skip points that already have a record in --out")
     p.add_argument("--device", default=None, help="run every point on this device (cpu, cuda, cuda:N)")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="per-point timeout in seconds (default: the file's)")
+    p.add_argument("--timeout", type=float, default=None, help="per-point timeout in seconds (default: the file's)")
     p.add_argument("--dry-run", action="store_true", help="list the points (hash, axes) and write nothing")
     p.add_argument("--json", action="store_true", help="print one JSON object with the point counts")
     p.set_defaults(func=_run)
@@ -40,8 +40,7 @@ def _run(args) -> int:
                 print(p["config_hash"], json.dumps(p["axes"], sort_keys=True))
             print(f"{sw.name}: {len(pts)} point(s)", file=sys.stderr)
         return 0
-    res = run_sweep(args.file, args.out, resume=args.resume, device=args.device, quiet=False,
-                    timeout_s=args.timeout)
+    res = run_sweep(args.file, args.out, resume=args.resume, device=args.device, quiet=False, timeout_s=args.timeout)
     if args.json:
         print(json.dumps(res))
     else:

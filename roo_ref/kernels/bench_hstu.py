@@ -73,7 +73,7 @@ def _gpu_ms(torch, fn, n=10):
     whenever the call synchronizes."""
     from torch.profiler import ProfilerActivity, profile
 
-    from harness.profile_step import _self_device_us
+    from harness.profile_step import self_device_us
 
     fn()
     torch.cuda.synchronize()
@@ -83,7 +83,7 @@ def _gpu_ms(torch, fn, n=10):
         torch.cuda.synchronize()
     hstu = total = 0.0
     for e in prof.key_averages():
-        t = _self_device_us(e)
+        t = self_device_us(e)
         total += t
         if e.key.startswith("_hstu"):
             hstu += t

@@ -47,8 +47,12 @@ def slow_point(config: dict) -> dict:
     from harness.results import make_record
 
     _misbehave(config)
-    return make_record("point", dict(config), {"stand_in": True, "pid": os.getpid()},
-                       provenance={"seed": config.get("seed"), "stand_in": True})
+    return make_record(
+        "point",
+        dict(config),
+        {"stand_in": True, "pid": os.getpid()},
+        provenance={"seed": config.get("seed"), "stand_in": True},
+    )
 
 
 def standin_point(config: dict) -> dict:

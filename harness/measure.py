@@ -1,0 +1,226 @@
+"""The timed training loop shared by `roo-bench bench`, sweep points (harness.run_point) and the
+asv model benchmarks: train steps of each layout on the same impressions and time them.
+
+`measure_layouts(layouts, request_batches, setup, ...)` runs, per layout, what `setup(layout)`
+prepares (a trainer and that layout's view of `request_batches`, cycled), warms up and times
+the steps with `harness.timers.time_steps` (CUDA events on a GPU, perf_counter on the CPU, the
+first timed step dropped). Every layout sees the same request batches in the same order, so the
+impressions per step are the same and the ratio of median step times is the ROO speedup; its
+confidence interval comes from `harness.timers.ratio_interval`.
+
+`measure_preset(...)` is the whole of `roo-bench bench`'s measurement: a preset with `--set`
+overrides, a few seeded request batches, a freshly built model and Trainer per layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import statistics
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.timers import Stats, Timing, ratio_interval, time_steps
+from workloads.errors import SpecError, UserError
+from workloads.layout import Layout
+
+DTYPES = ("fp32", "bf16")
+
+
+@dataclass
+class LayoutRun:
+    """What `setup(layout)` yields: `trainer.step(batch)` is timed over `batches` (this layout's view
+    of the request batches, index for index). `region` encloses exactly the kept timed steps (e.g.
+    the NVML sampler); `report(timing)` runs before the setup is left and returns extra fields."""
+
+    trainer: Any
+    batches: Sequence
+    region: Callable[[], contextlib.AbstractContextManager] | None = None
+    report: Callable[[Timing], dict] | None = None
+
+
+@dataclass(frozen=True)
+class LayoutMeasurement:
+    layout: Layout
+    timing: Timing
+    impressions_per_step: float  # mean over the kept steps
+    requests_per_step: float
+    loss: Any  # the last step's loss (a tensor), for a finiteness check
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def stats(self) -> Stats:
+        return self.timing.stats
+
+    def _per_s(self, per_step: float) -> float | None:
+        med_s = self.stats.median / 1e3
+        return per_step / med_s if med_s > 0 else None
+
+    @property
+    def impressions_per_s(self) -> float | None:
+        return self._per_s(self.impressions_per_step)
+
+    @property
+    def requests_per_s(self) -> float | None:
+        return self._per_s(self.requests_per_step)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    layouts: dict[Layout, LayoutMeasurement]
+
+    def speedup_interval(self, seed: int = 0, confidence: float = 0.95) -> dict | None:
+        """median(impression step) / median(ROO step) with its interval (ratio_interval's dict), or
+        None unless both layouts were measured. Same impressions per step in both layouts, so this
+        is also the ratio of impressions per second."""
+        imp, roo = self.layouts.get(Layout.IMPRESSION), self.layouts.get(Layout.ROO)
+        if imp is None or roo is None:
+            return None
+        return ratio_interval(imp.timing.samples_ms, roo.timing.samples_ms, confidence=confidence, seed=seed)
+
+
+def _batch_order(warmup: int, steps: int, n: int) -> list[int]:
+    """The batch index of every call `time_steps` makes (warmup, the dropped step, the kept steps).
+    Kept step i trains on batch (warmup + i) % n; the dropped step repeats the first kept step's."""
+    return [k % n for k in range(warmup)] + [warmup % n] + [(warmup + i) % n for i in range(steps)]
+
+
+def _stepper(trainer, batches: Sequence, order: list[int]) -> tuple[Callable[[], None], dict]:
+    last: dict = {"loss": None}
+    if len(batches) == 1:  # nothing to cycle: the step is the trainer's step alone
+        (batch,) = batches
+
+        def step() -> None:
+            last["loss"] = trainer.step(batch)
+
+        return step, last
+    calls = iter(order)
+
+    def step() -> None:
+        last["loss"] = trainer.step(batches[next(calls)])
+
+    return step, last
+
+
+def measure_layouts(
+    layouts: Sequence[Layout | str],
+    request_batches: Sequence,
+    setup: Callable[[Layout], contextlib.AbstractContextManager[LayoutRun]],
+    *,
+    warmup: int,
+    steps: int,
+    device,
+) -> Measurement:
+    """Time `steps` training steps (after `warmup` + 1 dropped) of every layout, in order.
+
+    `request_batches` count the impressions and requests per step (`num_impressions_total`,
+    `num_requests`); `setup(layout)` is entered once per layout and left before the next one
+    starts, so one layout's model and batches are freed before the next is built."""
+    if not request_batches:
+        raise ValueError("measure_layouts needs at least one request batch")
+    order = _batch_order(warmup, steps, len(request_batches))
+    kept = order[warmup + 1 :]
+    imps = statistics.fmean(request_batches[i].num_impressions_total for i in kept)
+    reqs = statistics.fmean(request_batches[i].num_requests for i in kept)
+    out: dict[Layout, LayoutMeasurement] = {}
+    for name in layouts:
+        layout = Layout.parse(name)
+        with setup(layout) as run:
+            if len(run.batches) != len(request_batches):
+                raise ValueError(f"layout {layout}: {len(run.batches)} batches for {len(request_batches)} requests")
+            step, last = _stepper(run.trainer, run.batches, order)
+            timing = time_steps(step, warmup=warmup, steps=steps, device=device, region=run.region)
+            extra = run.report(timing) if run.report is not None else {}
+            out[layout] = LayoutMeasurement(layout, timing, imps, reqs, last["loss"], extra)
+            del step, last
+        del run  # this layout's model and batches go before the next layout's setup starts
+    return Measurement(out)
+
+
+# --- a preset with `--set` overrides (roo-bench bench, roo-bench profile) ----------------------------
+def split_overrides(spec_dict: dict, assignments: list[str]) -> tuple[list[str], list[str]]:
+    """(model overrides, spec overrides); an unknown top-level key is one clear error."""
+    from roo_ref.model_presets import ModelConfig
+
+    model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
+    model, spec = [], []
+    for a in assignments:
+        if "=" not in a:
+            raise SpecError(f"--set {a!r}: expected key=value, e.g. hstu_layers=2 or history.length.max=64")
+        key = a.split("=", 1)[0].strip()
+        if key in model_keys:
+            model.append(a)
+        elif key.split(".")[0] in spec_dict:
+            spec.append(a)
+        else:
+            raise SpecError(
+                f"--set {key}: unknown key; model keys: {', '.join(sorted(model_keys))}; "
+                f"workload keys: {', '.join(sorted(spec_dict))}"
+            )
+    return model, spec
+
+
+def resolve_preset(preset: str, sets: list[str]):
+    """(spec, model config, model overrides, spec overrides) of a preset with `--set` overrides,
+    checked compatible before any data is generated."""
+    from roo_ref.models import check_compatible, model_config_for
+    from workloads.presets import get_preset
+
+    base = get_preset(preset)
+    model_sets, spec_sets = split_overrides(base.to_dict(), sets)
+    spec = base.with_overrides(spec_sets) if spec_sets else base
+    cfg = model_config_for(spec, preset, model_sets)
+    check_compatible(spec, cfg)
+    return spec, cfg, model_sets, spec_sets
+
+
+@dataclass(frozen=True)
+class PresetMeasurement:
+    spec: Any  # WorkloadSpec
+    model_config: Any  # roo_ref ModelConfig
+    spec_overrides: list[str]
+    measurement: Measurement
+
+
+def measure_preset(
+    preset: str,
+    layouts: Sequence[Layout | str],
+    device,
+    steps: int,
+    warmup: int,
+    dtype: str,
+    sets: list[str],
+    seed: int = 0,
+) -> PresetMeasurement:
+    """Train `preset` (with `--set` overrides) in each layout on the same few seeded request batches,
+    from the same initial weights (same seed), with the same optimizer and dtype; time the steps.
+    `dtype="bf16"` is autocast with fp32 master weights. A non-finite loss is a UserError."""
+    import torch
+
+    from roo_ref.models import build_model
+    from roo_ref.train import Trainer
+    from workloads.generator import generate
+
+    device = torch.device(device)
+    spec, cfg, model_sets, spec_sets = resolve_preset(preset, sets)
+    if cfg.attention_backend == "triton" and cfg.arch == "hstu" and device.type != "cuda":
+        import os
+
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            raise UserError("attention_backend=triton needs --device cuda (or TRITON_INTERPRET=1 on CPU)")
+    # a few distinct request batches, cycled; every layout sees exactly the same ones
+    n_batches = min(warmup + steps, 4)
+    req = [generate(spec, spec.requests_per_batch, seed=seed + i).to(device) for i in range(n_batches)]
+
+    @contextlib.contextmanager
+    def setup(layout: Layout) -> Iterator[LayoutRun]:
+        batches = req if layout is Layout.ROO else [b.to_impressions() for b in req]
+        model = build_model(spec, preset, model_sets, device=device, seed=seed)
+        yield LayoutRun(Trainer(model, layout, amp_bf16=(dtype == "bf16"), seed=seed), batches)
+
+    m = measure_layouts(layouts, req, setup, warmup=warmup, steps=steps, device=device)
+    for layout, r in m.layouts.items():
+        if not torch.isfinite(r.loss).all():
+            raise UserError(f"layout {layout}: the loss is not finite ({float(r.loss)}); check the overrides")
+    return PresetMeasurement(spec, cfg, spec_sets, m)
