@@ -9,15 +9,22 @@ import pytest
 import torch
 
 from harness.cli import main
+from workloads.records import flat_view
 
 FAST = ["--steps", "2", "--warmup", "1", "--threads", "1"]
+
+
+def _flat(rec: dict, kind: str) -> dict:
+    """The flat object a `--json` record wraps, after checking it is a record of `kind`."""
+    assert rec["schema"] == "roo-bench/result/1" and rec["kind"] == kind, rec.get("kind")
+    return flat_view(rec)
 
 
 def test_bench_tiny_json(capsys):
     rc = main(["bench", "--preset", "tiny", "--layout", "both", "--device", "cpu", "--json", *FAST])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    res = json.loads(out)  # exactly one JSON object
+    res = _flat(json.loads(out), "bench")  # exactly one JSON object
     assert res["preset"] == "tiny" and res["device"] == "cpu"
     imp, roo = res["layouts"]["impression"], res["layouts"]["roo"]
     for r in (imp, roo):

@@ -24,6 +24,7 @@ from harness.results import read_results
 from roo_ref import comm_cost as cc
 from workloads.generator import generate
 from workloads.presets import get_preset
+from workloads.records import flat_view
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "31.337"  # an --init-timeout no one else uses: finds our ranks in /proc
@@ -45,6 +46,12 @@ EARLY = [
     "--init-timeout",
     MARK,
 ]
+
+
+def _flat(rec: dict, kind: str) -> dict:
+    """The flat object a `--json` record wraps, after checking it is a record of `kind`."""
+    assert rec["schema"] == "roo-bench/result/1" and rec["kind"] == kind, rec.get("kind")
+    return flat_view(rec)
 
 
 def _env():
@@ -143,7 +150,7 @@ def _check_record(rec: dict, preset: str, requests: int, dim: int, row_cap: int)
 def test_cli_json_tiny_table_wise(runs):
     rc, out, err = runs["tiny_cli"]
     assert rc == 0, err
-    s = json.loads(out)  # exactly one JSON object on stdout
+    s = _flat(json.loads(out), "comm")  # exactly one JSON object on stdout
     assert s["world_size"] == 2 and s["sharding"] == "table" and s["backend"] == "gloo"
     for layout in ("impression", "roo"):
         L = s["layouts"][layout]

@@ -150,7 +150,7 @@ def test_provenance_fields(monkeypatch):
     assert p["torch_version"] and p["numpy_version"] and p["pyarrow_version"]
     assert p["device_name"].startswith("cpu") and p["roo_bench_version"] == "0.1.0"
     created = dt.datetime.fromisoformat(p["created_utc"])
-    assert created.tzinfo is not None and abs((dt.datetime.now(dt.timezone.utc) - created).total_seconds()) < 60
+    assert created.tzinfo is not None and abs((dt.datetime.now(dt.UTC) - created).total_seconds()) < 60
 
 
 def test_provenance_without_git(tmp_path, monkeypatch):

@@ -18,9 +18,17 @@ import torch
 from harness.cli import main
 from harness.results import read_results
 from harness.sweep import load_sweep
+from workloads.records import flat_view
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOW = "tests.harness_fixtures.points:slow_point"
+
+
+def _sweep_json(stdout: str) -> dict:
+    """`sweep --json` prints one record of kind sweep; its flat view holds the point counts."""
+    rec = json.loads(stdout)
+    assert rec["kind"] == "sweep", rec.get("kind")
+    return flat_view(rec)
 
 
 def _write(tmp_path, body, name="s.toml"):
@@ -133,7 +141,7 @@ def test_failures_recorded_and_skipped_on_resume(tmp_path):
     out = tmp_path / "out"
     r = _sweep_cli(f, "--out", out, "--json")
     assert r.returncode == 0, r.stderr
-    counts = json.loads(r.stdout)
+    counts = _sweep_json(r.stdout)
     assert counts == {
         **counts,
         "points_total": 6,
@@ -162,7 +170,7 @@ def test_failures_recorded_and_skipped_on_resume(tmp_path):
         assert r["config"]["preset"] == "tiny" and "seed" in r["provenance"]
     r2 = _sweep_cli(f, "--out", out, "--resume", "--json")
     assert r2.returncode == 0, r2.stderr
-    c2 = json.loads(r2.stdout)
+    c2 = _sweep_json(r2.stdout)
     assert (c2["points_skipped"], c2["points_done"], c2["points_failed"]) == (6, 0, 0)
     assert read_results(out)[0] == recs
 
@@ -235,7 +243,7 @@ def test_resume_after_kill_9(tmp_path):
     r = _sweep_cli(f, "--out", out, "--resume", "--json", tmpdir=tmp)
     assert r.returncode == 0, r.stderr
     assert list(tmp.iterdir()) == []  # the killed point's temp directory is removed by the resume
-    c = json.loads(r.stdout)
+    c = _sweep_json(r.stdout)
     assert (c["points_total"], c["points_skipped"], c["points_done"]) == (n, len(before), n - len(before))
     assert "line skipped" in r.stderr  # the fragment was reported (file:line), not fatal
     recs, warnings = read_results(out)
@@ -291,7 +299,7 @@ def test_second_writer_is_refused_while_the_first_runs(tmp_path):
         stdout, _ = first.communicate(timeout=300)
     assert (second.returncode, second.stdout) == (2, "")
     assert second.stderr == _locked_message(out, first.pid)
-    assert first.returncode == 0 and json.loads(stdout)["points_done"] == n
+    assert first.returncode == 0 and _sweep_json(stdout)["points_done"] == n
     recs, warnings = read_results(out)
     hashes = [r["config_hash"] for r in recs]
     assert warnings == [] and len(hashes) == len(set(hashes)) == n  # every point once
@@ -317,7 +325,7 @@ def test_locked_out_dir_is_refused_and_untouched(tmp_path, capsys):
     # once the holder is gone, the same command runs
     r = _sweep_cli(f, "--out", out, "--json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["points_done"] == 2
+    assert _sweep_json(r.stdout)["points_done"] == 2
 
 
 def test_shipped_sweep_files_parse():
@@ -335,7 +343,7 @@ def test_ci_tiny_sweep_runs_on_cpu(tmp_path):
     r = _sweep_cli(ROOT / "harness" / "sweeps" / "ci-tiny.toml", "--out", tmp_path / "o", "--json")
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
-    c = json.loads(r.stdout)
+    c = _sweep_json(r.stdout)
     assert (c["points_total"], c["points_done"], c["points_failed"]) == (4, 4, 0)
     recs, warnings = read_results(tmp_path / "o")
     assert warnings == [] and all(x["status"] == "ok" and x["metrics"]["speedup"] > 0 for x in recs)

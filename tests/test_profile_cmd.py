@@ -3,6 +3,13 @@
 import json
 
 from harness.cli import main
+from workloads.records import flat_view
+
+
+def _flat(rec: dict, kind: str) -> dict:
+    """The flat object a `--json` record wraps, after checking it is a record of `kind`."""
+    assert rec["schema"] == "roo-bench/result/1" and rec["kind"] == kind, rec.get("kind")
+    return flat_view(rec)
 
 
 def test_profile_tiny_both_layouts_json(capsys, tmp_path):
@@ -23,7 +30,7 @@ def test_profile_tiny_both_layouts_json(capsys, tmp_path):
         ]
     )
     assert rc == 0
-    out = json.loads(capsys.readouterr().out)
+    out = _flat(json.loads(capsys.readouterr().out), "profile")
     assert set(out["layouts"]) == {"impression", "roo"}
     for layout, s in out["layouts"].items():
         assert s["steps"] == 2 and s["wall_ms"] > 0 and s["aten_ops"] > 10

@@ -17,9 +17,8 @@ torch is imported by the handler only: `roo-bench --help` starts without it.
 
 from __future__ import annotations
 
-import json
-
 from harness.commands._args import check_step_args
+from workloads.records import Kind, emit_flat
 
 
 def register(sub) -> None:
@@ -118,7 +117,7 @@ def _run(args) -> int:
         torch.set_num_threads(args.threads)
     res = bench(args.preset, layouts, device, args.steps, args.warmup, args.dtype, args.set, args.seed)
     if args.json:
-        print(json.dumps(res))
+        emit_flat(Kind.BENCH, res)
         return 0
     print("\n".join(format_text(res)))
     return 0

@@ -19,6 +19,8 @@ def _run(args) -> int:
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"{res['device_name']}: {res['matmul_dtype']} {res['matmul_n']}^3 matmul "
-              f"{res['matmul_flops'] / 1e12:.1f} TFLOP/s; copy {res['copy_bandwidth'] / 1e9:.0f} GB/s")
+        print(
+            f"{res['device_name']}: {res['matmul_dtype']} {res['matmul_n']}^3 matmul "
+            f"{res['matmul_flops'] / 1e12:.1f} TFLOP/s; copy {res['copy_bandwidth'] / 1e9:.0f} GB/s"
+        )
     return 0

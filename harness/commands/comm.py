@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 
 from workloads.errors import UserError
+from workloads.records import Kind, emit_flat
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RANK_MODULE = "harness.commands.comm"
@@ -313,7 +314,7 @@ def _run(args) -> int:
             append_record(args.out, rec)
     s = summary(records[0], args.out)
     if args.json:
-        print(json.dumps(s))
+        emit_flat(Kind.COMM, s)
     else:
         _print_text(s)
     return 0

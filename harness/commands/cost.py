@@ -15,11 +15,17 @@ _REDUCE_COMMON = ("max_table_rows=1000", "embedding_dim=16")
 REDUCED_MODEL = {
     "tiny": (),
     "early-ranking": ("dense_arch=[32]", "user_arch=[64,32]", "item_arch=[32]", "top_arch=[32,16]"),
-    "late-ranking": ("dense_arch=[32,16]", "user_arch=[64,32]", "item_arch=[32]", "dcn_rank=16",
-                     "top_arch=[64,32,16]"),
+    "late-ranking": ("dense_arch=[32,16]", "user_arch=[64,32]", "item_arch=[32]", "dcn_rank=16", "top_arch=[64,32,16]"),
     "retrieval": ("dense_arch=[32]", "user_arch=[64,32]", "item_arch=[32]", "tower_dim=16"),
-    "hstu-ranking": ("qk_dim=32", "v_dim=32", "max_history_len=16", "pos_buckets=32", "hstu_layers=2",
-                     "head_arch=[32,16]", "normalizer=32"),
+    "hstu-ranking": (
+        "qk_dim=32",
+        "v_dim=32",
+        "max_history_len=16",
+        "pos_buckets=32",
+        "hstu_layers=2",
+        "head_arch=[32,16]",
+        "normalizer=32",
+    ),
 }
 REDUCED_SPEC = {"hstu-ranking": ("impressions.value=6",)}
 
@@ -59,11 +65,23 @@ def register(sub) -> None:
 def _spec_args(p) -> None:
     p.add_argument("--preset", default=None, help="workload preset (and, by default, its model preset)")
     p.add_argument("--spec", default=None, help="workload spec file (TOML/JSON) instead of --preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="workload spec override (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="workload spec override (repeatable)",
+    )
     p.add_argument("--model", dest="model_preset", default=None, help="model preset (default: the workload's)")
-    p.add_argument("--model-set", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="model config override (repeatable)")
+    p.add_argument(
+        "--model-set",
+        dest="model_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config override (repeatable)",
+    )
     p.add_argument("--device", default="h100", help="device table key: h100 | h200 | a100 | cpu (default h100)")
     p.add_argument("--dtype", default="bf16", help="bf16 | fp32 (default bf16)")
 
@@ -89,8 +107,9 @@ def _num(v):
     return v
 
 
-def model_report(spec, cfg, dev, dtype="bf16", requests=None, batch=None, world_size=1, bus_bw=None,
-                 device_key="h100") -> dict:
+def model_report(
+    spec, cfg, dev, dtype="bf16", requests=None, batch=None, world_size=1, bus_bw=None, device_key="h100"
+) -> dict:
     """The `roo-bench model --json` object."""
     from roo_ref import cost
 
@@ -98,8 +117,9 @@ def model_report(spec, cfg, dev, dtype="bf16", requests=None, batch=None, world_
         raise UserError(f"--world-size {world_size} must be >= 1")
     if requests is not None and not requests > 0:
         raise UserError(f"--requests {requests} must be > 0")
-    mc = cost.model_cost(spec, cfg, batch=batch, requests=requests, dtype=dtype, device=dev,
-                         world_size=world_size, bus_bw=bus_bw)
+    mc = cost.model_cost(
+        spec, cfg, batch=batch, requests=requests, dtype=dtype, device=dev, world_size=world_size, bus_bw=bus_bw
+    )
     comps = []
     for lc in mc["layouts"].values():
         for c in lc.components:
@@ -135,25 +155,42 @@ def _model(args) -> int:
         if n < 1:
             raise UserError(f"--requests {args.requests} must be >= 1")
         batch = generate(spec, n, seed=args.seed)
-    rep = model_report(spec, cfg, dev, args.dtype, None if args.exact else args.requests, batch,
-                       args.world_size, args.bus_bw, args.device.lower())
+    rep = model_report(
+        spec,
+        cfg,
+        dev,
+        args.dtype,
+        None if args.exact else args.requests,
+        batch,
+        args.world_size,
+        args.bus_bw,
+        args.device.lower(),
+    )
     if args.json:
         print(json.dumps(rep))
         return 0
-    print(f"{spec.name}: {dev.name} ({dev.source}), {args.dtype}, "
-          f"{'exact batch' if rep['exact'] else 'expected values'}, attention priced {rep['attention']}")
+    print(
+        f"{spec.name}: {dev.name} ({dev.source}), {args.dtype}, "
+        f"{'exact batch' if rep['exact'] else 'expected values'}, attention priced {rep['attention']}"
+    )
     hdr = f"{'component':40s} {'layout':10s} {'fwd GFLOP':>11s} {'bwd GFLOP':>11s} {'MB moved':>10s} {'ms':>8s}"
     print(hdr)
     print("-" * len(hdr))
     for c in sorted(rep["components"], key=lambda c: (c["layout"] != "impression", 0)):
-        print(f"{c['name']:40s} {c['layout']:10s} {c['fwd_flops'] / 1e9:11.3f} {c['bwd_flops'] / 1e9:11.3f} "
-              f"{c['bytes'] / 1e6:10.2f} {c['time_ms']:8.3f}")
+        print(
+            f"{c['name']:40s} {c['layout']:10s} {c['fwd_flops'] / 1e9:11.3f} {c['bwd_flops'] / 1e9:11.3f} "
+            f"{c['bytes'] / 1e6:10.2f} {c['time_ms']:8.3f}"
+        )
     for lay, t in rep["totals"].items():
-        print(f"total {lay:10s}: {t['flops'] / 1e9:.3f} GFLOP counted ({t['flops_mask_aware'] / 1e9:.3f} "
-              f"mask-aware), {t['bytes'] / 1e6:.1f} MB, step {t['predicted_step_ms']:.3f} ms, "
-              f"all-to-all {t['alltoall_bytes'] / 1e6:.2f} MB, storage {t['storage_bytes_per_impression']:.0f} B/imp")
-    print(f"predicted ROO speedup {rep['predicted_speedup']:.2f}x; f_u = {rep['f_u']:.3f}, "
-          f"k = {rep['mean_impressions_per_request']:.2f}, ideal 1/(f_u/k + 1 - f_u) = {rep['ideal_speedup']:.2f}x")
+        print(
+            f"total {lay:10s}: {t['flops'] / 1e9:.3f} GFLOP counted ({t['flops_mask_aware'] / 1e9:.3f} "
+            f"mask-aware), {t['bytes'] / 1e6:.1f} MB, step {t['predicted_step_ms']:.3f} ms, "
+            f"all-to-all {t['alltoall_bytes'] / 1e6:.2f} MB, storage {t['storage_bytes_per_impression']:.0f} B/imp"
+        )
+    print(
+        f"predicted ROO speedup {rep['predicted_speedup']:.2f}x; f_u = {rep['f_u']:.3f}, "
+        f"k = {rep['mean_impressions_per_request']:.2f}, ideal 1/(f_u/k + 1 - f_u) = {rep['ideal_speedup']:.2f}x"
+    )
     return 0
 
 
@@ -180,16 +217,30 @@ def validate_preset(name: str, requests: int = 4, full: bool = False, seed: int 
         rows = cost.layout_components(spec, model.config, st, layout, "fp32")
         analytic = sum(c.flops for c in rows)
         total = counted["total"]
-        records.append({
-            "preset": name, "layout": layout, "analytic_flops": analytic, "counted_flops": total,
-            "rel_error": abs(analytic - total) / total if total else float(analytic != 0),
-            "analytic_flops_mask_aware": sum(c.flops_mask_aware for c in rows),
-            "requests": batch.num_requests, "impressions": batch.num_impressions_total,
-        })
+        records.append(
+            {
+                "preset": name,
+                "layout": layout,
+                "analytic_flops": analytic,
+                "counted_flops": total,
+                "rel_error": abs(analytic - total) / total if total else float(analytic != 0),
+                "analytic_flops_mask_aware": sum(c.flops_mask_aware for c in rows),
+                "requests": batch.num_requests,
+                "impressions": batch.num_impressions_total,
+            }
+        )
         for c in rows:
             cnt = sum(counted["by_module"].get(m, 0) for m in c.modules)
-            comps.append({"preset": name, "layout": layout, "name": c.name, "analytic_flops": c.flops,
-                          "counted_flops": cnt, "modules": list(c.modules)})
+            comps.append(
+                {
+                    "preset": name,
+                    "layout": layout,
+                    "name": c.name,
+                    "analytic_flops": c.flops,
+                    "counted_flops": cnt,
+                    "modules": list(c.modules),
+                }
+            )
     return {"records": records, "components": comps, "model_overrides": list(model_over)}
 
 
@@ -206,17 +257,23 @@ def validate_storage(name: str, requests: int = 64, seed: int = 0) -> list[dict]
     m = measure(batch, spec, codecs=("none",), orders=("grouped",))
     exact = batch_storage_bytes(batch, spec)
     n = batch.num_impressions_total
-    parquet = {("roo" if f["layout"] == "request" else "impression"): f["parquet_uncompressed_bytes"]
-               for f in m["formats"]}
+    parquet = {
+        ("roo" if f["layout"] == "request" else "impression"): f["parquet_uncompressed_bytes"] for f in m["formats"]
+    }
     out = []
     for layout, key in (("impression", "impression"), ("roo", "request")):
         meas = m["uncompressed_bytes"][key]
-        out.append({
-            "preset": name, "layout": layout, "analytic_bytes": exact[layout], "measured_bytes": meas,
-            "rel_error": abs(exact[layout] - meas) / meas,
-            "expected_bytes": uncompressed_bytes_per_impression(spec, key) * n,
-            "parquet_encoded_bytes": parquet.get(layout),
-        })
+        out.append(
+            {
+                "preset": name,
+                "layout": layout,
+                "analytic_bytes": exact[layout],
+                "measured_bytes": meas,
+                "rel_error": abs(exact[layout] - meas) / meas,
+                "expected_bytes": uncompressed_bytes_per_impression(spec, key) * n,
+                "parquet_encoded_bytes": parquet.get(layout),
+            }
+        )
     return out
 
 
@@ -251,18 +308,24 @@ def _validate(args) -> int:
         return 0 if ok else 1
     print(f"{'preset':14s} {'layout':10s} {'analytic FLOP':>16s} {'counted FLOP':>16s} {'rel err':>9s}")
     for r in recs:
-        print(f"{r['preset']:14s} {r['layout']:10s} {r['analytic_flops']:16d} {r['counted_flops']:16d} "
-              f"{r['rel_error']:9.2e}")
+        print(
+            f"{r['preset']:14s} {r['layout']:10s} {r['analytic_flops']:16d} {r['counted_flops']:16d} "
+            f"{r['rel_error']:9.2e}"
+        )
     bad = [c for c in comps if c["analytic_flops"] != c["counted_flops"]]
     print(f"components: {len(comps)} compared, {len(bad)} differ")
     for c in bad:
         print(f"  {c['preset']} {c['layout']} {c['name']}: analytic {c['analytic_flops']} counted {c['counted_flops']}")
     for s in storage:
-        print(f"storage {s['preset']:14s} {s['layout']:10s} analytic {s['analytic_bytes']:.0f} B, "
-              f"measured {s['measured_bytes']} B (rel err {s['rel_error']:.2e}); spec expectation "
-              f"{s['expected_bytes']:.0f} B")
-    print(f"max FLOP rel error {max_err:.3g}" + (f"; max storage rel error {out['max_storage_rel_error']:.3g}"
-                                                 if storage else ""))
+        print(
+            f"storage {s['preset']:14s} {s['layout']:10s} analytic {s['analytic_bytes']:.0f} B, "
+            f"measured {s['measured_bytes']} B (rel err {s['rel_error']:.2e}); spec expectation "
+            f"{s['expected_bytes']:.0f} B"
+        )
+    print(
+        f"max FLOP rel error {max_err:.3g}"
+        + (f"; max storage rel error {out['max_storage_rel_error']:.3g}" if storage else "")
+    )
     return 0 if ok else 1
 
 
@@ -289,11 +352,17 @@ def _project(args) -> int:
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"{spec.name}: {args.requests_per_day:.3g} requests/day on {args.gpus} x {dev.name} ({args.dtype}), "
-          f"{res['impressions_per_request']:.2f} impressions/request")
+    print(
+        f"{spec.name}: {args.requests_per_day:.3g} requests/day on {args.gpus} x {dev.name} ({args.dtype}), "
+        f"{res['impressions_per_request']:.2f} impressions/request"
+    )
     print(f"{'per day':24s} {'impression':>14s} {'roo':>14s} {'saving':>8s}")
-    for key, label in (("gpu_hours_per_day", "GPU-hours"), ("storage_tb_per_day", "storage TB (uncompr.)"),
-                       ("alltoall_tb_per_day", "all-to-all TB"), ("energy_kwh_per_day", "energy kWh")):
+    for key, label in (
+        ("gpu_hours_per_day", "GPU-hours"),
+        ("storage_tb_per_day", "storage TB (uncompr.)"),
+        ("alltoall_tb_per_day", "all-to-all TB"),
+        ("energy_kwh_per_day", "energy kWh"),
+    ):
         i, r = res["layouts"]["impression"][key], res["layouts"]["roo"][key]
         print(f"{label:24s} {i:14.4g} {r:14.4g} {res['savings'][key]:8.1%}")
     for codec in res["storage_codecs"]:

@@ -5,12 +5,12 @@ host wall vs GPU busy time per step, launches, syncs, aten ops, and the top oper
 
 from __future__ import annotations
 
-import json
 import os
 
 from harness.commands._args import check_step_args
 from workloads.errors import UserError
 from workloads.layout import LAYOUT_CHOICES, Layout
+from workloads.records import Kind, emit_flat
 
 
 def register(sub) -> None:
@@ -84,5 +84,5 @@ def _run(args) -> int:
             print(format_summary(layout, s, args.top))
         del model, trainer, batch
     if args.json:
-        print(json.dumps(out))
+        emit_flat(Kind.PROFILE, out)
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from workloads.records import Kind, emit_flat
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -34,7 +36,7 @@ def _run(args) -> int:
         sw = load_sweep(args.file, args.device)
         pts = [{"config_hash": p.config_hash, "axes": p.axes} for p in sw.points]
         if args.json:
-            print(json.dumps({"sweep": sw.name, "points_total": len(pts), "points": pts}))
+            emit_flat(Kind.SWEEP, {"sweep": sw.name, "points_total": len(pts), "points": pts})
         else:
             for p in pts:
                 print(p["config_hash"], json.dumps(p["axes"], sort_keys=True))
@@ -42,7 +44,7 @@ def _run(args) -> int:
         return 0
     res = run_sweep(args.file, args.out, resume=args.resume, device=args.device, quiet=False, timeout_s=args.timeout)
     if args.json:
-        print(json.dumps(res))
+        emit_flat(Kind.SWEEP, res)
     else:
         print(
             f"{res['sweep']}: {res['points_done']} point(s) run ({res['points_failed']} failed: "
