@@ -48,7 +48,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from roo_ref import comm_cost  # noqa: E402
+from roo_ref.cost import comm as comm_cost  # noqa: E402
 from workloads.batch import RequestBatch, jagged_gather, keyed_gather, offsets_of  # noqa: E402
 from workloads.errors import UserError  # noqa: E402
 from workloads.generator import generate  # noqa: E402

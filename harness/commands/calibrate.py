@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from harness.devices import calibrate
-
 
 def register(sub) -> None:
     p = sub.add_parser("calibrate", help="measure matmul FLOP/s and copy bandwidth on this device")
@@ -15,10 +13,14 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
+    from harness.devices import calibrate
+
     res = calibrate(args.device)
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"{res['device_name']}: {res['matmul_dtype']} {res['matmul_n']}^3 matmul "
-              f"{res['matmul_flops'] / 1e12:.1f} TFLOP/s; copy {res['copy_bandwidth'] / 1e9:.0f} GB/s")
+        print(
+            f"{res['device_name']}: {res['matmul_dtype']} {res['matmul_n']}^3 matmul "
+            f"{res['matmul_flops'] / 1e12:.1f} TFLOP/s; copy {res['copy_bandwidth'] / 1e9:.0f} GB/s"
+        )
     return 0
