@@ -164,8 +164,8 @@ def _check(layout: str, sharding: str, dim: int, emb_bytes: int) -> None:
 
 
 def _combine(
-    bags: list[list[float]],  # bags[s][t]
-    ids: list[list[float]],  # ids[s][t]
+    bags: Sequence[Sequence[float]],  # bags[s][t]
+    ids: Sequence[Sequence[float]],  # ids[s][t]
     cross_ids_rw: float | None,  # row-wise: ids that leave their rank (None for table-wise)
     owners: Sequence[int] | None,
     world_size: int,
@@ -280,8 +280,8 @@ def exact_a2a_bytes(
     i_len = batch.item_sparse_lengths.to(torch.int64)
     imp_off = batch.impression_offsets().tolist()
     slices = rank_slices(r, world_size)
-    bags: list[list[float]] = []
-    ids: list[list[float]] = []
+    bags: list[list[int]] = []
+    ids: list[list[int]] = []
     for lo, hi in slices:
         nb_user, nb_item = local_bag_counts(batch, layout, lo, hi)
         # user ids of the slice: per request, times k in the impression layout (copied per impression)
@@ -310,7 +310,9 @@ def _bag_tables_rows(lengths: torch.Tensor, values: torch.Tensor) -> tuple[torch
     return bag // max(rows, 1), bag % max(rows, 1)
 
 
-def _row_wise_cross_ids(batch, layout, tables, slices, world_size) -> int:
+def _row_wise_cross_ids(
+    batch: RequestBatch, layout: str, tables: Sequence[Table], slices: list[tuple[int, int]], world_size: int
+) -> int:
     """Ids whose row-wise home rank differs from the rank whose slice holds their bag."""
     import torch
 

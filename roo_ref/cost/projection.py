@@ -21,6 +21,7 @@ approximations; with the spec's own means the expectations are exact.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -211,7 +212,7 @@ def project(
         raise UserError(f"gpus={gpus!r} must be an integer >= 1")
     plan = Plan.of(spec, cfg, device, dtype, power_w, bus_bw)
     res = plan.evaluate(requests_per_day, gpus)
-    layouts = {lay: {k: float(v) for k, v in res[lay].items()} for lay in LAYOUTS}
+    layouts: dict[str, dict[str, Any]] = {lay: {k: float(v) for k, v in res[lay].items()} for lay in LAYOUTS}
     per_imp = {lay: layouts[lay]["bytes_per_impression"] for lay in LAYOUTS}
     codecs = storage_by_codec(per_imp, storage)
     imp_day = layouts["impression"]["impressions_per_day"]

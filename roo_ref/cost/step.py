@@ -184,7 +184,7 @@ def model_cost(
     e = dtype_bytes(dtype)
     stats = batch_stats(batch, cfg) if batch is not None else expected_stats(spec, cfg, requests)
     att = attention_mode(cfg)
-    out = {}
+    out: dict[str, LayoutCost] = {}
     for layout in LAYOUTS:
         if batch is not None:
             a2a = comm.exact_a2a_bytes(

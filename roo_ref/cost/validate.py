@@ -9,8 +9,9 @@ under a second; the formulas do not depend on size, so exactness here is exactne
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from roo_ref.model_presets import ModelConfig
 from workloads.errors import UserError
 from workloads.layout import LAYOUTS
 
@@ -56,13 +57,14 @@ def validate_preset(name: str, requests: int = 4, full: bool = False, seed: int 
         spec = spec.with_overrides(list(REDUCED_SPEC[name]))
     model = build_model(spec, preset=name, overrides=model_over, seed=seed)
     batch = generate(spec, requests, seed=seed)
-    st = batch_stats(batch, model.config)
+    cfg = cast(ModelConfig, model.config)
+    st = batch_stats(batch, cfg)
     records, comps = [], []
     for layout in LAYOUTS:
         b = batch if layout == "roo" else batch.to_impressions()
         model.zero_grad(set_to_none=True)
         counted = count_flops(model, b, layout)
-        rows = layout_components(spec, model.config, st, layout, "fp32")
+        rows = layout_components(spec, cfg, st, layout, "fp32")
         analytic = sum(c.flops for c in rows)
         total = counted["total"]
         records.append(
