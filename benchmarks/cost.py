@@ -1,7 +1,7 @@
 """asv: the analytic cost model — projection speed and exactness against FlopCounterMode.
 
 time_project_1e5     100,000 configs (requests/day, GPUs, impressions/request, history length)
-                     through harness.project.Plan.evaluate; the issue's budget is < 1 s.
+                     through roo_ref.cost.Plan.evaluate; the issue's budget is < 1 s.
 time_model_cost      one expected-value model_cost (both layouts) of a preset.
 track_flop_rel_error max relative error of analytic vs counted FLOPs over every preset (reduced
                      sizes) and both layouts: must stay 0; a broken build raises instead.
@@ -22,7 +22,7 @@ class Project:
     timeout = 120
 
     def setup(self, preset):
-        from harness.project import Plan
+        from roo_ref.cost import Plan
         from roo_ref.models import model_config_for
         from workloads.presets import get_preset
 
@@ -30,8 +30,12 @@ class Project:
         self.plan = Plan.of(spec, model_config_for(spec, preset), "h100", "bf16")
         rng = np.random.default_rng(SEED)
         n = 100_000
-        self.args = (rng.uniform(1e8, 1e11, n), rng.integers(1, 1025, n).astype(float),
-                     rng.uniform(1, 64, n), rng.uniform(10, 4000, n))
+        self.args = (
+            rng.uniform(1e8, 1e11, n),
+            rng.integers(1, 1025, n).astype(float),
+            rng.uniform(1, 64, n),
+            rng.uniform(10, 4000, n),
+        )
         out = self.plan.evaluate(*self.args)
         require(out["roo"]["gpu_hours_per_day"].shape == (n,), "projection lost its vector shape")
         require(bool(np.all(np.isfinite(out["roo"]["gpu_hours_per_day"]))), "non-finite projection")
@@ -64,7 +68,7 @@ class FlopExactness:
     timeout = 600
 
     def track_flop_rel_error(self):
-        from harness.commands.cost import validate_preset
+        from roo_ref.cost import validate_preset
         from workloads.presets import PRESETS
 
         worst = 0.0

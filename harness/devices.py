@@ -1,6 +1,6 @@
-"""On-the-spot calibration of a device's two roofs (the table itself is roo_ref.hardware).
+"""On-the-spot calibration of a device's two roofs (the datasheet table is roo_ref.hardware).
 
-The analytic time model (roo_ref.cost) prices each component as
+The analytic time model (roo_ref.cost.roofline) prices each component as
     max(FLOPs / peak_flops(dtype), bytes / peak_bandwidth) + kernels * launch_overhead.
 Datasheet peaks are leads; `calibrate()` measures a large matmul and a device-to-device copy on
 the machine at hand and returns a DeviceSpec with those numbers (what the report quotes).
@@ -9,16 +9,17 @@ the machine at hand and returns a DeviceSpec with those numbers (what the report
 from __future__ import annotations
 
 import dataclasses
-import time
 
-from roo_ref.hardware import DEVICES, DeviceSpec, get_device, guess_device_key
+from harness.timers import time_steps
+from roo_ref.hardware import DEVICES, guess_device_key
 from workloads.errors import UserError
 
-__all__ = ["DEVICES", "DeviceSpec", "calibrate", "get_device", "guess_device_key"]
+__all__ = ["calibrate"]
 
 
-def calibrate(device: str = "cpu", matmul_n: int | None = None, copy_bytes: int | None = None,
-              repeats: int = 10) -> dict:
+def calibrate(
+    device: str = "cpu", matmul_n: int | None = None, copy_bytes: int | None = None, repeats: int = 10
+) -> dict:
     """Measure the bf16 (GPU) / fp32 (CPU) matmul rate and the copy bandwidth on `device`.
 
     Returns a dict with the measured numbers and a DeviceSpec (`spec`) whose roofs are replaced by
@@ -39,26 +40,8 @@ def calibrate(device: str = "cpu", matmul_n: int | None = None, copy_bytes: int 
     dst = torch.empty_like(src)
 
     def timed(fn) -> float:
-        for _ in range(3):
-            fn()
-        if cuda:
-            torch.cuda.synchronize()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            times = []
-            for _ in range(repeats):
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-        else:
-            times = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
-        times.sort()
-        return times[len(times) // 2]
+        """Median seconds of `repeats` runs after three untimed ones (two warm-up, one dropped)."""
+        return time_steps(fn, warmup=2, steps=repeats, device=dev).stats.median / 1e3
 
     t_mm = timed(lambda: torch.matmul(a, b))
     t_cp = timed(lambda: dst.copy_(src))

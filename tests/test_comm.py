@@ -21,7 +21,7 @@ import torch
 
 from harness.cli import main
 from harness.results import read_results
-from roo_ref import comm_cost as cc
+from roo_ref.cost import comm as cc
 from workloads.generator import generate
 from workloads.presets import get_preset
 from workloads.records import flat_view

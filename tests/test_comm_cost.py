@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from roo_ref import comm_cost as cc
+from roo_ref.cost import comm as cc
 from workloads.batch import RequestBatch
 from workloads.distributions import Dist
 from workloads.errors import UserError
@@ -27,13 +27,21 @@ def _batch() -> RequestBatch:
     items = [0, 4, 6, 3, 2, 5]
     n = 6
     return RequestBatch(
-        request_id=torch.arange(3), timestamp=torch.zeros(3, dtype=torch.int64), num_impressions=k,
-        user_dense=torch.zeros(3, 0), user_sparse_lengths=torch.full((2, 3), 2),
-        user_sparse_values=torch.tensor(user_values), history_lengths=torch.zeros(3, dtype=torch.int64),
-        history_item_ids=torch.zeros(0, dtype=torch.int64), history_actions=torch.zeros(0, dtype=torch.int64),
-        history_timestamps=torch.zeros(0, dtype=torch.int64), item_id=torch.zeros(n, dtype=torch.int64),
-        item_sparse_lengths=torch.ones(1, n, dtype=torch.int64), item_sparse_values=torch.tensor(items),
-        item_dense=torch.zeros(n, 0), labels=torch.zeros(n, 1),
+        request_id=torch.arange(3),
+        timestamp=torch.zeros(3, dtype=torch.int64),
+        num_impressions=k,
+        user_dense=torch.zeros(3, 0),
+        user_sparse_lengths=torch.full((2, 3), 2),
+        user_sparse_values=torch.tensor(user_values),
+        history_lengths=torch.zeros(3, dtype=torch.int64),
+        history_item_ids=torch.zeros(0, dtype=torch.int64),
+        history_actions=torch.zeros(0, dtype=torch.int64),
+        history_timestamps=torch.zeros(0, dtype=torch.int64),
+        item_id=torch.zeros(n, dtype=torch.int64),
+        item_sparse_lengths=torch.ones(1, n, dtype=torch.int64),
+        item_sparse_values=torch.tensor(items),
+        item_dense=torch.zeros(n, 0),
+        labels=torch.zeros(n, 1),
     )
 
 
@@ -51,7 +59,10 @@ def _exact(layout, sharding):
 def test_tables_plan_and_slices():
     tables = cc.embedding_tables(SPEC)
     assert [(t.name, t.side, t.rows, t.ids_per_row_mean) for t in tables] == [
-        ("u_0", "user", 10, 2.0), ("u_1", "user", 10, 2.0), ("i_0", "item", 7, 1.0)]
+        ("u_0", "user", 10, 2.0),
+        ("u_1", "user", 10, 2.0),
+        ("i_0", "item", 7, 1.0),
+    ]
     assert [t.rows for t in cc.embedding_tables(SPEC, row_cap=8)] == [8, 8, 7]
     # greedy: largest first, each to the least-loaded rank: u_0 -> 0, u_1 -> 1, i_0 (7) -> 0 (tie: lowest)
     assert cc.assign_tables(tables, 2, "greedy") == (0, 1, 0)
@@ -110,10 +121,10 @@ def test_expected_equals_exact_for_fixed_distributions(layout, sharding):
         item_sparse=(SparseGroup("i", 2, 40, Dist(kind="fixed", value=1)),),
     )
     w, r = 3, 5
-    exp = cc.expected_a2a_bytes(spec, layout, w, requests_per_rank=r, sharding=sharding, embedding_dim=8,
-                                emb_bytes=2)
-    ex = cc.exact_a2a_bytes(generate(spec, w * r, seed=1), layout, w, sharding=sharding, embedding_dim=8,
-                            emb_bytes=2, spec=spec)
+    exp = cc.expected_a2a_bytes(spec, layout, w, requests_per_rank=r, sharding=sharding, embedding_dim=8, emb_bytes=2)
+    ex = cc.exact_a2a_bytes(
+        generate(spec, w * r, seed=1), layout, w, sharding=sharding, embedding_dim=8, emb_bytes=2, spec=spec
+    )
     assert exp.handed() == pytest.approx(ex.handed(), abs=0)
     if sharding == "table":
         assert exp.cross() == pytest.approx(ex.cross(), abs=0)
@@ -127,8 +138,7 @@ def test_expected_tracks_exact_on_a_random_preset():
     w, r = 2, 1500
     for layout in cc.LAYOUTS:
         exp = cc.expected_a2a_bytes(spec, layout, w, requests_per_rank=r, sharding="row", embedding_dim=16)
-        ex = cc.exact_a2a_bytes(generate(spec, w * r, seed=3), layout, w, sharding="row", embedding_dim=16,
-                                spec=spec)
+        ex = cc.exact_a2a_bytes(generate(spec, w * r, seed=3), layout, w, sharding="row", embedding_dim=16, spec=spec)
         assert ex.total == pytest.approx(exp.total, rel=0.05)
         assert ex.cross_ids_values == pytest.approx(exp.cross_ids_values, rel=0.1)
 

@@ -1,7 +1,7 @@
 """The analytic cost model (roo_ref.cost) against independent counts: FlopCounterMode (via
 roo_ref.flops) exactly, per component and in total, both layouts; parameter bytes against the
 built model; uncompressed storage against workloads.storage's measurement; expectations against
-sample means; the projection against the scalar model and comm_cost."""
+sample means; the projection against the scalar model and roo_ref.cost.comm."""
 
 from __future__ import annotations
 
@@ -14,14 +14,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 from harness.cli import main
-from harness.commands.cost import validate_preset
-from harness.project import Plan
-from roo_ref import comm_cost, cost
+from roo_ref import cost
+from roo_ref.cost import Plan, validate_preset
+from roo_ref.cost import comm as comm_cost
 from roo_ref.flops import count_flops
 from roo_ref.models import build_model, model_config_for
 from workloads.generator import generate
 from workloads.presets import PRESETS, get_preset
+from workloads.records import flat_view
 from workloads.storage import measure, uncompressed_bytes_per_impression
+
+
+def _flat(rec: dict, kind: str) -> dict:
+    """The flat object a `--json` record wraps, after checking it is a record of `kind`."""
+    assert rec["schema"] == "roo-bench/result/1" and rec["kind"] == kind, rec.get("kind")
+    return flat_view(rec)
 
 
 def _check_exact(spec, model, batch):
@@ -58,7 +65,10 @@ def configs(draw):
     arch = draw(hs.sampled_from(["dlrm", "two_tower", "hstu"]))
     spec_over = [
         f"impressions.kind={draw(hs.sampled_from(['geometric', 'uniform', 'fixed']))}",
-        "impressions.mean=2.5", "impressions.low=1", "impressions.high=4", "impressions.value=3",
+        "impressions.mean=2.5",
+        "impressions.low=1",
+        "impressions.high=4",
+        "impressions.value=3",
         "impressions.max=6",
         f"history.length.mean={draw(hs.integers(1, 12))}",
         f"history.length.max={draw(hs.integers(12, 20))}",
@@ -68,19 +78,29 @@ def configs(draw):
         f"item_dense={draw(hs.integers(0, 2))}",
     ]
     if draw(hs.booleans()):
-        spec_over.append("tasks=[{\"name\": \"a\", \"base_rate\": 0.1}, {\"name\": \"b\", \"base_rate\": 0.2}]")
+        spec_over.append('tasks=[{"name": "a", "base_rate": 0.1}, {"name": "b", "base_rate": 0.2}]')
     heads = draw(hs.sampled_from([1, 2]))
     small = hs.lists(hs.integers(2, 12), min_size=1, max_size=2)
     model_over = [
-        f"arch={arch}", f"embedding_dim={draw(hs.sampled_from([4, 8]))}", "max_table_rows=50",
-        f"dense_arch={json.dumps(draw(small))}", f"user_arch={json.dumps(draw(small))}",
-        f"item_arch={json.dumps(draw(small))}", f"top_arch={json.dumps(draw(small))}",
-        f"user_vectors={draw(hs.integers(1, 3))}", f"item_vectors={draw(hs.integers(1, 3))}",
-        f"interaction={draw(hs.sampled_from(['dot', 'dcn']))}", f"dcn_layers={draw(hs.integers(0, 2))}",
-        f"dcn_rank={draw(hs.integers(1, 6))}", f"tower_dim={draw(hs.integers(2, 8))}",
-        f"hstu_layers={draw(hs.integers(0, 2))}", f"num_heads={heads}",
-        f"qk_dim={heads * draw(hs.integers(1, 4))}", f"v_dim={heads * draw(hs.integers(1, 4))}",
-        f"max_history_len={draw(hs.sampled_from([0, 3, 8]))}", f"rab={draw(hs.sampled_from(['true', 'false']))}",
+        f"arch={arch}",
+        f"embedding_dim={draw(hs.sampled_from([4, 8]))}",
+        "max_table_rows=50",
+        f"dense_arch={json.dumps(draw(small))}",
+        f"user_arch={json.dumps(draw(small))}",
+        f"item_arch={json.dumps(draw(small))}",
+        f"top_arch={json.dumps(draw(small))}",
+        f"user_vectors={draw(hs.integers(1, 3))}",
+        f"item_vectors={draw(hs.integers(1, 3))}",
+        f"interaction={draw(hs.sampled_from(['dot', 'dcn']))}",
+        f"dcn_layers={draw(hs.integers(0, 2))}",
+        f"dcn_rank={draw(hs.integers(1, 6))}",
+        f"tower_dim={draw(hs.integers(2, 8))}",
+        f"hstu_layers={draw(hs.integers(0, 2))}",
+        f"num_heads={heads}",
+        f"qk_dim={heads * draw(hs.integers(1, 4))}",
+        f"v_dim={heads * draw(hs.integers(1, 4))}",
+        f"max_history_len={draw(hs.sampled_from([0, 3, 8]))}",
+        f"rab={draw(hs.sampled_from(['true', 'false']))}",
         f"head_arch={json.dumps(draw(small))}",
     ]
     return spec_over, model_over, draw(hs.integers(1, 5)), draw(hs.integers(0, 10_000))
@@ -105,8 +125,10 @@ def test_hstu_attention_padded_and_mask_aware():
     st = cost.batch_stats(b, cfg)
     k, L = b.num_impressions, b.history_lengths
     imp_lengths = torch.repeat_interleave(2 + L, k)
-    for layout, lengths, nt in (("roo", 1 + L + k, k),
-                                ("impression", imp_lengths, torch.ones(int(k.sum()), dtype=torch.int64))):
+    for layout, lengths, nt in (
+        ("roo", 1 + L + k, k),
+        ("impression", imp_lengths, torch.ones(int(k.sum()), dtype=torch.int64)),
+    ):
         m = target_aware_mask(lengths, nt, int(lengths.max()))
         att = next(c for c in cost.layout_components(spec, cfg, st, layout, "fp32") if c.name == "hstu attention")
         assert att.fwd_flops_mask_aware == 2 * 2 * int(m.sum())
@@ -115,15 +137,21 @@ def test_hstu_attention_padded_and_mask_aware():
 
 
 def test_expected_equals_exact_for_fixed_distributions():
-    over = ["impressions.kind=fixed", "impressions.value=4", "history.length.kind=fixed",
-            "history.length.value=7", "user_sparse.0.pooling.kind=fixed", "user_sparse.0.pooling.value=2"]
+    over = [
+        "impressions.kind=fixed",
+        "impressions.value=4",
+        "history.length.kind=fixed",
+        "history.length.value=7",
+        "user_sparse.0.pooling.kind=fixed",
+        "user_sparse.0.pooling.value=2",
+    ]
     spec = get_preset("tiny").with_overrides(over)
     for arch in ("dlrm", "two_tower", "hstu"):
         cfg = model_config_for(spec, "tiny", [f"arch={arch}", "max_history_len=5"])
         ex = cost.batch_stats(generate(spec, 16, seed=0), cfg)
         ev = cost.expected_stats(spec, cfg, 16)
         for key in cost.STAT_KEYS:
-            assert ev[key] == pytest.approx(ex[key], rel=1e-12), key
+            assert getattr(ev, key) == pytest.approx(getattr(ex, key), rel=1e-12), key
 
 
 def test_expected_matches_sample_means():
@@ -132,12 +160,24 @@ def test_expected_matches_sample_means():
     n = 20_000
     ex = cost.batch_stats(generate(spec, n, seed=5), cfg)
     ev = cost.expected_stats(spec, cfg, n)
-    for key in ("N", "user_ids", "user_ids_k", "hist", "hist_k", "item_ids", "ht", "ht_k", "pairs_roo", "pairs_imp"):
-        assert ex[key] == pytest.approx(ev[key], rel=0.03), key
+    keys = (
+        "impressions",
+        "user_ids",
+        "user_ids_k",
+        "hist",
+        "hist_k",
+        "item_ids",
+        "hist_capped",
+        "hist_capped_k",
+        "pairs_roo",
+        "pairs_imp",
+    )
+    for key in keys:
+        assert getattr(ex, key) == pytest.approx(getattr(ev, key), rel=0.03), key
     # the padded max over 20k requests is the support's top: E[max] -> the cap
     small = cost.expected_stats(spec, cfg, 8)
-    exs = [cost.batch_stats(generate(spec, 8, seed=s), cfg)["pad_roo"] for s in range(300)]
-    assert np.mean(exs) == pytest.approx(small["pad_roo"], rel=0.05)
+    exs = [cost.batch_stats(generate(spec, 8, seed=s), cfg).pad_roo for s in range(300)]
+    assert np.mean(exs) == pytest.approx(small.pad_roo, rel=0.05)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "early-ranking"])
@@ -194,8 +234,9 @@ def test_project_alltoall_matches_comm_cost(world, layout):
     cfg = model_config_for(spec, "late-ranking")
     plan = Plan.of(spec, cfg, "h100", "bf16")
     per = plan.a2a_bytes_per_rank(plan.stats(), layout)
-    a = comm_cost.expected_a2a_bytes(spec, layout, world, embedding_dim=cfg.embedding_dim, emb_bytes=2,
-                                     row_cap=cfg.max_table_rows)
+    a = comm_cost.expected_a2a_bytes(
+        spec, layout, world, embedding_dim=cfg.embedding_dim, emb_bytes=2, row_cap=cfg.max_table_rows
+    )
     assert per * world == pytest.approx(a.total, rel=1e-12)
     assert per * (world - 1) == pytest.approx(a.cross_total, rel=1e-12, abs=1e-6)
 
@@ -220,7 +261,8 @@ def test_project_vectorized_equals_scalar_and_model():
     for lay in cost.LAYOUTS:
         assert float(at_spec[lay]["step_ms"]) == pytest.approx(mc["layouts"][lay].step_s * 1e3, rel=1e-12)
         assert float(at_spec[lay]["gpu_hours_per_day"]) == pytest.approx(
-            1e9 / spec.requests_per_batch * mc["layouts"][lay].step_s / 3600, rel=1e-12)
+            1e9 / spec.requests_per_batch * mc["layouts"][lay].step_s / 3600, rel=1e-12
+        )
     s = at_spec["savings"]["gpu_hours_per_day"]
     ratio = at_spec["roo"]["gpu_hours_per_day"] / at_spec["impression"]["gpu_hours_per_day"]
     assert float(s) == pytest.approx(1 - float(ratio))
@@ -236,21 +278,41 @@ def _run(capsys, *argv):
 def test_cli_model_json(capsys):
     rc, out, _ = _run(capsys, "model", "--preset", "late-ranking", "--json", "--world-size", "4")
     assert rc == 0
-    d = json.loads(out)
+    d = _flat(json.loads(out), "model")
     assert {"components", "totals", "predicted_speedup", "f_u", "ideal_speedup"} <= set(d)
     assert set(d["totals"]) == {"impression", "roo"}
     for c in d["components"]:
         assert {"name", "layout", "fwd_flops", "bwd_flops", "bytes", "time_ms"} <= set(c)
     names = {c["name"] for c in d["components"]}
-    assert {"interaction", "top arch", "all-to-all (sparse features)", "storage (uncompressed)",
-            "request→impression expansion", "dense optimizer (Adam)"} <= names
+    assert {
+        "interaction",
+        "top arch",
+        "all-to-all (sparse features)",
+        "storage (uncompressed)",
+        "request→impression expansion",
+        "dense optimizer (Adam)",
+    } <= names
     assert d["totals"]["roo"]["alltoall_bytes"] < d["totals"]["impression"]["alltoall_bytes"]
 
 
 def test_cli_model_exact_and_text(capsys):
-    rc, out, _ = _run(capsys, "model", "--preset", "tiny", "--exact", "--requests", "5", "--device", "cpu",
-                      "--dtype", "fp32", "--model-set", "arch=hstu", "--json")
-    assert rc == 0 and json.loads(out)["exact"] is True
+    rc, out, _ = _run(
+        capsys,
+        "model",
+        "--preset",
+        "tiny",
+        "--exact",
+        "--requests",
+        "5",
+        "--hardware",
+        "cpu",
+        "--dtype",
+        "fp32",
+        "--model-set",
+        "arch=hstu",
+        "--json",
+    )
+    assert rc == 0 and _flat(json.loads(out), "model")["exact"] is True
     rc, out, _ = _run(capsys, "model", "--preset", "tiny")
     assert rc == 0 and "predicted ROO speedup" in out
 
@@ -258,7 +320,7 @@ def test_cli_model_exact_and_text(capsys):
 def test_cli_validate_json(capsys):
     rc, out, _ = _run(capsys, "validate", "--preset", "tiny", "--json", "--storage-requests", "16")
     assert rc == 0
-    d = json.loads(out)
+    d = _flat(json.loads(out), "validate")
     assert d["max_rel_error"] == 0
     assert [(r["preset"], r["layout"]) for r in d["presets"]] == [("tiny", "impression"), ("tiny", "roo")]
     assert all({"analytic_flops", "counted_flops", "rel_error"} <= set(r) for r in d["presets"])
@@ -266,10 +328,11 @@ def test_cli_validate_json(capsys):
 
 
 def test_cli_project_json(capsys):
-    rc, out, _ = _run(capsys, "project", "--preset", "early-ranking", "--requests-per-day", "1e10",
-                      "--gpus", "64", "--json")
+    rc, out, _ = _run(
+        capsys, "project", "--preset", "early-ranking", "--requests-per-day", "1e10", "--gpus", "64", "--json"
+    )
     assert rc == 0
-    d = json.loads(out)
+    d = _flat(json.loads(out), "project")
     for lay in ("impression", "roo"):
         for m in ("gpu_hours_per_day", "storage_tb_per_day", "alltoall_tb_per_day", "energy_kwh_per_day"):
             assert d["layouts"][lay][m] > 0
@@ -281,31 +344,68 @@ def test_cli_project_json(capsys):
 @pytest.mark.parametrize(
     "argv, msg",
     [
-        (["project", "--preset", "nope", "--requests-per-day", "1e9", "--gpus", "8"],
-         "roo-bench project: error: unknown preset 'nope'; choose one of: tiny, retrieval, early-ranking, "
-         "late-ranking, hstu-ranking (see `roo-bench presets`)"),
-        (["project", "--preset", "tiny", "--requests-per-day", "0", "--gpus", "8"],
-         "roo-bench project: error: --requests-per-day 0.0 must be > 0"),
-        (["project", "--preset", "tiny", "--requests-per-day", "-5", "--gpus", "8"],
-         "roo-bench project: error: --requests-per-day -5.0 must be > 0"),
-        (["project", "--preset", "tiny", "--requests-per-day", "1e9", "--gpus", "0"],
-         "roo-bench project: error: --gpus 0 must be >= 1"),
-        (["project", "--preset", "tiny", "--requests-per-day", "1e9", "--gpus", "8", "--device", "tpu"],
-         "roo-bench project: error: unknown device 'tpu'; choose one of: h100, h200, a100, cpu"),
-        (["model", "--preset", "tiny", "--set", "bogus=1"],
-         "roo-bench model: error: --set bogus: unknown key 'bogus'; allowed here: ['description', "
-         "'history', 'impressions', 'item_dense', 'item_sparse', 'name', 'requests_per_batch', 'seed', "
-         "'tasks', 'user_dense', 'user_sparse']"),
-        (["model", "--preset", "tiny", "--model-set", "arch=hstu", "--set", "history.length.kind=fixed",
-          "--set", "history.length.value=0"],
-         "roo-bench model: error: model arch='hstu' needs a user history, but history.length is always 0; "
-         "give history.length a distribution with positive lengths (e.g. history.length.kind=lognormal)"),
-        (["model", "--preset", "tiny", "--dtype", "int8"],
-         "roo-bench model: error: --dtype 'int8'; allowed: bf16, fp32"),
+        (
+            ["project", "--preset", "nope", "--requests-per-day", "1e9", "--gpus", "8"],
+            "roo-bench project: error: unknown preset 'nope'; choose one of: tiny, retrieval, early-ranking, "
+            "late-ranking, hstu-ranking (see `roo-bench presets`)",
+        ),
+        (
+            ["project", "--preset", "tiny", "--requests-per-day", "0", "--gpus", "8"],
+            "roo-bench project: error: --requests-per-day 0.0 must be > 0",
+        ),
+        (
+            ["project", "--preset", "tiny", "--requests-per-day", "-5", "--gpus", "8"],
+            "roo-bench project: error: --requests-per-day -5.0 must be > 0",
+        ),
+        (
+            ["project", "--preset", "tiny", "--requests-per-day", "1e9", "--gpus", "0"],
+            "roo-bench project: error: --gpus 0 must be >= 1",
+        ),
+        (
+            ["project", "--preset", "tiny", "--requests-per-day", "1e9", "--gpus", "8", "--hardware", "tpu"],
+            "roo-bench project: error: unknown device 'tpu'; choose one of: h100, h200, a100, cpu",
+        ),
+        (
+            ["project", "--preset", "tiny", "--requests-per-day", "1e9", "--gpus", "8", "--device", "h100"],
+            "roo-bench project: error: --device is not an option of `project`: the datasheet entry to price on is "
+            "--hardware h100 | h200 | a100 | cpu (--device names a torch device in bench, sweep and comm)",
+        ),
+        (
+            ["model", "--preset", "tiny", "--device", "cuda"],
+            "roo-bench model: error: --device is not an option of `model`: the datasheet entry to price on is "
+            "--hardware h100 | h200 | a100 | cpu (--device names a torch device in bench, sweep and comm)",
+        ),
+        (
+            ["model", "--preset", "tiny", "--set", "bogus=1"],
+            "roo-bench model: error: --set bogus: unknown key 'bogus'; allowed here: ['description', "
+            "'history', 'impressions', 'item_dense', 'item_sparse', 'name', 'requests_per_batch', 'seed', "
+            "'tasks', 'user_dense', 'user_sparse']",
+        ),
+        (
+            [
+                "model",
+                "--preset",
+                "tiny",
+                "--model-set",
+                "arch=hstu",
+                "--set",
+                "history.length.kind=fixed",
+                "--set",
+                "history.length.value=0",
+            ],
+            "roo-bench model: error: model arch='hstu' needs a user history, but history.length is always 0; "
+            "give history.length a distribution with positive lengths (e.g. history.length.kind=lognormal)",
+        ),
+        (
+            ["model", "--preset", "tiny", "--dtype", "int8"],
+            "roo-bench model: error: --dtype 'int8'; allowed: bf16, fp32",
+        ),
         (["model", "--preset", "tiny", "--requests", "0"], "roo-bench model: error: --requests 0.0 must be > 0"),
-        (["validate", "--preset", "nope"],
-         "roo-bench validate: error: unknown preset 'nope'; choose one of: tiny, retrieval, early-ranking, "
-         "late-ranking, hstu-ranking or all"),
+        (
+            ["validate", "--preset", "nope"],
+            "roo-bench validate: error: unknown preset 'nope'; choose one of: tiny, retrieval, early-ranking, "
+            "late-ranking, hstu-ranking or all",
+        ),
     ],
 )
 def test_cli_bad_input(capsys, argv, msg):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from harness.devices import calibrate
+from workloads.records import Kind, emit_flat
 
 
 def register(sub) -> None:
@@ -15,9 +13,11 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
+    from harness.devices import calibrate
+
     res = calibrate(args.device)
     if args.json:
-        print(json.dumps(res))
+        emit_flat(Kind.CALIBRATION, res)
     else:
         print(
             f"{res['device_name']}: {res['matmul_dtype']} {res['matmul_n']}^3 matmul "

@@ -1,33 +1,19 @@
 """Cost-model commands: `model` (per-component table), `validate` (analytic vs FlopCounterMode and
-vs measured storage), `project` (requests/day -> GPU-hours, TB, kWh). See docs/cost-model.md."""
+vs measured storage), `project` (requests/day -> GPU-hours, TB, kWh). The work is roo_ref.cost's;
+this module parses arguments and prints. See docs/cost-model.md.
+
+`model` and `project` price a datasheet entry (`--hardware h100`); `--device` names a torch device
+(cpu | cuda) in the commands that run one, so here it is refused with a pointer to `--hardware`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
+from roo_ref.hardware import DEVICES
 from workloads.errors import UserError
-from workloads.records import flat_view
-
-# validate: reduced sizes so a CPU forward+backward of every preset takes well under a second; the
-# formulas do not depend on size, so exactness here is exactness at full size (`--full` checks it).
-_REDUCE_COMMON = ("max_table_rows=1000", "embedding_dim=16")
-REDUCED_MODEL = {
-    "tiny": (),
-    "early-ranking": ("dense_arch=[32]", "user_arch=[64,32]", "item_arch=[32]", "top_arch=[32,16]"),
-    "late-ranking": ("dense_arch=[32,16]", "user_arch=[64,32]", "item_arch=[32]", "dcn_rank=16", "top_arch=[64,32,16]"),
-    "retrieval": ("dense_arch=[32]", "user_arch=[64,32]", "item_arch=[32]", "tower_dim=16"),
-    "hstu-ranking": (
-        "qk_dim=32",
-        "v_dim=32",
-        "max_history_len=16",
-        "pos_buckets=32",
-        "hstu_layers=2",
-        "head_arch=[32,16]",
-        "normalizer=32",
-    ),
-}
-REDUCED_SPEC = {"hstu-ranking": ("impressions.value=6",)}
+from workloads.records import Kind, emit_flat, flat_view
 
 
 def register(sub) -> None:
@@ -82,70 +68,35 @@ def _spec_args(p) -> None:
         metavar="KEY=VALUE",
         help="model config override (repeatable)",
     )
-    p.add_argument("--device", default="h100", help="device table key: h100 | h200 | a100 | cpu (default h100)")
+    p.add_argument(
+        "--hardware", default="h100", help=f"datasheet entry to price on: {' | '.join(DEVICES)} (default h100)"
+    )
+    p.add_argument("--device", dest="torch_device", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="bf16", help="bf16 | fp32 (default bf16)")
 
 
 def _resolve(args):
-    from harness.devices import get_device
-    from roo_ref import cost
+    from roo_ref.cost import check_priceable, get_device
     from roo_ref.models import model_config_for
     from workloads.presets import resolve_spec
 
+    if args.torch_device is not None:
+        raise UserError(
+            f"--device is not an option of `{args.command}`: the datasheet entry to price on is "
+            f"--hardware {' | '.join(DEVICES)} (--device names a torch device in bench, sweep and comm)"
+        )
     spec = resolve_spec(args.preset, args.spec, args.overrides)
     cfg = model_config_for(spec, args.model_preset, args.model_overrides)
-    dev = get_device(args.device)
+    dev = get_device(args.hardware)
     if args.dtype not in ("bf16", "fp32"):
         raise UserError(f"--dtype {args.dtype!r}; allowed: bf16, fp32")
-    cost.check_priceable(spec, cfg)
+    check_priceable(spec, cfg)
     return spec, cfg, dev
 
 
-def _num(v):
-    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-        return None
-    return v
-
-
-def model_report(
-    spec, cfg, dev, dtype="bf16", requests=None, batch=None, world_size=1, bus_bw=None, device_key="h100"
-) -> dict:
-    """The `roo-bench model --json` object."""
-    from roo_ref import cost
-
-    if world_size < 1:
-        raise UserError(f"--world-size {world_size} must be >= 1")
-    if requests is not None and not requests > 0:
-        raise UserError(f"--requests {requests} must be > 0")
-    mc = cost.model_cost(
-        spec, cfg, batch=batch, requests=requests, dtype=dtype, device=dev, world_size=world_size, bus_bw=bus_bw
-    )
-    comps = []
-    for lc in mc["layouts"].values():
-        for c in lc.components:
-            d = c.to_dict()
-            d["time_ms"] = float(cost.component_time_s(c, dev, dtype, mc["attention"])) * 1e3
-            comps.append({k: _num(v) for k, v in d.items()})
-    return {
-        "preset": spec.name,
-        "device": device_key,
-        "device_name": dev.name,
-        "device_source": dev.source,
-        "dtype": dtype,
-        "exact": mc["exact"],
-        "attention": mc["attention"],
-        "world_size": world_size,
-        "components": comps,
-        "totals": {lay: lc.totals() for lay, lc in mc["layouts"].items()},
-        "predicted_speedup": float(mc["predicted_speedup"]),
-        "f_u": float(mc["f_u"]),
-        "mean_impressions_per_request": float(mc["mean_impressions_per_request"]),
-        "ideal_speedup": float(mc["ideal_speedup"]),
-        "model": cfg.to_dict(),
-    }
-
-
 def _model(args) -> int:
+    from roo_ref.cost import model_report
+
     spec, cfg, dev = _resolve(args)
     batch = None
     if args.exact:
@@ -164,10 +115,10 @@ def _model(args) -> int:
         batch,
         args.world_size,
         args.bus_bw,
-        args.device.lower(),
+        args.hardware.lower(),
     )
     if args.json:
-        print(json.dumps(rep))
+        emit_flat(Kind.MODEL, rep)
         return 0
     print(
         f"{spec.name}: {dev.name} ({dev.source}), {args.dtype}, "
@@ -194,118 +145,15 @@ def _model(args) -> int:
     return 0
 
 
-def validate_preset(name: str, requests: int = 4, full: bool = False, seed: int = 0) -> dict:
-    """Count FLOPs of forward+backward with roo_ref.flops on CPU and compare with the analytic ones."""
-    from roo_ref import cost
-    from roo_ref.flops import count_flops
-    from roo_ref.models import build_model
-    from workloads.generator import generate
-    from workloads.presets import get_preset
-
-    spec = get_preset(name)
-    model_over = () if full else (*_REDUCE_COMMON, *REDUCED_MODEL.get(name, ()))
-    if not full and name in REDUCED_SPEC:
-        spec = spec.with_overrides(list(REDUCED_SPEC[name]))
-    model = build_model(spec, preset=name, overrides=model_over, seed=seed)
-    batch = generate(spec, requests, seed=seed)
-    st = cost.batch_stats(batch, model.config)
-    records, comps = [], []
-    for layout in cost.LAYOUTS:
-        b = batch if layout == "roo" else batch.to_impressions()
-        model.zero_grad(set_to_none=True)
-        counted = count_flops(model, b, layout)
-        rows = cost.layout_components(spec, model.config, st, layout, "fp32")
-        analytic = sum(c.flops for c in rows)
-        total = counted["total"]
-        records.append(
-            {
-                "preset": name,
-                "layout": layout,
-                "analytic_flops": analytic,
-                "counted_flops": total,
-                "rel_error": abs(analytic - total) / total if total else float(analytic != 0),
-                "analytic_flops_mask_aware": sum(c.flops_mask_aware for c in rows),
-                "requests": batch.num_requests,
-                "impressions": batch.num_impressions_total,
-            }
-        )
-        for c in rows:
-            cnt = sum(counted["by_module"].get(m, 0) for m in c.modules)
-            comps.append(
-                {
-                    "preset": name,
-                    "layout": layout,
-                    "name": c.name,
-                    "analytic_flops": c.flops,
-                    "counted_flops": cnt,
-                    "modules": list(c.modules),
-                }
-            )
-    return {"records": records, "components": comps, "model_overrides": list(model_over)}
-
-
-def validate_storage(name: str, requests: int = 64, seed: int = 0) -> list[dict]:
-    """Analytic uncompressed bytes (exact from the batch, and expected from the spec) vs the
-    in-memory Arrow bytes workloads.storage.measure writes to Parquet (codec none)."""
-    from roo_ref.cost import batch_storage_bytes
-    from workloads.generator import generate
-    from workloads.presets import get_preset
-    from workloads.storage import measure, uncompressed_bytes_per_impression
-
-    spec = get_preset(name)
-    batch = generate(spec, requests, seed=seed)
-    m = measure(batch, spec, codecs=("none",), orders=("grouped",))
-    exact = batch_storage_bytes(batch, spec)
-    n = batch.num_impressions_total
-    parquet = {
-        ("roo" if f["layout"] == "request" else "impression"): f["parquet_uncompressed_bytes"] for f in m["formats"]
-    }
-    out = []
-    for layout, key in (("impression", "impression"), ("roo", "request")):
-        meas = m["uncompressed_bytes"][key]
-        out.append(
-            {
-                "preset": name,
-                "layout": layout,
-                "analytic_bytes": exact[layout],
-                "measured_bytes": meas,
-                "rel_error": abs(exact[layout] - meas) / meas,
-                "expected_bytes": uncompressed_bytes_per_impression(spec, key) * n,
-                "parquet_encoded_bytes": parquet.get(layout),
-            }
-        )
-    return out
-
-
 def _validate(args) -> int:
-    from workloads.presets import PRESETS
+    from roo_ref.cost import validate_all
 
-    names = list(PRESETS) if args.preset == "all" else [args.preset]
-    for n in names:
-        if n not in PRESETS:
-            raise UserError(f"unknown preset {n!r}; choose one of: {', '.join(PRESETS)} or all")
-    if args.requests < 1 or args.storage_requests < 1:
-        raise UserError("--requests and --storage-requests must be >= 1")
-    recs, comps, storage = [], [], []
-    for n in names:
-        v = validate_preset(n, args.requests, args.full, args.seed)
-        recs += v["records"]
-        comps += v["components"]
-        if not args.no_storage:
-            storage += validate_storage(n, args.storage_requests, args.seed)
-    max_err = max(r["rel_error"] for r in recs)
-    out = {
-        "presets": recs,
-        "max_rel_error": max_err,
-        "components": comps,
-        "storage": storage,
-        "max_storage_rel_error": max((s["rel_error"] for s in storage), default=None),
-        "reduced": not args.full,
-    }
-    ok = max_err <= 1e-3 and (not storage or out["max_storage_rel_error"] <= 0.05)
+    out, ok = validate_all(args.preset, args.requests, args.storage_requests, args.full, not args.no_storage, args.seed)
     if args.json:
-        print(json.dumps(out))
+        emit_flat(Kind.VALIDATE, out)
         return 0 if ok else 1
+    recs, comps, storage = out["presets"], out["components"], out["storage"]
+    max_err = out["max_rel_error"]
     print(f"{'preset':14s} {'layout':10s} {'analytic FLOP':>16s} {'counted FLOP':>16s} {'rel err':>9s}")
     for r in recs:
         print(
@@ -330,7 +178,7 @@ def _validate(args) -> int:
 
 
 def _project(args) -> int:
-    from harness.project import project
+    from roo_ref.cost import project
 
     spec, cfg, dev = _resolve(args)
     if not args.requests_per_day > 0 or math.isinf(args.requests_per_day):
@@ -348,9 +196,9 @@ def _project(args) -> int:
         if not isinstance(storage, dict) or not isinstance(storage.get("formats"), list):
             raise UserError(f"--storage {args.storage}: not a `roo-bench storage --json` output (no formats)")
     res = project(spec, cfg, args.requests_per_day, args.gpus, dev, args.dtype, args.power_w, args.bus_bw, storage)
-    res["device_key"] = args.device.lower()
+    res["device_key"] = args.hardware.lower()
     if args.json:
-        print(json.dumps(res))
+        emit_flat(Kind.PROJECT, res)
         return 0
     print(
         f"{spec.name}: {args.requests_per_day:.3g} requests/day on {args.gpus} x {dev.name} ({args.dtype}), "

@@ -42,14 +42,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
-import torch
-
-from workloads.batch import RequestBatch
 from workloads.errors import UserError
+from workloads.layout import LAYOUTS
 from workloads.spec import WorkloadSpec
 
-LAYOUTS = ("impression", "roo")
+if TYPE_CHECKING:
+    import torch
+
+    from workloads.batch import RequestBatch
 SHARDINGS = ("table", "row")
 ASSIGNMENTS = ("greedy", "round_robin")
 COMPONENTS = ("ids_lengths", "ids_values", "pooled_fwd", "grad_bwd")
@@ -162,8 +164,8 @@ def _check(layout: str, sharding: str, dim: int, emb_bytes: int) -> None:
 
 
 def _combine(
-    bags: list[list[float]],  # bags[s][t]
-    ids: list[list[float]],  # ids[s][t]
+    bags: Sequence[Sequence[float]],  # bags[s][t]
+    ids: Sequence[Sequence[float]],  # ids[s][t]
     cross_ids_rw: float | None,  # row-wise: ids that leave their rank (None for table-wise)
     owners: Sequence[int] | None,
     world_size: int,
@@ -261,6 +263,8 @@ def exact_a2a_bytes(
     """Exact all-to-all bytes of one step on the global batch `batch` (its requests cut by
     `rank_slices`). Give `tables` (or `spec`, from which they are derived with `row_cap`); the
     table order is the batch's feature order (user features, then item features)."""
+    import torch
+
     _check(layout, sharding, embedding_dim, emb_bytes)
     check_world_size(world_size)
     if tables is None:
@@ -276,8 +280,8 @@ def exact_a2a_bytes(
     i_len = batch.item_sparse_lengths.to(torch.int64)
     imp_off = batch.impression_offsets().tolist()
     slices = rank_slices(r, world_size)
-    bags: list[list[float]] = []
-    ids: list[list[float]] = []
+    bags: list[list[int]] = []
+    ids: list[list[int]] = []
     for lo, hi in slices:
         nb_user, nb_item = local_bag_counts(batch, layout, lo, hi)
         # user ids of the slice: per request, times k in the impression layout (copied per impression)
@@ -298,14 +302,20 @@ def _row_sums(lengths: torch.Tensor) -> list[int]:
 
 def _bag_tables_rows(lengths: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For each id of a keyed jagged tensor (feature-major lengths [F, rows]): its feature and row."""
+    import torch
+
     f, rows = lengths.shape
     flat = lengths.reshape(-1)
     bag = torch.repeat_interleave(torch.arange(f * rows), flat, output_size=values.numel())
     return bag // max(rows, 1), bag % max(rows, 1)
 
 
-def _row_wise_cross_ids(batch, layout, tables, slices, world_size) -> int:
+def _row_wise_cross_ids(
+    batch: RequestBatch, layout: str, tables: Sequence[Table], slices: list[tuple[int, int]], world_size: int
+) -> int:
     """Ids whose row-wise home rank differs from the rank whose slice holds their bag."""
+    import torch
+
     fu, r = batch.user_sparse_lengths.shape
     cross = 0
     req_rank = torch.empty(r, dtype=torch.int64)
@@ -371,8 +381,24 @@ def step_a2a_time_s(b: A2ABytes, world_size: int, bus_bw: float, latency_s: floa
 
 
 __all__ = [
-    "A2ABytes", "ASSIGNMENTS", "COMPONENTS", "DEFAULT_ROW_CAP", "ID_BYTES", "LAYOUTS", "SHARDINGS", "Table",
-    "allreduce_bytes", "allreduce_time_s", "alltoall_time_s", "assign_tables", "embedding_tables",
-    "exact_a2a_bytes", "expected_a2a_bytes", "local_bag_counts", "rank_slices", "row_block", "saving",
+    "A2ABytes",
+    "ASSIGNMENTS",
+    "COMPONENTS",
+    "DEFAULT_ROW_CAP",
+    "ID_BYTES",
+    "LAYOUTS",
+    "SHARDINGS",
+    "Table",
+    "allreduce_bytes",
+    "allreduce_time_s",
+    "alltoall_time_s",
+    "assign_tables",
+    "embedding_tables",
+    "exact_a2a_bytes",
+    "expected_a2a_bytes",
+    "local_bag_counts",
+    "rank_slices",
+    "row_block",
+    "saving",
     "step_a2a_time_s",
 ]
