@@ -151,7 +151,7 @@ def collect(seed: int | None = None, device: str | None = None) -> dict:
         "numpy_version": _version("numpy"),
         "pyarrow_version": _version("pyarrow"),
         "seed": seed,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "roo_bench_version": roo_bench_version(),
         "kernel_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(KERNEL_ENV_PREFIX)},
     }

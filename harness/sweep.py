@@ -62,10 +62,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-
-import tomllib
 
 from harness.results import RESULTS_FILE, append_record, make_record, read_results
 from harness.run_point import PointConfig, check_device
@@ -266,7 +265,7 @@ def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
 
 # --- running -------------------------------------------------------------------------------------
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _write_json_atomic(path: Path, obj) -> None:

@@ -30,7 +30,7 @@ def _env() -> jinja2.Environment:
 
 def render_html(rs: ResultSet, title: str, notes: list[str] | None = None) -> str:
     ctx = build_context(rs, title, notes)
-    ctx["generated_utc"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    ctx["generated_utc"] = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     ctx["css"] = (_TEMPLATES / "report.css").read_text(encoding="utf-8")
     return _env().get_template("report.html.j2").render(**ctx)
 

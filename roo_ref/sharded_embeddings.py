@@ -1,6 +1,6 @@
 """Model-parallel embedding tables: table-wise or row-wise sharded, pooled lookup, both layouts.
 
-Each sparse feature has one table (roo_ref.comm_cost.embedding_tables: sum pooling, `dim` columns,
+Each sparse feature has one table (roo_ref.cost.comm.embedding_tables: sum pooling, `dim` columns,
 ids modulo the table's rows), sharded across W ranks table-wise (table t whole on rank owner(t)) or
 row-wise (W blocks of rows). One exchange of a step, as torchrec's sharded EmbeddingBagCollection:
 
@@ -27,14 +27,14 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from roo_ref import comm_cost
+from roo_ref.cost import comm as comm_cost
 from workloads.batch import RequestBatch, jagged_gather, keyed_gather, offsets_of
 from workloads.layout import Layout
 
 
 class Collective(Protocol):
     """An all_to_all_single with uneven splits: `send[d]` rows of `x` go to rank d, `recv[s]` rows
-    come from rank s; `tag` names the exchange (one of roo_ref.comm_cost.COMPONENTS)."""
+    come from rank s; `tag` names the exchange (one of roo_ref.cost.comm.COMPONENTS)."""
 
     def all_to_all(self, x: torch.Tensor, send: list[int], recv: list[int], tag: str) -> torch.Tensor: ...
 

@@ -2,7 +2,7 @@
 
 Asserts, on the tiny preset (table-wise, through `roo-bench comm --json`) and a reduced early-ranking
 (table- and row-wise, torchrun directly), both layouts: the bytes
-counted at all_to_all_single equal roo_ref.comm_cost's exact bytes (recomputed here from the same
+counted at all_to_all_single equal roo_ref.cost.comm's exact bytes (recomputed here from the same
 global batch), and the ROO exchange expanded to impressions equals the impression-level exchange
 bit for bit. Bad input: one line, exit 2, no rank left running."""
 

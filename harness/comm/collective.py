@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 
 from harness.timers import time_steps
-from roo_ref import comm_cost
+from roo_ref.cost import comm as comm_cost
 
 
 class CountingComm:

@@ -24,7 +24,7 @@ class CommConfig:
     shardings: tuple[str, ...] = ("table",)
     assign: str = "greedy"
     embedding_dim: int = 128
-    row_cap: int | None = None  # None: roo_ref.comm_cost.DEFAULT_ROW_CAP
+    row_cap: int | None = None  # None: roo_ref.cost.comm.DEFAULT_ROW_CAP
     requests_per_rank: int | None = None  # None: the spec's requests_per_batch
     steps: int = 20
     warmup: int = 3
@@ -33,7 +33,7 @@ class CommConfig:
     init_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
-        from roo_ref import comm_cost
+        from roo_ref.cost import comm as comm_cost
 
         if self.row_cap is None:
             object.__setattr__(self, "row_cap", comm_cost.DEFAULT_ROW_CAP)

@@ -1,5 +1,5 @@
 """The result record of one comm run (kind "comm", one per sharding), built on rank 0 from what the
-ranks measured and from the analytic model (roo_ref.comm_cost) of the same global batch."""
+ranks measured and from the analytic model (roo_ref.cost.comm) of the same global batch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from harness.comm.config import CommConfig
 from harness.timers import Stats
-from roo_ref import comm_cost
+from roo_ref.cost import comm as comm_cost
 from workloads.layout import Layout
 
 COUNTING = (

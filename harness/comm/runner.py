@@ -4,7 +4,7 @@ Per sharding: build this rank's shards and inputs (roo_ref.sharded_embeddings), 
 verification step per layout (ROO, expanded, must give every impression exactly the embeddings of
 the impression-level exchange), then `warmup` and `steps` timed steps per layout, alternating, and
 reduce the samples and byte counts over the ranks. Rank 0 checks the counts against
-roo_ref.comm_cost.exact_a2a_bytes and builds the record (harness.comm.record).
+roo_ref.cost.comm.exact_a2a_bytes and builds the record (harness.comm.record).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.distributed as dist
 from harness.comm.collective import CountingComm, barrier, calibrate_alltoall, max_over_ranks, sum_over_ranks
 from harness.comm.config import CommConfig
 from harness.comm.record import ShardingRun, build_record
-from roo_ref import comm_cost
+from roo_ref.cost import comm as comm_cost
 from roo_ref.sharded_embeddings import LocalInput, ShardedEmbeddings, forward_backward, local_input
 from workloads.batch import RequestBatch
 from workloads.errors import UserError

@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", help="|".join(BACKENDS) + " (auto: gloo/cpu, nccl/cuda)")
     p.add_argument("--assign", default="greedy", help="table placement: greedy (size balance) | round_robin")
     p.add_argument("--embedding-dim", type=int, default=128)
-    # default None: roo_ref.comm_cost.DEFAULT_ROW_CAP, resolved by CommConfig (no torch import here)
+    # default None: roo_ref.cost.comm.DEFAULT_ROW_CAP, resolved by CommConfig (no torch import here)
     p.add_argument(
         "--row-cap", type=int, default=None, help="rows per table at most (ids modulo the rows), so tables fit"
     )
@@ -338,7 +338,7 @@ def summary_line(rec: dict) -> str:
 
 # --- the rank entry point (under torchrun) -------------------------------------------------------------
 def build_rank_parser() -> argparse.ArgumentParser:
-    from roo_ref.comm_cost import SHARDINGS
+    from roo_ref.cost.comm import SHARDINGS
 
     p = argparse.ArgumentParser(
         prog=f"python -m {RANK_MODULE}", description="one rank of the embedding all-to-all benchmark (under torchrun)"

@@ -183,8 +183,8 @@ def _storage(d: Demo) -> None:
 
 
 def _model(d: Demo, preset: str) -> None:
-    from harness.commands.cost import model_report
     from roo_ref import cost
+    from roo_ref.cost import model_report
     from roo_ref.hardware import get_device
     from roo_ref.models import model_config_for
     from workloads.presets import resolve_spec
