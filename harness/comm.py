@@ -49,7 +49,8 @@ import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from roo_ref import comm_cost  # noqa: E402
-from workloads.batch import RequestBatch, jagged_gather, keyed_gather, offsets_of  # noqa: E402
+from workloads.batch import RequestBatch  # noqa: E402
+from workloads.jagged import jagged_index_select, keyed_index_select, offsets_from_lengths  # noqa: E402
 from workloads.errors import UserError  # noqa: E402
 from workloads.generator import generate  # noqa: E402
 from workloads.presets import get_preset  # noqa: E402
@@ -197,7 +198,7 @@ class _AllToAll(torch.autograd.Function):
 
 def _segment_sums(lengths: torch.Tensor, splits: list[int]) -> list[int]:
     """Sums of consecutive chunks of `lengths` (chunk sizes `splits`) as host ints (one sync)."""
-    offs = offsets_of(lengths)
+    offs = offsets_from_lengths(lengths)
     bounds = torch.tensor([0, *splits], device=lengths.device).cumsum(0)
     return torch.diff(offs[bounds]).tolist()
 
@@ -232,8 +233,8 @@ def local_input(batch: RequestBatch, layout: str, tables, rank: int, world: int,
     imp_idx = torch.arange(int(imp[lo]), int(imp[hi]))
     local_req = torch.repeat_interleave(torch.arange(hi - lo), k)
     user_idx = torch.arange(lo, hi) if layout == "roo" else lo + local_req
-    usv, usl = keyed_gather(batch.user_sparse_values, batch.user_sparse_lengths, user_idx)
-    isv, isl = keyed_gather(batch.item_sparse_values, batch.item_sparse_lengths, imp_idx)
+    usv, usl = keyed_index_select(batch.user_sparse_values, batch.user_sparse_lengths, user_idx)
+    isv, isl = keyed_index_select(batch.item_sparse_values, batch.item_sparse_lengths, imp_idx)
     lengths = torch.cat([usl.reshape(-1), isl.reshape(-1)])
     values = torch.cat([usv, isv])
     bag_table = torch.repeat_interleave(torch.arange(fu + fi), torch.tensor(bags[rank]))
@@ -290,7 +291,7 @@ class ShardedEmbeddings:
             # no local rows: still hand a grad-requiring tensor to the exchange, so that this rank
             # joins the backward all-to-all (a collective every rank must enter)
             return torch.zeros(lengths.numel(), self.dim, device=self.device, requires_grad=True)
-        return F.embedding_bag(ids, self.weight, offsets_of(lengths)[:-1], mode="sum", sparse=True)
+        return F.embedding_bag(ids, self.weight, offsets_from_lengths(lengths)[:-1], mode="sum", sparse=True)
 
     def _plan(self, inp: LocalInput) -> dict:
         key = id(inp)
@@ -328,7 +329,7 @@ class ShardedEmbeddings:
         comm, W = self.comm, self.world
         if self.sharding == "table":
             lengths = inp.lengths[p["perm"]]
-            values, _ = jagged_gather(inp.values, inp.lengths, p["perm"])
+            values, _ = jagged_index_select(inp.values, inp.lengths, p["perm"])
         else:
             nb = p["send_bags"][0]
             bag = torch.repeat_interleave(torch.arange(nb, device=self.device), inp.lengths,
