@@ -118,7 +118,7 @@ class ParquetIO:
         import pyarrow.parquet as pq
 
         from workloads.generator import generate
-        from workloads.parquet_io import _compression, impression_table, request_table, shuffle_perm
+        from workloads.parquet_io import impression_table, parquet_compression, request_table, shuffle_perm
         from workloads.presets import get_preset
 
         spec = get_preset("early-ranking")
@@ -133,7 +133,7 @@ class ParquetIO:
             self.table = impression_table(imp, spec)
         self.dir = Path(tempfile.mkdtemp(prefix="roo-bench-pq-"))
         self.path = self.dir / "t.parquet"
-        self.compression = _compression(codec)
+        self.compression = parquet_compression(codec)
         self.pq = pq
         pq.write_table(self.table, self.path, compression=self.compression)
 
@@ -160,7 +160,7 @@ _CHILD_SCRIPT = r"""
 import json, sys, time
 import numpy as np, pyarrow as pa, pyarrow.parquet as pq, torch  # noqa: F401  (the import baseline)
 from workloads.convert import convert
-from workloads.parquet_io import _compression
+from workloads.parquet_io import parquet_compression
 src, out, mode, ref = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 
 def status(field):
@@ -184,7 +184,7 @@ t0 = time.perf_counter()
 if mode == "convert":
     rows_out = convert(src, out, "request_id").rows_out
 else:
-    w = pq.ParquetWriter(out, req.schema, compression=_compression("zstd"))
+    w = pq.ParquetWriter(out, req.schema, compression=parquet_compression("zstd"))
     for i in range(pf.num_row_groups):
         t = pf.read_row_group(i)
         del t

@@ -557,7 +557,7 @@ def convert(
 def _convert_stream(batches, dest: Path, key: str, ro: list[str], policy: str, codec: str, res: ConvertResult,
                     verify: bool = False) -> None:
     """Requests of each input row group, collected batch by batch, written as one output row group."""
-    from workloads.parquet_io import _compression
+    from workloads.parquet_io import parquet_compression
 
     g = _Grouper(key)
     writer = None
@@ -576,7 +576,7 @@ def _convert_stream(batches, dest: Path, key: str, ro: list[str], policy: str, c
         t = pa.concat_tables(pending)
         pending.clear()
         if writer is None:
-            writer = pq.ParquetWriter(dest, t.schema, compression=_compression(codec))
+            writer = pq.ParquetWriter(dest, t.schema, compression=parquet_compression(codec))
         writer.write_table(t, row_group_size=max(1, t.num_rows))
 
     try:
@@ -601,7 +601,7 @@ def _convert_stream(batches, dest: Path, key: str, ro: list[str], policy: str, c
 def _external_sort_convert(pf: pq.ParquetFile, tmp: Path, key: str, ro: list[str] | None, policy: str,
                            codec: str, budget: int, res: ConvertResult) -> None:
     """Hash-partition rows by key into temp files, then sort and convert each partition in memory."""
-    from workloads.parquet_io import _compression
+    from workloads.parquet_io import parquet_compression
 
     meta = pf.metadata
     total = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
@@ -642,7 +642,7 @@ def _external_sort_convert(pf: pq.ParquetFile, tmp: Path, key: str, ro: list[str
                 res.conflicts += c
                 res.rows_out += out.num_rows
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp / OUT_FILE, out.schema, compression=_compression(codec))
+                    writer = pq.ParquetWriter(tmp / OUT_FILE, out.schema, compression=parquet_compression(codec))
                 writer.write_table(out)
         finally:
             if writer is not None:

@@ -230,7 +230,12 @@ def table_to_impressions(table: pa.Table) -> ImpressionBatch:
 
 
 # --- datasets on disk ----------------------------------------------------------------------------
-def _compression(codec: str) -> str:
+def parquet_compression(codec: str) -> str:
+    """The pyarrow `compression=` value for a user-facing codec name (`none`, `snappy`, `zstd`).
+
+    Every Parquet writer here (datasets, `convert`, `storage`, the asv benchmarks) goes through
+    this one mapping, so a codec name means the same file format everywhere; an unknown name is
+    one UserError listing the allowed ones."""
     return {"none": "NONE", "snappy": "SNAPPY", "zstd": "ZSTD"}[check_choice("codec", codec, CODECS)]
 
 
@@ -251,7 +256,7 @@ class DatasetWriter:
         self.order = check_choice("order", order, ORDERS)
         if layout == "request" and order != "grouped":
             raise UserError("order='shuffled' applies to the impression layout only; request rows are one per request")
-        self.compression = _compression(codec)
+        self.compression = parquet_compression(codec)
         if isinstance(row_group_size, bool) or not isinstance(row_group_size, int) or row_group_size < 1:
             raise UserError(f"row_group_size={row_group_size} must be an integer >= 1")
         self.codec, self.row_group_size, self.spec, self.seed = codec, row_group_size, spec, seed

@@ -29,8 +29,8 @@ from workloads.parquet_io import (
     CODECS,
     DEFAULT_ROW_GROUP,
     ORDERS,
-    _compression,
     impression_table,
+    parquet_compression,
     request_table,
     shuffle_perm,
 )
@@ -78,7 +78,7 @@ def predicted_uncompressed_ratio(spec: WorkloadSpec) -> float:
 
 def _timed_write(table: pa.Table, path: Path, codec: str, row_group_size: int) -> float:
     t0 = time.perf_counter()
-    pq.write_table(table, path, compression=_compression(codec), row_group_size=row_group_size)
+    pq.write_table(table, path, compression=parquet_compression(codec), row_group_size=row_group_size)
     return time.perf_counter() - t0
 
 
