@@ -118,13 +118,14 @@ class ParquetIO:
         import pyarrow.parquet as pq
 
         from workloads.generator import generate
+        from workloads.layout import Layout
         from workloads.parquet_io import impression_table, parquet_compression, request_table, shuffle_perm
         from workloads.presets import get_preset
 
         spec = get_preset("early-ranking")
         b = generate(spec, 400, seed=SEED)
         layout, order = layout_order.split("/")
-        if layout == "request":
+        if Layout.parse(layout) is Layout.ROO:
             self.table = request_table(b, spec)
         else:
             imp = b.to_impressions()
@@ -227,8 +228,15 @@ class Convert:
 
         self.dir = Path(tempfile.mkdtemp(prefix="roo-bench-conv-"))
         spec = get_preset(preset)
-        write_dataset(self.dir / "imp", iter_request_batches(spec, self.REQUESTS, seed=SEED, chunk_requests=500),
-                      "impression", codec="zstd", row_group_size=self.ROW_GROUP_ROWS, spec=spec, seed=SEED)
+        write_dataset(
+            self.dir / "imp",
+            iter_request_batches(spec, self.REQUESTS, seed=SEED, chunk_requests=500),
+            "impression",
+            codec="zstd",
+            row_group_size=self.ROW_GROUP_ROWS,
+            spec=spec,
+            seed=SEED,
+        )
         self.src = self.dir / "imp" / "data.parquet"
         self.rows = pq.read_metadata(self.src).num_rows
         r = convert(self.src, self.dir / "ref", "request_id")  # the output pyarrow alone writes
@@ -245,8 +253,13 @@ class Convert:
         out = self.dir / f"out{self.k}" if mode == "convert" else self.dir / f"arrow{self.k}.parquet"
         root = Path(__file__).resolve().parents[1]
         env = {**os.environ, "PYTHONPATH": str(root)}
-        r = subprocess.run([sys.executable, "-c", _CHILD_SCRIPT, str(self.src), str(out), mode, str(self.ref)],
-                           env=env, capture_output=True, text=True, check=True)
+        r = subprocess.run(
+            [sys.executable, "-c", _CHILD_SCRIPT, str(self.src), str(out), mode, str(self.ref)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         res = json.loads(r.stdout.strip().splitlines()[-1])
         require(res["rows_out"] == self.REQUESTS, f"{mode} wrote {res['rows_out']} rows")
         shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from roo_ref.embeddings import embedding_parameters
-from roo_ref.models.common import LAYOUTS
+from roo_ref.models.common import model_layout
 from workloads.errors import UserError
 
 EMB_OPTIMIZERS = ("rowwise_adagrad", "sgd")
@@ -78,8 +78,7 @@ class Trainer:
         emb_lr: float = 0.01,
         emb_optimizer: str = "rowwise_adagrad",
     ):
-        if layout not in LAYOUTS:
-            raise UserError(f"layout={layout!r}; allowed: {', '.join(LAYOUTS)}")
+        model_layout(layout)  # a clear error before any state is built
         if emb_optimizer not in EMB_OPTIMIZERS:
             raise UserError(f"emb_optimizer={emb_optimizer!r}; allowed: {', '.join(EMB_OPTIMIZERS)}")
         torch.manual_seed(seed)  # nothing in a step is random today; keeps any future dropout fixed

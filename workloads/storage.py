@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from workloads.batch import ImpressionBatch, RequestBatch
-from workloads.errors import UserError
+from workloads.layout import Layout
 from workloads.parquet_io import (
     CODECS,
     DEFAULT_ROW_GROUP,
@@ -60,20 +60,19 @@ def row_bytes(spec: WorkloadSpec) -> dict[str, float]:
     }
 
 
-def uncompressed_bytes_per_impression(spec: WorkloadSpec, layout: str = "impression") -> float:
-    """Expected uncompressed bytes per impression for `layout` ('impression' or 'request')."""
+def uncompressed_bytes_per_impression(spec: WorkloadSpec, layout: str | Layout = Layout.IMPRESSION) -> float:
+    """Expected uncompressed bytes per impression for `layout` (`impression`, or `roo`/`request`)."""
     r = row_bytes(spec)
     k = r["impressions_per_request"]
-    if layout == "impression":
+    if Layout.parse(layout) is Layout.IMPRESSION:
         return r["user"] + r["item"]
-    if layout == "request":
-        return (r["user"] + r["request_overhead"]) / k + r["item"]
-    raise UserError(f"layout={layout!r}; allowed: impression, request")
+    return (r["user"] + r["request_overhead"]) / k + r["item"]
 
 
 def predicted_uncompressed_ratio(spec: WorkloadSpec) -> float:
     """k(U+I)/(U+kI) from the spec's expected values (see the module docstring)."""
-    return uncompressed_bytes_per_impression(spec, "impression") / uncompressed_bytes_per_impression(spec, "request")
+    impression = uncompressed_bytes_per_impression(spec, Layout.IMPRESSION)
+    return impression / uncompressed_bytes_per_impression(spec, Layout.ROO)
 
 
 def _timed_write(table: pa.Table, path: Path, codec: str, row_group_size: int) -> float:
@@ -101,10 +100,12 @@ def measure(
     and MB/s (of in-memory data), in-memory Arrow bytes; plus predicted vs measured ratios."""
     n_imp = batch.num_impressions_total
     imp: ImpressionBatch = batch.to_impressions()
-    tables: list[tuple[str, str, pa.Table]] = [("request", "grouped", request_table(batch, spec))]
+    # keyed by the datasets' on-disk names (`request`, `impression`), as in the JSON output
+    req_name, imp_name = Layout.ROO.dataset_name, Layout.IMPRESSION.dataset_name
+    tables: list[tuple[str, str, pa.Table]] = [(req_name, "grouped", request_table(batch, spec))]
     for order in orders:
         b = imp if order == "grouped" else imp.permute(shuffle_perm(n_imp, seed, 0))
-        tables.append(("impression", order, impression_table(b, spec)))
+        tables.append((imp_name, order, impression_table(b, spec)))
     formats = []
     tmp = Path(tempfile.mkdtemp(prefix="roo-storage-", dir=workdir))
     try:
@@ -146,7 +147,7 @@ def measure(
         "history_length_mean": float(batch.history_lengths.double().mean()),
         "predicted_uncompressed_ratio": predicted_uncompressed_ratio(spec) if spec is not None else None,
         "measured_uncompressed_ratio": mem_imp / mem_req,
-        "uncompressed_bytes": {"request": mem_req, "impression": mem_imp},
+        "uncompressed_bytes": {req_name: mem_req, imp_name: mem_imp},
         "row_bytes": row_bytes(spec) if spec is not None else None,
         "formats": formats,
     }
@@ -156,7 +157,7 @@ def measure(
     # the savings a user asks about: same disk, how many more impressions (per codec and order)
     by = {(f["layout"], f["order"], f["codec"]): f["file_bytes"] for f in formats}
     out["file_ratios"] = {
-        f"{order}/{codec}": by[("impression", order, codec)] / by[("request", "grouped", codec)]
+        f"{order}/{codec}": by[(imp_name, order, codec)] / by[(req_name, "grouped", codec)]
         for order in orders
         for codec in codecs
     }

@@ -9,8 +9,6 @@ from pathlib import Path
 
 from workloads.errors import UserError
 
-LAYOUT_CHOICES = ("request", "impression", "both")
-
 
 def register(sub) -> None:
     p = sub.add_parser("presets", help="list the workload presets")
@@ -22,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--requests", type=int, default=4096, help="number of requests (default 4096)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the spec's seed)")
     p.add_argument("--out", required=True, help="output directory (must not exist)")
-    p.add_argument("--layout", default="both", help="request | impression | both (default both)")
+    p.add_argument("--layout", default="both", help="impression | roo (alias request) | both (default both)")
     p.add_argument("--order", default="grouped", help="impression row order: grouped | shuffled (default grouped)")
     p.add_argument("--codec", default="zstd", help="none | snappy | zstd (default zstd)")
     p.add_argument("--row-group-size", type=int, default=None, help="rows per Parquet row group (default 8192)")
@@ -104,6 +102,7 @@ def _progress(total: int):
 
 def _generate(args) -> int:
     from workloads.generator import iter_request_batches
+    from workloads.layout import Layout, parse_layouts
     from workloads.parquet_io import (
         CODECS,
         DEFAULT_ROW_GROUP,
@@ -114,7 +113,7 @@ def _generate(args) -> int:
     )
     from workloads.presets import resolve_spec
 
-    _choice("layout", args.layout, LAYOUT_CHOICES)
+    layouts = parse_layouts(args.layout)
     _choice("order", args.order, ORDERS)
     _choice("codec", args.codec, CODECS)
     _positive("requests", args.requests)
@@ -124,15 +123,14 @@ def _generate(args) -> int:
         raise UserError(f"--seed={args.seed} must be >= 0")
     spec = resolve_spec(args.preset, args.spec, args.set)
     seed = spec.seed if args.seed is None else args.seed
-    layouts = ("request", "impression") if args.layout == "both" else (args.layout,)
     out = Path(args.out)
     root = make_temp_dir(out)
     writers = []
     bar = None
     try:
         for layout in layouts:
-            order = args.order if layout == "impression" else "grouped"
-            writers.append(DatasetWriter(root / layout, layout, order=order, codec=args.codec,
+            order = args.order if layout is Layout.IMPRESSION else "grouped"
+            writers.append(DatasetWriter(root / layout.dataset_name, layout, order=order, codec=args.codec,
                                          row_group_size=args.row_group_size or DEFAULT_ROW_GROUP, spec=spec,
                                          seed=seed, extra={"requests_requested": args.requests}))
         bar = _progress(args.requests)
@@ -141,7 +139,7 @@ def _generate(args) -> int:
                 w.write(b)
             if bar is not None:
                 bar.update(b.num_requests)
-        manifests = {w.layout: w.close() for w in writers}
+        manifests = {w.layout.dataset_name: w.close() for w in writers}
         commit_temp_dir(root, out)
     except BaseException:
         for w in writers:
