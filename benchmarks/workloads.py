@@ -242,15 +242,15 @@ class Convert:
         r = convert(self.src, self.dir / "ref", "request_id")  # the output pyarrow alone writes
         require(r.rows_out == self.REQUESTS and r.conflicts == 0, "convert lost requests")
         self.ref = self.dir / "ref" / "data.parquet"
-        self.k = 0
+        self.runs = 0
         self._runs = None
 
     def teardown(self, preset):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _child(self, mode: str) -> dict:
-        self.k += 1
-        out = self.dir / f"out{self.k}" if mode == "convert" else self.dir / f"arrow{self.k}.parquet"
+        self.runs += 1
+        out = self.dir / f"out{self.runs}" if mode == "convert" else self.dir / f"arrow{self.runs}.parquet"
         root = Path(__file__).resolve().parents[1]
         env = {**os.environ, "PYTHONPATH": str(root)}
         r = subprocess.run(

@@ -132,12 +132,12 @@ class ModelConfig:
         if unknown:
             raise SpecError(f"model config: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
         kw = {}
-        for k, v in d.items():
+        for key, v in d.items():
             if isinstance(v, list):
                 v = tuple(v)
-            if k == "normalizer" and _is_int(v):
+            if key == "normalizer" and _is_int(v):
                 v = float(v)
-            kw[k] = v
+            kw[key] = v
         return cls(**kw)
 
     def with_overrides(self, assignments: list[str] | tuple[str, ...]) -> ModelConfig:
@@ -145,10 +145,10 @@ class ModelConfig:
         for a in assignments:
             if "=" not in a:
                 raise SpecError(f"--set {a!r}: expected key=value, e.g. embedding_dim=32")
-            k, raw = (x.strip() for x in a.split("=", 1))
-            if k not in d:
-                raise SpecError(f"--set {k}: unknown model key; allowed: {sorted(d)}")
-            d[k] = parse_value(raw)
+            key, raw = (x.strip() for x in a.split("=", 1))
+            if key not in d:
+                raise SpecError(f"--set {key}: unknown model key; allowed: {sorted(d)}")
+            d[key] = parse_value(raw)
         return ModelConfig.from_dict(d)
 
 

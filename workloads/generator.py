@@ -180,8 +180,13 @@ def _n_feats(groups: tuple[SparseGroup, ...]) -> int:
     return sum(g.count for g in groups)
 
 
-def _keyed_fill(rngs: list[np.random.Generator], groups: tuple[SparseGroup, ...], lengths: np.ndarray,
-                col_starts: np.ndarray, values: np.ndarray) -> None:
+def _keyed_fill(
+    rngs: list[np.random.Generator],
+    groups: tuple[SparseGroup, ...],
+    lengths: np.ndarray,
+    col_starts: np.ndarray,
+    values: np.ndarray,
+) -> None:
     """Feature-major values for a window of blocks: feature f's ids of block 0, block 1, ...
 
     `lengths` is the window's [F, rows]; block b owns columns col_starts[b]:col_starts[b+1]. Each
@@ -403,7 +408,7 @@ _CONCAT_DIM = {"user_sparse_lengths": 1, "item_sparse_lengths": 1}
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if len(parts) == 1:
         return parts[0]
-    out = {k: np.concatenate([p[k] for p in parts], axis=_CONCAT_DIM.get(k, 0)) for k in parts[0]}
+    out = {name: np.concatenate([p[name] for p in parts], axis=_CONCAT_DIM.get(name, 0)) for name in parts[0]}
     # keyed values are feature-major: interleave each part's per-feature runs
     for lk, vk in (("user_sparse_lengths", "user_sparse_values"), ("item_sparse_lengths", "item_sparse_values")):
         runs = []
@@ -417,7 +422,7 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def _to_batch(arrays: dict[str, np.ndarray], device: torch.device | str | None) -> RequestBatch:
-    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    t = {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in arrays.items()}
     b = RequestBatch(**t)
     # generation itself runs on the CPU (numpy); a device batch is one host-to-device copy
     return b.to(device) if device is not None and str(device) != "cpu" else b
