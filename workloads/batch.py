@@ -19,6 +19,7 @@ order and groups by `request_id` in order of first appearance, keeping impressio
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TypeVar
 
 import torch
 
@@ -38,9 +39,12 @@ RO_FIELDS = (
 NRO_FIELDS = ("item_id", "item_sparse_lengths", "item_sparse_values", "item_dense", "labels")
 
 
+_B = TypeVar("_B", bound="_Batch")
+
+
 @dataclass
 class _Batch:
-    def to(self, device: torch.device | str) -> _Batch:
+    def to(self: _B, device: torch.device | str) -> _B:
         return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -169,7 +173,7 @@ class ImpressionBatch(_Batch):
         )
 
 
-def _gather_ro(b: _Batch, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+def _gather_ro(b: RequestBatch | ImpressionBatch, idx: torch.Tensor) -> dict[str, torch.Tensor]:
     """Rows `idx` of every RO field (request key, time, user features, history)."""
     usv, usl = keyed_index_select(b.user_sparse_values, b.user_sparse_lengths, idx)
     hl = b.history_lengths
@@ -189,7 +193,7 @@ def _gather_ro(b: _Batch, idx: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def _gather_nro(b: _Batch, idx: torch.Tensor | None) -> dict[str, torch.Tensor]:
+def _gather_nro(b: RequestBatch | ImpressionBatch, idx: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Impression rows `idx` of every NRO field (all rows, as they are, for idx=None)."""
     if idx is None:
         return {name: getattr(b, name) for name in NRO_FIELDS}
@@ -232,7 +236,7 @@ def _check_keyed(lengths: torch.Tensor, values: torch.Tensor, rows: int, name: s
         raise UserError(f"{name}_lengths (sum {int(lengths.sum())}) do not match {values.numel()} values")
 
 
-def _check_jagged_history(b: _Batch) -> None:
+def _check_jagged_history(b: RequestBatch | ImpressionBatch) -> None:
     total = int(b.history_lengths.sum())
     for name in ("history_item_ids", "history_actions", "history_timestamps"):
         if getattr(b, name).numel() != total:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -110,7 +111,7 @@ def fit_counts(
                 cands[kind] = _dist(kind="zipf", a=float(a), min=lo, max=hi, _name=name)
         except Exception:  # noqa: BLE001 - a candidate that cannot be fitted is simply not a candidate
             continue
-    report = {}
+    report: dict[str, dict[str, Any]] = {}
     for kind, d in cands.items():
         report[kind] = {
             "tv": _tv(d, x),

@@ -44,11 +44,11 @@ def row_bytes(spec: WorkloadSpec) -> dict[str, float]:
     """Expected uncompressed bytes: `user` (U, RO per request), `item` (I, NRO per impression),
     `request_overhead` (o, request level only) and `impressions_per_request` (E[k])."""
     h = spec.history.length.mean()
-    user = 8 + 8  # request_id, timestamp
+    user: float = 8 + 8  # request_id, timestamp
     user += 4 * spec.user_dense
     user += sum(g.count * (OFFSET + 8 * g.pooling.mean()) for g in spec.user_sparse)
     user += 3 * OFFSET + h * (8 + 4 + 8)  # history ids (int64), actions (int32), timestamps (int64)
-    item = 8  # item_id
+    item: float = 8  # item_id
     item += sum(g.count * (OFFSET + 8 * g.pooling.mean()) for g in spec.item_sparse)
     item += 4 * spec.item_dense + 4 * spec.n_tasks
     nro_columns = 1 + spec.n_item_sparse + (1 if spec.item_dense else 0) + 1
