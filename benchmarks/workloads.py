@@ -2,7 +2,7 @@
 
 - GeneratorThroughput: impressions/s and MB/s (tensor bytes produced) of `generate` per preset,
   on the CPU and on a torch device (CPU generation + one copy; CUDA skipped without a GPU).
-  Target (issue 2): >= 1M impressions/s on one core for early-ranking (run under `taskset -c 0`).
+  Target: >= 1M impressions/s on one core for early-ranking (run under `taskset -c 0`).
 - ParquetIO: write/read time per layout x row order x codec.
 - Convert: `workloads.convert.convert` on a generated impression-level file with ~70 MB row groups,
   in fresh subprocesses: its time over pyarrow alone reading that input and writing the same output

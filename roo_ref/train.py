@@ -21,8 +21,8 @@ def sum_duplicate_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(unique rows, fp32 summed values) of a sparse COO row gradient — what `grad.coalesce()`
     gives, computed as unique + index_add_. Why not coalesce: its CUDA kernel
     (coalesceValuesKernel) sums each row's duplicates serially, and Zipf-popular ids repeat
-    100k+ times per step; on the H100 it took 142 of 180 ms of an early-ranking impression-level
-    step (docs/perf.md, campaign 2 profile). index_add_ spreads the sum over the whole GPU."""
+    100k+ times per step; on the H100 it takes 142 of 180 ms of an early-ranking impression-level
+    step (docs/perf.md). index_add_ spreads the sum over the whole GPU."""
     if grad.is_coalesced():
         return grad._indices()[0], grad._values().float()
     idx, vals = grad._indices()[0], grad._values()

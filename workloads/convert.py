@@ -147,10 +147,7 @@ def convert(
     res = ConvertResult(bytes_in=src.stat().st_size if src.is_file() else (src / DATA_FILE).stat().st_size)
     explicit = ro_columns != "auto"
     if explicit:
-        ro = [c.strip() for c in ro_columns.split(",")] if isinstance(ro_columns, str) else list(ro_columns)
-        missing = [c for c in ro if c not in schema.names]
-        if missing:
-            raise UserError(f"--ro-columns names unknown column(s) {missing}; columns: {', '.join(schema.names)}")
+        ro = _explicit_ro_columns(ro_columns, schema.names)
     tmp = make_temp_dir(out)
     try:
         sorted_input = True
@@ -180,30 +177,42 @@ def convert(
         res.rows_in = pf.metadata.num_rows
         res.bytes_out = (tmp / DATA_FILE).stat().st_size
         res.seconds = time.perf_counter() - t0
-        write_json(
-            tmp / MANIFEST,
-            {
-                "schema": MANIFEST_SCHEMA,
-                "layout": Layout.ROO.dataset_name,
-                "order": "grouped",
-                "codec": codec,
-                "source": str(src),
-                "request_key": request_key,
-                "requests": res.rows_out,
-                "impressions": res.rows_in,
-                "rows": res.rows_out,
-                "file": DATA_FILE,
-                "file_bytes": res.bytes_out,
-                "spec": None,
-                "seed": None,
-                "convert": res.to_dict(),
-            },
-        )
+        write_json(tmp / MANIFEST, _request_manifest(src, request_key, codec, res))
         commit_temp_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return res
+
+
+def _explicit_ro_columns(ro_columns: str | list[str], names: list[str]) -> list[str]:
+    """`--ro-columns a,b,c` (or a list), each checked to be a column of the input."""
+    ro = [c.strip() for c in ro_columns.split(",")] if isinstance(ro_columns, str) else list(ro_columns)
+    missing = [c for c in ro if c not in names]
+    if missing:
+        raise UserError(f"--ro-columns names unknown column(s) {missing}; columns: {', '.join(names)}")
+    return ro
+
+
+def _request_manifest(src: Path, request_key: str, codec: str, res: ConvertResult) -> dict:
+    """The manifest of a converted dataset: the keys of a generated request-level one, plus the
+    source, the request key and the conversion's counters."""
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "layout": Layout.ROO.dataset_name,
+        "order": "grouped",
+        "codec": codec,
+        "source": str(src),
+        "request_key": request_key,
+        "requests": res.rows_out,
+        "impressions": res.rows_in,
+        "rows": res.rows_out,
+        "file": DATA_FILE,
+        "file_bytes": res.bytes_out,
+        "spec": None,
+        "seed": None,
+        "convert": res.to_dict(),
+    }
 
 
 def _convert_stream(

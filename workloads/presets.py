@@ -1,6 +1,7 @@
-"""Named workloads shaped like public models (see DESIGN.md, "Preset guidance").
+"""Named workloads shaped like public models.
 
-Each preset is a WorkloadSpec; the model side of a preset (layer sizes) lives in roo_ref.
+Each preset is a WorkloadSpec; the model side of a preset (layer sizes) is the model preset of the
+same name in roo_ref.model_presets.
 """
 
 from __future__ import annotations

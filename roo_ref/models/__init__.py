@@ -79,7 +79,7 @@ def build_model(
         raise UserError(f"model dtype={dtype}; allowed: float32, bfloat16 (float64 for tests)")
     # Initialize on the target device under a private RNG: a seed gives the same weights on that
     # device (both layouts of a point start from the same weights). Not on the CPU and then copied:
-    # the presets' tables hold GBs, and a CPU init plus copy took ~12 s per model, twice per sweep
+    # the presets' tables hold GBs, and a CPU init plus copy takes ~12 s per model, twice per sweep
     # point. CPU and CUDA generators differ, so a seed's CPU and GPU weights differ.
     dev = torch.device(device)
     cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
