@@ -1,7 +1,7 @@
 """Run benchmarks/workloads.py without asv and print every number: `python -m benchmarks.run_workloads`.
 
 Options: `--only NAME` (class name substring, repeatable), `--preset NAME` (restrict preset params),
-`--json` (one JSON object). The issue-2 targets, on one core:
+`--json` (one JSON object). The targets, on one core:
   taskset -c 1 python -m benchmarks.run_workloads --only Generator   # >= 1M impressions/s (early-ranking, cpu)
   taskset -c 1 python -m benchmarks.run_workloads --only Convert     # time ratio <= 2, RSS ratio <= 3"""
 
@@ -50,8 +50,14 @@ def main(argv=None) -> int:
                     fn = getattr(obj, m)
                     if m.startswith("track_"):
                         v = fn(*ps)
-                        results.append({"benchmark": f"{name}.{m}", "params": list(ps), "value": v,
-                                        "unit": getattr(fn, "unit", "")})
+                        results.append(
+                            {
+                                "benchmark": f"{name}.{m}",
+                                "params": list(ps),
+                                "value": v,
+                                "unit": getattr(fn, "unit", ""),
+                            }
+                        )
                     elif m.startswith("time_"):
                         best = float("inf")
                         for _ in range(3):
@@ -63,8 +69,10 @@ def main(argv=None) -> int:
                         continue
                     r = results[-1]
                     if not args.json:
-                        print(f"{r['benchmark']:<55} {','.join(map(str, ps)):<32} {r['value']:>14.4g} {r['unit']}",
-                              flush=True)
+                        print(
+                            f"{r['benchmark']:<55} {','.join(map(str, ps)):<32} {r['value']:>14.4g} {r['unit']}",
+                            flush=True,
+                        )
             finally:
                 if hasattr(obj, "teardown"):
                     obj.teardown(*ps)

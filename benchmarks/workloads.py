@@ -2,7 +2,7 @@
 
 - GeneratorThroughput: impressions/s and MB/s (tensor bytes produced) of `generate` per preset,
   on the CPU and on a torch device (CPU generation + one copy; CUDA skipped without a GPU).
-  Target (issue 2): >= 1M impressions/s on one core for early-ranking (run under `taskset -c 0`).
+  Target: >= 1M impressions/s on one core for early-ranking (run under `taskset -c 0`).
 - ParquetIO: write/read time per layout x row order x codec.
 - Convert: `workloads.convert.convert` on a generated impression-level file with ~70 MB row groups,
   in fresh subprocesses: its time over pyarrow alone reading that input and writing the same output
@@ -118,13 +118,14 @@ class ParquetIO:
         import pyarrow.parquet as pq
 
         from workloads.generator import generate
-        from workloads.parquet_io import _compression, impression_table, request_table, shuffle_perm
+        from workloads.layout import Layout
+        from workloads.parquet_io import impression_table, parquet_compression, request_table, shuffle_perm
         from workloads.presets import get_preset
 
         spec = get_preset("early-ranking")
         b = generate(spec, 400, seed=SEED)
         layout, order = layout_order.split("/")
-        if layout == "request":
+        if Layout.parse(layout) is Layout.ROO:
             self.table = request_table(b, spec)
         else:
             imp = b.to_impressions()
@@ -133,7 +134,7 @@ class ParquetIO:
             self.table = impression_table(imp, spec)
         self.dir = Path(tempfile.mkdtemp(prefix="roo-bench-pq-"))
         self.path = self.dir / "t.parquet"
-        self.compression = _compression(codec)
+        self.compression = parquet_compression(codec)
         self.pq = pq
         pq.write_table(self.table, self.path, compression=self.compression)
 
@@ -160,7 +161,7 @@ _CHILD_SCRIPT = r"""
 import json, sys, time
 import numpy as np, pyarrow as pa, pyarrow.parquet as pq, torch  # noqa: F401  (the import baseline)
 from workloads.convert import convert
-from workloads.parquet_io import _compression
+from workloads.parquet_io import parquet_compression
 src, out, mode, ref = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 
 def status(field):
@@ -184,7 +185,7 @@ t0 = time.perf_counter()
 if mode == "convert":
     rows_out = convert(src, out, "request_id").rows_out
 else:
-    w = pq.ParquetWriter(out, req.schema, compression=_compression("zstd"))
+    w = pq.ParquetWriter(out, req.schema, compression=parquet_compression("zstd"))
     for i in range(pf.num_row_groups):
         t = pf.read_row_group(i)
         del t
@@ -227,26 +228,38 @@ class Convert:
 
         self.dir = Path(tempfile.mkdtemp(prefix="roo-bench-conv-"))
         spec = get_preset(preset)
-        write_dataset(self.dir / "imp", iter_request_batches(spec, self.REQUESTS, seed=SEED, chunk_requests=500),
-                      "impression", codec="zstd", row_group_size=self.ROW_GROUP_ROWS, spec=spec, seed=SEED)
+        write_dataset(
+            self.dir / "imp",
+            iter_request_batches(spec, self.REQUESTS, seed=SEED, chunk_requests=500),
+            "impression",
+            codec="zstd",
+            row_group_size=self.ROW_GROUP_ROWS,
+            spec=spec,
+            seed=SEED,
+        )
         self.src = self.dir / "imp" / "data.parquet"
         self.rows = pq.read_metadata(self.src).num_rows
         r = convert(self.src, self.dir / "ref", "request_id")  # the output pyarrow alone writes
         require(r.rows_out == self.REQUESTS and r.conflicts == 0, "convert lost requests")
         self.ref = self.dir / "ref" / "data.parquet"
-        self.k = 0
+        self.runs = 0
         self._runs = None
 
     def teardown(self, preset):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _child(self, mode: str) -> dict:
-        self.k += 1
-        out = self.dir / f"out{self.k}" if mode == "convert" else self.dir / f"arrow{self.k}.parquet"
+        self.runs += 1
+        out = self.dir / f"out{self.runs}" if mode == "convert" else self.dir / f"arrow{self.runs}.parquet"
         root = Path(__file__).resolve().parents[1]
         env = {**os.environ, "PYTHONPATH": str(root)}
-        r = subprocess.run([sys.executable, "-c", _CHILD_SCRIPT, str(self.src), str(out), mode, str(self.ref)],
-                           env=env, capture_output=True, text=True, check=True)
+        r = subprocess.run(
+            [sys.executable, "-c", _CHILD_SCRIPT, str(self.src), str(out), mode, str(self.ref)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         res = json.loads(r.stdout.strip().splitlines()[-1])
         require(res["rows_out"] == self.REQUESTS, f"{mode} wrote {res['rows_out']} rows")
         shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)

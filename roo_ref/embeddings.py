@@ -37,8 +37,8 @@ class EmbeddingBagCollection(nn.Module):
     owns the row block [row_offsets[f], row_offsets[f] + rows[f]). Input feature-major lengths
     [F, B] + values (feature 0's ids for all B rows, then feature 1's, ...); output [B, F, dim]."""
 
-    # Why fused (as fbgemm's TableBatchedEmbeddingBags / torchrec): a GPU training step with one
-    # table per feature was host-bound (one lookup, one sparse gradient and one optimizer update per
+    # Why fused (as fbgemm's TableBatchedEmbeddingBags / torchrec): with one table per feature a GPU
+    # training step is host-bound (one lookup, one sparse gradient and one optimizer update per
     # feature: ~900 kernel launches and 162 syncs per early-ranking step on an H100); fused, a
     # collection costs one lookup, one sparse gradient and one optimizer update.
 
@@ -54,9 +54,9 @@ class EmbeddingBagCollection(nn.Module):
         self.register_buffer("row_offsets", torch.tensor(starts, dtype=torch.int64), persistent=False)
         self.register_buffer("row_counts", torch.tensor(self.rows, dtype=torch.int64), persistent=False)
         # uniform(+-1/sqrt(rows_f)) per feature block, drawn in feature order. No N(0, 1) draw
-        # first (nn.EmbeddingBag's own init, which init_table overwrote): at the presets' sizes that
-        # throw-away draw took 18 of the 25 s of building an early-ranking model on the CPU, twice
-        # per sweep point.
+        # first (nn.EmbeddingBag's own init, which init_table would overwrite): at the presets' sizes
+        # that throw-away draw costs 18 of the 25 s of building an early-ranking model on the CPU,
+        # twice per sweep point.
         for blk in self.bag.weight.detach().split(self.rows):
             init_table(blk)  # THIS feature's rows set the bound
 

@@ -1,7 +1,9 @@
-"""Jagged operators in plain PyTorch: (values, offsets) tensors as in fbgemm and GR.
+"""Model-side jagged operators in plain PyTorch: (values, offsets) tensors as in fbgemm and GR.
 
-These are the reference implementations; roo_ref.jagged_dispatch (if present) may route them to
-fbgemm when it is importable. All are differentiable through ordinary autograd:
+They build on the primitives of workloads.jagged (offsets, segment ids, index select), which are
+re-exported here so the models and kernels import one module. These are the reference
+implementations; roo_ref.jagged_dispatch routes some of them to fbgemm when it is importable. All
+are differentiable through ordinary autograd:
 - expand_by_request (request -> impression gather): backward is the segment sum of the k
   impression gradients of a request, which is exactly the ROO gradient.
 """
@@ -10,34 +12,38 @@ from __future__ import annotations
 
 import torch
 
+from workloads.jagged import (
+    jagged_index_select,
+    keyed_index_select,
+    lengths_from_offsets,
+    offsets_from_lengths,
+    positions_in_segment,
+    row_index,
+    segment_ids,
+)
 
-def offsets_from_lengths(lengths: torch.Tensor) -> torch.Tensor:
-    """[0, l0, l0+l1, ...]: length n+1, int64."""
-    out = torch.zeros(lengths.numel() + 1, dtype=torch.int64, device=lengths.device)
-    torch.cumsum(lengths.reshape(-1).to(torch.int64), 0, out=out[1:])
-    return out
+__all__ = [
+    "expand_by_request",
+    "jagged_concat",
+    "jagged_index_select",
+    "jagged_tail",
+    "jagged_to_padded",
+    "keyed_index_select",
+    "lengths_from_offsets",
+    "offsets_from_lengths",
+    "padded_positions",
+    "padded_to_jagged",
+    "positions_in_segment",
+    "row_index",
+    "segment_ids",
+    "segment_mean",
+    "segment_sum",
+]
 
 
-def lengths_from_offsets(offsets: torch.Tensor) -> torch.Tensor:
-    return offsets[1:] - offsets[:-1]
-
-
-def segment_ids(offsets: torch.Tensor, total: int | None = None) -> torch.Tensor:
-    """For each value, the index of its segment (row)."""
-    lengths = lengths_from_offsets(offsets)
-    n = int(offsets[-1]) if total is None else total
-    rows = torch.arange(lengths.numel(), device=offsets.device)
-    return torch.repeat_interleave(rows, lengths, output_size=n)
-
-
-def expand_by_request(
-    x: torch.Tensor, num_impressions: torch.Tensor, total: int | None = None
-) -> torch.Tensor:
+def expand_by_request(x: torch.Tensor, num_impressions: torch.Tensor, total: int | None = None) -> torch.Tensor:
     """Copy row r of x (one row per request) into each of its k_r impression rows."""
-    idx = torch.repeat_interleave(
-        torch.arange(num_impressions.numel(), device=x.device), num_impressions, output_size=total
-    )
-    return x.index_select(0, idx)
+    return x.index_select(0, row_index(num_impressions, total))
 
 
 def segment_sum(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -63,9 +69,7 @@ def padded_positions(offsets: torch.Tensor, max_len: int) -> tuple[torch.Tensor,
     return rows, cols
 
 
-def jagged_to_padded(
-    values: torch.Tensor, offsets: torch.Tensor, max_len: int, pad: float = 0.0
-) -> torch.Tensor:
+def jagged_to_padded(values: torch.Tensor, offsets: torch.Tensor, max_len: int, pad: float = 0.0) -> torch.Tensor:
     """[total, *D] jagged -> [B, max_len, *D] padded (differentiable)."""
     b = offsets.numel() - 1
     rows, cols = padded_positions(offsets, max_len)
@@ -77,29 +81,6 @@ def padded_to_jagged(padded: torch.Tensor, offsets: torch.Tensor) -> torch.Tenso
     """[B, max_len, *D] padded -> [total, *D] jagged (differentiable)."""
     rows, cols = padded_positions(offsets, padded.shape[1])
     return padded[rows, cols]
-
-
-def jagged_index_select(
-    values: torch.Tensor, lengths: torch.Tensor, index: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows `index` of a jagged tensor: (values', lengths'). Differentiable in `values`; the
-    backward scatters-adds each output segment back to its source row (fbgemm semantics)."""
-    offsets = offsets_from_lengths(lengths)
-    out_lengths = lengths[index]
-    total = int(out_lengths.sum())
-    if total == 0:
-        return values[:0], out_lengths
-    out_offsets = offsets_from_lengths(out_lengths)
-    shift = torch.repeat_interleave(offsets[index] - out_offsets[:-1], out_lengths, output_size=total)
-    pos = torch.arange(total, device=values.device) + shift
-    return values.index_select(0, pos), out_lengths
-
-
-def positions_in_segment(offsets: torch.Tensor, total: int | None = None) -> torch.Tensor:
-    """For each value, its position 0..len-1 inside its segment."""
-    n = int(offsets[-1]) if total is None else total
-    seg = segment_ids(offsets, n)
-    return torch.arange(n, device=offsets.device) - offsets[:-1][seg]
 
 
 def jagged_concat(

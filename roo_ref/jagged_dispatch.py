@@ -1,5 +1,5 @@
 """One dispatcher for the jagged ops the models use (GR `ops/` style): fbgemm when importable,
-plain PyTorch (roo_ref.jagged) otherwise. Both compute the same function, forward and backward.
+plain PyTorch (roo_ref.jagged, on workloads.jagged) otherwise. Both compute the same function, forward and backward.
 
 Choosing:
 - `ROO_JAGGED_BACKEND=torch` in the environment (read at import) or `set_backend("torch")` forces
@@ -102,15 +102,11 @@ def jagged_index_select(
     return J.jagged_index_select(values, lengths, index)
 
 
-def expand_by_request(
-    x: torch.Tensor, num_impressions: torch.Tensor, total: int | None = None
-) -> torch.Tensor:
+def expand_by_request(x: torch.Tensor, num_impressions: torch.Tensor, total: int | None = None) -> torch.Tensor:
     """Row r of x (one row per request) copied to each of its k_r impressions; backward is the
     per-request sum of the k_r impression gradients (the ROO gradient)."""
     if x.dim() >= 2 and use_fbgemm("index_select", x):
-        idx = torch.repeat_interleave(
-            torch.arange(num_impressions.numel(), device=x.device), num_impressions, output_size=total
-        )
+        idx = J.row_index(num_impressions, total)
         # each request row is a length-1 segment: jagged_index_select is then exactly the expansion
         ones = torch.ones(x.shape[0], dtype=torch.int64, device=x.device)
         out, _ = torch.ops.fbgemm.jagged_index_select(_flat(x), ones, idx)
@@ -118,9 +114,7 @@ def expand_by_request(
     return J.expand_by_request(x, num_impressions, total)
 
 
-def jagged_to_padded_dense(
-    values: torch.Tensor, offsets: torch.Tensor, max_len: int, pad: float = 0.0
-) -> torch.Tensor:
+def jagged_to_padded_dense(values: torch.Tensor, offsets: torch.Tensor, max_len: int, pad: float = 0.0) -> torch.Tensor:
     """[total, *D] -> [B, max_len, *D]. Raises if a segment is longer than max_len (fbgemm would
     silently truncate; we keep the reference's stricter contract)."""
     lengths = J.lengths_from_offsets(offsets)

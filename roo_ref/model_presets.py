@@ -1,10 +1,13 @@
 """Model configurations: one frozen, validated ModelConfig per workload preset.
 
 The workload preset (workloads.presets) says what the data looks like; the ModelConfig here says
-what network trains on it. `--set key=value` overrides (flat keys, lists as JSON `[512,256]`) go
-through `ModelConfig.with_overrides`, with the same validation as construction.
+what network trains on it. The two registries share their names: every workload preset has the
+model preset of the same name (a test checks it), and a spec that is not a preset (fitted or loaded
+from a file) names its model preset explicitly (`model_config_for(spec, "tiny")`, `--model tiny`).
+`--set key=value` overrides (flat keys, lists as JSON `[512,256]`) go through
+`ModelConfig.with_overrides`, with the same validation as construction.
 
-Sizing (DESIGN.md "Preset guidance"): `late-ranking` follows MLPerf DLRM-v2 (dim 128, bottom
+Sizing (the preset guidance): `late-ranking` follows MLPerf DLRM-v2 (dim 128, bottom
 512-256, DCN-v2 3 cross layers rank 512, top 1024-1024-512-256); `hstu-ranking` follows MLPerf
 DLRMv3 (5 layers, 4 heads, d_qk = d_v = 128 per head, dim 512); early-ranking/retrieval put most
 per-impression compute on the user side. Embedding tables are sized cardinality x dim but capped at
@@ -119,8 +122,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return {
-            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-            for f in dataclasses.fields(self)
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)
         }
 
     @classmethod
@@ -130,12 +132,12 @@ class ModelConfig:
         if unknown:
             raise SpecError(f"model config: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
         kw = {}
-        for k, v in d.items():
+        for key, v in d.items():
             if isinstance(v, list):
                 v = tuple(v)
-            if k == "normalizer" and _is_int(v):
+            if key == "normalizer" and _is_int(v):
                 v = float(v)
-            kw[k] = v
+            kw[key] = v
         return cls(**kw)
 
     def with_overrides(self, assignments: list[str] | tuple[str, ...]) -> ModelConfig:
@@ -143,10 +145,10 @@ class ModelConfig:
         for a in assignments:
             if "=" not in a:
                 raise SpecError(f"--set {a!r}: expected key=value, e.g. embedding_dim=32")
-            k, raw = (x.strip() for x in a.split("=", 1))
-            if k not in d:
-                raise SpecError(f"--set {k}: unknown model key; allowed: {sorted(d)}")
-            d[k] = parse_value(raw)
+            key, raw = (x.strip() for x in a.split("=", 1))
+            if key not in d:
+                raise SpecError(f"--set {key}: unknown model key; allowed: {sorted(d)}")
+            d[key] = parse_value(raw)
         return ModelConfig.from_dict(d)
 
 
@@ -226,9 +228,9 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def get_model_config(preset: str | None, overrides=()) -> ModelConfig:
-    """The model config of a preset (the `tiny` one for a custom spec), with overrides applied."""
-    name = preset or "tiny"
-    if name not in MODEL_PRESETS:
-        raise SpecError(f"unknown model preset {name!r}; choose one of: {', '.join(MODEL_PRESETS)}")
-    return MODEL_PRESETS[name].with_overrides(list(overrides))
+def get_model_config(preset: str, overrides=()) -> ModelConfig:
+    """The model config of the model preset `preset`, with overrides applied; an unknown name is
+    one SpecError listing the model presets."""
+    if preset not in MODEL_PRESETS:
+        raise SpecError(f"unknown model preset {preset!r}; choose one of: {', '.join(MODEL_PRESETS)}")
+    return MODEL_PRESETS[preset].with_overrides(list(overrides))

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from roo_ref.embeddings import embedding_parameters
-from roo_ref.models.common import LAYOUTS
+from roo_ref.models.common import model_layout
 from workloads.errors import UserError
 
 EMB_OPTIMIZERS = ("rowwise_adagrad", "sgd")
@@ -21,8 +21,8 @@ def sum_duplicate_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(unique rows, fp32 summed values) of a sparse COO row gradient — what `grad.coalesce()`
     gives, computed as unique + index_add_. Why not coalesce: its CUDA kernel
     (coalesceValuesKernel) sums each row's duplicates serially, and Zipf-popular ids repeat
-    100k+ times per step; on the H100 it took 142 of 180 ms of an early-ranking impression-level
-    step (docs/perf.md, campaign 2 profile). index_add_ spreads the sum over the whole GPU."""
+    100k+ times per step; on the H100 it takes 142 of 180 ms of an early-ranking impression-level
+    step (docs/perf.md). index_add_ spreads the sum over the whole GPU."""
     if grad.is_coalesced():
         return grad._indices()[0], grad._values().float()
     idx, vals = grad._indices()[0], grad._values()
@@ -78,8 +78,7 @@ class Trainer:
         emb_lr: float = 0.01,
         emb_optimizer: str = "rowwise_adagrad",
     ):
-        if layout not in LAYOUTS:
-            raise UserError(f"layout={layout!r}; allowed: {', '.join(LAYOUTS)}")
+        model_layout(layout)  # a clear error before any state is built
         if emb_optimizer not in EMB_OPTIMIZERS:
             raise UserError(f"emb_optimizer={emb_optimizer!r}; allowed: {', '.join(EMB_OPTIMIZERS)}")
         torch.manual_seed(seed)  # nothing in a step is random today; keeps any future dropout fixed

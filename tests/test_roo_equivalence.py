@@ -222,7 +222,7 @@ def random_case(draw):
 @given(random_case())
 def test_random_configs_equivalent_fp64(case):
     spec, overrides, n_req, seed = case
-    model = build_model(spec, overrides=overrides, dtype=torch.float64, seed=seed)
+    model = build_model(spec, preset="tiny", overrides=overrides, dtype=torch.float64, seed=seed)
     rb = generate(spec, n_req, seed=seed)
     assert_equivalent(model, rb, rtol=1e-10, atol=1e-12)
 
@@ -260,6 +260,7 @@ def test_edge_cases(arch, case):
     spec = _edge_spec(k, hist)
     model = build_model(
         spec,
+        preset="tiny",
         overrides=[*ARCH_OVERRIDES[arch], "embedding_dim=8", "qk_dim=8", "v_dim=8"],
         dtype=torch.float64,
         seed=2,
@@ -276,7 +277,7 @@ def test_edge_cases(arch, case):
 def test_hstu_empty_history_rows_still_have_target_tokens():
     # a batch where every request's history happens to be empty: HSTU runs on [context, targets]
     spec = _edge_spec(Dist(kind="uniform", low=1, high=4, min=1), Dist(kind="uniform", low=0, high=1))
-    model = build_model(spec, overrides=["arch=hstu"], dtype=torch.float64, seed=2)
+    model = build_model(spec, preset="tiny", overrides=["arch=hstu"], dtype=torch.float64, seed=2)
     ib = generate(spec, 40, seed=1).to_impressions()
     rows = (ib.history_lengths == 0).nonzero().reshape(-1)[:6]
     sub = ib.permute(rows).to_requests()
@@ -284,11 +285,21 @@ def test_hstu_empty_history_rows_still_have_target_tokens():
     assert_equivalent(model, sub, rtol=1e-10, atol=1e-12)
 
 
+def test_custom_spec_must_name_its_model_preset():
+    # a spec that is not a preset implies no model: one clear error, never a silent `tiny`
+    spec = _edge_spec(Dist(kind="fixed", value=2, min=1), Dist(kind="fixed", value=3))
+    with pytest.raises(SpecError, match=r"^workload 'custom' has no model preset of its name.*one of: tiny, "):
+        build_model(spec)
+    with pytest.raises(SpecError, match=r"^unknown model preset 'nope'; choose one of: tiny, "):
+        build_model(spec, preset="nope")
+    assert build_model(spec, preset="tiny").config == MODEL_PRESETS["tiny"]
+
+
 def test_hstu_rejects_always_empty_history():
     spec = _edge_spec(Dist(kind="fixed", value=2, min=1), Dist(kind="fixed", value=0))
     msg = r"^model arch='hstu' needs a user history, but history.length is always 0"
     with pytest.raises(SpecError, match=msg):
-        build_model(spec, overrides=["arch=hstu"])
+        build_model(spec, preset="tiny", overrides=["arch=hstu"])
 
 
 @pytest.mark.parametrize(

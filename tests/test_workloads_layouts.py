@@ -6,9 +6,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workloads.batch import ImpressionBatch, RequestBatch, jagged_gather, keyed_gather
+from workloads.batch import ImpressionBatch, RequestBatch
 from workloads.distributions import Dist
 from workloads.generator import BLOCK, generate, iter_request_batches
+from workloads.jagged import jagged_index_select, keyed_index_select
 from workloads.presets import get_preset
 from workloads.spec import HistorySpec, SparseGroup, Task, WorkloadSpec
 
@@ -17,21 +18,32 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def select_requests(b: RequestBatch, idx: torch.Tensor) -> RequestBatch:
     """Requests `idx` of b (an independent reference for slicing / reordering)."""
-    usv, usl = keyed_gather(b.user_sparse_values, b.user_sparse_lengths, idx)
+    usv, usl = keyed_index_select(b.user_sparse_values, b.user_sparse_lengths, idx)
     hl = b.history_lengths
-    h_ids, h_len = jagged_gather(b.history_item_ids, hl, idx)
-    h_act, _ = jagged_gather(b.history_actions, hl, idx)
-    h_ts, _ = jagged_gather(b.history_timestamps, hl, idx)
+    h_ids, h_len = jagged_index_select(b.history_item_ids, hl, idx)
+    h_act, _ = jagged_index_select(b.history_actions, hl, idx)
+    h_ts, _ = jagged_index_select(b.history_timestamps, hl, idx)
     off = torch.zeros(b.num_requests + 1, dtype=torch.int64)
     off[1:] = torch.cumsum(b.num_impressions, 0)
     ranges = [torch.arange(int(off[i]), int(off[i + 1])) for i in idx.tolist()]
     rows = torch.cat(ranges) if ranges else torch.zeros(0, dtype=torch.int64)
-    isv, isl = keyed_gather(b.item_sparse_values, b.item_sparse_lengths, rows)
+    isv, isl = keyed_index_select(b.item_sparse_values, b.item_sparse_lengths, rows)
     return RequestBatch(
-        request_id=b.request_id[idx], timestamp=b.timestamp[idx], num_impressions=b.num_impressions[idx],
-        user_dense=b.user_dense[idx], user_sparse_lengths=usl, user_sparse_values=usv, history_lengths=h_len,
-        history_item_ids=h_ids, history_actions=h_act, history_timestamps=h_ts, item_id=b.item_id[rows],
-        item_sparse_lengths=isl, item_sparse_values=isv, item_dense=b.item_dense[rows], labels=b.labels[rows],
+        request_id=b.request_id[idx],
+        timestamp=b.timestamp[idx],
+        num_impressions=b.num_impressions[idx],
+        user_dense=b.user_dense[idx],
+        user_sparse_lengths=usl,
+        user_sparse_values=usv,
+        history_lengths=h_len,
+        history_item_ids=h_ids,
+        history_actions=h_act,
+        history_timestamps=h_ts,
+        item_id=b.item_id[rows],
+        item_sparse_lengths=isl,
+        item_sparse_values=isv,
+        item_dense=b.item_dense[rows],
+        labels=b.labels[rows],
     )
 
 
@@ -43,10 +55,18 @@ def _d(**kw):
 
 @st.composite
 def specs(draw):
-    k = draw(st.sampled_from([_d(kind="fixed", value=1, min=1), _d(kind="geometric", mean=2.0, min=1, max=5),
-                              _d(kind="uniform", low=1, high=4, min=1)]))
-    hl = draw(st.sampled_from([_d(kind="fixed", value=0), _d(kind="uniform", low=0, high=6),
-                               _d(kind="poisson", mean=1.0)]))
+    k = draw(
+        st.sampled_from(
+            [
+                _d(kind="fixed", value=1, min=1),
+                _d(kind="geometric", mean=2.0, min=1, max=5),
+                _d(kind="uniform", low=1, high=4, min=1),
+            ]
+        )
+    )
+    hl = draw(
+        st.sampled_from([_d(kind="fixed", value=0), _d(kind="uniform", low=0, high=6), _d(kind="poisson", mean=1.0)])
+    )
     pool = draw(st.sampled_from([_d(kind="fixed", value=1), _d(kind="uniform", low=0, high=3)]))
     n_user = draw(st.integers(0, 2))
     n_item = draw(st.integers(0, 2))
@@ -94,15 +114,25 @@ def test_round_trip_request_impression_request(spec, n, seed, shuffle_seed):
     g_perm, _, _ = full.request_grouping()
     assert rb.to_impressions().equal(full.permute(g_perm))
     by_id = select_requests(rb, torch.argsort(rb.request_id))
-    for f in ("timestamp", "user_dense", "user_sparse_lengths", "user_sparse_values", "history_lengths",
-              "history_item_ids", "history_actions", "history_timestamps", "num_impressions"):
+    for f in (
+        "timestamp",
+        "user_dense",
+        "user_sparse_lengths",
+        "user_sparse_values",
+        "history_lengths",
+        "history_item_ids",
+        "history_actions",
+        "history_timestamps",
+        "num_impressions",
+    ):
         assert torch.equal(getattr(by_id, f), getattr(b, f)), f
     assert sorted(by_id.labels.sum(1).tolist()) == sorted(b.labels.sum(1).tolist())
 
 
 def test_requests_with_one_impression_and_empty_histories():
-    spec = WorkloadSpec(impressions=_d(kind="fixed", value=1, min=1),
-                        history=HistorySpec(length=_d(kind="fixed", value=0)))
+    spec = WorkloadSpec(
+        impressions=_d(kind="fixed", value=1, min=1), history=HistorySpec(length=_d(kind="fixed", value=0))
+    )
     b = generate(spec, 50, seed=0)
     assert (b.num_impressions == 1).all() and b.history_item_ids.numel() == 0
     imp = b.to_impressions()

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from workloads import parquet_io as P
-from workloads.convert import convert, row_equals_prev
+from workloads.convert import convert
 from workloads.errors import UserError
 from workloads.fit import fit_file
 from workloads.generator import generate, iter_request_batches
 from workloads.presets import get_preset
+from workloads.row_equality import row_equals_prev
 from workloads.storage import measure, predicted_uncompressed_ratio, row_bytes, uncompressed_bytes_per_impression
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -27,8 +28,16 @@ def datasets(tmp_path_factory):
     out = {}
     for layout, order in [("request", "grouped"), ("impression", "grouped"), ("impression", "shuffled")]:
         d = root / f"{layout}-{order}"
-        P.write_dataset(d, iter_request_batches(SPEC, n, seed=4, chunk_requests=400), layout, order=order,
-                        codec="zstd", row_group_size=700, spec=SPEC, seed=4)
+        P.write_dataset(
+            d,
+            iter_request_batches(SPEC, n, seed=4, chunk_requests=400),
+            layout,
+            order=order,
+            codec="zstd",
+            row_group_size=700,
+            spec=SPEC,
+            seed=4,
+        )
         out[(layout, order)] = d
     return root, out, generate(SPEC, n, seed=4)
 
@@ -86,8 +95,13 @@ def test_convert_recovers_request_level_exactly(datasets, tmp_path):
     r = convert(ds[("impression", "grouped")] / "data.parquet", tmp_path / "c", "request_id")
     assert (r.rows_in, r.rows_out, r.conflicts, r.external_sort) == (b.num_impressions_total, b.num_requests, 0, False)
     assert r.dedup_factor == pytest.approx(b.num_impressions_total / b.num_requests)
-    assert set(r.ro_columns) == {"timestamp", "user_dense", "history_item_ids", "history_actions",
-                                 "history_timestamps"} | {f"us.user_{i}" for i in range(4)}
+    assert set(r.ro_columns) == {
+        "timestamp",
+        "user_dense",
+        "history_item_ids",
+        "history_actions",
+        "history_timestamps",
+    } | {f"us.user_{i}" for i in range(4)}
     got = pq.read_table(tmp_path / "c" / "data.parquet")
     want = pq.read_table(ds[("request", "grouped")] / "data.parquet")
     assert got.equals(want)
@@ -105,8 +119,10 @@ def test_convert_streams_small_batches_exactly(datasets, tmp_path, monkeypatch):
     got = pq.read_table(tmp_path / "c" / "data.parquet")
     assert got.equals(pq.read_table(ds[("request", "grouped")] / "data.parquet"))
     # one output row group per input row group
-    assert pq.ParquetFile(tmp_path / "c" / "data.parquet").num_row_groups == pq.ParquetFile(
-        ds[("impression", "grouped")] / "data.parquet").num_row_groups
+    assert (
+        pq.ParquetFile(tmp_path / "c" / "data.parquet").num_row_groups
+        == pq.ParquetFile(ds[("impression", "grouped")] / "data.parquet").num_row_groups
+    )
 
 
 def test_convert_drops_guessed_columns_that_vary_later(tmp_path, monkeypatch):
@@ -173,16 +189,18 @@ def test_predicted_matches_measured_uncompressed_ratio_early_ranking():
     assert res["measured_uncompressed_ratio"] == pytest.approx(res["predicted_uncompressed_ratio"], rel=0.05)
     rb = row_bytes(spec)
     k = rb["impressions_per_request"]
-    assert predicted_uncompressed_ratio(spec) == pytest.approx(k * (rb["user"] + rb["item"])
-                                                               / (rb["user"] + rb["request_overhead"] + k * rb["item"]))
+    assert predicted_uncompressed_ratio(spec) == pytest.approx(
+        k * (rb["user"] + rb["item"]) / (rb["user"] + rb["request_overhead"] + k * rb["item"])
+    )
     assert uncompressed_bytes_per_impression(spec, "impression") == rb["user"] + rb["item"]
 
 
 def test_storage_formats_cover_layout_order_codec():
     res = measure(generate(SPEC, 300, seed=1), SPEC)
     keys = {(f["layout"], f["order"], f["codec"]) for f in res["formats"]}
-    assert keys == {("request", "grouped", c) for c in P.CODECS} | {("impression", o, c) for o in P.ORDERS
-                                                                     for c in P.CODECS}
+    assert keys == {("request", "grouped", c) for c in P.CODECS} | {
+        ("impression", o, c) for o in P.ORDERS for c in P.CODECS
+    }
     for f in res["formats"]:
         assert f["file_bytes"] > 0 and f["write_s"] > 0 and f["read_s"] > 0 and f["memory_bytes"] > 0
         assert f["bytes_per_impression"] == pytest.approx(f["file_bytes"] / res["impressions"])

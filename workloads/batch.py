@@ -9,7 +9,7 @@ what a classic pipeline stores and trains on.
 Jagged conventions (as torchrec's KeyedJaggedTensor and fbgemm): sparse features are
 `values` (all ids, feature-major) + `lengths` of shape [F, rows] (ids per feature per row).
 The history is `history_lengths` [rows] + flat `history_item_ids`, `history_actions`,
-`history_timestamps`. Offsets are always derived from lengths (`offsets_of`).
+`history_timestamps`. Offsets are always derived from lengths; the jagged ops are in workloads.jagged.
 
 Invariants (checked by `validate()`): every request has >= 1 impression; the rows of one request
 are adjacent in an ImpressionBatch built by `to_impressions()`; `to_requests()` accepts any row
@@ -19,10 +19,12 @@ order and groups by `request_id` in order of first appearance, keeping impressio
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TypeVar
 
 import torch
 
 from workloads.errors import UserError
+from workloads.jagged import jagged_index_select, keyed_index_select, offsets_from_lengths, row_index
 
 RO_FIELDS = (
     "timestamp",
@@ -37,44 +39,12 @@ RO_FIELDS = (
 NRO_FIELDS = ("item_id", "item_sparse_lengths", "item_sparse_values", "item_dense", "labels")
 
 
-def offsets_of(lengths: torch.Tensor) -> torch.Tensor:
-    """Complete cumulative sum: [0, l0, l0+l1, ...] (length n+1)."""
-    out = torch.zeros(lengths.numel() + 1, dtype=torch.int64, device=lengths.device)
-    torch.cumsum(lengths.reshape(-1), 0, out=out[1:])
-    return out
-
-
-def jagged_gather(
-    values: torch.Tensor, lengths: torch.Tensor, index: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows `index` of a jagged tensor (values, lengths): returns (values', lengths').
-
-    Vectorized (no Python loop): the output position p of segment j reads
-    values[offsets[index[j]] + (p - out_offsets[j])]."""
-    offsets = offsets_of(lengths)
-    out_lengths = lengths[index]
-    total = int(out_lengths.sum())
-    if total == 0:
-        return values[:0], out_lengths
-    out_offsets = offsets_of(out_lengths)
-    shift = torch.repeat_interleave(offsets[index] - out_offsets[:-1], out_lengths, output_size=total)
-    pos = torch.arange(total, device=values.device) + shift
-    return values[pos], out_lengths
-
-
-def keyed_gather(values: torch.Tensor, lengths: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """jagged_gather for feature-major keyed lengths [F, rows]: the same rows of every feature."""
-    n_feat, n_rows = lengths.shape
-    if n_feat == 0:
-        return values[:0], lengths.new_zeros((0, index.numel()))
-    flat_index = (torch.arange(n_feat, device=index.device)[:, None] * n_rows + index[None, :]).reshape(-1)
-    v, lens = jagged_gather(values, lengths.reshape(-1), flat_index)
-    return v, lens.reshape(n_feat, index.numel())
+_B = TypeVar("_B", bound="_Batch")
 
 
 @dataclass
 class _Batch:
-    def to(self, device: torch.device | str) -> _Batch:
+    def to(self: _B, device: torch.device | str) -> _B:
         return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -119,15 +89,11 @@ class RequestBatch(_Batch):
         return self.item_id.numel()
 
     def impression_offsets(self) -> torch.Tensor:
-        return offsets_of(self.num_impressions)
+        return offsets_from_lengths(self.num_impressions)
 
     def impression_to_request(self) -> torch.Tensor:
         """For each impression row, the index of its request (the request→impression expansion map)."""
-        return torch.repeat_interleave(
-            torch.arange(self.num_requests, device=self.num_impressions.device),
-            self.num_impressions,
-            output_size=self.num_impressions_total,
-        )
+        return row_index(self.num_impressions, self.num_impressions_total)
 
     def validate(self) -> None:
         r, n = self.num_requests, self.num_impressions_total
@@ -207,13 +173,13 @@ class ImpressionBatch(_Batch):
         )
 
 
-def _gather_ro(b: _Batch, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+def _gather_ro(b: RequestBatch | ImpressionBatch, idx: torch.Tensor) -> dict[str, torch.Tensor]:
     """Rows `idx` of every RO field (request key, time, user features, history)."""
-    usv, usl = keyed_gather(b.user_sparse_values, b.user_sparse_lengths, idx)
+    usv, usl = keyed_index_select(b.user_sparse_values, b.user_sparse_lengths, idx)
     hl = b.history_lengths
-    h_ids, h_len = jagged_gather(b.history_item_ids, hl, idx)
-    h_act, _ = jagged_gather(b.history_actions, hl, idx)
-    h_ts, _ = jagged_gather(b.history_timestamps, hl, idx)
+    h_ids, h_len = jagged_index_select(b.history_item_ids, hl, idx)
+    h_act, _ = jagged_index_select(b.history_actions, hl, idx)
+    h_ts, _ = jagged_index_select(b.history_timestamps, hl, idx)
     return {
         "request_id": b.request_id[idx],
         "timestamp": b.timestamp[idx],
@@ -227,11 +193,11 @@ def _gather_ro(b: _Batch, idx: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def _gather_nro(b: _Batch, idx: torch.Tensor | None) -> dict[str, torch.Tensor]:
+def _gather_nro(b: RequestBatch | ImpressionBatch, idx: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Impression rows `idx` of every NRO field (all rows, as they are, for idx=None)."""
     if idx is None:
         return {name: getattr(b, name) for name in NRO_FIELDS}
-    isv, isl = keyed_gather(b.item_sparse_values, b.item_sparse_lengths, idx)
+    isv, isl = keyed_index_select(b.item_sparse_values, b.item_sparse_lengths, idx)
     return {
         "item_id": b.item_id[idx],
         "item_sparse_lengths": isl,
@@ -270,7 +236,7 @@ def _check_keyed(lengths: torch.Tensor, values: torch.Tensor, rows: int, name: s
         raise UserError(f"{name}_lengths (sum {int(lengths.sum())}) do not match {values.numel()} values")
 
 
-def _check_jagged_history(b: _Batch) -> None:
+def _check_jagged_history(b: RequestBatch | ImpressionBatch) -> None:
     total = int(b.history_lengths.sum())
     for name in ("history_item_ids", "history_actions", "history_timestamps"):
         if getattr(b, name).numel() != total:

@@ -61,22 +61,22 @@ class Dist:
             raise SpecError(f"{n}.min={self.min} must be >= 0")
         if self.max is not None and self.max < self.min:
             raise SpecError(f"{n}.max={self.max} is below {n}.min={self.min}; set max >= min")
-        k = self.kind
-        if k == "fixed" and self.value < 0:
+        kind = self.kind
+        if kind == "fixed" and self.value < 0:
             raise SpecError(f"{n}.value={self.value} must be >= 0")
-        if k == "uniform" and not (0 <= self.low <= self.high):
+        if kind == "uniform" and not (0 <= self.low <= self.high):
             raise SpecError(f"{n}: uniform needs 0 <= low <= high, got low={self.low} high={self.high}")
-        if k == "geometric" and not self.mean_ >= 1:
+        if kind == "geometric" and not self.mean_ >= 1:
             raise SpecError(f"{n}.mean={self.mean_} must be >= 1 for a geometric distribution")
-        if k in ("poisson", "lognormal") and not self.mean_ > 0:
+        if kind in ("poisson", "lognormal") and not self.mean_ > 0:
             raise SpecError(f"{n}.mean={self.mean_} must be > 0")
-        if k == "lognormal" and not self.sigma > 0:
+        if kind == "lognormal" and not self.sigma > 0:
             raise SpecError(f"{n}.sigma={self.sigma} must be > 0")
-        if k in ("zipf", "powerlaw") and not self.a > 1:
+        if kind in ("zipf", "powerlaw") and not self.a > 1:
             raise SpecError(f"{n}.a={self.a} must be > 1")
-        if k == "powerlaw" and self.low < 1:
+        if kind == "powerlaw" and self.low < 1:
             raise SpecError(f"{n}.low={self.low} must be >= 1 for a power law")
-        if k == "empirical":
+        if kind == "empirical":
             if not self.values or len(self.values) != len(self.weights):
                 raise SpecError(f"{n}: empirical needs values and weights of equal, non-zero length")
             if any(v < 0 for v in self.values) or any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
@@ -126,13 +126,13 @@ class Dist:
     def pmf_table(self) -> tuple[np.ndarray, np.ndarray]:
         """(support, probabilities) after clipping; exact for finite supports."""
         hi = self.max if self.max is not None else None
-        k = self.kind
-        if k == "fixed":
+        kind = self.kind
+        if kind == "fixed":
             xs, ps = np.array([self.value]), np.array([1.0])
-        elif k == "uniform":
+        elif kind == "uniform":
             xs = np.arange(self.low, self.high + 1)
             ps = np.full(len(xs), 1.0 / len(xs))
-        elif k == "empirical":
+        elif kind == "empirical":
             xs = np.asarray(self.values, dtype=np.int64)
             ps = np.asarray(self.weights, dtype=np.float64)
             ps = ps / ps.sum()
@@ -148,33 +148,33 @@ class Dist:
         return uniq.astype(np.int64), np.bincount(inv, weights=ps, minlength=len(uniq))
 
     def _natural_cap(self) -> int:
-        k = self.kind
-        if k == "geometric":
+        kind = self.kind
+        if kind == "geometric":
             return int(min(_SUPPORT_CAP, max(64, math.ceil(self.mean_ * 60))))
-        if k == "poisson":
+        if kind == "poisson":
             return int(min(_SUPPORT_CAP, self.mean_ + 20 * math.sqrt(self.mean_) + 20))
-        if k == "lognormal":
+        if kind == "lognormal":
             mu = math.log(self.mean_) - self.sigma**2 / 2
             return int(min(_SUPPORT_CAP, math.exp(mu + 8 * self.sigma) + 2))
         return _SUPPORT_CAP  # zipf / powerlaw: heavy tails, cut at 2^20
 
     def _pmf(self, xs: np.ndarray) -> np.ndarray:
-        k = self.kind
-        if k == "geometric":
+        kind = self.kind
+        if kind == "geometric":
             return stats.geom.pmf(xs, 1.0 / self.mean_)
-        if k == "poisson":
+        if kind == "poisson":
             return stats.poisson.pmf(xs, self.mean_)
-        if k == "lognormal":
+        if kind == "lognormal":
             mu = math.log(self.mean_) - self.sigma**2 / 2
             d = stats.lognorm(s=self.sigma, scale=math.exp(mu))
             # rounding to the nearest integer: P(x) = F(x+0.5) - F(x-0.5)
             return d.cdf(xs + 0.5) - d.cdf(np.maximum(xs - 0.5, 0.0))
-        if k == "zipf":
+        if kind == "zipf":
             return stats.zipf.pmf(xs, self.a)
-        if k == "powerlaw":
+        if kind == "powerlaw":
             p = np.where(xs >= self.low, np.power(np.maximum(xs, 1).astype(float), -self.a), 0.0)
             return p / p.sum()
-        raise AssertionError(k)
+        raise AssertionError(kind)
 
     def mean(self) -> float:
         xs, ps = self.pmf_table
@@ -187,16 +187,16 @@ class Dist:
     # --- sampling ------------------------------------------------------------------------------
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """n draws as int64, clipped to [min, max]."""
-        k = self.kind
-        if k == "fixed":
+        kind = self.kind
+        if kind == "fixed":
             out = np.full(n, self.value, dtype=np.int64)
-        elif k == "uniform":
+        elif kind == "uniform":
             out = rng.integers(self.low, self.high + 1, size=n, dtype=np.int64)
-        elif k == "geometric":
+        elif kind == "geometric":
             out = rng.geometric(1.0 / self.mean_, size=n).astype(np.int64)
-        elif k == "poisson":
+        elif kind == "poisson":
             out = rng.poisson(self.mean_, size=n).astype(np.int64)
-        elif k == "lognormal":
+        elif kind == "lognormal":
             mu = math.log(self.mean_) - self.sigma**2 / 2
             out = np.rint(rng.lognormal(mu, self.sigma, size=n)).astype(np.int64)
         else:
@@ -211,8 +211,16 @@ class Dist:
 
 
 _FIELD_TYPES = {
-    "value": int, "low": int, "high": int, "min": int, "max": int,
-    "mean_": float, "sigma": float, "a": float, "values": (int,), "weights": (float,),
+    "value": int,
+    "low": int,
+    "high": int,
+    "min": int,
+    "max": int,
+    "mean_": float,
+    "sigma": float,
+    "a": float,
+    "values": (int,),
+    "weights": (float,),
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -48,8 +49,9 @@ def _empirical(x: np.ndarray, lo: int, hi: int) -> Dist:
         keep = counts > 0
         vals = np.rint(sums[keep] / counts[keep]).astype(np.int64)
         counts = counts[keep]
-    return Dist(kind="empirical", values=tuple(int(v) for v in vals), weights=tuple(float(c) for c in counts),
-                min=lo, max=hi)
+    return Dist(
+        kind="empirical", values=tuple(int(v) for v in vals), weights=tuple(float(c) for c in counts), min=lo, max=hi
+    )
 
 
 def _tv(d: Dist, x: np.ndarray) -> float:
@@ -58,7 +60,7 @@ def _tv(d: Dist, x: np.ndarray) -> float:
     emp = dict(zip(vals.tolist(), (counts / x.size).tolist(), strict=True))
     model = dict(zip(xs.tolist(), ps.tolist(), strict=True))
     keys = set(emp) | set(model)
-    return 0.5 * sum(abs(emp.get(k, 0.0) - model.get(k, 0.0)) for k in keys)
+    return 0.5 * sum(abs(emp.get(value, 0.0) - model.get(value, 0.0)) for value in keys)
 
 
 def _ks(d: Dist, x: np.ndarray) -> float:
@@ -83,18 +85,19 @@ def fit_counts(
         d = Dist(kind="fixed", value=lo, min=lo, _name=name)
         return d, {"chosen": "fixed", "mean": mean, "candidates": {"fixed": {"tv": 0.0, "ks": 0.0, "mean_error": 0.0}}}
     cands: dict[str, Dist] = {}
-    for k in kinds:
+    for kind in kinds:
         try:
-            if k == "geometric" and lo >= 1:
-                cands[k] = _dist(kind="geometric", mean=max(1.0, mean), min=lo, max=hi, _name=name)
-            elif k == "poisson" and mean > 0:
-                cands[k] = _dist(kind="poisson", mean=mean, min=lo, max=hi, _name=name)
-            elif k == "lognormal" and lo >= 1:
+            if kind == "geometric" and lo >= 1:
+                cands[kind] = _dist(kind="geometric", mean=max(1.0, mean), min=lo, max=hi, _name=name)
+            elif kind == "poisson" and mean > 0:
+                cands[kind] = _dist(kind="poisson", mean=mean, min=lo, max=hi, _name=name)
+            elif kind == "lognormal" and lo >= 1:
                 s, _, scale = stats.lognorm.fit(x.astype(float), floc=0)
                 if s > 0:
-                    cands[k] = _dist(kind="lognormal", mean=scale * math.exp(s * s / 2), sigma=s, min=lo, max=hi,
-                                     _name=name)
-            elif k == "zipf" and lo >= 1:
+                    cands[kind] = _dist(
+                        kind="lognormal", mean=scale * math.exp(s * s / 2), sigma=s, min=lo, max=hi, _name=name
+                    )
+            elif kind == "zipf" and lo >= 1:
                 # MLE of the Zipf exponent on [1, hi] (bounded search; scipy's zipf has no closed form)
                 logs = np.log(x.astype(float))
                 support = np.arange(1, hi + 1, dtype=float)
@@ -105,14 +108,18 @@ def fit_counts(
                 from scipy.optimize import minimize_scalar
 
                 a = minimize_scalar(nll, bounds=(1.01, 6.0), method="bounded").x
-                cands[k] = _dist(kind="zipf", a=float(a), min=lo, max=hi, _name=name)
+                cands[kind] = _dist(kind="zipf", a=float(a), min=lo, max=hi, _name=name)
         except Exception:  # noqa: BLE001 - a candidate that cannot be fitted is simply not a candidate
             continue
-    report = {}
-    for k, d in cands.items():
-        report[k] = {"tv": _tv(d, x), "ks": _ks(d, x), "mean_error": d.mean() / mean - 1 if mean else 0.0,
-                     "params": d.to_dict()}
-    best = min(report, key=lambda k: report[k]["tv"]) if report else None
+    report: dict[str, dict[str, Any]] = {}
+    for kind, d in cands.items():
+        report[kind] = {
+            "tv": _tv(d, x),
+            "ks": _ks(d, x),
+            "mean_error": d.mean() / mean - 1 if mean else 0.0,
+            "params": d.to_dict(),
+        }
+    best = min(report, key=lambda kind: report[kind]["tv"]) if report else None
     if best is None or report[best]["tv"] > TV_LIMIT or abs(report[best]["mean_error"]) > 0.02:
         d = _empirical(x, lo, hi)
         d = dataclasses.replace(d, _name=name)
@@ -155,16 +162,17 @@ def _load(path, request_key: str) -> tuple[RequestBatch, list[str], list[str]]:
             f"{path} lacks column(s) {missing} of roo-bench's convention (history_*, us.*, is.*, item_id, labels); "
             "rename your columns to it (see workloads/parquet_io.py)"
         )
-    user = [c[len(US):] for c in t.column_names if c.startswith(US)]
-    item = [c[len(IS):] for c in t.column_names if c.startswith(IS)]
+    user = [c[len(US) :] for c in t.column_names if c.startswith(US)]
+    item = [c[len(IS) :] for c in t.column_names if c.startswith(IS)]
     request_level = pa.types.is_list(t.schema.field("item_id").type)
     if request_level:
         return table_to_requests(t), user, item
     return table_to_impressions(t).to_requests(check_constant=False), user, item
 
 
-def fit_batch(b: RequestBatch, user_names: list[str] | None = None, item_names: list[str] | None = None,
-              name: str = "fitted") -> tuple[WorkloadSpec, dict]:
+def fit_batch(
+    b: RequestBatch, user_names: list[str] | None = None, item_names: list[str] | None = None, name: str = "fitted"
+) -> tuple[WorkloadSpec, dict]:
     report: dict = {}
     k = b.num_impressions.numpy()
     imp, report["impressions"] = fit_counts(k, "impressions", ("fixed", "geometric", "poisson", "lognormal", "zipf"))
@@ -226,8 +234,12 @@ def _groups(lengths: np.ndarray, values: np.ndarray, names: list[str] | None, si
         pooling, rep = fit_counts(lengths[f], f"{side}_sparse.{f}.pooling", ("fixed", "poisson", "lognormal"))
         card = int(vals.max()) + 1 if vals.size else 1
         pop, a = _popularity(vals, card)
-        report.setdefault(f"{side}_sparse", {})[fname] = {"pooling": rep["chosen"], "cardinality": card,
-                                                          "popularity": pop, "zipf_a": a}
+        report.setdefault(f"{side}_sparse", {})[fname] = {
+            "pooling": rep["chosen"],
+            "cardinality": card,
+            "popularity": pop,
+            "zipf_a": a,
+        }
         groups.append(SparseGroup(fname, 1, card, pooling, pop, a))
     return tuple(groups)
 

@@ -180,8 +180,13 @@ def _n_feats(groups: tuple[SparseGroup, ...]) -> int:
     return sum(g.count for g in groups)
 
 
-def _keyed_fill(rngs: list[np.random.Generator], groups: tuple[SparseGroup, ...], lengths: np.ndarray,
-                col_starts: np.ndarray, values: np.ndarray) -> None:
+def _keyed_fill(
+    rngs: list[np.random.Generator],
+    groups: tuple[SparseGroup, ...],
+    lengths: np.ndarray,
+    col_starts: np.ndarray,
+    values: np.ndarray,
+) -> None:
     """Feature-major values for a window of blocks: feature f's ids of block 0, block 1, ...
 
     `lengths` is the window's [F, rows]; block b owns columns col_starts[b]:col_starts[b+1]. Each
@@ -283,17 +288,17 @@ def _fill(spec: WorkloadSpec, seed: int, blocks: list[tuple[int, int]]) -> dict[
         r0, i0, h0 = int(req_starts[bi]), int(imp_starts[bi]), int(hist_starts[bi])
         ni, nh = int(imp_starts[bi + 1]) - i0, int(hist_starts[bi + 1]) - h0
 
-        def rng(stream: int, b: int = b) -> np.random.Generator:
+        def block_rng(stream: int, b: int = b) -> np.random.Generator:
             return np.random.default_rng([seed, b, stream])
 
-        _history_into(rng(_S_HISTORY), spec, h_ids[h0 : h0 + nh], h_act[h0 : h0 + nh], h_ts[h0 : h0 + nh])
-        zipf_ids(rng(_S_ITEM_ID), ni, h.item_cardinality, h.zipf_a, out=item_id[i0 : i0 + ni])
-        _normals_into(rng(_S_USER_DENSE), user_dense[r0 : r0 + n])
-        _normals_into(rng(_S_ITEM_DENSE), item_dense[i0 : i0 + ni])
-        u = rng(_S_LABELS).random((ni, n_tasks), dtype=np.float32)
+        _history_into(block_rng(_S_HISTORY), spec, h_ids[h0 : h0 + nh], h_act[h0 : h0 + nh], h_ts[h0 : h0 + nh])
+        zipf_ids(block_rng(_S_ITEM_ID), ni, h.item_cardinality, h.zipf_a, out=item_id[i0 : i0 + ni])
+        _normals_into(block_rng(_S_USER_DENSE), user_dense[r0 : r0 + n])
+        _normals_into(block_rng(_S_ITEM_DENSE), item_dense[i0 : i0 + ni])
+        u = block_rng(_S_LABELS).random((ni, n_tasks), dtype=np.float32)
         np.less(u, rates, out=labels[i0 : i0 + ni], casting="unsafe")
-        user_rngs.append(rng(_S_USER))
-        item_rngs.append(rng(_S_ITEM))
+        user_rngs.append(block_rng(_S_USER))
+        item_rngs.append(block_rng(_S_ITEM))
     _keyed_fill(user_rngs, spec.user_sparse, usl, req_starts, usv)
     _keyed_fill(item_rngs, spec.item_sparse, isl, imp_starts, isv)
     _history_timestamps(h_ts, hl, ts)
@@ -403,10 +408,10 @@ _CONCAT_DIM = {"user_sparse_lengths": 1, "item_sparse_lengths": 1}
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if len(parts) == 1:
         return parts[0]
-    out = {k: np.concatenate([p[k] for p in parts], axis=_CONCAT_DIM.get(k, 0)) for k in parts[0]}
+    out = {name: np.concatenate([p[name] for p in parts], axis=_CONCAT_DIM.get(name, 0)) for name in parts[0]}
     # keyed values are feature-major: interleave each part's per-feature runs
     for lk, vk in (("user_sparse_lengths", "user_sparse_values"), ("item_sparse_lengths", "item_sparse_values")):
-        runs = []
+        runs: list[np.ndarray] = []
         f = parts[0][lk].shape[0]
         splits = [np.cumsum(p[lk].sum(1))[:-1] for p in parts]
         pieces = [np.split(p[vk], s) for p, s in zip(parts, splits, strict=True)]
@@ -417,7 +422,7 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def _to_batch(arrays: dict[str, np.ndarray], device: torch.device | str | None) -> RequestBatch:
-    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    t = {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in arrays.items()}
     b = RequestBatch(**t)
     # generation itself runs on the CPU (numpy); a device batch is one host-to-device copy
     return b.to(device) if device is not None and str(device) != "cpu" else b
@@ -443,11 +448,14 @@ def iter_request_batches(
     if seed < 0:
         raise SpecError(f"seed={seed} must be >= 0")
     n_blocks = (n_requests + BLOCK - 1) // BLOCK
-    win, win_offs, win_lo, win_hi, next_block = None, None, 0, 0, 0
+    win: dict[str, np.ndarray] = {}  # the generated window of blocks; empty until the first one
+    win_offs: dict[str, np.ndarray] | None = None
+    win_lo, win_hi, next_block = 0, 0, 0
     lo = 0
     while lo < n_requests:
         hi = min(lo + chunk, n_requests)
-        parts, cur = [], lo
+        parts: list[dict[str, np.ndarray]] = []
+        cur = lo
         while cur < hi:
             if cur >= win_hi:  # a new window: the blocks that cover the rest of this chunk
                 last = min(n_blocks, (hi - 1) // BLOCK + 1)

@@ -12,8 +12,9 @@ A dataset is a directory holding `data.parquet` and `manifest.json`. Columns:
     item_dense  fixed_size_list<f32>[Di]  NRO (absent when Di == 0)
     labels      fixed_size_list<f32>[T]   NRO
 
-Impression level: one row per impression with exactly these types (RO values copied per row).
-Request level: one row per request; RO columns as above, every NRO column wrapped in one more list
+Impression level (`Layout.IMPRESSION`): one row per impression with exactly these types (RO
+values copied per row). Request level (`Layout.ROO`, named `request` on disk: directory and
+manifest `layout`): one row per request; RO columns as above, every NRO column wrapped in one more list
 (k impressions per row), e.g. `item_id: list<int64>`, `is.<name>: list<list<int64>>`.
 
 Row orders (impression level): `grouped` keeps a request's rows adjacent; `shuffled` applies a
@@ -39,8 +40,8 @@ import torch
 
 from workloads.batch import ImpressionBatch, RequestBatch
 from workloads.errors import UserError
+from workloads.layout import Layout
 
-LAYOUTS = ("request", "impression")
 ORDERS = ("grouped", "shuffled")
 CODECS = ("none", "snappy", "zstd")
 DATA_FILE = "data.parquet"
@@ -230,7 +231,12 @@ def table_to_impressions(table: pa.Table) -> ImpressionBatch:
 
 
 # --- datasets on disk ----------------------------------------------------------------------------
-def _compression(codec: str) -> str:
+def parquet_compression(codec: str) -> str:
+    """The pyarrow `compression=` value for a user-facing codec name (`none`, `snappy`, `zstd`).
+
+    Every Parquet writer here (datasets, `convert`, `storage`, the asv benchmarks) goes through
+    this one mapping, so a codec name means the same file format everywhere; an unknown name is
+    one UserError listing the allowed ones."""
     return {"none": "NONE", "snappy": "SNAPPY", "zstd": "ZSTD"}[check_choice("codec", codec, CODECS)]
 
 
@@ -244,14 +250,22 @@ class DatasetWriter:
     Use as a context manager over a directory that must not exist yet: data goes to a temp dir
     beside it, renamed into place by `close()`; on an exception the temp dir is removed."""
 
-    def __init__(self, out_dir, layout: str, order: str = "grouped", codec: str = "zstd",
-                 row_group_size: int = DEFAULT_ROW_GROUP, spec=None, seed: int | None = None,
-                 extra: dict | None = None):
-        self.layout = check_choice("layout", layout, LAYOUTS)
+    def __init__(
+        self,
+        out_dir,
+        layout: str | Layout,
+        order: str = "grouped",
+        codec: str = "zstd",
+        row_group_size: int = DEFAULT_ROW_GROUP,
+        spec=None,
+        seed: int | None = None,
+        extra: dict | None = None,
+    ):
+        self.layout = Layout.parse(layout)
         self.order = check_choice("order", order, ORDERS)
-        if layout == "request" and order != "grouped":
+        if self.layout is Layout.ROO and order != "grouped":
             raise UserError("order='shuffled' applies to the impression layout only; request rows are one per request")
-        self.compression = _compression(codec)
+        self.compression = parquet_compression(codec)
         if isinstance(row_group_size, bool) or not isinstance(row_group_size, int) or row_group_size < 1:
             raise UserError(f"row_group_size={row_group_size} must be an integer >= 1")
         self.codec, self.row_group_size, self.spec, self.seed = codec, row_group_size, spec, seed
@@ -274,7 +288,7 @@ class DatasetWriter:
             self.abort()
 
     def table_for(self, b: RequestBatch) -> pa.Table:
-        if self.layout == "request":
+        if self.layout is Layout.ROO:
             return request_table(b, self.spec)
         imp = b.to_impressions()
         if self.order == "shuffled":
@@ -312,8 +326,8 @@ class DatasetWriter:
         meta = pq.read_metadata(self.tmp / DATA_FILE)
         manifest = {
             "schema": MANIFEST_SCHEMA,
-            "layout": self.layout,
-            "order": self.order if self.layout == "impression" else "grouped",
+            "layout": self.layout.dataset_name,
+            "order": self.order if self.layout is Layout.IMPRESSION else "grouped",
             "codec": self.codec,
             "row_group_size": self.row_group_size,
             "seed": self.seed,
@@ -341,8 +355,9 @@ class DatasetWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def write_dataset(out_dir, batches: Iterable[RequestBatch], layout: str, **kw) -> dict:
-    """Write RequestBatches as one dataset (layout 'request' or 'impression'); returns the manifest."""
+def write_dataset(out_dir, batches: Iterable[RequestBatch], layout: str | Layout, **kw) -> dict:
+    """Write RequestBatches as one dataset of `layout` (`request`/`roo` or `impression`); returns
+    the manifest."""
     with DatasetWriter(out_dir, layout, **kw) as w:
         for b in batches:
             w.write(b)
@@ -360,6 +375,11 @@ def read_manifest(path) -> dict:
         raise UserError(f"{m} is not valid JSON ({e}); regenerate the dataset") from None
 
 
+def manifest_layout(manifest: dict) -> Layout:
+    """The Layout of a dataset from its manifest (which stores the on-disk name, e.g. `request`)."""
+    return Layout.parse(manifest["layout"])
+
+
 def read_table(path, columns: list[str] | None = None) -> pa.Table:
     """A Parquet file (or a dataset dir's data file) as one table; a clear error if unreadable."""
     p = Path(path)
@@ -375,9 +395,9 @@ def read_table(path, columns: list[str] | None = None) -> pa.Table:
 
 def read_dataset(path) -> RequestBatch | ImpressionBatch:
     """Read back exactly what was written: a RequestBatch or an ImpressionBatch (in file row order)."""
-    layout = read_manifest(path)["layout"]
+    layout = manifest_layout(read_manifest(path))
     t = read_table(path)
-    return table_to_requests(t) if layout == "request" else table_to_impressions(t)
+    return table_to_requests(t) if layout is Layout.ROO else table_to_impressions(t)
 
 
 def dataset_dirs(root) -> list[Path]:

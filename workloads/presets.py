@@ -1,6 +1,7 @@
-"""Named workloads shaped like public models (see DESIGN.md, "Preset guidance").
+"""Named workloads shaped like public models.
 
-Each preset is a WorkloadSpec; the model side of a preset (layer sizes) lives in roo_ref.
+Each preset is a WorkloadSpec; the model side of a preset (layer sizes) is the model preset of the
+same name in roo_ref.model_presets.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ PRESETS: dict[str, WorkloadSpec] = {
         "user/item) with DCN cross layers: a heavy per-impression interaction.",
         impressions=_d(kind="geometric", mean=6.0, min=1, max=32),
         history=HistorySpec(length=_d(kind="lognormal", mean=200.0, sigma=0.6, max=1024), item_cardinality=10_000_000),
-        user_sparse=(SparseGroup("user", 16, 4_000_000, _d(kind="lognormal", mean=8.0, sigma=0.8, min=1, max=100),
-                                 "zipf", 1.05),),
+        user_sparse=(
+            SparseGroup("user", 16, 4_000_000, _d(kind="lognormal", mean=8.0, sigma=0.8, min=1, max=100), "zipf", 1.05),
+        ),
         user_dense=8,
         item_sparse=(SparseGroup("item", 10, 10_000_000, _d(kind="uniform", low=1, high=5), "zipf", 1.2),),
         item_dense=5,

@@ -167,27 +167,27 @@ class WorkloadSpec:
         top = {f.name for f in dataclasses.fields(cls)}
         _check_keys(d, top, "spec")
         kw: dict = {}
-        for k, v in d.items():
-            if k == "impressions":
-                kw[k] = Dist.from_dict(_table(v, k), name=k)
-            elif k == "history":
-                h = _table(v, k)
+        for key, v in d.items():
+            if key == "impressions":
+                kw[key] = Dist.from_dict(_table(v, key), name=key)
+            elif key == "history":
+                h = _table(v, key)
                 _check_keys(h, {f.name for f in dataclasses.fields(HistorySpec)}, "history")
                 h = dict(h)
                 if "length" in h:
                     h["length"] = Dist.from_dict(_table(h["length"], "history.length"), name="history.length")
-                kw[k] = HistorySpec(**_typed(HistorySpec, h, "history"))
-            elif k in ("user_sparse", "item_sparse"):
-                kw[k] = tuple(_group_from(x, f"{k}.{i}") for i, x in enumerate(_list(v, k)))
-            elif k == "tasks":
+                kw[key] = HistorySpec(**_typed(HistorySpec, h, "history"))
+            elif key in ("user_sparse", "item_sparse"):
+                kw[key] = tuple(_group_from(x, f"{key}.{i}") for i, x in enumerate(_list(v, key)))
+            elif key == "tasks":
                 ts = []
-                for i, x in enumerate(_list(v, k)):
+                for i, x in enumerate(_list(v, key)):
                     x = _table(x, f"tasks.{i}")
                     _check_keys(x, {"name", "base_rate"}, f"tasks.{i}")
                     ts.append(Task(**_typed(Task, x, f"tasks.{i}")))
-                kw[k] = tuple(ts)
+                kw[key] = tuple(ts)
             else:
-                kw[k] = v
+                kw[key] = v
         return cls(**_typed(cls, kw, "spec"))
 
     def with_overrides(self, assignments: list[str]) -> WorkloadSpec:
@@ -263,21 +263,21 @@ def _typed(cls, kw: dict, where: str) -> dict:
     """Check scalar field types (ints stay ints; an int is accepted for a float)."""
     hints = {f.name: f.type for f in dataclasses.fields(cls)}
     out = {}
-    for k, v in kw.items():
-        t = hints.get(k)
+    for name, v in kw.items():
+        t = hints.get(name)
         want = _TYPES.get(t) if isinstance(t, str) else None
         if want is int and (isinstance(v, bool) or not isinstance(v, int)):
             if isinstance(v, float) and v.is_integer():
                 v = int(v)
             else:
-                raise SpecError(f"{where}.{k}={v!r} must be an integer")
+                raise SpecError(f"{where}.{name}={v!r} must be an integer")
         elif want is float:
             if isinstance(v, bool) or not isinstance(v, int | float):
-                raise SpecError(f"{where}.{k}={v!r} must be a number")
+                raise SpecError(f"{where}.{name}={v!r} must be a number")
             v = float(v)
         elif want is str and not isinstance(v, str):
-            raise SpecError(f"{where}.{k}={v!r} must be a string")
-        out[k] = v
+            raise SpecError(f"{where}.{name}={v!r} must be a string")
+        out[name] = v
     return out
 
 
@@ -333,7 +333,7 @@ def _optional_keys(parent: list[str], cur: dict) -> set[str]:
 
 def _drop_none(x):
     if isinstance(x, dict):
-        return {k: _drop_none(v) for k, v in x.items() if v is not None}
+        return {key: _drop_none(v) for key, v in x.items() if v is not None}
     if isinstance(x, list):
         return [_drop_none(v) for v in x]
     return x

@@ -24,13 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from workloads.batch import ImpressionBatch, RequestBatch
-from workloads.errors import UserError
+from workloads.layout import Layout
 from workloads.parquet_io import (
     CODECS,
     DEFAULT_ROW_GROUP,
     ORDERS,
-    _compression,
     impression_table,
+    parquet_compression,
     request_table,
     shuffle_perm,
 )
@@ -44,11 +44,11 @@ def row_bytes(spec: WorkloadSpec) -> dict[str, float]:
     """Expected uncompressed bytes: `user` (U, RO per request), `item` (I, NRO per impression),
     `request_overhead` (o, request level only) and `impressions_per_request` (E[k])."""
     h = spec.history.length.mean()
-    user = 8 + 8  # request_id, timestamp
+    user: float = 8 + 8  # request_id, timestamp
     user += 4 * spec.user_dense
     user += sum(g.count * (OFFSET + 8 * g.pooling.mean()) for g in spec.user_sparse)
     user += 3 * OFFSET + h * (8 + 4 + 8)  # history ids (int64), actions (int32), timestamps (int64)
-    item = 8  # item_id
+    item: float = 8  # item_id
     item += sum(g.count * (OFFSET + 8 * g.pooling.mean()) for g in spec.item_sparse)
     item += 4 * spec.item_dense + 4 * spec.n_tasks
     nro_columns = 1 + spec.n_item_sparse + (1 if spec.item_dense else 0) + 1
@@ -60,25 +60,24 @@ def row_bytes(spec: WorkloadSpec) -> dict[str, float]:
     }
 
 
-def uncompressed_bytes_per_impression(spec: WorkloadSpec, layout: str = "impression") -> float:
-    """Expected uncompressed bytes per impression for `layout` ('impression' or 'request')."""
+def uncompressed_bytes_per_impression(spec: WorkloadSpec, layout: str | Layout = Layout.IMPRESSION) -> float:
+    """Expected uncompressed bytes per impression for `layout` (`impression`, or `roo`/`request`)."""
     r = row_bytes(spec)
     k = r["impressions_per_request"]
-    if layout == "impression":
+    if Layout.parse(layout) is Layout.IMPRESSION:
         return r["user"] + r["item"]
-    if layout == "request":
-        return (r["user"] + r["request_overhead"]) / k + r["item"]
-    raise UserError(f"layout={layout!r}; allowed: impression, request")
+    return (r["user"] + r["request_overhead"]) / k + r["item"]
 
 
 def predicted_uncompressed_ratio(spec: WorkloadSpec) -> float:
     """k(U+I)/(U+kI) from the spec's expected values (see the module docstring)."""
-    return uncompressed_bytes_per_impression(spec, "impression") / uncompressed_bytes_per_impression(spec, "request")
+    impression = uncompressed_bytes_per_impression(spec, Layout.IMPRESSION)
+    return impression / uncompressed_bytes_per_impression(spec, Layout.ROO)
 
 
 def _timed_write(table: pa.Table, path: Path, codec: str, row_group_size: int) -> float:
     t0 = time.perf_counter()
-    pq.write_table(table, path, compression=_compression(codec), row_group_size=row_group_size)
+    pq.write_table(table, path, compression=parquet_compression(codec), row_group_size=row_group_size)
     return time.perf_counter() - t0
 
 
@@ -101,10 +100,12 @@ def measure(
     and MB/s (of in-memory data), in-memory Arrow bytes; plus predicted vs measured ratios."""
     n_imp = batch.num_impressions_total
     imp: ImpressionBatch = batch.to_impressions()
-    tables: list[tuple[str, str, pa.Table]] = [("request", "grouped", request_table(batch, spec))]
+    # keyed by the datasets' on-disk names (`request`, `impression`), as in the JSON output
+    req_name, imp_name = Layout.ROO.dataset_name, Layout.IMPRESSION.dataset_name
+    tables: list[tuple[str, str, pa.Table]] = [(req_name, "grouped", request_table(batch, spec))]
     for order in orders:
         b = imp if order == "grouped" else imp.permute(shuffle_perm(n_imp, seed, 0))
-        tables.append(("impression", order, impression_table(b, spec)))
+        tables.append((imp_name, order, impression_table(b, spec)))
     formats = []
     tmp = Path(tempfile.mkdtemp(prefix="roo-storage-", dir=workdir))
     try:
@@ -146,7 +147,7 @@ def measure(
         "history_length_mean": float(batch.history_lengths.double().mean()),
         "predicted_uncompressed_ratio": predicted_uncompressed_ratio(spec) if spec is not None else None,
         "measured_uncompressed_ratio": mem_imp / mem_req,
-        "uncompressed_bytes": {"request": mem_req, "impression": mem_imp},
+        "uncompressed_bytes": {req_name: mem_req, imp_name: mem_imp},
         "row_bytes": row_bytes(spec) if spec is not None else None,
         "formats": formats,
     }
@@ -156,7 +157,7 @@ def measure(
     # the savings a user asks about: same disk, how many more impressions (per codec and order)
     by = {(f["layout"], f["order"], f["codec"]): f["file_bytes"] for f in formats}
     out["file_ratios"] = {
-        f"{order}/{codec}": by[("impression", order, codec)] / by[("request", "grouped", codec)]
+        f"{order}/{codec}": by[(imp_name, order, codec)] / by[(req_name, "grouped", codec)]
         for order in orders
         for codec in codecs
     }

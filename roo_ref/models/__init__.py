@@ -2,6 +2,9 @@
 
     build_model(spec, preset=None, overrides=(), device="cpu", dtype=torch.float32, seed=0)
 
+`preset` is the model preset; it defaults to the workload preset of the spec's name (see
+`model_config_for`: a custom spec names it explicitly).
+
 returns a module with `.config` (ModelConfig) and `.forward(batch, layout) -> {"loss", "logits"}`
 (layout "impression" takes an ImpressionBatch, "roo" a RequestBatch; logits [N, T] in the
 request-grouped impression order in both).
@@ -26,9 +29,19 @@ _ARCH = {"dlrm": DLRM, "two_tower": TwoTower, "hstu": HSTURanker}
 
 
 def model_config_for(spec: WorkloadSpec, preset: str | None = None, overrides=()) -> ModelConfig:
-    """The model preset `preset`, else the one named like the spec, else `tiny`; plus overrides."""
-    name = preset if preset is not None else (spec.name if spec.name in MODEL_PRESETS else "tiny")
-    return get_model_config(name, overrides)
+    """The model preset `preset` (default: the one named like the spec), plus overrides.
+
+    A spec that is not a preset (fitted, or loaded from a file) implies no model: it must name its
+    model preset, e.g. `preset="tiny"`; otherwise this is one SpecError naming the spec and the
+    model presets, never a silent choice."""
+    if preset is None:
+        if spec.name not in MODEL_PRESETS:
+            raise SpecError(
+                f"workload {spec.name!r} has no model preset of its name; name one explicitly "
+                f"(`--model NAME`, or preset=NAME in code), one of: {', '.join(MODEL_PRESETS)}"
+            )
+        preset = spec.name
+    return get_model_config(preset, overrides)
 
 
 def check_compatible(spec: WorkloadSpec, cfg: ModelConfig) -> None:
@@ -43,9 +56,7 @@ def check_compatible(spec: WorkloadSpec, cfg: ModelConfig) -> None:
         try:
             from roo_ref.kernels.hstu_attention import SUPPORTED_HEAD_DIMS
         except ImportError as e:
-            raise SpecError(
-                f"model attention_backend='triton' needs triton, which does not import: {e}"
-            ) from None
+            raise SpecError(f"model attention_backend='triton' needs triton, which does not import: {e}") from None
         for name, d in (("qk_dim/num_heads", cfg.d_qk), ("v_dim/num_heads", cfg.d_v)):
             if d not in SUPPORTED_HEAD_DIMS:
                 raise SpecError(
@@ -68,7 +79,7 @@ def build_model(
         raise UserError(f"model dtype={dtype}; allowed: float32, bfloat16 (float64 for tests)")
     # Initialize on the target device under a private RNG: a seed gives the same weights on that
     # device (both layouts of a point start from the same weights). Not on the CPU and then copied:
-    # the presets' tables hold GBs, and a CPU init plus copy took ~12 s per model, twice per sweep
+    # the presets' tables hold GBs, and a CPU init plus copy takes ~12 s per model, twice per sweep
     # point. CPU and CUDA generators differ, so a seed's CPU and GPU weights differ.
     dev = torch.device(device)
     cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []

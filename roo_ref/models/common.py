@@ -8,8 +8,7 @@ from torch.nn import functional as F
 
 from workloads.batch import ImpressionBatch, RequestBatch
 from workloads.errors import UserError
-
-LAYOUTS = ("impression", "roo")
+from workloads.layout import LAYOUTS, Layout
 
 
 class MLP(nn.Sequential):
@@ -27,14 +26,21 @@ class MLP(nn.Sequential):
         self.out_dim = d
 
 
-def check_layout(batch, layout: str) -> bool:
-    """True for the ROO layout; a clear error for a wrong layout or batch type."""
+def model_layout(layout: str | Layout) -> Layout:
+    """The Layout a model step runs in; models take exactly `impression` or `roo` (the data
+    layer's name `request` is not a model layout), anything else is one clear error."""
     if layout not in LAYOUTS:
-        raise UserError(f"layout={layout!r}; allowed: {', '.join(LAYOUTS)}")
-    want = RequestBatch if layout == "roo" else ImpressionBatch
+        raise UserError(f"layout={str(layout)!r}; allowed: {', '.join(LAYOUTS)}")
+    return Layout(layout)
+
+
+def check_layout(batch, layout: str | Layout) -> bool:
+    """True for the ROO layout; a clear error for a wrong layout or batch type."""
+    roo = model_layout(layout) is Layout.ROO
+    want = RequestBatch if roo else ImpressionBatch
     if not isinstance(batch, want):
-        raise UserError(f"layout={layout!r} needs a {want.__name__}, got {type(batch).__name__}")
-    return layout == "roo"
+        raise UserError(f"layout={str(layout)!r} needs a {want.__name__}, got {type(batch).__name__}")
+    return roo
 
 
 def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """DLRM-style ranker with a UserArch (early-ranking: dot interaction; late-ranking: DCN-v2).
 
-User side (RO): user sparse bags + user dense MLP + pooled history (item table mean + action table
-mean) -> `user_arch`, an MLP compressing them to `user_vectors` vectors. Item side (NRO): item
+User side (RO): the user feature vectors of roo_ref.models.user_features (user sparse bags + user
+dense MLP + pooled history) -> `user_arch`, an MLP compressing them to `user_vectors` vectors. Item side (NRO): item
 sparse bags + candidate item id (the same item table as the history) + item dense MLP -> `item_arch`
 (to `item_vectors` vectors). Then `interaction` -> `top_arch` -> `heads` (one logit per task).
 
@@ -15,10 +15,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from roo_ref.embeddings import EmbeddingBagCollection, Table
+from roo_ref.embeddings import EmbeddingBagCollection
 from roo_ref.jagged_dispatch import expand_by_request
 from roo_ref.model_presets import ModelConfig
 from roo_ref.models.common import MLP, bce_loss, check_layout, param_dtype
+from roo_ref.models.user_features import UserFeatureModel
 from workloads.spec import WorkloadSpec
 
 
@@ -62,19 +63,11 @@ class DCNInteraction(nn.Module):
         return x
 
 
-class DLRM(nn.Module):
+class DLRM(UserFeatureModel):
     def __init__(self, spec: WorkloadSpec, cfg: ModelConfig):
-        super().__init__()
-        self.config = cfg
+        super().__init__(spec, cfg, pooled_history=True)
         d = cfg.embedding_dim
-        self.user_sparse = EmbeddingBagCollection(
-            [g.cardinality for _, g in spec.user_features()], d, cfg.max_table_rows
-        )
-        self.user_dense_arch = MLP(spec.user_dense, (*cfg.dense_arch, d)) if spec.user_dense else None
-        self.item_table = Table(spec.history.item_cardinality, d, cfg.max_table_rows)
-        self.action_table = Table(spec.history.action_types, d, cfg.max_table_rows)
-        n_user_in = spec.n_user_sparse + (1 if spec.user_dense else 0) + 1  # + pooled history
-        self.user_arch = MLP(n_user_in * d, (*cfg.user_arch, cfg.user_vectors * d), final_act=False)
+        self.user_arch = MLP(self.n_user_vectors * d, (*cfg.user_arch, cfg.user_vectors * d), final_act=False)
         self.item_sparse = EmbeddingBagCollection(
             [g.cardinality for _, g in spec.item_features()], d, cfg.max_table_rows
         )
@@ -92,13 +85,7 @@ class DLRM(nn.Module):
     def user_side(self, b) -> torch.Tensor:
         """[rows, user_vectors, D] for the batch's user rows (requests or impressions)."""
         cfg = self.config
-        parts = [self.user_sparse(b.user_sparse_lengths, b.user_sparse_values)]
-        if self.user_dense_arch is not None:
-            parts.append(self.user_dense_arch(b.user_dense.to(param_dtype(self)))[:, None])
-        hist = self.item_table.pooled_mean(b.history_item_ids, b.history_lengths)
-        hist = hist + self.action_table.pooled_mean(b.history_actions, b.history_lengths)
-        parts.append(hist[:, None])
-        x = torch.cat(parts, 1).flatten(1)
+        x = self.user_feature_vectors(b).flatten(1)
         return self.user_arch(x).view(-1, cfg.user_vectors, cfg.embedding_dim)
 
     def item_side(self, b) -> torch.Tensor:

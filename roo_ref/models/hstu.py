@@ -1,13 +1,14 @@
 """HSTU ranker (GR semantics) over [context, history, targets] sequences.
 
-Per layer on the jagged token sequence x (DESIGN.md):
+Per layer on the jagged token sequence x:
     u, v, q, k = split(uvqk(norm(x))); u = silu(u)
     a = hstu_attention(q, k, v)  (silu(alpha q k^T + rab) / N * target-aware mask) @ v
     x = x + out(u * norm_attn(a))
 `N` is the fixed config constant `normalizer` (not the sequence length), so a request sequence and
 its impression sequences are scaled identically.
 
-Tokens: one context token (user sparse bags + user dense -> `user_context`), the history (item id
+Tokens: one context token (user sparse bags + user dense -> `user_context`, built by
+roo_ref.models.user_features with the history tables), the history (item id
 embedding + action embedding, the most recent `max_history_len` events), then targets (candidate
 item id embedding + `item_arch` of the item features). RAB positions: context 0, history 1..L,
 every target L+1; timestamps: context and targets get the request time, history its own times.
@@ -28,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from roo_ref.attention import hstu_attention
-from roo_ref.embeddings import EmbeddingBagCollection, Table
+from roo_ref.embeddings import EmbeddingBagCollection
 from roo_ref.jagged_dispatch import (
     complete_cumsum,
     expand_by_request,
@@ -38,6 +39,7 @@ from roo_ref.jagged_dispatch import (
 )
 from roo_ref.model_presets import ModelConfig
 from roo_ref.models.common import MLP, bce_loss, check_layout, param_dtype
+from roo_ref.models.user_features import UserFeatureModel
 from workloads.spec import WorkloadSpec
 
 
@@ -110,17 +112,10 @@ class HSTUStack(nn.Module):
         return self.norm(x)
 
 
-class HSTURanker(nn.Module):
+class HSTURanker(UserFeatureModel):
     def __init__(self, spec: WorkloadSpec, cfg: ModelConfig):
-        super().__init__()
-        self.config = cfg
+        super().__init__(spec, cfg, pooled_history=False)
         d = cfg.embedding_dim
-        self.user_sparse = EmbeddingBagCollection(
-            [g.cardinality for _, g in spec.user_features()], d, cfg.max_table_rows
-        )
-        self.user_context = nn.Linear(spec.n_user_sparse * d + spec.user_dense, d)
-        self.item_table = Table(spec.history.item_cardinality, d, cfg.max_table_rows)
-        self.action_table = Table(spec.history.action_types, d, cfg.max_table_rows)
         self.item_sparse = EmbeddingBagCollection(
             [g.cardinality for _, g in spec.item_features()], d, cfg.max_table_rows
         )
@@ -129,12 +124,6 @@ class HSTURanker(nn.Module):
         self.hstu = HSTUStack(cfg)
         self.head = MLP(d, cfg.head_arch)
         self.heads = nn.Linear(self.head.out_dim, spec.n_tasks)
-
-    def context(self, b) -> torch.Tensor:
-        x = self.user_sparse(b.user_sparse_lengths, b.user_sparse_values).flatten(1)
-        dt = self.user_context.weight.dtype  # user_dense arrives fp32; the MLP may run in another dtype
-        x = torch.cat([x.to(dt), b.user_dense.to(dt)], 1)
-        return self.user_context(x)
 
     def targets(self, b) -> torch.Tensor:
         t = self.item_table(b.item_id)
@@ -147,7 +136,7 @@ class HSTURanker(nn.Module):
     def forward(self, batch, layout: str) -> dict[str, torch.Tensor]:
         roo = check_layout(batch, layout)
         dev = batch.item_id.device
-        ctx = self.context(batch)  # [rows, D], rows = requests (roo) or impressions
+        ctx = self.user_context_token(batch)  # [rows, D], rows = requests (roo) or impressions
         rows = ctx.shape[0]
         n = batch.item_id.numel()
         h_len = batch.history_lengths

@@ -1,6 +1,7 @@
 """Two-tower retrieval with in-batch negatives.
 
-`user_tower` (RO: user sparse bags, user dense MLP, pooled history) -> u; `item_tower` (NRO: item
+`user_tower` (RO: the user feature vectors of roo_ref.models.user_features: user sparse bags,
+user dense MLP, pooled history) -> u; `item_tower` (NRO: item
 sparse bags, candidate item id, item dense MLP) -> i. For impression n of request r(n):
     s(n, m) = <u_r(n), i_m> / sqrt(tower_dim)   over every impression m of the batch
     loss_ce(n) = logsumexp_m s(n, m) - s(n, n)         (label: the impression's own item)
@@ -18,10 +19,11 @@ import math
 import torch
 from torch import nn
 
-from roo_ref.embeddings import EmbeddingBagCollection, Table
+from roo_ref.embeddings import EmbeddingBagCollection
 from roo_ref.jagged_dispatch import expand_by_request
 from roo_ref.model_presets import ModelConfig
 from roo_ref.models.common import MLP, at_least_fp32, bce_loss, check_layout, param_dtype
+from roo_ref.models.user_features import UserFeatureModel
 from workloads.spec import WorkloadSpec
 
 
@@ -36,19 +38,11 @@ class InBatchSimilarity(nn.Module):
         return torch.logsumexp(at_least_fp32(s), dim=1)
 
 
-class TwoTower(nn.Module):
+class TwoTower(UserFeatureModel):
     def __init__(self, spec: WorkloadSpec, cfg: ModelConfig):
-        super().__init__()
-        self.config = cfg
+        super().__init__(spec, cfg, pooled_history=True)
         d = cfg.embedding_dim
-        self.user_sparse = EmbeddingBagCollection(
-            [g.cardinality for _, g in spec.user_features()], d, cfg.max_table_rows
-        )
-        self.user_dense_arch = MLP(spec.user_dense, (*cfg.dense_arch, d)) if spec.user_dense else None
-        self.item_table = Table(spec.history.item_cardinality, d, cfg.max_table_rows)
-        self.action_table = Table(spec.history.action_types, d, cfg.max_table_rows)
-        n_user_in = spec.n_user_sparse + (1 if spec.user_dense else 0) + 1
-        self.user_tower = MLP(n_user_in * d, (*cfg.user_arch, cfg.tower_dim), final_act=False)
+        self.user_tower = MLP(self.n_user_vectors * d, (*cfg.user_arch, cfg.tower_dim), final_act=False)
         self.item_sparse = EmbeddingBagCollection(
             [g.cardinality for _, g in spec.item_features()], d, cfg.max_table_rows
         )
@@ -59,13 +53,7 @@ class TwoTower(nn.Module):
         self.heads = nn.Linear(1, spec.n_tasks)
 
     def user_side(self, b) -> torch.Tensor:
-        parts = [self.user_sparse(b.user_sparse_lengths, b.user_sparse_values)]
-        if self.user_dense_arch is not None:
-            parts.append(self.user_dense_arch(b.user_dense.to(param_dtype(self)))[:, None])
-        hist = self.item_table.pooled_mean(b.history_item_ids, b.history_lengths)
-        hist = hist + self.action_table.pooled_mean(b.history_actions, b.history_lengths)
-        parts.append(hist[:, None])
-        return self.user_tower(torch.cat(parts, 1).flatten(1))
+        return self.user_tower(self.user_feature_vectors(b).flatten(1))
 
     def item_side(self, b) -> torch.Tensor:
         parts = [

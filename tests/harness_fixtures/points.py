@@ -89,9 +89,9 @@ def _model_cls():
             self.head = nn.Linear(d, spec.n_tasks)
 
         def forward(self, batch, layout: str) -> dict:
-            from workloads.batch import offsets_of
+            from workloads.jagged import offsets_from_lengths
 
-            offs = offsets_of(batch.history_lengths)[:-1]
+            offs = offsets_from_lengths(batch.history_lengths)[:-1]
             h = self.hist(batch.history_item_ids % self.config.buckets, offs)
             u = self.user_mlp(torch.cat([h, batch.user_dense], 1))
             if layout == "roo":  # user side once per request, expanded to impressions after
