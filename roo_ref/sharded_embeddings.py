@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from roo_ref.cost import comm as comm_cost
-from workloads.batch import RequestBatch, jagged_gather, keyed_gather, offsets_of
+from workloads.batch import RequestBatch
+from workloads.jagged import jagged_index_select, keyed_index_select, offsets_from_lengths
 from workloads.layout import Layout
 
 
@@ -55,7 +56,7 @@ class _AllToAll(torch.autograd.Function):
 
 def _segment_sums(lengths: torch.Tensor, splits: list[int]) -> list[int]:
     """Sums of consecutive chunks of `lengths` (chunk sizes `splits`) as host ints (one sync)."""
-    offs = offsets_of(lengths)
+    offs = offsets_from_lengths(lengths)
     bounds = torch.tensor([0, *splits], device=lengths.device).cumsum(0)
     return torch.diff(offs[bounds]).tolist()
 
@@ -91,8 +92,8 @@ def local_input(batch: RequestBatch, layout: str, tables, rank: int, world: int,
     imp_idx = torch.arange(int(imp[lo]), int(imp[hi]))
     local_req = torch.repeat_interleave(torch.arange(hi - lo), k)
     user_idx = torch.arange(lo, hi) if roo else lo + local_req
-    usv, usl = keyed_gather(batch.user_sparse_values, batch.user_sparse_lengths, user_idx)
-    isv, isl = keyed_gather(batch.item_sparse_values, batch.item_sparse_lengths, imp_idx)
+    usv, usl = keyed_index_select(batch.user_sparse_values, batch.user_sparse_lengths, user_idx)
+    isv, isl = keyed_index_select(batch.item_sparse_values, batch.item_sparse_lengths, imp_idx)
     lengths = torch.cat([usl.reshape(-1), isl.reshape(-1)])
     values = torch.cat([usv, isv])
     bag_table = torch.repeat_interleave(torch.arange(fu + fi), torch.tensor(bags[rank]))
@@ -161,7 +162,7 @@ class ShardedEmbeddings:
             # no local rows: still hand a grad-requiring tensor to the exchange, so that this rank
             # joins the backward all-to-all (a collective every rank must enter)
             return torch.zeros(lengths.numel(), self.dim, device=self.device, requires_grad=True)
-        return F.embedding_bag(ids, self.weight, offsets_of(lengths)[:-1], mode="sum", sparse=True)
+        return F.embedding_bag(ids, self.weight, offsets_from_lengths(lengths)[:-1], mode="sum", sparse=True)
 
     def _plan(self, inp: LocalInput) -> dict:
         """The routing of `inp`'s bags (cached per input): split sizes of both exchanges, the bag
@@ -202,7 +203,7 @@ class ShardedEmbeddings:
         """(lengths, values) to send, grouped by destination rank; row-wise, every bag goes to every
         rank with the ids of that rank's shard, made local to it."""
         if self.sharding == "table":
-            values, _ = jagged_gather(inp.values, inp.lengths, p["perm"])
+            values, _ = jagged_index_select(inp.values, inp.lengths, p["perm"])
             return inp.lengths[p["perm"]], values
         nb = p["send_bags"][0]
         bag = torch.repeat_interleave(torch.arange(nb, device=self.device), inp.lengths, output_size=inp.values.numel())
