@@ -184,16 +184,8 @@ def _check_model(spec, pc: PointConfig) -> None:
     check_compatible(spec, cfg)
 
 
-def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
-    """Parse and validate a sweep file; every problem is one UserError line (nothing is run)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"sweep file {path} does not exist")
-    raw = path.read_bytes()
-    try:
-        doc = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"sweep file {path} is not valid TOML: {e}") from None
+def _sweep_table(doc: dict, path: Path) -> tuple[str, str, float]:
+    """The [sweep] table's (name, point function, timeout), checked; the tables' names too."""
     unknown = sorted(set(doc) - set(_TOP))
     if unknown:
         raise UserError(f"{path}: unknown table(s) {unknown}; allowed: {list(_TOP)}")
@@ -217,12 +209,11 @@ def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
         resolve(point)
     except Exception as e:  # noqa: BLE001 — a bad point function is a user mistake in the file
         raise UserError(f"{path}: [sweep] point={point!r} cannot be imported: {type(e).__name__}: {e}") from None
-    if "grid" not in doc:
-        raise UserError(f"{path}: no [grid] table; a sweep needs at least one axis")
-    base = _settings(doc.get("base", {}), f"{path}: base")
-    axes = _axes(doc["grid"], path)
-    if not axes:
-        raise UserError(f"{path}: [grid] is empty; a sweep needs at least one axis")
+    return name, point, timeout
+
+
+def _grid_points(path: Path, base: dict, axes: list, point: str, device: str | None) -> list[Point]:
+    """Every combination of the grid's axes over `base`, validated; two equal points are an error."""
     points: list[Point] = []
     seen: dict[str, dict] = {}
     for combo in itertools.product(*(vals for _, vals in axes)):
@@ -256,6 +247,27 @@ def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
             )
         seen[h] = labels
         points.append(Point(pc, h, labels))
+    return points
+
+
+def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
+    """Parse and validate a sweep file; every problem is one UserError line (nothing is run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"sweep file {path} does not exist")
+    raw = path.read_bytes()
+    try:
+        doc = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"sweep file {path} is not valid TOML: {e}") from None
+    name, point, timeout = _sweep_table(doc, path)
+    if "grid" not in doc:
+        raise UserError(f"{path}: no [grid] table; a sweep needs at least one axis")
+    base = _settings(doc.get("base", {}), f"{path}: base")
+    axes = _axes(doc["grid"], path)
+    if not axes:
+        raise UserError(f"{path}: [grid] is empty; a sweep needs at least one axis")
+    points = _grid_points(path, base, axes, point, device)
     for dev in sorted({p.config.device for p in points}):
         check_device(dev)
     return Sweep(

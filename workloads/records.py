@@ -40,7 +40,7 @@ import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, ClassVar, Generic, TextIO, TypeVar
 
 SCHEMA_PREFIX = "roo-bench/result/"
@@ -52,7 +52,7 @@ REQUIRED = ("schema", "kind", "config_hash", "status", "error", "config", "metri
 ENVELOPE_KEYS = ("kind", "config_hash")
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """What a record measures or reports; one per JSON output of the tool."""
 
     POINT = "point"  # one sweep point: both layouts trained and timed (harness/run_point.py)
@@ -75,7 +75,7 @@ class Kind(str, Enum):
         return self.value
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     OK = "ok"
     OOM = "oom"
     ERROR = "error"
@@ -111,7 +111,7 @@ def config_hash(config: Mapping[str, Any]) -> str:
 def json_safe(x: Any) -> Any:
     """JSON-safe copy: NaN/inf become None (strict JSON readers such as pyarrow reject them),
     tuples become lists, numpy scalars become Python numbers, enum members their values."""
-    if isinstance(x, Enum):
+    if isinstance(x, StrEnum):
         return x.value
     if isinstance(x, Mapping):
         return {str(k): json_safe(v) for k, v in x.items()}
@@ -155,7 +155,7 @@ def validate_record(rec: Any) -> list[str]:
 
 
 def _plain(v: Any) -> Any:
-    return v.value if isinstance(v, Enum) else v
+    return v.value if isinstance(v, StrEnum) else v
 
 
 def schema_version(schema: Any) -> int | None:
