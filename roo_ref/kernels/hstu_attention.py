@@ -51,8 +51,8 @@ SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 # Copies of the bias-gradient buckets in the dk/dv kernel (see _hstu_bwd_dkdv). One copy serializes
-# every pair's atomic add on P + T addresses; the H100 campaign's hstu-ranking steps grew at ~32 ns
-# per attention pair with one copy, ~100x the attention's FLOP time (docs/perf.md).
+# every pair's atomic add on P + T addresses: an hstu-ranking step on the H100 then costs ~32 ns per
+# attention pair, ~100x the attention's FLOP time (docs/perf.md).
 RAB_GRAD_COPIES = 128
 
 
