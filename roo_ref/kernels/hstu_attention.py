@@ -793,16 +793,6 @@ def _kernel(kind: str, options: HstuKernelOptions = DEFAULT_OPTIONS, atomic_dq: 
     return _cache[key]
 
 
-def tuned_configs() -> dict:
-    """{kind: {autotune key: chosen config}} of the wrappers built so far that have tuned (the
-    benchmark records what the autotuner picked)."""
-    tuned = {}
-    for key, kern in _cache.items():
-        if hasattr(kern, "cache") and kern.cache:
-            tuned[key[0]] = {str(k): str(v) for k, v in kern.cache.items()}
-    return tuned
-
-
 def default_configs() -> dict:
     """The default config of each kernel, and the by-length / by-dq-mode alternatives."""
     return {
