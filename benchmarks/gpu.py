@@ -226,7 +226,7 @@ def _flop_rule():
     """(lengths(L, tokens), mask_pairs(lengths, num_targets)) — bench_hstu's where it exists, so the
     two report the same FLOPs."""
     try:
-        from roo_ref.kernels.bench_hstu import mask_pairs
+        from benchmarks.hstu_kernel.inputs import mask_pairs
     except Exception:  # noqa: BLE001 — the kernel benchmark is absent: the same rule, inline
 
         def mask_pairs(lengths, num_targets) -> int:

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The H100 validation campaign, in stages that fit one device call each (<= 10 minutes):
+# The H100 validation campaign, in stages of at most 10 minutes each:
 #   OUT=/some/dir STAGES="calib presets early" bash harness/gpu_campaign.sh
 #   OUT=/some/dir STAGES="hstu nvml gpubench" bash harness/gpu_campaign.sh
-# Everything lands under $OUT/campaign/ and is packed into $OUT/campaign.tar.gz (the device tool
-# returns at most 8 files). Unpack it into reports/data/<device>/ and commit it.
+# Everything lands under $OUT/campaign/ and is packed into one tarball under $OUT, so the results
+# travel as a single file. Unpack it into reports/data/<device>/ and commit it.
 # The device machine gets the working tree without .git: pass the commit for the provenance,
 #   ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) ROO_BENCH_GIT_DIRTY=0 OUT=... bash harness/gpu_campaign.sh
 set -uo pipefail
 : "${OUT:?set OUT to an output directory}"
-STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: dlrmpresets hstupreset profile kernels (= ktest + kbench) ksweep kncu rabprobe loopab bench
+STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: dlrmpresets hstupreset profile kernels (= ktest + kbench) ksweep kncu rabprobe bench
 export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 D="$OUT/campaign"
 mkdir -p "$D"
@@ -19,30 +19,32 @@ ktest() {
   tail -n 3 "$D/test_kernels_hstu_gpu.log"
 }
 kbench() {
-  timeout 400 python3 -m roo_ref.kernels.bench_hstu --no-autotune \
+  timeout 400 python3 -m benchmarks.hstu_kernel --no-autotune \
     --providers "${KERNEL_PROVIDERS:-sdpa_cudnn,sdpa_flash,triton,triton_atomic}" \
     --lengths "${KERNEL_LENGTHS:-256,512,1024,2048,4096}" --out "$D/bench_hstu.json" > "$D/bench_hstu.log" 2>&1
 }
 ksweep() {
-  # KERNEL_VARIANTS: "|"-separated variant specs (roo_ref/kernels/bench_hstu.py, DEFAULT_VARIANTS when unset)
+  # KERNEL_VARIANTS: "|"-separated variants, registered names or NAME:key=value;... specs
+  # (benchmarks/hstu_kernel.py: VARIANTS, all of them when unset)
   local args=() v
   IFS='|' read -ra vs <<< "${KERNEL_VARIANTS:-}"
   for v in "${vs[@]}"; do [ -n "$v" ] && args+=(--variant "$v"); done
-  timeout "${KSWEEP_TIMEOUT:-330}" python3 -m roo_ref.kernels.bench_hstu --sweep --targets 32 \
+  timeout "${KSWEEP_TIMEOUT:-330}" python3 -m benchmarks.hstu_kernel --sweep --targets 32 \
     --lengths "${KERNEL_LENGTHS:-512,1024,2048,4096}" --dists "${KERNEL_DISTS:-jagged,uniform}" "${args[@]}" \
     --out "$D/sweep_variants.json" > "$D/sweep_variants.log" 2>&1
   grep -c "^sweep L=" "$D/sweep_variants.log"
 }
 kncu() {
   # Nsight Compute on the attention kernels of one fwd+bwd per NCU_POINTS entry (L:lengths), every
-  # section (--set full); clocks left alone (METHOD.md). details.txt: the sections; raw.csv: every metric.
+  # section (--set full); clocks left alone (the boost clocks every other stage runs at).
+  # details.txt: the sections; raw.csv: every metric.
   # The reports themselves (MBs) stay out of the tarball, in $OUT/ncu-rep/.
   local pt name
   mkdir -p "$D/ncu" "$OUT/ncu-rep"
   for pt in ${NCU_POINTS:-2048:jagged 512:jagged}; do
     name=${pt/:/-}
     timeout "${NCU_TIMEOUT:-200}" ncu --clock-control none --set full --kernel-name regex:_hstu --launch-count 3 \
-      -f -o "$OUT/ncu-rep/$name" python3 -m roo_ref.kernels.bench_hstu --once 1 --targets 32 \
+      -f -o "$OUT/ncu-rep/$name" python3 -m benchmarks.hstu_kernel --once 1 --targets 32 \
       --lengths "${pt%%:*}" --dists "${pt##*:}" > "$D/ncu/$name.log" 2>&1
     ncu --import "$OUT/ncu-rep/$name.ncu-rep" --page details > "$D/ncu/$name.details.txt" 2>&1
     ncu --import "$OUT/ncu-rep/$name.ncu-rep" --page raw --csv > "$D/ncu/$name.raw.csv" 2>&1
@@ -51,7 +53,7 @@ kncu() {
 }
 hstu4096() {
   # roo-bench bench arguments: hstu-ranking with the Triton attention, 2 requests of L = 4096 history
-  # events and $1 impressions each (the rabprobe and loopab stages)
+  # events and $1 impressions each (the rabprobe stage)
   echo "--preset hstu-ranking --device cuda --dtype bf16 --set attention_backend=triton --set max_history_len=0
     --set impressions.kind=fixed --set impressions.value=$1 --set history.length.kind=fixed
     --set history.length.value=4096 --set history.length.max=4096 --set requests_per_batch=2 --json"
@@ -90,21 +92,14 @@ for s in $STAGES; do
     ktest)    log "HSTU attention kernel: GPU correctness tests"; ktest ;;
     kbench)   log "HSTU attention kernel: the benchmark table (KERNEL_PROVIDERS, KERNEL_LENGTHS)"; kbench ;;
     ksweep)   log "HSTU attention kernel: variant sweep (KERNEL_VARIANTS, KERNEL_LENGTHS, KERNEL_DISTS)"; ksweep ;;
-    loopab)   log "hstu-ranking at k=16, L=4096, both layouts: ROO_HSTU_ONE_LOOP=0 vs 1 (docs/perf.md exp. 16's open question)"
-              S="$(hstu4096 16) --steps ${LOOPAB_STEPS:-5} --warmup 2"
-              mkdir -p "$D/loopab"
-              for lay in impression roo; do for ol in 1 0; do
-                ROO_HSTU_ONE_LOOP=$ol rb bench $S --layout $lay > "$D/loopab/$lay-one_loop$ol.json"
-              done; done ;;
     kncu)     log "HSTU attention kernel: Nsight Compute counters (NCU_POINTS)"; kncu ;;
-    rabprobe) log "hstu-ranking ROO step at k=1, L=4096: bias off, then on x time-gradient mode x bwd config"
-              # docs/perf.md exp. 11-12: what the relative-attention-bias gradient costs, and the fixes
+    rabprobe) log "hstu-ranking ROO step at k=1, L=4096: relative attention bias off, then on"
+              # what the relative-attention-bias gradient costs a step (docs/perf.md), with the
+              # kernel's default options (the model step takes no kernel options from the environment)
               S="$(hstu4096 1) --layout roo --steps 10 --warmup 3"
               mkdir -p "$D/rab"
               rb bench $S --set rab=false > "$D/rab/off.json"
-              for tg in atomic reduce; do for cfg in 64,128,8,3 32,128,8,2; do
-                ROO_HSTU_TIME_GRAD=$tg ROO_HSTU_BWD_CONFIG=$cfg rb bench $S --set rab=true > "$D/rab/on-$tg-$cfg.json"
-              done; done ;;
+              rb bench $S --set rab=true > "$D/rab/on.json" ;;
     gpubench) log "asv GPU track_ benchmarks run directly"
               python3 -m benchmarks.gpu --json ${GPUBENCH_ONLY:+--only "$GPUBENCH_ONLY"} > "$D/asv-gpu.json" 2> "$D/asv-gpu.log" ;;
     *) echo "unknown stage $s" >&2; false ;;

@@ -32,12 +32,8 @@ FIELDS = (
     "seed",
     "created_utc",
     "roo_bench_version",
-    "kernel_env",
+    "kernel_options",
 )
-
-# Environment switches of the Triton attention kernels (roo_ref/kernels/hstu_attention.py: dq mode,
-# configs, bias-gradient mode, ...): they change what a GPU record measured, so a record carries them.
-KERNEL_ENV_PREFIX = "ROO_HSTU_"
 
 
 def _git(*args: str) -> str | None:
@@ -127,8 +123,11 @@ def device_info(device: str | None) -> tuple[str | None, str | None]:
     return f"cpu ({proc})" if proc else "cpu", None
 
 
-def collect(seed: int | None = None, device: str | None = None) -> dict:
-    """The provenance dict of docs/contracts.md ("Results")."""
+def collect(seed: int | None = None, device: str | None = None, kernel_options=None) -> dict:
+    """The provenance dict of docs/contracts.md ("Results"). kernel_options: the Triton attention
+    kernel's options in force for the run (a roo_ref.kernels.options.HstuKernelOptions; None: the
+    defaults, which is what a run that passes none gets): they change what a GPU record measured, so
+    a record carries them."""
     sha, dirty = git_state()
     name, driver = device_info(device)
     cuda = None
@@ -153,5 +152,30 @@ def collect(seed: int | None = None, device: str | None = None) -> dict:
         "seed": seed,
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "roo_bench_version": roo_bench_version(),
-        "kernel_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(KERNEL_ENV_PREFIX)},
+        "kernel_options": _kernel_options_dict(kernel_options),
     }
+
+
+def _kernel_options_dict(options) -> dict | None:
+    try:
+        from roo_ref.kernels.options import HstuKernelOptions
+
+        return (options if options is not None else HstuKernelOptions()).to_dict()
+    except Exception:  # noqa: BLE001 — collecting provenance never fails a run
+        return None
+
+
+def kernel_options_of(prov: dict) -> dict | None:
+    """The kernel options a record ran with, as HstuKernelOptions.to_dict() gives them: the record's
+    "kernel_options", or for a record that carries "kernel_env" (the ROO_HSTU_* variables set for
+    its run) the options those variables give. None when the record has neither or they do not parse."""
+    if prov.get("kernel_options") is not None:
+        return dict(prov["kernel_options"])
+    if "kernel_env" not in prov:
+        return None
+    try:
+        from roo_ref.kernels.options import HstuKernelOptions
+
+        return HstuKernelOptions.from_env(prov["kernel_env"] or {}).to_dict()
+    except ValueError:  # a variable of a switch that is gone (e.g. ROO_HSTU_ONE_LOOP)
+        return None

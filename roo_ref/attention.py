@@ -1,6 +1,6 @@
 """HSTU pointwise attention over jagged sequences, with the target-aware mask. One dispatcher.
 
-Semantics (GR flavour, DESIGN.md):
+Semantics (the generative-recommenders flavour):
     A[i, j] = silu(alpha * <q_i, k_j> + rab(i, j)) / normalizer * mask(i, j)
     out_i   = sum_j A[i, j] v_j
 No softmax; `normalizer` is a fixed constant N (e.g. the max sequence length) so that a request
@@ -22,15 +22,22 @@ Tensors: q, k [total_tokens, heads, d_qk], v [total_tokens, heads, d_v], seq_off
 num_targets [B] int64 or None (no targets: plain causal).
 
 Backends: "torch" (reference: padded explicit matmuls, counted by FlopCounterMode; default),
-"triton" (roo_ref.kernels, GPU or TRITON_INTERPRET=1).
+"triton" (roo_ref.kernels, GPU or TRITON_INTERPRET=1; imported on first use, so this module needs no
+triton). The input checks live in roo_ref.attention_checks, which the kernel imports too.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
+from roo_ref.attention_checks import check_inputs
 from roo_ref.jagged import jagged_to_padded, lengths_from_offsets, padded_to_jagged
+
+if TYPE_CHECKING:
+    from roo_ref.kernels.options import HstuKernelOptions
 
 BACKENDS = ("torch", "triton")
 
@@ -49,56 +56,6 @@ def target_aware_mask(lengths: torch.Tensor, num_targets: torch.Tensor | None, m
     n = lengths[:, None, None]
     hist = n - (num_targets[:, None, None] if num_targets is not None else 0)
     return (j <= i) & ((j < hist) | (j == i)) & (i < n) & (j < n)
-
-
-def check_inputs(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    seq_offsets: torch.Tensor,
-    num_targets: torch.Tensor | None,
-    check_values: bool = True,
-) -> None:
-    """Clear ValueErrors before any compute or launch. check_values=False keeps the shape and dtype
-    checks and skips the value checks (offsets start at 0, end at the token count, never decrease;
-    targets within each length), which cost a device->host copy, i.e. a sync, per call: for callers
-    whose offsets hold these by construction (roo_ref.models.hstu builds them from lengths)."""
-    if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
-        raise ValueError(
-            f"q, k, v must be [tokens, heads, dim]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
-    if q.shape != k.shape:
-        raise ValueError(f"q and k must have the same shape; got {tuple(q.shape)} and {tuple(k.shape)}")
-    if v.shape[:2] != q.shape[:2]:
-        raise ValueError(f"v must match q in tokens and heads; got {tuple(v.shape)} vs {tuple(q.shape)}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise ValueError(f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
-    if seq_offsets.dim() != 1 or seq_offsets.numel() < 1 or seq_offsets.dtype not in (torch.int32, torch.int64):
-        raise ValueError("seq_offsets must be a 1-D integer tensor of length B+1")
-    if num_targets is not None and num_targets.shape != (seq_offsets.numel() - 1,):
-        raise ValueError(
-            f"num_targets must have one entry per sequence ({seq_offsets.numel() - 1}); got {tuple(num_targets.shape)}"
-        )
-    if not check_values:
-        return
-    # One device->host copy for every value check (each .any()/int() on a GPU tensor is a sync).
-    host = seq_offsets.to(torch.int64)
-    if num_targets is not None:
-        host = torch.cat([host, num_targets.to(device=host.device, dtype=torch.int64)])
-    host = host.cpu()
-    offsets = host[: seq_offsets.numel()]
-    if int(offsets[0]) != 0 or int(offsets[-1]) != q.shape[0]:
-        raise ValueError(
-            f"seq_offsets must start at 0 and end at the token count {q.shape[0]}; "
-            f"got {int(offsets[0])}..{int(offsets[-1])}"
-        )
-    lengths = offsets[1:] - offsets[:-1]
-    if (lengths < 0).any():
-        raise ValueError("seq_offsets must be non-decreasing")
-    if num_targets is not None:
-        nt = host[seq_offsets.numel():]
-        if (nt < 0).any() or (nt > lengths).any():
-            raise ValueError("num_targets must be in [0, sequence length] for every sequence")
 
 
 def hstu_attention_torch(
@@ -171,9 +128,11 @@ def hstu_attention(
     time_weights: torch.Tensor | None = None,
     backend: str = "torch",
     check_values: bool = True,
+    kernel_options: HstuKernelOptions | None = None,
 ) -> torch.Tensor:
     """Dispatch to a backend; all take the same arguments and compute the same function.
-    check_values: see check_inputs (False skips the checks that synchronize with the device)."""
+    check_values: see check_inputs (False skips the checks that synchronize with the device).
+    kernel_options: the Triton kernel's options (None: its defaults); the torch backend ignores them."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if backend == "triton":
@@ -181,11 +140,33 @@ def hstu_attention(
 
         # the kernel's entry runs the same checks (once: a second check would be a second sync)
         return hstu_attention_triton(
-            q, k, v, seq_offsets, max_seq_len, alpha, normalizer, num_targets,
-            positions, timestamps, pos_weights, time_weights, check_values=check_values,
+            q,
+            k,
+            v,
+            seq_offsets,
+            max_seq_len,
+            alpha,
+            normalizer,
+            num_targets,
+            positions,
+            timestamps,
+            pos_weights,
+            time_weights,
+            check_values=check_values,
+            options=kernel_options,
         )
     check_inputs(q, k, v, seq_offsets, num_targets, check_values)
     return hstu_attention_torch(
-        q, k, v, seq_offsets, max_seq_len, alpha, normalizer, num_targets,
-        positions, timestamps, pos_weights, time_weights,
+        q,
+        k,
+        v,
+        seq_offsets,
+        max_seq_len,
+        alpha,
+        normalizer,
+        num_targets,
+        positions,
+        timestamps,
+        pos_weights,
+        time_weights,
     )

@@ -138,12 +138,13 @@ def test_readable_with_pyarrow(tmp_path):
 
 
 def test_provenance_fields(monkeypatch):
-    monkeypatch.setenv("ROO_HSTU_TIME_GRAD", "reduce")
-    monkeypatch.setenv("ROO_HSTU_BWD_CONFIG", "32,128,8,2")
-    monkeypatch.setenv("ROO_BENCH_OTHER", "x")  # not a kernel switch
-    p = provenance.collect(seed=5, device="cpu")
+    from roo_ref.kernels.options import HstuKernelOptions
+
+    env = {"ROO_HSTU_TIME_GRAD": "reduce", "ROO_HSTU_BWD_CONFIG": "32,128,8,2", "ROO_BENCH_OTHER": "x"}
+    p = provenance.collect(seed=5, device="cpu", kernel_options=HstuKernelOptions.from_env(env))
     assert set(provenance.FIELDS) == set(p)
-    assert p["kernel_env"] == {"ROO_HSTU_BWD_CONFIG": "32,128,8,2", "ROO_HSTU_TIME_GRAD": "reduce"}
+    want = {**HstuKernelOptions().to_dict(), "time_grad": "reduce", "bwd_config": [32, 128, 8, 2]}
+    assert p["kernel_options"] == want
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
     assert p["git_sha"] == head.stdout.strip() and isinstance(p["git_dirty"], bool)
     assert p["seed"] == 5 and p["python_version"] == platform.python_version()

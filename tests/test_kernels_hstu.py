@@ -8,6 +8,7 @@ is imported) at small shapes and several block shapes, so a kernel regression is
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import subprocess
@@ -28,6 +29,7 @@ from hypothesis import strategies as st  # noqa: E402
 import roo_ref.kernels.hstu_attention as hk  # noqa: E402
 from roo_ref.attention import hstu_attention, hstu_attention_torch  # noqa: E402
 from roo_ref.jagged import offsets_from_lengths  # noqa: E402
+from roo_ref.kernels.options import HstuKernelOptions  # noqa: E402
 
 if not CUDA and not getattr(hk, "_INTERPRETED_RELOAD", False):
     # Another test module may have imported the kernels before TRITON_INTERPRET was set: rebuild
@@ -98,7 +100,8 @@ def _run(fn, off, q, k, v, nt, extra, dout, dtype, max_len, alpha, norm):
     return out.detach().double().cpu(), [g.double().cpu() for g in grads]
 
 
-def _check_case(lengths, num_targets, heads, d_qk, d_v, dtype, rab, seed, alpha=None):
+def _check_case(lengths, num_targets, heads, d_qk, d_v, dtype, rab, seed, alpha=None, options=None):
+    """The Triton kernel (with `options`, None: its defaults) against the torch reference."""
     off, q, k, v, nt, extra, dout = _make(lengths, num_targets, heads, d_qk, d_v, dtype, rab, seed)
     # As in GR's tests, the fp32 reference takes the same (dtype-rounded) inputs: the rule measures
     # the arithmetic, not the input quantization both low-precision runs share. (With unrounded
@@ -110,7 +113,8 @@ def _check_case(lengths, num_targets, heads, d_qk, d_v, dtype, rab, seed, alpha=
     norm = float(max_len)
     args = (off, q, k, v, nt, extra, dout)
     ref_out, ref_g = _run(hstu_attention_torch, *args, torch.float32, max_len, alpha, norm)
-    tri_out, tri_g = _run(hk.hstu_attention_triton, *args, dtype, max_len, alpha, norm)
+    triton_fn = functools.partial(hk.hstu_attention_triton, options=options)
+    tri_out, tri_g = _run(triton_fn, *args, dtype, max_len, alpha, norm)
     assert tri_out.shape == ref_out.shape
     assert torch.isfinite(tri_out).all(), "output has NaN/inf: an element was not written"
     for g in tri_g:
@@ -201,45 +205,51 @@ BLOCKS_CPU = [
 ]
 
 
+def _block_options(blocks: dict, **kw) -> HstuKernelOptions:
+    return HstuKernelOptions(**{f"{kind}_config": cfg for kind, cfg in blocks.items()}, **kw)
+
+
 @pytest.mark.skipif(CUDA, reason="interpreter block-shape sweep (GPU runs its own configs)")
-@pytest.mark.parametrize("one_loop", [True, False], ids=["one-loop", "loop-per-range"])
 @pytest.mark.parametrize("blocks,dq_mode", list(zip(BLOCKS_CPU, ["kernel", "atomic", "kernel"], strict=True)))
-def test_block_shapes_and_dq_modes_interpreter(blocks, dq_mode, one_loop, monkeypatch):
-    monkeypatch.setattr(hk, "FORCE_CONFIG", blocks)
-    monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
-    monkeypatch.setattr(hk, "ONE_LOOP", one_loop)
+def test_block_shapes_and_dq_modes_interpreter(blocks, dq_mode):
     lengths, nt = FIXED[0]
-    _check_case(lengths, nt, 2, 16, 32, torch.float32, True, seed=1)
+    _check_case(lengths, nt, 2, 16, 32, torch.float32, True, seed=1, options=_block_options(blocks, dq_mode=dq_mode))
 
 
 @pytest.mark.skipif(CUDA, reason="the GPU runs the tanh form with tanh.approx in every bf16 test")
 @pytest.mark.parametrize("rab", [False, True], ids=["no-bias", "bias"])
 @pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
-def test_tanh_form_interpreter(rab, dq_mode, monkeypatch):
+def test_tanh_form_interpreter(rab, dq_mode):
     """The bf16 GPU path writes silu and its gradient in t = tanh(s/2) (FAST=1, tanh.approx), which
-    the interpreter cannot run; FAST=2 is the same algebra with an exact tanh. In fp32 it must match
+    the interpreter cannot run; silu="tanh_exact" (FAST=2) is the same algebra with an exact tanh.
+    In fp32 it must match
     the reference: the halved score (the bias table halved with it: forward and dq kernel), p and
     2 silu' (every kernel; the dk/dv kernel with no bias - with bias gradients it keeps the exact
     sigmoid), and the factor 2 taken out of dk, dq (kernel and atomics)."""
-    monkeypatch.setattr(hk, "_fast", lambda dtype, device: 2)
-    monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
+    assert hk._fast(torch.float32, DEV, "tanh_exact") == 2
     lengths, nt = FIXED[0]
-    _check_case(lengths, nt, 2, 16, 32, torch.float32, rab, seed=2)
+    options = HstuKernelOptions(silu="tanh_exact", dq_mode=dq_mode)
+    _check_case(lengths, nt, 2, 16, 32, torch.float32, rab, seed=2, options=options)
 
 
 @pytest.mark.skipif(not CUDA, reason="tanh.approx runs on a GPU only")
-@pytest.mark.parametrize("form", ["1", "sigmoid", "0"])
-def test_silu_forms_gpu(form, monkeypatch):
-    """ROO_HSTU_FAST: the tanh form (default), tanh.approx in the sigmoid form, the exact sigmoid."""
-    monkeypatch.setenv("ROO_HSTU_FAST", form)
+@pytest.mark.parametrize("form", ["fast", "exact", "tanh_exact"])
+def test_silu_forms_gpu(form):
+    """options.silu: the tanh form with tanh.approx (default), the exact sigmoid, the tanh form with
+    an exact tanh."""
     lengths, nt = [1000, 513, 64, 0], [32, 0, 64, 0]
-    _check_case(lengths, nt, 2, 128, 64, torch.bfloat16, False, seed=5)
+    _check_case(lengths, nt, 2, 128, 64, torch.bfloat16, False, seed=5, options=HstuKernelOptions(silu=form))
 
 
-def test_silu_form_switch_is_validated(monkeypatch):
-    monkeypatch.setenv("ROO_HSTU_FAST", "tanh")
-    with pytest.raises(ValueError, match="ROO_HSTU_FAST='tanh'; allowed: 0, 1, sigmoid"):
-        hk._fast(torch.bfloat16, torch.device("cpu"))
+def test_silu_form_switch_is_validated():
+    with pytest.raises(ValueError, match="HstuKernelOptions.silu='tanh'; allowed: fast, exact, tanh_exact"):
+        HstuKernelOptions(silu="tanh")
+    with pytest.raises(ValueError, match="ROO_HSTU_FAST='tanh'; allowed: 1, 0"):
+        HstuKernelOptions.from_env({"ROO_HSTU_FAST": "tanh"})
+    assert HstuKernelOptions.from_env({"ROO_HSTU_FAST": "0"}).silu == "exact"
+    # the form the kernels run: tanh.approx only for bf16 on a GPU, outside the interpreter
+    assert hk._fast(torch.bfloat16, torch.device("cpu"), "fast") == 0
+    assert hk._fast(torch.float32, torch.device("cpu"), "exact") == 0
 
 
 @pytest.mark.parametrize("mode", ["reduce", "atomic"])
@@ -249,7 +259,6 @@ def test_time_gradient_modes(mode, dtype, chronological, monkeypatch):
     """Both time-bucket gradient modes give the reference's gradients - "reduce" (the default: per-tile
     sums per time bucket, then one atomic per bucket) and "atomic" (one per pair) - with random
     timestamps (a tile spans many buckets) and chronological ones (a tile spans a few)."""
-    monkeypatch.setattr(hk, "TIME_GRAD_MODE", mode)
     if chronological:
         real_make = _make
 
@@ -262,45 +271,97 @@ def test_time_gradient_modes(mode, dtype, chronological, monkeypatch):
 
         monkeypatch.setitem(globals(), "_make", make_sorted)
     lengths, nt = FIXED[0]
-    _check_case(lengths, nt, 2, 16, 32, dtype, True, seed=4)
+    _check_case(lengths, nt, 2, 16, 32, dtype, True, seed=4, options=HstuKernelOptions(time_grad=mode))
 
 
-def test_config_from_environment(monkeypatch):
-    monkeypatch.setenv("ROO_HSTU_BWD_CONFIG", "32,128,8,2")
-    assert hk._env_config("bwd") == (32, 128, 8, 2) and hk._env_config("fwd") is None
-    monkeypatch.setenv("ROO_HSTU_BWD_CONFIG", "32,128")
+def test_config_from_environment():
+    options = HstuKernelOptions.from_env({"ROO_HSTU_BWD_CONFIG": "32,128,8,2", "OTHER": "x"})
+    assert options.config("bwd") == (32, 128, 8, 2) and options.config("fwd") is None
+    assert hk._configs("bwd", options) == [(32, 128, 8, 2)]
     with pytest.raises(ValueError, match="ROO_HSTU_BWD_CONFIG='32,128': want BLOCK_M,BLOCK_N"):
-        hk._configs("bwd")
+        HstuKernelOptions.from_env({"ROO_HSTU_BWD_CONFIG": "32,128"})
 
 
 def test_default_configs_follow_the_dq_mode(monkeypatch):
     """The dk/dv kernel's default config depends on where dq is summed (its atomics spill the small
-    one); FORCE_CONFIG may name only some kernels, the others keep their defaults."""
+    one); the options may name only some kernels' configs, the others keep their defaults."""
     monkeypatch.setattr(hk, "_interpreting", lambda: False)
-    monkeypatch.delenv("ROO_HSTU_AUTOTUNE", raising=False)
-    monkeypatch.delenv("ROO_HSTU_BWD_CONFIG", raising=False)
-    assert hk._configs("bwd", atomic_dq=True) == [hk._DEFAULTS["bwd"]]
-    assert hk._configs("bwd", atomic_dq=False) == [hk._DEFAULT_BWD_DQ_KERNEL] != [hk._DEFAULTS["bwd"]]
+    default = HstuKernelOptions()
+    assert hk._configs("bwd", default, atomic_dq=True) == [hk._DEFAULTS["bwd"]]
+    assert hk._configs("bwd", default, atomic_dq=False) == [hk._DEFAULT_BWD_DQ_KERNEL] != [hk._DEFAULTS["bwd"]]
     # the forward's default by length: three small programs per SM below SHORT_LEN
-    assert hk._configs("fwd", max_len=hk.SHORT_LEN - 1) == [hk._DEFAULT_FWD_SHORT] != [hk._DEFAULTS["fwd"]]
-    assert hk._configs("fwd", max_len=hk.SHORT_LEN) == [hk._DEFAULTS["fwd"]]
-    monkeypatch.setattr(hk, "FORCE_CONFIG", {"fwd": (32, 32, 4, 2)})
-    assert hk._configs("fwd", max_len=64) == [(32, 32, 4, 2)] and hk._configs("dq") == [hk._DEFAULTS["dq"]]
+    assert hk._configs("fwd", default, max_len=hk.SHORT_LEN - 1) == [hk._DEFAULT_FWD_SHORT] != [hk._DEFAULTS["fwd"]]
+    assert hk._configs("fwd", default, max_len=hk.SHORT_LEN) == [hk._DEFAULTS["fwd"]]
+    forced = HstuKernelOptions(fwd_config=(32, 32, 4, 2))
+    assert hk._configs("fwd", forced, max_len=64) == [(32, 32, 4, 2)] and hk._configs("dq", forced) == [
+        hk._DEFAULTS["dq"]
+    ]
+    assert hk._configs("dq", HstuKernelOptions(autotune=True)) == hk._TUNE["dq"]
+    # the dq mode picks where dq is summed by length ("auto": atomics from L = 2048 on)
+    assert (default.atomic_dq(2047), default.atomic_dq(2048)) == (False, True)
+    assert HstuKernelOptions(dq_mode="kernel").atomic_dq(4096) is False
+    assert HstuKernelOptions(dq_mode="atomic").atomic_dq(16) is True
 
 
 @pytest.mark.parametrize(
     "var,value,message",
     [
-        ("ROO_HSTU_TIME_GRAD", "fast", "ROO_HSTU_TIME_GRAD='fast'; allowed: atomic, reduce"),
-        ("ROO_HSTU_ONE_LOOP", "yes", "ROO_HSTU_ONE_LOOP='yes'; allowed: 0, 1"),
+        ("ROO_HSTU_TIME_GRAD", "fast", "ROO_HSTU_TIME_GRAD='fast'; allowed: reduce, atomic"),
+        ("ROO_HSTU_DQ", "both", "ROO_HSTU_DQ='both'; allowed: auto, kernel, atomic"),
+        ("ROO_HSTU_AUTOTUNE", "yes", "ROO_HSTU_AUTOTUNE='yes'; allowed: 1, 0"),
+        ("ROO_HSTU_ONE_LOOP", "1", "unknown kernel variable ROO_HSTU_ONE_LOOP; known: ROO_HSTU_AUTOTUNE"),
     ],
 )
 def test_kernel_switches_are_validated(var, value, message):
+    """Environment variables are parsed (once, by the caller) into options, and a bad value or an
+    unknown name is an error naming it; the kernel module itself reads none, even at import."""
+    with pytest.raises(ValueError, match=message):
+        HstuKernelOptions.from_env({var: value})
     env = {**os.environ, var: value, "TRITON_INTERPRET": "1"}
     r = subprocess.run(
         [sys.executable, "-c", "import roo_ref.kernels.hstu_attention"], env=env, capture_output=True, text=True
     )
-    assert r.returncode != 0 and message in r.stderr
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        ({"dq_mode": "fast"}, "HstuKernelOptions.dq_mode='fast'; allowed: auto, kernel, atomic"),
+        ({"time_grad": "sum"}, "HstuKernelOptions.time_grad='sum'; allowed: reduce, atomic"),
+        ({"autotune": 1}, "HstuKernelOptions.autotune=1; allowed: True, False"),
+        ({"bwd_config": (64, 64)}, r"HstuKernelOptions.bwd_config=\(64, 64\); allowed: None or 4 positive ints"),
+        ({"fwd_config": "64,64,4"}, "HstuKernelOptions.fwd_config='64,64,4': want BLOCK_M,BLOCK_N"),
+    ],
+)
+def test_options_are_validated_on_construction(kw, message):
+    with pytest.raises(ValueError, match=message):
+        HstuKernelOptions(**kw)
+
+
+def test_options_round_trip_and_are_frozen():
+    options = HstuKernelOptions(dq_mode="kernel", bwd_config=[64, 64, 4, 2], fwd_config="64,32,4,3")
+    assert options.bwd_config == (64, 64, 4, 2) and options.fwd_config == (64, 32, 4, 3)
+    d = options.to_dict()
+    assert d["bwd_config"] == [64, 64, 4, 2] and d["dq_config"] is None and d["silu"] == "fast"
+    assert HstuKernelOptions.from_dict(d) == options
+    assert options.replace(dq_mode="atomic").dq_mode == "atomic" and options.dq_mode == "kernel"
+    with pytest.raises(AttributeError):
+        options.dq_mode = "atomic"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="options must be a HstuKernelOptions"):
+        hk.hstu_attention_triton(*_good(), 6, 1.0, 6.0, options={"dq_mode": "kernel"})
+
+
+def test_compiled_kernels_land_in_the_callers_dict():
+    """compiled=: each launched kernel by kind, in a dict the caller owns (no module state)."""
+    q, k, v, off = _good()
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    compiled: dict = {}
+    out = hk.hstu_attention_triton(q, k, v, off, 6, 1.0, 6.0, options=HstuKernelOptions(dq_mode="kernel"),
+                                   compiled=compiled)  # fmt: skip
+    assert set(compiled) == {"fwd"}
+    out.sum().backward()
+    assert set(compiled) == {"fwd", "bwd", "dq"}
 
 
 @pytest.mark.parametrize(
@@ -313,23 +374,24 @@ def test_fixed_cases(lengths, nt, dtype):
 @pytest.mark.skipif(not CUDA, reason="large shapes need a GPU")
 @pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
 @pytest.mark.parametrize("lengths,nt", [([4096, 4096], [32, 0]), ([4096, 2048, 3000, 0, 17], [64, 32, 0, 0, 17])])
-def test_long_sequences_gpu(lengths, nt, dq_mode, monkeypatch):
-    monkeypatch.setattr(hk, "DQ_MODE", dq_mode)
-    _check_case(lengths, nt, 4, 128, 128, torch.bfloat16, False, seed=3)
-    _check_case(lengths, nt, 2, 128, 128, torch.bfloat16, True, seed=4)
+def test_long_sequences_gpu(lengths, nt, dq_mode):
+    options = HstuKernelOptions(dq_mode=dq_mode)
+    _check_case(lengths, nt, 4, 128, 128, torch.bfloat16, False, seed=3, options=options)
+    _check_case(lengths, nt, 2, 128, 128, torch.bfloat16, True, seed=4, options=options)
 
 
 @pytest.mark.skipif(not CUDA, reason="the autotuner runs on a GPU only")
-def test_autotuned_backward_twice_on_one_graph(monkeypatch):
-    """ROO_HSTU_AUTOTUNE=1: the autotuner zeroes the atomic targets before its trials; a second
+def test_autotuned_backward_twice_on_one_graph():
+    """options.autotune: the autotuner zeroes the atomic targets before its trials; a second
     backward of the same graph (retain_graph, as the benchmark times it) must still work, and give
     the same gradients."""
-    monkeypatch.setattr(hk, "_autotune", lambda: True)
     lengths, nt = [300, 129, 0, 77], [5, 0, 0, 77]
     off = offsets_from_lengths(torch.tensor(lengths)).to(DEV)
     g = torch.Generator().manual_seed(7)
     q, k, v = (torch.randn(sum(lengths), 2, 64, generator=g).to(DEV, torch.bfloat16).requires_grad_() for _ in range(3))
-    out = hk.hstu_attention_triton(q, k, v, off, 300, 0.125, 300.0, torch.tensor(nt, device=DEV))
+    out = hk.hstu_attention_triton(
+        q, k, v, off, 300, 0.125, 300.0, torch.tensor(nt, device=DEV), options=HstuKernelOptions(autotune=True)
+    )
     dout = torch.randn_like(out)
     first = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
     second = torch.autograd.grad(out, (q, k, v), dout)
@@ -372,6 +434,21 @@ def test_dispatcher_and_roo_identity():
         ).cpu()
         torch.testing.assert_close(o1[hist], out[hist + t], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(o1[:hist], out[:hist], rtol=1e-5, atol=1e-6)
+
+
+def test_dispatcher_passes_the_kernel_options(monkeypatch):
+    """hstu_attention(kernel_options=...) reaches the Triton kernel (None: its defaults); the torch
+    backend takes and ignores them."""
+    seen = []
+    real = hk.hstu_attention_triton
+    monkeypatch.setattr(hk, "hstu_attention_triton", lambda *a, **kw: seen.append(kw["options"]) or real(*a, **kw))
+    q, k, v, off = _good()
+    options = HstuKernelOptions(dq_mode="kernel")
+    out = hstu_attention(q, k, v, off, 6, 1.0, 6.0, backend="triton", kernel_options=options)
+    hstu_attention(q, k, v, off, 6, 1.0, 6.0, backend="triton")
+    assert seen == [options, None]
+    ref = hstu_attention(q, k, v, off, 6, 1.0, 6.0, kernel_options=options)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,43 +569,3 @@ def test_empty_batch_and_zero_tokens():
     assert out.shape == (0, 2, 16)
     (g,) = torch.autograd.grad(out.sum(), [q])
     assert g.shape == q.shape
-
-
-def test_benchmark_sweep_variants_parse():
-    from roo_ref.kernels.bench_hstu import DEFAULT_VARIANTS, parse_variant
-
-    name, attrs = parse_variant("small-bwd:one_loop=0;bwd=64,64,4,2;dq_mode=kernel;fast=sigmoid", hk)
-    assert name == "small-bwd"
-    assert attrs == {
-        "ONE_LOOP": False,
-        "DQ_MODE": "kernel",
-        "env:ROO_HSTU_FAST": "sigmoid",
-        "FORCE_CONFIG": {"bwd": (64, 64, 4, 2)},
-    }
-    assert parse_variant("default:", hk) == ("default", {"FORCE_CONFIG": None})
-    assert all(parse_variant(v, hk) for v in DEFAULT_VARIANTS)
-    with pytest.raises(ValueError, match="bad item 'tma=1'; keys: one_loop, dq_mode, fast"):
-        parse_variant("x:tma=1", hk)
-    with pytest.raises(ValueError, match="fwd='64,64': want BLOCK_M"):
-        parse_variant("x:fwd=64,64", hk)
-
-
-def test_benchmark_table_prints_the_gpu_time_rate(capsys):
-    """print_table: Triton's fwd+bwd as a percentage of the same-run matmul, from the event time and
-    from the GPU time (the forward's and the backward's device time summed): 3.5 x 1e9 FLOP over
-    1.0 + 2.5 ms is 1 TFLOP/s, 50% of a 2 TFLOP/s matmul; the event rate 0.5 TFLOP/s is 25%."""
-    from roo_ref.kernels.bench_hstu import print_table
-
-    row = dict(
-        L=512, dist="jagged", targets=32, provider="triton_nocheck", fwd_flops=1e9, fwd_tflops=1.0,
-        bwd_tflops=1.0, fwdbwd_tflops=0.5, fwd_gpu_ms=1.0, bwd_gpu_ms=2.5,
-    )  # fmt: skip
-    sdpa = dict(L=512, dist="jagged", targets=32, provider="sdpa_cudnn", fwd_tflops=3.0, bwd_tflops=2.0,
-                fwdbwd_tflops=2.2)  # fmt: skip
-    print_table(dict(rows=[sdpa, row], matmul_bf16_8192_tflops=2.0, device="GPU"))
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("512   jagged   32 |") and line.endswith("| 25% / 50%"), line
-    assert "3/2/2" in line  # the SDPA cell, before Triton's
-    del row["bwd_gpu_ms"]  # no GPU time recorded (e.g. a provider run without the profiler pass)
-    print_table(dict(rows=[row], matmul_bf16_8192_tflops=2.0, device="GPU"))
-    assert capsys.readouterr().out.strip().endswith("| 25% / -")

@@ -1,15 +1,17 @@
 """Registers, spills and shared memory of the HSTU attention kernels, compiled for a GPU without one.
 
 Triton compiles a kernel for a target it is told about (here sm_90, an H100); ptxas -v then reports
-what the GPU's own compile would report at launch (LAST_COMPILED's n_regs / n_spills). That is
-enough to see a register-starved config or one whose shared memory exceeds the SM's 227 KB before
-spending device time on it (docs/perf.md, exp. 12). Pointer arguments are declared 16-byte aligned
-and strides divisible by 16, as a real launch specializes them; without that Triton cannot
-vectorize the loads and the numbers are meaningless.
+what the GPU's own compile would report at launch (the n_regs / n_spills of the compiled kernels
+that hstu_attention_triton(compiled=...) hands back). That is enough to see a register-starved
+config or one whose shared memory exceeds the SM's 227 KB before running it on a GPU
+(docs/perf.md). Pointer arguments are declared 16-byte aligned and strides divisible by 16, as a
+real launch specializes them; without that Triton cannot vectorize the loads and the numbers are
+meaningless.
 
 The Triton on this machine may differ from the GPU machine's (3.9 here, 3.6 there): register and
 spill counts agree in order of magnitude, not exactly, and shared memory can differ a lot (3.9
-sizes the default backward config at 256 KB, which 3.6 launched on the H100); exp. 12 compares.
+sizes the default backward config at 256 KB, which 3.6 launched on the H100); docs/perf.md compares.
+The kernel options (HstuKernelOptions: silu form, time-gradient mode) are arguments, as at a launch.
 
   python -m roo_ref.kernels.compile_report --kind bwd --config 64,128,8,3 --config 32,128,8,2 --rab
 """
@@ -25,7 +27,11 @@ import subprocess
 import sys
 import tempfile
 
+from roo_ref.kernels.options import HstuKernelOptions, parse_config
+
 KINDS = ("fwd", "bwd", "dq")
+# the kernels' FAST constexpr for options.silu on a bf16 GPU launch (see hstu_attention._fast)
+_FAST = {"fast": 1, "exact": 0, "tanh_exact": 2}
 SMEM_LIMIT_SM90 = 232448  # bytes of shared memory one block may use on an H100 (227 KB)
 
 
@@ -65,19 +71,44 @@ def _signature(fn, constexprs: dict) -> tuple[dict, dict]:
     return sig, attrs
 
 
+def _constexprs(kind, config, arg_names, head_dim, rab, atomic_dq, options, copies) -> dict:
+    """The kernel's constexpr arguments as a bf16 launch with these options sets them."""
+    bm, bn, _, _ = config
+    consts = dict(
+        D_QK=head_dim,
+        D_V=head_dim,
+        HAS_POS=rab,
+        HAS_TIME=rab,
+        PREC="tf32",
+        BLOCK_M=bm,
+        BLOCK_N=bn,
+        # bf16 uses tanh.approx (options.silu "fast"); the backward with bias gradients the exact sigmoid
+        FAST=0 if (rab and kind == "bwd") else _FAST[options.silu],
+    )
+    if kind == "bwd":
+        consts.update(
+            GRAD_POS=rab,
+            GRAD_TIME=rab,
+            ATOMIC_DQ=atomic_dq,
+            N_COPIES=copies,
+            TIME_REDUCE=rab and options.time_grad == "reduce",
+        )
+    return {k: v for k, v in consts.items() if k in arg_names}
+
+
 def compile_report(
     kind: str,
     config: tuple[int, int, int, int],
     *,
     head_dim: int = 128,
     rab: bool = False,
-    time_reduce: bool = True,
     atomic_dq: bool = False,
-    one_loop: bool = True,
-    fast: str = "1",
+    options: HstuKernelOptions | None = None,
 ) -> dict:
-    """Compile one kernel for sm_90 and return {"regs", "spill_store_bytes", "spill_load_bytes",
-    "shared_bytes", "fits_smem"} (ValueError on a bad kind; RuntimeError if no ptxas is found)."""
+    """Compile one kernel for sm_90 as a bf16 launch with these options (None: the defaults) and
+    return {"regs", "spill_store_bytes", "spill_load_bytes", "shared_bytes", "fits_smem", ...}
+    (ValueError on a bad kind; RuntimeError if no ptxas is found)."""
+    options = options or HstuKernelOptions()
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r}; allowed: {', '.join(KINDS)}")
     import triton
@@ -90,28 +121,8 @@ def compile_report(
     if ptxas is None:
         raise RuntimeError("no ptxas found (Triton's nvidia backend ships one; is this a CPU-only Triton?)")
     fn = hk.KERNELS[kind]
-    bm, bn, warps, stages = config
-    consts = dict(
-        D_QK=head_dim,
-        D_V=head_dim,
-        HAS_POS=rab,
-        HAS_TIME=rab,
-        PREC="tf32",
-        BLOCK_M=bm,
-        BLOCK_N=bn,
-        # bf16 uses tanh.approx (fast as ROO_HSTU_FAST); the backward with bias gradients the exact sigmoid
-        FAST=0 if (rab and kind == "bwd") else {"1": 1, "0": 0, "sigmoid": 3}[fast],
-        ONE_LOOP=one_loop,
-    )
-    if kind == "bwd":
-        consts.update(
-            GRAD_POS=rab,
-            GRAD_TIME=rab,
-            ATOMIC_DQ=atomic_dq,
-            N_COPIES=hk.RAB_GRAD_COPIES,
-            TIME_REDUCE=rab and time_reduce,
-        )
-    consts = {k: v for k, v in consts.items() if k in fn.arg_names}
+    _, _, warps, stages = config
+    consts = _constexprs(kind, config, fn.arg_names, head_dim, rab, atomic_dq, options, hk.RAB_GRAD_COPIES)
     sig, attrs = _signature(fn, consts)
     src = ASTSource(
         fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()}, attrs=attrs
@@ -134,10 +145,9 @@ def compile_report(
         "kind": kind,
         "config": list(config),
         "rab": rab,
-        "time_reduce": time_reduce and rab,
+        "time_reduce": options.time_grad == "reduce" and rab,
         "atomic_dq": atomic_dq,
-        "one_loop": one_loop,
-        "fast": fast,
+        "silu": options.silu,
         "regs": int(regs.group(1)),
         "spill_store_bytes": int(spills.group(1)),
         "spill_load_bytes": int(spills.group(2)),
@@ -148,8 +158,6 @@ def compile_report(
 
 
 def _config(text: str) -> tuple[int, int, int, int]:
-    from roo_ref.kernels.hstu_attention import parse_config
-
     try:
         return parse_config(text, "--config")
     except ValueError as e:
@@ -171,21 +179,23 @@ def main(argv=None) -> int:
         "--time-grad",
         choices=("reduce", "atomic"),
         default="reduce",
-        help="bwd with --rab: the time-bucket gradient mode (ROO_HSTU_TIME_GRAD; default reduce)",
+        help="bwd with --rab: the time-bucket gradient mode (HstuKernelOptions.time_grad; default reduce)",
     )
     p.add_argument("--atomic-dq", action="store_true", help="bwd: dq by atomics in the dk/dv kernel")
-    p.add_argument("--loop-per-range", action="store_true", help="ROO_HSTU_ONE_LOOP=0")
     p.add_argument(
-        "--fast",
-        choices=("1", "0", "sigmoid"),
-        default="1",
-        help="silu as ROO_HSTU_FAST: 1 tanh form (default), sigmoid (tanh.approx, sigmoid form), 0 exact",
+        "--silu",
+        choices=tuple(_FAST),
+        default="fast",
+        help="HstuKernelOptions.silu: fast (tanh form, tanh.approx; default), exact (sigmoid), tanh_exact",
     )
+    p.add_argument("--fast", choices=("1", "0"), help="the same as --silu fast (1) / exact (0)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     from roo_ref.kernels import hstu_attention as hk
 
-    configs = a.config or hk._configs(a.kind, a.atomic_dq)[:1]
+    silu = {"1": "fast", "0": "exact"}[a.fast] if a.fast else a.silu
+    options = HstuKernelOptions(time_grad=a.time_grad, silu=silu)
+    configs = a.config or hk._configs(a.kind, options, a.atomic_dq)[:1]
     rows = []
     for cfg in configs:
         try:
@@ -194,10 +204,8 @@ def main(argv=None) -> int:
                 cfg,
                 head_dim=a.head_dim,
                 rab=a.rab,
-                time_reduce=a.time_grad == "reduce",
                 atomic_dq=a.atomic_dq,
-                one_loop=not a.loop_per_range,
-                fast=a.fast,
+                options=options,
             )
         except (RuntimeError, ValueError) as e:
             print(f"compile_report: {e}", file=sys.stderr)

@@ -11,14 +11,15 @@ Kernels (all fp32 accumulation; operands of tl.dot in the input dtype):
   that fully masked tiles are never touched and fully visible tiles skip the mask arithmetic:
   [0, min(m0, hist)) unmasked; the rest of the history masked; then, for target rows, only the
   diagonal blocks (a target sees the history and itself, never another target). All three ranges
-  are one software-pipelined loop with the mask under a per-tile branch (ONE_LOOP below).
+  are one software-pipelined loop with the mask under a per-tile branch.
 - backward dk/dv: one program per (key block, head, sequence) - the split over the sequence that the
   public kernel lacks - looping over the query blocks that can see the key block.
 - backward dq: either its own kernel (one program per (query block, head, sequence), same ranges as
   the forward: no atomics, recomputes qk and dO v^T) or fp32 atomics from the dk/dv kernel
-  (DQ_MODE below); the benchmark measures both.
+  (HstuKernelOptions.dq_mode); the benchmark measures both.
 - relative-bias gradients: fp32 atomics into the (small) bucket tables from the dk/dv kernel, which
-  visits every allowed (i, j) pair exactly once (time buckets summed per tile first: TIME_GRAD_MODE).
+  visits every allowed (i, j) pair exactly once (time buckets summed per tile first:
+  HstuKernelOptions.time_grad).
 Ragged batches: sequences are sorted by length (descending) on the device and the grid's slowest
 axis walks that order, with the heaviest (last, causal) query blocks first in each sequence, so
 the longest work starts first and short sequences fill the tail.
@@ -28,6 +29,9 @@ exp + reciprocal; relative error ~2^-11, far below bf16's 2^-8), with silu and i
 t = tanh(s/2) (_silu_and_grad: fewer FMA-class ops); fp16/fp32 use the exact sigmoid.
 Time buckets use fp32 log2 like the reference; they agree exactly while 1+dt < 2^19 (beyond that
 the reference's own fp32 rounding decides bucket edges and either side may differ by one bucket).
+
+Behaviour beyond the inputs comes from a HstuKernelOptions (roo_ref.kernels.options) passed to
+hstu_attention_triton; this module reads no ROO_HSTU_* variable and holds no switch of its own.
 """
 
 from __future__ import annotations
@@ -38,66 +42,36 @@ import torch
 import triton
 import triton.language as tl
 
-from roo_ref.attention import check_inputs
+from roo_ref.attention_checks import check_inputs
+from roo_ref.kernels.options import DEFAULT_OPTIONS, HstuKernelOptions, parse_config
+
+__all__ = ["SUPPORTED_HEAD_DIMS", "HstuKernelOptions", "KERNELS", "hstu_attention_triton", "parse_config"]
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
-# "kernel": separate dq kernel (no atomics). "atomic": dq accumulated with fp32 atomics inside the
-# dk/dv kernel (its zero-fill and cast cost ~0.2 ms per 131k tokens, so it wins only at long L).
-# "auto" (default): atomic when max_seq_len >= 2048, where it measured 1-6% faster on an H100;
-# the dq kernel below that (docs/perf.md).
-DQ_MODE = os.environ.get("ROO_HSTU_DQ", "auto")
-
-# Copies of the bias-gradient buckets in the dk/dv kernel (see _hstu_bwd_dkdv). One copy serialized
-# every pair's atomic add on P + T addresses; the H100 campaign's hstu-ranking steps grew at
-# ~32 ns per attention pair (1.06 s for 34M pairs), ~100x the attention's FLOP time (docs/perf.md).
-# ROO_HSTU_RAB_COPIES=1 restores the old behaviour for an A/B run.
-RAB_GRAD_COPIES = int(os.environ.get("ROO_HSTU_RAB_COPIES", "128"))
-
-# Time-bucket gradient in the dk/dv kernel: "reduce" (default) sums each tile per bucket first and
-# adds one atomic per bucket (see _bwd_range); "atomic" adds every pair's gradient with its own
-# atomic. On the H100 (hstu-ranking ROO step, k=1, L=4096, docs/perf.md exp. 16): bias off 30.5 ms,
-# on with "atomic" 99.0 ms, with "reduce" 61.3 ms.
-TIME_GRAD_MODE = os.environ.get("ROO_HSTU_TIME_GRAD", "reduce")
-if TIME_GRAD_MODE not in ("atomic", "reduce"):
-    raise ValueError(f"ROO_HSTU_TIME_GRAD={TIME_GRAD_MODE!r}; allowed: atomic, reduce")
-
-# One pipelined loop per program over every block it visits, the mask applied under a per-tile
-# branch ("1", default), or one loop per mask range ("0"): each loop pays its own pipeline prologue
-# and drain, and the masked ranges are only 1-2 tiles long (docs/perf.md, exp. 13).
-ONE_LOOP = os.environ.get("ROO_HSTU_ONE_LOOP", "1")
-if ONE_LOOP not in ("0", "1"):
-    raise ValueError(f"ROO_HSTU_ONE_LOOP={ONE_LOOP!r}; allowed: 0, 1")
-ONE_LOOP = ONE_LOOP == "1"
-
-# Tests may force one config (dict with keys fwd/bwd/dq -> (BLOCK_M, BLOCK_N, num_warps, num_stages)).
-FORCE_CONFIG: dict | None = None
-
-# last compiled kernel per kind (n_regs / n_spills for the benchmark's sweep report)
-LAST_COMPILED: dict = {}
+# Copies of the bias-gradient buckets in the dk/dv kernel (see _hstu_bwd_dkdv). One copy serializes
+# every pair's atomic add on P + T addresses: an hstu-ranking step on the H100 then costs ~32 ns per
+# attention pair, ~100x the attention's FLOP time (docs/perf.md).
+RAB_GRAD_COPIES = 128
 
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _autotune() -> bool:
-    return os.environ.get("ROO_HSTU_AUTOTUNE", "0") == "1"
-
-
 # (BLOCK_M, BLOCK_N, num_warps, num_stages). For fwd/dq: M = queries, N = keys; for bwd (dk/dv):
 # M = queries per inner step, N = the program's key block.
 # dq: 64 queries and 4 warps, two programs per SM (the 128-query 8-warp one ran one per SM: the
-# backward 10-13% slower at L = 512, 6-8% at 1024; exp. 17). It runs below L = 2048 only (DQ_MODE "auto").
+# backward 10-13% slower at L = 512, 6-8% at 1024). It runs below L = 2048 only (dq_mode "auto").
 _DEFAULTS = {"fwd": (64, 64, 4, 3), "bwd": (64, 128, 8, 3), "dq": (64, 64, 4, 2)}
-# The forward below L = 2048: 32 keys per tile, 139 registers, three programs per SM (exp. 17: 4-12%
-# faster at L = 512-1024; at 2048-4096 within the runs' spread, either way).
+# The forward below L = 2048: 32 keys per tile, 139 registers, three programs per SM (4-12% faster
+# at L = 512-1024; at 2048-4096 within the runs' spread, either way).
 _DEFAULT_FWD_SHORT = (64, 32, 4, 3)
 SHORT_LEN = 2048
 # The dk/dv kernel when dq has its own kernel: 64 keys per program and 4 warps, two programs per SM.
 # On the H100 4-11% faster than the default at L <= 1024; with dq atomics it spills 42 registers
-# and is 40% slower, so the atomic mode keeps the default (docs/perf.md, exp. 13).
+# and is 40% slower, so the atomic mode keeps the default (docs/perf.md).
 _DEFAULT_BWD_DQ_KERNEL = (64, 64, 4, 2)
 _TUNE = {
     "fwd": [
@@ -114,45 +88,23 @@ _TUNE = {
 _INTERP = {"fwd": (16, 16, 1, 1), "bwd": (16, 16, 1, 1), "dq": (16, 16, 1, 1)}
 
 
-def parse_config(text: str, where: str) -> tuple[int, int, int, int]:
-    """ "BLOCK_M,BLOCK_N,num_warps,num_stages" -> a config tuple; ValueError naming `where` otherwise."""
-    try:
-        cfg = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        cfg = ()
-    if len(cfg) != 4 or min(cfg) < 1:
-        raise ValueError(f"{where}={text!r}: want BLOCK_M,BLOCK_N,num_warps,num_stages, e.g. 64,128,8,3")
-    return cfg  # type: ignore[return-value]
-
-
-def _env_config(kind: str):
-    """ROO_HSTU_{FWD,BWD,DQ}_CONFIG=BLOCK_M,BLOCK_N,num_warps,num_stages: one config for an A/B run
-    from the command line (e.g. the bias-gradient backward, docs/perf.md exp. 12)."""
-    name = f"ROO_HSTU_{kind.upper()}_CONFIG"
-    text = os.environ.get(name)
-    return parse_config(text, name) if text else None
-
-
-def _configs(kind: str, atomic_dq: bool = True, max_len: int = SHORT_LEN):
-    """Candidate configs of a kernel: FORCE_CONFIG (tests, the benchmark's sweep; may name only some
-    kinds), then ROO_HSTU_*_CONFIG, the interpreter's, the autotune list, else the default (for the
-    dk/dv kernel by dq mode, for the forward by max_len)."""
-    env = _env_config(kind)
-    if FORCE_CONFIG is not None and kind in FORCE_CONFIG:
-        cands = [FORCE_CONFIG[kind]]
-    elif env is not None and not _interpreting():
-        cands = [env]
-    elif _interpreting():
-        cands = [_INTERP[kind]]
-    elif _autotune():
-        cands = _TUNE[kind]
-    elif kind == "bwd" and not atomic_dq:
-        cands = [_DEFAULT_BWD_DQ_KERNEL]
-    elif kind == "fwd" and max_len < SHORT_LEN:
-        cands = [_DEFAULT_FWD_SHORT]
-    else:
-        cands = [_DEFAULTS[kind]]
-    return cands
+def _configs(kind: str, options: HstuKernelOptions = DEFAULT_OPTIONS, atomic_dq: bool = True, max_len: int = SHORT_LEN):
+    """Candidate configs of a kernel: the options' config for this kind (tests, the benchmark's
+    variants; may name only some kinds), else the interpreter's, the autotune list
+    (options.autotune), else the default (for the dk/dv kernel by dq mode, for the forward by
+    max_len)."""
+    given = options.config(kind)
+    if given is not None:
+        return [given]
+    if _interpreting():
+        return [_INTERP[kind]]
+    if options.autotune:
+        return _TUNE[kind]
+    if kind == "bwd" and not atomic_dq:
+        return [_DEFAULT_BWD_DQ_KERNEL]
+    if kind == "fwd" and max_len < SHORT_LEN:
+        return [_DEFAULT_FWD_SHORT]
+    return [_DEFAULTS[kind]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,7 +134,7 @@ def _cast(x, dtype: tl.constexpr, PREC: tl.constexpr):
 
 @triton.jit
 def _tanh(x, FAST: tl.constexpr):
-    if FAST == 1 or FAST == 3:
+    if FAST == 1:
         return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1)
     else:  # FAST == 2: the same algebra with an exact tanh (the interpreter's check of the tanh form)
         return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
@@ -211,10 +163,7 @@ def _silu_and_grad(x, FAST: tl.constexpr):
         p = x * t + x
         g = p * (1.0 - t) + (1.0 + t)
     else:
-        if FAST == 3:
-            sig = 0.5 * _tanh(x * 0.5, FAST) + 0.5
-        else:
-            sig = 1.0 / (1.0 + tl.exp(-x))
+        sig = 1.0 / (1.0 + tl.exp(-x))
         p = x * sig
         g = sig * (1.0 + x * (1.0 - sig))
     return p, g
@@ -326,16 +275,11 @@ def _key_ranges(m0, n, hist, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _key_tile(
-    it, jump_at, jump_to, K, V, kb, vb, stride_kt, stride_vt, offs_dk, offs_dv, n, BLOCK_N: tl.constexpr, MASKED
-):
+def _key_tile(it, jump_at, jump_to, K, V, kb, vb, stride_kt, stride_vt, offs_dk, offs_dv, n, BLOCK_N: tl.constexpr):
     """Key block `it` of a forward / dq loop: (start, offsets, k tile, v tile); rows past n read 0.
-    In one loop (MASKED == 2) iterations from jump_at on visit key blocks from jump_to on (the
-    target diagonal after the history)."""
-    if MASKED == 2:
-        start_n = tl.where(it >= jump_at, it - jump_at + jump_to, it)
-    else:
-        start_n = it
+    Iterations from jump_at on visit key blocks from jump_to on (the target diagonal after the
+    history), so the three key ranges of _key_ranges are one loop."""
+    start_n = tl.where(it >= jump_at, it - jump_at + jump_to, it)
     offs_n = start_n + tl.arange(0, BLOCK_N)
     nmask = offs_n < n
     k = tl.load(K + kb + offs_n[:, None] * stride_kt + offs_dk[None, :], mask=nmask[:, None], other=0.0)
@@ -382,29 +326,25 @@ def _fwd_range(
     P,
     T,
     BLOCK_N: tl.constexpr,
-    MASKED: tl.constexpr,
     HAS_POS: tl.constexpr,
     HAS_TIME: tl.constexpr,
     FAST: tl.constexpr,
     PREC: tl.constexpr,
-    jump_at=0,
-    jump_to=0,
-    full_hi=0,
+    jump_at,
+    jump_to,
+    full_hi,
 ):
-    # MASKED: 0 no mask, 1 every tile, 2 (one loop) tiles from full_hi on (see _key_tile for the jump)
+    # tiles from full_hi on get the mask (see _key_tile for the jump)
     for it in range(lo, hi, BLOCK_N):
         start_n, offs_n, k, v = _key_tile(
-            it, jump_at, jump_to, K, V, kv_base_k, kv_base_v, stride_kt, stride_vt, offs_dk, offs_dv, n, BLOCK_N, MASKED
+            it, jump_at, jump_to, K, V, kv_base_k, kv_base_v, stride_kt, stride_vt, offs_dk, offs_dv, n, BLOCK_N
         )
         s = _scores(
             q, k, offs_m, offs_n, seq_start, n, alpha, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False, FAST, PREC
         )
         p, _ = _silu_and_grad(s, FAST)
-        if MASKED == 1:
+        if start_n >= full_hi:
             p = tl.where(_allowed(offs_m[:, None], offs_n[None, :], hist), p, 0.0)
-        elif MASKED == 2:
-            if start_n >= full_hi:
-                p = tl.where(_allowed(offs_m[:, None], offs_n[None, :], hist), p, 0.0)
         acc += _dot(_cast(p, v.dtype, PREC), v, PREC)
     return acc
 
@@ -442,7 +382,6 @@ def _hstu_fwd(
     PREC: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    ONE_LOOP: tl.constexpr = True,
 ):
     pid_m = tl.cdiv(max_len, BLOCK_M) - 1 - tl.program_id(0)  # heaviest (last) query blocks first
     h = tl.program_id(1)
@@ -462,29 +401,15 @@ def _hstu_fwd(
     kb = seq_start * stride_kt + h * stride_kh
     vb = seq_start * stride_vt + h * stride_vh
     acc = tl.zeros([BLOCK_M, D_V], dtype=tl.float32)
-    # key blocks in the three ranges of _key_ranges, in one loop (or one loop each)
+    # the key blocks of _key_ranges' three ranges in one software-pipelined loop: a loop per range
+    # pays its own pipeline prologue and drain, and the masked ranges are only 1-2 tiles long
     n_full, e1, s2, e2 = _key_ranges(m0, n, hist, BLOCK_M, BLOCK_N)
-    # (the range calls differ only in their bounds and mask mode: kept compact)
+    n_iter = e1 + tl.maximum(e2 - s2, 0)
     # fmt: off
-    if ONE_LOOP:
-        n_iter = e1 + tl.maximum(e2 - s2, 0)
-        acc = _fwd_range(
-            acc, q, K, V, kb, vb, stride_kt, stride_vt, 0, n_iter, offs_m, offs_dk, offs_dv, seq_start, n, hist,
-            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 2, HAS_POS, HAS_TIME, FAST, PREC, e1, s2, n_full
-        )
-    else:
-        acc = _fwd_range(
-            acc, q, K, V, kb, vb, stride_kt, stride_vt, 0, n_full, offs_m, offs_dk, offs_dv, seq_start, n, hist,
-            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 0, HAS_POS, HAS_TIME, FAST, PREC
-        )
-        acc = _fwd_range(
-            acc, q, K, V, kb, vb, stride_kt, stride_vt, n_full, e1, offs_m, offs_dk, offs_dv, seq_start, n, hist,
-            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 1, HAS_POS, HAS_TIME, FAST, PREC
-        )
-        acc = _fwd_range(
-            acc, q, K, V, kb, vb, stride_kt, stride_vt, s2, e2, offs_m, offs_dk, offs_dv, seq_start, n, hist, alpha,
-            POS, TS, PW, TW, P, T, BLOCK_N, 1, HAS_POS, HAS_TIME, FAST, PREC
-        )
+    acc = _fwd_range(
+        acc, q, K, V, kb, vb, stride_kt, stride_vt, 0, n_iter, offs_m, offs_dk, offs_dv, seq_start, n, hist,
+        alpha, POS, TS, PW, TW, P, T, BLOCK_N, HAS_POS, HAS_TIME, FAST, PREC, e1, s2, n_full
+    )
     # fmt: on
     acc = acc * inv_norm
     tl.store(
@@ -533,7 +458,6 @@ def _bwd_range(
     P,
     T,
     BLOCK_M: tl.constexpr,
-    MASKED: tl.constexpr,
     HAS_POS: tl.constexpr,
     HAS_TIME: tl.constexpr,
     GRAD_POS: tl.constexpr,
@@ -542,9 +466,9 @@ def _bwd_range(
     FAST: tl.constexpr,
     PREC: tl.constexpr,
     TIME_REDUCE: tl.constexpr,
-    full_lo=0,
+    full_lo,
 ):
-    # MASKED: 0 no mask, 1 every tile, 2 (one loop) tiles before full_lo (the diagonal)
+    # query tiles before full_lo (the diagonal) get the mask
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         mmask = offs_m < n
@@ -557,18 +481,13 @@ def _bwd_range(
         )
         pT, gT = _silu_and_grad(sT, FAST)
         # (dv's product before dO v^T spills 100 B less at the 128-key config but ran 3-7% slower
-        # on the H100: docs/perf.md exp. 17, commit c7b64fd)
+        # on the H100: docs/perf.md)
         dpT = _dot(v, tl.trans(do), PREC)
         dsT = dpT * gT
-        if MASKED == 1:
+        if start_m < full_lo:
             allowed = _allowed(offs_m[None, :], offs_n[:, None], hist)
             pT = tl.where(allowed, pT, 0.0)
             dsT = tl.where(allowed, dsT, 0.0)
-        elif MASKED == 2:
-            if start_m < full_lo:
-                allowed = _allowed(offs_m[None, :], offs_n[:, None], hist)
-                pT = tl.where(allowed, pT, 0.0)
-                dsT = tl.where(allowed, dsT, 0.0)
         dv += _dot(_cast(pT, do.dtype, PREC), do, PREC)
         dsT_c = _cast(dsT, q.dtype, PREC)
         dk += _dot(dsT_c, q, PREC)
@@ -582,11 +501,8 @@ def _bwd_range(
             )
         if GRAD_POS or GRAD_TIME:
             valid = (offs_n[:, None] < n) & mmask[None, :]
-            if MASKED == 1:
-                valid = valid & _allowed(offs_m[None, :], offs_n[:, None], hist)
-            elif MASKED == 2:
-                # (full_lo is on the tile grid, so per element this is the tile's own branch)
-                valid = valid & (_allowed(offs_m[None, :], offs_n[:, None], hist) | (offs_m[None, :] >= full_lo))
+            # (full_lo is on the tile grid, so per element this is the tile's own branch)
+            valid = valid & (_allowed(offs_m[None, :], offs_n[:, None], hist) | (offs_m[None, :] >= full_lo))
             pidx, tidx = _bucket_idx(offs_m, offs_n, seq_start, n, POS, TS, P, T, GRAD_POS, GRAD_TIME)
             g = dsT * (inv_norm * _score_scale(FAST))
             if GRAD_POS:
@@ -653,7 +569,6 @@ def _hstu_bwd_dkdv(
     BLOCK_N: tl.constexpr,
     N_COPIES: tl.constexpr = 1,
     TIME_REDUCE: tl.constexpr = False,
-    ONE_LOOP: tl.constexpr = True,
 ):
     # Early key blocks see the most queries: schedule them first.
     pid_n = tl.program_id(0)
@@ -695,34 +610,14 @@ def _hstu_bwd_dkdv(
     # a key block of targets only is seen by its own diagonal.
     diag_end = n0 + tl.cdiv(BLOCK_N, BLOCK_M) * BLOCK_M
     hi = tl.where(n0 < hist, n, tl.minimum(diag_end, n))
-    # (the range calls differ only in their bounds and mask mode: kept compact)
+    # one loop over both ranges (see _hstu_fwd): the diagonal query blocks masked, then the rest
+    full_lo = tl.where(n0 + BLOCK_N <= hist, diag_end, hi)
     # fmt: off
-    if ONE_LOOP:
-        full_lo = tl.where(n0 + BLOCK_N <= hist, diag_end, hi)
-        dk, dv = _bwd_range(
-            dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, n0, hi, offs_n, offs_dk,
-            offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T, BLOCK_M, 2,
-            HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE, full_lo
-        )
-    else:
-        d_hi = tl.minimum(diag_end, n)
-        dk, dv = _bwd_range(
-            dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, n0, d_hi, offs_n, offs_dk,
-            offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T, BLOCK_M, 1,
-            HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
-        )
-        if n0 + BLOCK_N <= hist:
-            dk, dv = _bwd_range(
-                dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, diag_end, n, offs_n,
-                offs_dk, offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T,
-                BLOCK_M, 0, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
-            )
-        elif n0 < hist:
-            dk, dv = _bwd_range(
-                dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, diag_end, n, offs_n,
-                offs_dk, offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T,
-                BLOCK_M, 1, HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE
-            )
+    dk, dv = _bwd_range(
+        dk, dv, k, v, Q, DO, DQA, qb, dob, dqab, stride_qt, stride_dot, stride_dqat, n0, hi, offs_n, offs_dk,
+        offs_dv, seq_start, n, hist, alpha, dq_scale, inv_norm, POS, TS, PW, TW, DPW, DTW, P, T, BLOCK_M,
+        HAS_POS, HAS_TIME, GRAD_POS, GRAD_TIME, ATOMIC_DQ, FAST, PREC, TIME_REDUCE, full_lo
+    )
     # fmt: on
     dk = dk * (alpha * inv_norm * _score_scale(FAST))
     dv = dv * inv_norm
@@ -769,19 +664,18 @@ def _dq_range(
     P,
     T,
     BLOCK_N: tl.constexpr,
-    MASKED: tl.constexpr,
     HAS_POS: tl.constexpr,
     HAS_TIME: tl.constexpr,
     FAST: tl.constexpr,
     PREC: tl.constexpr,
-    jump_at=0,
-    jump_to=0,
-    full_hi=0,
+    jump_at,
+    jump_to,
+    full_hi,
 ):
-    # MASKED, jump_at, jump_to, full_hi: as in _fwd_range
+    # jump_at, jump_to, full_hi: as in _fwd_range
     for it in range(lo, hi, BLOCK_N):
         start_n, offs_n, k, v = _key_tile(
-            it, jump_at, jump_to, K, V, kb, vb, stride_kt, stride_vt, offs_dk, offs_dv, n, BLOCK_N, MASKED
+            it, jump_at, jump_to, K, V, kb, vb, stride_kt, stride_vt, offs_dk, offs_dv, n, BLOCK_N
         )
         s = _scores(
             q, k, offs_m, offs_n, seq_start, n, alpha, POS, TS, PW, TW, P, T, HAS_POS, HAS_TIME, False, FAST, PREC
@@ -789,11 +683,8 @@ def _dq_range(
         _, g = _silu_and_grad(s, FAST)
         dp = _dot(do, tl.trans(v), PREC)
         ds = dp * g
-        if MASKED == 1:
+        if start_n >= full_hi:
             ds = tl.where(_allowed(offs_m[:, None], offs_n[None, :], hist), ds, 0.0)
-        elif MASKED == 2:
-            if start_n >= full_hi:
-                ds = tl.where(_allowed(offs_m[:, None], offs_n[None, :], hist), ds, 0.0)
         dq += _dot(_cast(ds, k.dtype, PREC), k, PREC)
     return dq
 
@@ -832,7 +723,6 @@ def _hstu_bwd_dq(
     PREC: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    ONE_LOOP: tl.constexpr = True,
 ):
     pid_m = tl.cdiv(max_len, BLOCK_M) - 1 - tl.program_id(0)
     h = tl.program_id(1)
@@ -857,29 +747,14 @@ def _hstu_bwd_dq(
     kb = seq_start * stride_kt + h * stride_kh
     vb = seq_start * stride_vt + h * stride_vh
     dq = tl.zeros([BLOCK_M, D_QK], dtype=tl.float32)
-    # the forward's three key ranges
+    # the forward's three key ranges, in one loop
     n_full, e1, s2, e2 = _key_ranges(m0, n, hist, BLOCK_M, BLOCK_N)
-    # (the range calls differ only in their bounds and mask mode: kept compact)
+    n_iter = e1 + tl.maximum(e2 - s2, 0)
     # fmt: off
-    if ONE_LOOP:
-        n_iter = e1 + tl.maximum(e2 - s2, 0)
-        dq = _dq_range(
-            dq, q, do, K, V, kb, vb, stride_kt, stride_vt, 0, n_iter, offs_m, offs_dk, offs_dv, seq_start, n, hist,
-            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 2, HAS_POS, HAS_TIME, FAST, PREC, e1, s2, n_full
-        )
-    else:
-        dq = _dq_range(
-            dq, q, do, K, V, kb, vb, stride_kt, stride_vt, 0, n_full, offs_m, offs_dk, offs_dv, seq_start, n, hist,
-            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 0, HAS_POS, HAS_TIME, FAST, PREC
-        )
-        dq = _dq_range(
-            dq, q, do, K, V, kb, vb, stride_kt, stride_vt, n_full, e1, offs_m, offs_dk, offs_dv, seq_start, n, hist,
-            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 1, HAS_POS, HAS_TIME, FAST, PREC
-        )
-        dq = _dq_range(
-            dq, q, do, K, V, kb, vb, stride_kt, stride_vt, s2, e2, offs_m, offs_dk, offs_dv, seq_start, n, hist,
-            alpha, POS, TS, PW, TW, P, T, BLOCK_N, 1, HAS_POS, HAS_TIME, FAST, PREC
-        )
+    dq = _dq_range(
+        dq, q, do, K, V, kb, vb, stride_kt, stride_vt, 0, n_iter, offs_m, offs_dk, offs_dv, seq_start, n, hist,
+        alpha, POS, TS, PW, TW, P, T, BLOCK_N, HAS_POS, HAS_TIME, FAST, PREC, e1, s2, n_full
+    )
     # fmt: on
     dq = dq * (alpha * inv_norm * _score_scale(FAST))
     tl.store(
@@ -890,7 +765,7 @@ def _hstu_bwd_dq(
 
 
 # ----------------------------------------------------------------------------------------------
-# autotuned entry points (a single config unless ROO_HSTU_AUTOTUNE=1)
+# autotuned entry points (a single config unless options.autotune)
 
 
 def _cfgs(configs):
@@ -899,12 +774,13 @@ def _cfgs(configs):
 
 KERNELS = {"fwd": _hstu_fwd, "bwd": _hstu_bwd_dkdv, "dq": _hstu_bwd_dq}  # the jitted kernels, by kind
 _KEY = ["max_len_bucket", "D_QK", "D_V", "HAS_POS", "HAS_TIME"]
+# autotuned wrappers by (kind, candidate configs): a cache, so each config list compiles once
 _cache: dict = {}
 
 
-def _kernel(kind: str, atomic_dq: bool = True, max_len: int = SHORT_LEN):
-    """Wrap lazily so the config choice (env, FORCE_CONFIG) is read at first use, not import."""
-    key = (kind, tuple(_configs(kind, atomic_dq, max_len)))
+def _kernel(kind: str, options: HstuKernelOptions = DEFAULT_OPTIONS, atomic_dq: bool = True, max_len: int = SHORT_LEN):
+    """The autotuned wrapper of kernel `kind` over its candidate configs (see _configs)."""
+    key = (kind, tuple(_configs(kind, options, atomic_dq, max_len)))
     if key not in _cache:
         base = KERNELS[kind]
         kw = {}
@@ -917,6 +793,15 @@ def _kernel(kind: str, atomic_dq: bool = True, max_len: int = SHORT_LEN):
     return _cache[key]
 
 
+def default_configs() -> dict:
+    """The default config of each kernel, and the by-length / by-dq-mode alternatives."""
+    return {
+        **_DEFAULTS,
+        "bwd (dq kernel)": _DEFAULT_BWD_DQ_KERNEL,
+        f"fwd (L < {SHORT_LEN})": _DEFAULT_FWD_SHORT,
+    }
+
+
 # ----------------------------------------------------------------------------------------------
 # Python side
 
@@ -926,7 +811,7 @@ def _check(
 ):
     # One device->host copy of the offsets and targets, then every value check on the host: each
     # separate int()/any() on a GPU tensor is a sync, and five of them cost more than the whole
-    # forward at L <= 1024 (docs/perf.md, experiment 3). check_values=False skips that copy (and
+    # forward at L <= 1024 (docs/perf.md). check_values=False skips that copy (and
     # the value checks), keeping the shape / dtype / device checks.
     if not isinstance(seq_offsets, torch.Tensor) or (
         num_targets is not None and not isinstance(num_targets, torch.Tensor)
@@ -983,26 +868,23 @@ def _dummy(device, dtype=torch.float32, written: bool = False) -> torch.Tensor:
     written=True: one for the atomic targets (DQA, DPW, DTW), which the autotuner zeroes before its
     trial runs (reset_to_zero). That in-place write must not hit the read-only placeholders, which
     the forward saves for backward: autograd would reject a second backward of the same graph
-    (retain_graph) as "modified by an inplace operation" (seen on the H100 with ROO_HSTU_AUTOTUNE=1)."""
+    (retain_graph) as "modified by an inplace operation" (seen on the H100 with autotune on)."""
     key = (str(device), dtype, written)
     if key not in _DUMMIES:
         _DUMMIES[key] = torch.zeros(1, dtype=dtype, device=device)
     return _DUMMIES[key]
 
 
-def _fast(dtype: torch.dtype, device: torch.device) -> int:
-    """The kernels' FAST switch: 1 = silu in the tanh form through tanh.approx.f32 (bf16 on the GPU);
-    3 = tanh.approx inside the sigmoid form (ROO_HSTU_FAST=sigmoid, for A/B runs); 0 = the exact
-    sigmoid (fp16/fp32, the interpreter, ROO_HSTU_FAST=0); 2 = the tanh form with an exact tanh, which
-    only the tests select (the interpreter has no inline PTX) to check its algebra on the CPU."""
-    mode = os.environ.get("ROO_HSTU_FAST", "1")
-    if mode not in ("0", "1", "sigmoid"):
-        raise ValueError(f"ROO_HSTU_FAST={mode!r}; allowed: 0, 1, sigmoid")
-    if mode == "0" or not (dtype == torch.bfloat16 and device.type == "cuda" and not _interpreting()):
+def _fast(dtype: torch.dtype, device: torch.device, silu: str) -> int:
+    """The kernels' FAST switch for options.silu: 1 = silu in the tanh form through tanh.approx.f32
+    ("fast" on bf16 on the GPU); 0 = the exact sigmoid ("exact"; "fast" for fp16/fp32 and under the
+    interpreter, which has no inline PTX); 2 = the tanh form with an exact tanh ("tanh_exact", which
+    checks the tanh form's algebra on the CPU)."""
+    if silu == "tanh_exact":
+        return 2
+    if silu == "exact" or not (dtype == torch.bfloat16 and device.type == "cuda" and not _interpreting()):
         return 0
-    # "sigmoid": tanh.approx inside the sigmoid form of silu and its gradient (the form before
-    # docs/perf.md exp. 17), for an A/B run
-    return 3 if mode == "sigmoid" else 1
+    return 1
 
 
 def _prec(dtype: torch.dtype) -> str:
@@ -1027,200 +909,148 @@ def _seq_table(seq_offsets: torch.Tensor, num_targets: torch.Tensor | None) -> t
     return torch.stack([offsets[:-1], lengths, hist], dim=1)[order].contiguous()
 
 
+def _bias_tensors(q, positions, timestamps, pos_weights, time_weights) -> tuple:
+    """(pos, ts, pw, tw, P, T): the relative-bias inputs as the kernels read them. Unused pointer
+    arguments get their own 1-element buffer: never a real input, since the autotuner zeroes the
+    atomic targets (reset_to_zero) between trials."""
+    has_pos, has_time = pos_weights is not None, time_weights is not None
+    pos = positions.to(torch.int64).contiguous() if has_pos else _dummy(q.device, torch.int64)
+    ts = timestamps.contiguous() if has_time else _dummy(q.device, torch.int64)
+    pw = pos_weights.contiguous() if has_pos else _dummy(q.device)
+    tw = time_weights.contiguous() if has_time else _dummy(q.device)
+    P = pos_weights.numel() if has_pos else 1
+    T = time_weights.numel() if has_time else 1
+    return pos, ts, pw, tw, P, T
+
+
+def _record(compiled: dict | None, kind: str, kernel) -> None:
+    """Keep a launch's compiled kernel (registers, spills, shared memory) in the caller's dict."""
+    if compiled is not None:
+        compiled[kind] = kernel
+
+
+def _launch_fwd(q, k, v, out, info, bias, m, options, compiled) -> None:
+    pos, ts, pw, tw, P, T = bias
+    L = m["max_seq_len"]
+    kern = _kernel("fwd", options, max_len=L)
+    launched = kern[lambda META: (triton.cdiv(L, META["BLOCK_M"]), m["H"], m["B"])](
+        q, k, v, out, info, pos, ts, pw, tw,
+        q.stride(0), k.stride(0), v.stride(0), out.stride(0), q.stride(1), k.stride(1), v.stride(1), out.stride(1),
+        m["alpha"], m["inv_norm"], P, T, L, m["bucket"],
+        D_QK=q.shape[2], D_V=v.shape[2], HAS_POS=m["has_pos"], HAS_TIME=m["has_time"], FAST=m["fast"],
+        PREC=m["prec"],
+    )  # fmt: skip
+    _record(compiled, "fwd", launched)
+
+
+def _launch_dkdv(q, k, v, dout, dk, dv, dqa, info, bias, dpw, dtw, m, grads, atomic, options, compiled) -> None:
+    """The dk/dv kernel; with `atomic` it also sums dq into dqa, with `grads` (pos, time) the bias
+    gradients into dpw / dtw (RAB_GRAD_COPIES copies each)."""
+    pos, ts, pw, tw = bias[:4]
+    grad_pos, grad_time = grads
+    L = m["max_seq_len"]
+    kern = _kernel("bwd", options, atomic)
+    launched = kern[lambda META: (triton.cdiv(L, META["BLOCK_N"]), m["H"], m["B"])](
+        q, k, v, dout, dk, dv, dqa, info, pos, ts, pw, tw, dpw, dtw,
+        q.stride(0), k.stride(0), v.stride(0), dout.stride(0), q.stride(1), k.stride(1), v.stride(1), dout.stride(1),
+        dqa.stride(0) if atomic else 0, dqa.stride(1) if atomic else 0,
+        m["alpha"], m["inv_norm"], m["P"], m["T"], L, m["bucket"],
+        D_QK=q.shape[2], D_V=v.shape[2], HAS_POS=m["has_pos"], HAS_TIME=m["has_time"],
+        GRAD_POS=grad_pos, GRAD_TIME=grad_time, ATOMIC_DQ=atomic,
+        # exact sigmoid when bias gradients are summed: the approximation's small bias would add up
+        # over every pair of a bucket
+        FAST=0 if (grad_pos or grad_time) else m["fast"],
+        PREC=m["prec"], N_COPIES=RAB_GRAD_COPIES, TIME_REDUCE=grad_time and options.time_grad == "reduce",
+    )  # fmt: skip
+    _record(compiled, "bwd", launched)
+
+
+def _launch_dq(q, k, v, dout, dq, info, bias, m, options, compiled) -> None:
+    pos, ts, pw, tw = bias[:4]
+    L = m["max_seq_len"]
+    kern = _kernel("dq", options)
+    launched = kern[lambda META: (triton.cdiv(L, META["BLOCK_M"]), m["H"], m["B"])](
+        q, k, v, dout, dq, info, pos, ts, pw, tw,
+        q.stride(0), k.stride(0), v.stride(0), dout.stride(0), q.stride(1), k.stride(1), v.stride(1), dout.stride(1),
+        m["alpha"], m["inv_norm"], m["P"], m["T"], L, m["bucket"],
+        D_QK=q.shape[2], D_V=v.shape[2], HAS_POS=m["has_pos"], HAS_TIME=m["has_time"], FAST=m["fast"],
+        PREC=m["prec"],
+    )  # fmt: skip
+    _record(compiled, "dq", launched)
+
+
+def _meta(q, seq_offsets, max_seq_len, alpha, normalizer, bias, pos_weights, time_weights, options) -> dict:
+    """The scalar launch arguments shared by the forward and the backward."""
+    return dict(
+        B=seq_offsets.numel() - 1,
+        H=q.shape[1],
+        max_seq_len=int(max_seq_len),
+        alpha=float(alpha),
+        inv_norm=1.0 / float(normalizer),
+        P=bias[4],
+        T=bias[5],
+        has_pos=pos_weights is not None,
+        has_time=time_weights is not None,
+        fast=_fast(q.dtype, q.device, options.silu),
+        prec=_prec(q.dtype),
+        bucket=_bucket(max_seq_len),
+    )
+
+
+def _launches(q: torch.Tensor, m: dict) -> bool:
+    """Whether there is any work: an empty batch or no tokens launches nothing."""
+    return q.shape[0] > 0 and m["B"] > 0 and m["max_seq_len"] > 0
+
+
 class _HSTUAttention(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx,
-        q,
-        k,
-        v,
-        seq_offsets,
-        max_seq_len,
-        alpha,
-        normalizer,
-        num_targets,
-        positions,
-        timestamps,
-        pos_weights,
-        time_weights,
-    ):
+        ctx, q, k, v, seq_offsets, max_seq_len, alpha, normalizer, num_targets,
+        positions, timestamps, pos_weights, time_weights, options, compiled,
+    ):  # fmt: skip
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        total, H, dqk = q.shape
-        dv = v.shape[2]
-        B = seq_offsets.numel() - 1
-        out = torch.empty((total, H, dv), dtype=q.dtype, device=q.device)
+        out = torch.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype, device=q.device)
         info = _seq_table(seq_offsets, num_targets)
-        has_pos, has_time = pos_weights is not None, time_weights is not None
-        # unused pointer arguments get their own 1-element buffer: never a real input, since the
-        # autotuner zeroes the atomic targets (reset_to_zero) between trials
-        pos = positions.to(torch.int64).contiguous() if has_pos else _dummy(q.device, torch.int64)
-        ts = timestamps.contiguous() if has_time else _dummy(q.device, torch.int64)
-        pw = pos_weights.contiguous() if has_pos else _dummy(q.device)
-        tw = time_weights.contiguous() if has_time else _dummy(q.device)
-        P = pos_weights.numel() if has_pos else 1
-        T = time_weights.numel() if has_time else 1
-        meta = dict(
-            B=B,
-            H=H,
-            max_seq_len=int(max_seq_len),
-            alpha=float(alpha),
-            inv_norm=1.0 / float(normalizer),
-            P=P,
-            T=T,
-            has_pos=has_pos,
-            has_time=has_time,
-            fast=_fast(q.dtype, q.device),
-            prec=_prec(q.dtype),
-            bucket=_bucket(max_seq_len),
-        )
-        if total > 0 and B > 0 and max_seq_len > 0:
-            kern = _kernel("fwd", max_len=meta["max_seq_len"])
-
-            def grid(META):
-                return (triton.cdiv(meta["max_seq_len"], META["BLOCK_M"]), H, B)
-
-            LAST_COMPILED["fwd"] = kern[grid](
-                q,
-                k,
-                v,
-                out,
-                info,
-                pos,
-                ts,
-                pw,
-                tw,
-                q.stride(0),
-                k.stride(0),
-                v.stride(0),
-                out.stride(0),
-                q.stride(1),
-                k.stride(1),
-                v.stride(1),
-                out.stride(1),
-                meta["alpha"],
-                meta["inv_norm"],
-                P,
-                T,
-                meta["max_seq_len"],
-                meta["bucket"],
-                D_QK=dqk,
-                D_V=dv,
-                HAS_POS=has_pos,
-                HAS_TIME=has_time,
-                FAST=meta["fast"],
-                PREC=meta["prec"],
-                ONE_LOOP=ONE_LOOP,
-            )
-        ctx.save_for_backward(q, k, v, info, pos, ts, pw, tw)
+        bias = _bias_tensors(q, positions, timestamps, pos_weights, time_weights)
+        meta = _meta(q, seq_offsets, max_seq_len, alpha, normalizer, bias, pos_weights, time_weights, options)
+        if _launches(q, meta):
+            _launch_fwd(q, k, v, out, info, bias, meta, options, compiled)
+        ctx.save_for_backward(q, k, v, info, *bias[:4])
         ctx.meta = meta
-        ctx.weight_dtypes = (pos_weights.dtype if has_pos else None, time_weights.dtype if has_time else None)
-        ctx.weight_grads = (has_pos and pos_weights.requires_grad, has_time and time_weights.requires_grad)
+        ctx.options, ctx.compiled = options, compiled
+        ctx.weight_dtypes = (
+            pos_weights.dtype if meta["has_pos"] else None,
+            time_weights.dtype if meta["has_time"] else None,
+        )
+        ctx.weight_grads = (
+            meta["has_pos"] and pos_weights.requires_grad,
+            meta["has_time"] and time_weights.requires_grad,
+        )
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, info, pos, ts, pw, tw = ctx.saved_tensors
-        m = ctx.meta
-        total, H, dqk = q.shape
-        dv_dim = v.shape[2]
+        m, options, compiled = ctx.meta, ctx.options, ctx.compiled
         dout = dout.contiguous()
-        dq = torch.empty_like(q)
-        dk = torch.empty_like(k)
-        dv = torch.empty_like(v)
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         grad_pos, grad_time = ctx.weight_grads
         copies = RAB_GRAD_COPIES
         # atomic targets; a placeholder of its own when unused (see _dummy)
         sink = _dummy(q.device, written=True)
         dpw = torch.zeros(copies * m["P"], dtype=torch.float32, device=q.device) if grad_pos else sink
         dtw = torch.zeros(copies * m["T"], dtype=torch.float32, device=q.device) if grad_time else sink
-        atomic = DQ_MODE == "atomic" or (DQ_MODE == "auto" and m["max_seq_len"] >= 2048)
-        dqa = torch.zeros((total, H, dqk), dtype=torch.float32, device=q.device) if atomic else sink
-        if total > 0 and m["B"] > 0 and m["max_seq_len"] > 0:
-            B, L = m["B"], m["max_seq_len"]
-            kern = _kernel("bwd", atomic)
-            LAST_COMPILED["bwd"] = kern[lambda META: (triton.cdiv(L, META["BLOCK_N"]), H, B)](
-                q,
-                k,
-                v,
-                dout,
-                dk,
-                dv,
-                dqa,
-                info,
-                pos,
-                ts,
-                pw,
-                tw,
-                dpw,
-                dtw,
-                q.stride(0),
-                k.stride(0),
-                v.stride(0),
-                dout.stride(0),
-                q.stride(1),
-                k.stride(1),
-                v.stride(1),
-                dout.stride(1),
-                dqa.stride(0) if atomic else 0,
-                dqa.stride(1) if atomic else 0,
-                m["alpha"],
-                m["inv_norm"],
-                m["P"],
-                m["T"],
-                L,
-                m["bucket"],
-                D_QK=dqk,
-                D_V=dv_dim,
-                HAS_POS=m["has_pos"],
-                HAS_TIME=m["has_time"],
-                GRAD_POS=grad_pos,
-                GRAD_TIME=grad_time,
-                ATOMIC_DQ=atomic,
-                # exact sigmoid when bias gradients are summed: the approximation's small bias would
-                # add up over every pair of a bucket
-                FAST=0 if (grad_pos or grad_time) else m["fast"],
-                PREC=m["prec"],
-                N_COPIES=copies,
-                TIME_REDUCE=grad_time and TIME_GRAD_MODE == "reduce",
-                ONE_LOOP=ONE_LOOP,
+        atomic = options.atomic_dq(m["max_seq_len"])
+        dqa = torch.zeros(q.shape, dtype=torch.float32, device=q.device) if atomic else sink
+        if _launches(q, m):
+            bias = (pos, ts, pw, tw)
+            _launch_dkdv(
+                q, k, v, dout, dk, dv, dqa, info, bias, dpw, dtw, m, ctx.weight_grads, atomic, options, compiled
             )
             if atomic:
                 dq = dqa.to(q.dtype)
             else:
-                kern = _kernel("dq")
-                LAST_COMPILED["dq"] = kern[lambda META: (triton.cdiv(L, META["BLOCK_M"]), H, B)](
-                    q,
-                    k,
-                    v,
-                    dout,
-                    dq,
-                    info,
-                    pos,
-                    ts,
-                    pw,
-                    tw,
-                    q.stride(0),
-                    k.stride(0),
-                    v.stride(0),
-                    dout.stride(0),
-                    q.stride(1),
-                    k.stride(1),
-                    v.stride(1),
-                    dout.stride(1),
-                    m["alpha"],
-                    m["inv_norm"],
-                    m["P"],
-                    m["T"],
-                    L,
-                    m["bucket"],
-                    D_QK=dqk,
-                    D_V=dv_dim,
-                    HAS_POS=m["has_pos"],
-                    HAS_TIME=m["has_time"],
-                    FAST=m["fast"],
-                    PREC=m["prec"],
-                    ONE_LOOP=ONE_LOOP,
-                )
+                _launch_dq(q, k, v, dout, dq, info, bias, m, options, compiled)
         else:
             dq.zero_()
             dk.zero_()
@@ -1228,7 +1058,7 @@ class _HSTUAttention(torch.autograd.Function):
         pdt, tdt = ctx.weight_dtypes
         gpw = dpw.view(copies, -1).sum(0).to(pdt) if grad_pos else None
         gtw = dtw.view(copies, -1).sum(0).to(tdt) if grad_time else None
-        return dq, dk, dv, None, None, None, None, None, None, None, gpw, gtw
+        return dq, dk, dv, None, None, None, None, None, None, None, gpw, gtw, None, None
 
 
 def hstu_attention_triton(
@@ -1245,25 +1075,24 @@ def hstu_attention_triton(
     pos_weights: torch.Tensor | None = None,
     time_weights: torch.Tensor | None = None,
     check_values: bool = True,
+    options: HstuKernelOptions | None = None,
+    compiled: dict | None = None,
 ) -> torch.Tensor:
     """Same arguments and result as roo_ref.attention.hstu_attention_torch; differentiable in q, k,
     v, pos_weights and time_weights. ValueError on bad input before any launch. check_values=False
     skips the checks of the offsets' and targets' values (one device->host sync per call) for
-    callers that build them correctly; a wrong value then reads out of bounds."""
+    callers that build them correctly; a wrong value then reads out of bounds.
+    options: the kernels' options (None: HstuKernelOptions(), the measured defaults).
+    compiled: a dict of the caller's that receives each launched kernel by kind ("fwd", "bwd",
+    "dq"; the backward's when it runs), for its registers, spills and shared memory."""
+    if options is None:
+        options = DEFAULT_OPTIONS
+    elif not isinstance(options, HstuKernelOptions):
+        raise TypeError(f"options must be a HstuKernelOptions or None; got {type(options).__name__}")
     _check(
         q, k, v, seq_offsets, max_seq_len, num_targets, positions, timestamps, pos_weights, time_weights, check_values
     )
     return _HSTUAttention.apply(
-        q,
-        k,
-        v,
-        seq_offsets,
-        max_seq_len,
-        alpha,
-        normalizer,
-        num_targets,
-        positions,
-        timestamps,
-        pos_weights,
-        time_weights,
-    )
+        q, k, v, seq_offsets, max_seq_len, alpha, normalizer, num_targets,
+        positions, timestamps, pos_weights, time_weights, options, compiled,
+    )  # fmt: skip
