@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import statistics
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +183,20 @@ class PresetMeasurement:
     measurement: Measurement
 
 
+def kernel_options_from_env(environ: Mapping[str, str] | None = None):
+    """The Triton attention kernel's options from the ROO_HSTU_* variables (HstuKernelOptions).
+    The harness reads them here, once per run, and hands the object to the model and to the
+    record's provenance; a bad value is one UserError line."""
+    import os
+
+    from roo_ref.kernels.options import HstuKernelOptions
+
+    try:
+        return HstuKernelOptions.from_env(os.environ if environ is None else environ)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def measure_preset(
     preset: str,
     layouts: Sequence[Layout | str],
@@ -213,10 +227,12 @@ def measure_preset(
     n_batches = min(warmup + steps, 4)
     req = [generate(spec, spec.requests_per_batch, seed=seed + i).to(device) for i in range(n_batches)]
 
+    options = kernel_options_from_env()
+
     @contextlib.contextmanager
     def setup(layout: Layout) -> Iterator[LayoutRun]:
         batches = req if layout is Layout.ROO else [b.to_impressions() for b in req]
-        model = build_model(spec, preset, model_sets, device=device, seed=seed)
+        model = build_model(spec, preset, model_sets, device=device, seed=seed, kernel_options=options)
         yield LayoutRun(Trainer(model, layout, amp_bf16=(dtype == "bf16"), seed=seed), batches)
 
     m = measure_layouts(layouts, req, setup, warmup=warmup, steps=steps, device=device)

@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.measure import DTYPES
+from harness.measure import DTYPES, kernel_options_from_env
 from workloads.errors import UserError
 from workloads.layout import LAYOUTS
 
@@ -200,7 +200,13 @@ def default_builder(spec, pc: PointConfig, layout: str):
     overrides = [f"attention_backend={pc.backend}", *pc.model_overrides]
     # fp32 master weights in both dtypes; bf16 = autocast (roo_ref.train), as mixed-precision training runs.
     model = build_model(
-        spec, preset=pc.preset, overrides=overrides, device=pc.device, dtype=torch.float32, seed=pc.seed
+        spec,
+        preset=pc.preset,
+        overrides=overrides,
+        device=pc.device,
+        dtype=torch.float32,
+        seed=pc.seed,
+        kernel_options=kernel_options_from_env(),
     )
     return model, Trainer(model, layout, amp_bf16=pc.dtype == "bf16", seed=pc.seed)
 
@@ -395,7 +401,7 @@ def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> 
         # On a shared CPU, OpenMP threads spin-waiting for a busy core make steps several times
         # slower and far noisier; CPU sweeps pin this (ci-tiny uses 1).
         torch.set_num_threads(pc.threads)
-    prov = provenance.collect(pc.seed, pc.device)
+    prov = provenance.collect(pc.seed, pc.device, kernel_options=kernel_options_from_env())
     rb_cpu = generate(spec, spec.requests_per_batch, seed=pc.seed)
     model_cfgs: list[dict] = []
     setup = _point_setup(pc, spec, rb_cpu, builder or default_builder, prov.get("device_name"), model_cfgs)

@@ -1,5 +1,7 @@
 """Provenance on a tree copied without .git (the GPU machine): the caller's commit via env vars."""
 
+import pytest
+
 from harness import provenance
 
 
@@ -63,3 +65,29 @@ def test_old_records_kernel_env_still_read():
     assert provenance.kernel_options_of({"kernel_env": {}}) == HstuKernelOptions().to_dict()
     assert provenance.kernel_options_of({"kernel_env": {"ROO_HSTU_ONE_LOOP": "0"}}) is None  # a switch that is gone
     assert provenance.kernel_options_of({}) is None
+
+
+def test_harness_reads_kernel_options_once_and_hands_them_to_the_model(monkeypatch):
+    """ROO_HSTU_* are parsed in the harness into one options object; build_model gives it to every
+    HSTU attention module; a bad value is one UserError line."""
+    from harness.measure import kernel_options_from_env
+    from roo_ref.models import build_model
+    from roo_ref.models.hstu import HSTUAttention
+    from workloads.errors import UserError
+    from workloads.presets import resolve_spec
+
+    opts = kernel_options_from_env({"ROO_HSTU_TIME_GRAD": "atomic", "ROO_HSTU_DQ": "kernel"})
+    assert (opts.time_grad, opts.dq_mode) == ("atomic", "kernel")
+    spec = resolve_spec("tiny", None, [])
+    model = build_model(spec, "tiny", ["arch=hstu"], kernel_options=opts)
+    attn = [m for m in model.modules() if isinstance(m, HSTUAttention)]
+    assert attn and all(m.kernel_options is opts for m in attn)
+    assert all(
+        m.kernel_options is None
+        for m in build_model(spec, "tiny", ["arch=hstu"]).modules()
+        if isinstance(m, HSTUAttention)
+    )
+    with pytest.raises(UserError, match="ROO_HSTU_TIME_GRAD"):
+        kernel_options_from_env({"ROO_HSTU_TIME_GRAD": "fast"})
+    monkeypatch.setenv("ROO_HSTU_DQ", "atomic")
+    assert kernel_options_from_env().dq_mode == "atomic"

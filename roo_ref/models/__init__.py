@@ -18,7 +18,7 @@ from torch import nn
 from roo_ref.model_presets import MODEL_PRESETS, ModelConfig, get_model_config
 from roo_ref.models.common import LAYOUTS
 from roo_ref.models.dlrm import DLRM
-from roo_ref.models.hstu import HSTURanker
+from roo_ref.models.hstu import HSTUAttention, HSTURanker
 from roo_ref.models.two_tower import TwoTower
 from workloads.errors import SpecError, UserError
 from workloads.spec import WorkloadSpec
@@ -72,7 +72,10 @@ def build_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    kernel_options=None,
 ) -> nn.Module:
+    """The model of `preset` (with `overrides`) for `spec`, its weights seeded on `device`.
+    kernel_options: the Triton attention kernel's options (HstuKernelOptions) for HSTU models."""
     cfg = model_config_for(spec, preset, overrides)
     check_compatible(spec, cfg)
     if dtype not in (torch.float32, torch.bfloat16, torch.float64, torch.float16):
@@ -86,4 +89,8 @@ def build_model(
     with torch.random.fork_rng(devices=cuda), dev:
         torch.manual_seed(seed)
         model = _ARCH[cfg.arch](spec, cfg)
+    if kernel_options is not None:
+        for m in model.modules():
+            if isinstance(m, HSTUAttention):
+                m.kernel_options = kernel_options
     return model.to(device=device, dtype=dtype)

@@ -52,6 +52,9 @@ class HSTUAttention(nn.Module):
         self.alpha = 1.0 / math.sqrt(cfg.d_qk)
         self.normalizer = cfg.normalizer
         self.backend = cfg.attention_backend
+        # The Triton kernel's options (roo_ref.kernels.options.HstuKernelOptions; None: its
+        # defaults); set by build_model, ignored by the torch backend.
+        self.kernel_options = None
         if cfg.rab:
             self.pos_weights = nn.Parameter(torch.randn(cfg.pos_buckets) * 0.1)
             self.time_weights = nn.Parameter(torch.randn(cfg.time_buckets) * 0.1)
@@ -74,6 +77,7 @@ class HSTUAttention(nn.Module):
             self.pos_weights,
             self.time_weights,
             backend=self.backend,
+            kernel_options=self.kernel_options,
             # offsets and targets are built from non-negative lengths here (HSTURanker.forward):
             # valid by construction, so no per-layer device->host sync to re-check them
             check_values=False,
