@@ -94,7 +94,7 @@ for s in $STAGES; do
     ksweep)   log "HSTU attention kernel: variant sweep (KERNEL_VARIANTS, KERNEL_LENGTHS, KERNEL_DISTS)"; ksweep ;;
     kncu)     log "HSTU attention kernel: Nsight Compute counters (NCU_POINTS)"; kncu ;;
     rabprobe) log "hstu-ranking ROO step at k=1, L=4096: relative attention bias off, then on"
-              # what the relative-attention-bias gradient costs a step (docs/perf.md), with the
+              # what the relative-attention-bias gradient costs a step (docs/notebook/perf.md), with the
               # kernel's default options (the model step takes no kernel options from the environment)
               S="$(hstu4096 1) --layout roo --steps 10 --warmup 3"
               mkdir -p "$D/rab"

@@ -36,7 +36,7 @@ hstu-ranking k × L ({batches} requests per step; campaign 5, `reports/data/h100
 k = 1, {k16s}× / {k16l}× at k = 16 (L = {Ls} / {Ll}), {k64s}× / {k64l}× at k = 64 — at L = {Ll} {of_ideal}% of the
 FLOP-ideal; early-ranking reaches {early}× at k = 64. The hstu-ranking preset's ROO step is host-bound
 ({sm}% SM utilization): a repeat on another H100 gave {repeat}. All points, with the predicted
-speedups: `docs/perf.md`, "H100 campaign 3" and "H100 campaign 5" (there too: why the L = {Ll} ratios
+speedups: `docs/notebook/perf.md`, "H100 campaign 3" and "H100 campaign 5" (there too: why the L = {Ll} ratios
 fell from campaign 4's {c4k16l}× / {c4k64l}×)."""
 
 

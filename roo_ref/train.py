@@ -22,7 +22,7 @@ def sum_duplicate_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     gives, computed as unique + index_add_. Why not coalesce: its CUDA kernel
     (coalesceValuesKernel) sums each row's duplicates serially, and Zipf-popular ids repeat
     100k+ times per step; on the H100 it takes 142 of 180 ms of an early-ranking impression-level
-    step (docs/perf.md). index_add_ spreads the sum over the whole GPU."""
+    step (docs/notebook/perf.md). index_add_ spreads the sum over the whole GPU."""
     if grad.is_coalesced():
         return grad._indices()[0], grad._values().float()
     idx, vals = grad._indices()[0], grad._values()

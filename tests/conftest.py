@@ -20,6 +20,19 @@ if "TRITON_INTERPRET" not in os.environ:
         os.environ["TRITON_INTERPRET"] = "1"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a CUDA device: skipped (with the reason) where there is none, so the
+    GPU machine runs them all with `pytest -m gpu`."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def run_cli():
     """Run `python -m harness ARGS...` in a subprocess; returns CompletedProcess (text)."""

@@ -232,7 +232,7 @@ def test_tanh_form_interpreter(rab, dq_mode):
     _check_case(lengths, nt, 2, 16, 32, torch.float32, rab, seed=2, options=options)
 
 
-@pytest.mark.skipif(not CUDA, reason="tanh.approx runs on a GPU only")
+@pytest.mark.gpu  # tanh.approx runs on a GPU only
 @pytest.mark.parametrize("form", ["fast", "exact", "tanh_exact"])
 def test_silu_forms_gpu(form):
     """options.silu: the tanh form with tanh.approx (default), the exact sigmoid, the tanh form with
@@ -371,7 +371,7 @@ def test_fixed_cases(lengths, nt, dtype):
     _check_case(lengths, nt, 2, DIMS[-1], DIMS[0], dtype, True, seed=2)
 
 
-@pytest.mark.skipif(not CUDA, reason="large shapes need a GPU")
+@pytest.mark.gpu  # large shapes need a GPU
 @pytest.mark.parametrize("dq_mode", ["kernel", "atomic"])
 @pytest.mark.parametrize("lengths,nt", [([4096, 4096], [32, 0]), ([4096, 2048, 3000, 0, 17], [64, 32, 0, 0, 17])])
 def test_long_sequences_gpu(lengths, nt, dq_mode):
@@ -380,7 +380,7 @@ def test_long_sequences_gpu(lengths, nt, dq_mode):
     _check_case(lengths, nt, 2, 128, 128, torch.bfloat16, True, seed=4, options=options)
 
 
-@pytest.mark.skipif(not CUDA, reason="the autotuner runs on a GPU only")
+@pytest.mark.gpu  # the autotuner runs on a GPU only
 def test_autotuned_backward_twice_on_one_graph():
     """options.autotune: the autotuner zeroes the atomic targets before its trials; a second
     backward of the same graph (retain_graph, as the benchmark times it) must still work, and give

@@ -245,7 +245,7 @@ def print_table(result) -> None:
     then Triton's fwd+bwd as a percentage of the same-run matmul, from the event time and from the GPU
     time (torch.profiler's GPU timeline: the forward's and the backward's GPU work summed). The
     second is the robust one for short calls: a 0.2-0.4 ms forward's event time also counts its host
-    side, which jumped 1.5-3x between runs on the H100 while its GPU time moved 1-2% (docs/perf.md)."""
+    side, which jumped 1.5-3x between runs on the H100 while its GPU time moved 1-2% (docs/notebook/perf.md)."""
     rows = result["rows"]
     mm = result["matmul_bf16_8192_tflops"]
     provs = list(dict.fromkeys(r["provider"] for r in rows))

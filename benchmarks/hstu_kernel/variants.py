@@ -145,7 +145,7 @@ def sweep(torch, a, base: HstuKernelOptions) -> int:
             x, fl = kernel_input(torch, L, dist, nt_val, a, gen)
             if not rows:
                 # a discarded first run: the first variant timed runs 10-70% slow in the forward
-                # (docs/perf.md), as if the GPU were still warming up
+                # (docs/notebook/perf.md), as if the GPU were still warming up
                 _sweep_variant(torch, x, variants[0][1])
             rows += [_sweep_row(torch, x, fl, L, dist, nt_val, name, opts, mm) for name, opts in variants]
             del x

@@ -4,13 +4,13 @@ Triton compiles a kernel for a target it is told about (here sm_90, an H100); pt
 what the GPU's own compile would report at launch (the n_regs / n_spills of the compiled kernels
 that hstu_attention_triton(compiled=...) hands back). That is enough to see a register-starved
 config or one whose shared memory exceeds the SM's 227 KB before running it on a GPU
-(docs/perf.md). Pointer arguments are declared 16-byte aligned and strides divisible by 16, as a
+(docs/notebook/perf.md). Pointer arguments are declared 16-byte aligned and strides divisible by 16, as a
 real launch specializes them; without that Triton cannot vectorize the loads and the numbers are
 meaningless.
 
 The Triton on this machine may differ from the GPU machine's (3.9 here, 3.6 there): register and
 spill counts agree in order of magnitude, not exactly, and shared memory can differ a lot (3.9
-sizes the default backward config at 256 KB, which 3.6 launched on the H100); docs/perf.md compares.
+sizes the default backward config at 256 KB, which 3.6 launched on the H100); docs/notebook/perf.md compares.
 The kernel options (HstuKernelOptions: silu form, time-gradient mode) are arguments, as at a launch.
 
   python -m roo_ref.kernels.compile_report --kind bwd --config 64,128,8,3 --config 32,128,8,2 --rab

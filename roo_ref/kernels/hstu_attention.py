@@ -52,7 +52,7 @@ _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 # Copies of the bias-gradient buckets in the dk/dv kernel (see _hstu_bwd_dkdv). One copy serializes
 # every pair's atomic add on P + T addresses: an hstu-ranking step on the H100 then costs ~32 ns per
-# attention pair, ~100x the attention's FLOP time (docs/perf.md).
+# attention pair, ~100x the attention's FLOP time (docs/notebook/perf.md).
 RAB_GRAD_COPIES = 128
 
 
@@ -71,7 +71,7 @@ _DEFAULT_FWD_SHORT = (64, 32, 4, 3)
 SHORT_LEN = 2048
 # The dk/dv kernel when dq has its own kernel: 64 keys per program and 4 warps, two programs per SM.
 # On the H100 4-11% faster than the default at L <= 1024; with dq atomics it spills 42 registers
-# and is 40% slower, so the atomic mode keeps the default (docs/perf.md).
+# and is 40% slower, so the atomic mode keeps the default (docs/notebook/perf.md).
 _DEFAULT_BWD_DQ_KERNEL = (64, 64, 4, 2)
 _TUNE = {
     "fwd": [
@@ -481,7 +481,7 @@ def _bwd_range(
         )
         pT, gT = _silu_and_grad(sT, FAST)
         # (dv's product before dO v^T spills 100 B less at the 128-key config but ran 3-7% slower
-        # on the H100: docs/perf.md)
+        # on the H100: docs/notebook/perf.md)
         dpT = _dot(v, tl.trans(do), PREC)
         dsT = dpT * gT
         if start_m < full_lo:
@@ -811,7 +811,7 @@ def _check(
 ):
     # One device->host copy of the offsets and targets, then every value check on the host: each
     # separate int()/any() on a GPU tensor is a sync, and five of them cost more than the whole
-    # forward at L <= 1024 (docs/perf.md). check_values=False skips that copy (and
+    # forward at L <= 1024 (docs/notebook/perf.md). check_values=False skips that copy (and
     # the value checks), keeping the shape / dtype / device checks.
     if not isinstance(seq_offsets, torch.Tensor) or (
         num_targets is not None and not isinstance(num_targets, torch.Tensor)

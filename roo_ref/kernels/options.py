@@ -17,12 +17,12 @@ KINDS = ("fwd", "bwd", "dq")
 # Where dq is summed. "kernel": its own kernel (no atomics). "atomic": fp32 atomics inside the dk/dv
 # kernel (its zero-fill and cast cost ~0.2 ms per 131k tokens, so it wins only at long L). "auto":
 # atomic when max_seq_len >= 2048, where it measured 1-6% faster on an H100, the dq kernel below that
-# (docs/perf.md).
+# (docs/notebook/perf.md).
 DQ_MODES = ("auto", "kernel", "atomic")
 # The time-bucket gradient in the dk/dv kernel. "reduce": each tile summed per bucket first, one
 # atomic per bucket (lanes of a warp mostly share a bucket, so per-pair atomics serialize inside the
-# warp). "atomic": one atomic per (query, key) pair. On the H100 the hstu-ranking ROO step at k=1,
-# L=4096 takes 99.0 ms with "atomic", 61.3 ms with "reduce", 30.5 ms without the bias (docs/perf.md).
+# warp). "atomic": one atomic per (query, key) pair, which makes a long-history hstu-ranking step
+# markedly slower on an H100 (docs/performance.md).
 TIME_GRAD_MODES = ("reduce", "atomic")
 # silu's form. "fast": the tanh form through tanh.approx.f32 on bf16 GPU inputs (relative error
 # ~2^-11, far below bf16's 2^-8), the exact sigmoid for other dtypes and under the interpreter.
@@ -62,7 +62,7 @@ def _check_config(name: str, value) -> Config | None:
 
 @dataclass(frozen=True)
 class HstuKernelOptions:
-    """What the kernels do beyond their inputs; the defaults are the measured best (docs/perf.md).
+    """What the kernels do beyond their inputs; the defaults are the measured best (docs/notebook/perf.md).
 
     fwd_config / bwd_config / dq_config: one (BLOCK_M, BLOCK_N, num_warps, num_stages) for that kernel
     instead of its default (for fwd/dq: M = queries, N = keys; for the dk/dv kernel: M = queries per
