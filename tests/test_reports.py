@@ -276,3 +276,15 @@ def test_demo_refuses_foreign_out_dir_and_missing_cuda(tmp_path, capsys):
             "(torch.cuda.is_available() is False); use --device cpu\n"
         )
         assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+def test_demo_comm_stage_runs(tmp_path, capsys):
+    """The demo's comm stage calls the comm command's library functions (2 gloo ranks on the CPU)."""
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out)] + [a for s in DEMO_STAGES if s != "comm" for a in ("--skip", s)]
+    assert main(argv) == 0, capsys.readouterr().err
+    rec = json.loads((out / "results" / "comm-tiny-w2.json").read_text())
+    assert rec["kind"] == "comm" and rec["status"] == "ok"
+    layouts = rec["metrics"]["layouts"]
+    assert layouts["roo"]["counted_bytes_per_step"] < layouts["impression"]["counted_bytes_per_step"]

@@ -208,7 +208,7 @@ def _sweep(d: Demo) -> None:
 def _comm(d: Demo) -> None:
     import argparse
 
-    from harness.comm import add_arguments
+    from harness.commands.comm import add_arguments
     from harness.commands.comm import run_comm, summary
     from workloads.records import Kind
 
