@@ -40,8 +40,9 @@ def run_cli():
 
     def run(*args, cwd=None):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=cwd, env=env,
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "harness", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True
+        )
 
     return run
 

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# Every test here runs asv or a benchmark runner in a subprocess.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

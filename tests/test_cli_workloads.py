@@ -236,6 +236,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(files, capsys, argv, msg):
     assert sorted(p.name for p in files.iterdir()) == before  # no temp dirs left either
 
 
+@pytest.mark.slow
 def test_bad_input_through_the_module_entry_point(run_cli, tmp_path):
     r = run_cli("generate", "--preset", "nope", "--out", tmp_path / "x")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

@@ -26,6 +26,9 @@ from workloads.generator import generate
 from workloads.presets import get_preset
 from workloads.records import flat_view
 
+# The module's fixture launches torchrun with 2 gloo ranks per layout and sharding.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "31.337"  # an --init-timeout no one else uses: finds our ranks in /proc
 SMALL = ["--embedding-dim", "16", "--row-cap", "1000", "--steps", "3", "--warmup", "1"]

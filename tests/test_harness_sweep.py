@@ -126,6 +126,7 @@ def test_out_dir_of_another_sweep(tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written
 
 
+@pytest.mark.slow
 def test_failures_recorded_and_skipped_on_resume(tmp_path):
     f = _write(
         tmp_path,
@@ -175,6 +176,7 @@ def test_failures_recorded_and_skipped_on_resume(tmp_path):
     assert read_results(out)[0] == recs
 
 
+@pytest.mark.slow
 def test_point_timeout(tmp_path):
     f = _write(
         tmp_path,
@@ -200,6 +202,7 @@ def test_point_timeout(tmp_path):
     assert list(tmp.iterdir()) == []  # the killed point's temp directory went with it
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9(tmp_path):
     n = 8
     f = _write(
@@ -263,6 +266,7 @@ def _locked_message(out, pid) -> str:
     )
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused_while_the_first_runs(tmp_path):
     n = 4
     f = _write(
@@ -307,6 +311,7 @@ def test_second_writer_is_refused_while_the_first_runs(tmp_path):
     assert (out / ".lock").read_text() == ""  # released: no pid left behind
 
 
+@pytest.mark.slow
 def test_locked_out_dir_is_refused_and_untouched(tmp_path, capsys):
     import fcntl
 

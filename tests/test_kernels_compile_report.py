@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# Each case compiles a Triton kernel for sm_90 (seconds each).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("triton")
 

@@ -31,6 +31,9 @@ from roo_ref.attention import hstu_attention, hstu_attention_torch  # noqa: E402
 from roo_ref.jagged import offsets_from_lengths  # noqa: E402
 from roo_ref.kernels.options import HstuKernelOptions  # noqa: E402
 
+# The Triton kernels run through the interpreter here (seconds per case) or on a GPU.
+pytestmark = pytest.mark.slow
+
 if not CUDA and not getattr(hk, "_INTERPRETED_RELOAD", False):
     # Another test module may have imported the kernels before TRITON_INTERPRET was set: rebuild
     # them under the interpreter.

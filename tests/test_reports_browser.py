@@ -66,9 +66,7 @@ def _console(r: subprocess.CompletedProcess) -> list[str]:
 
 def _load(profile: Path, url: str) -> subprocess.CompletedProcess:
     # --dump-dom prints the DOM after load: what the browser actually built from the file.
-    return _chromium(
-        profile, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom", url=url
-    )
+    return _chromium(profile, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom", url=url)
 
 
 def test_console_check_catches_errors(report, tmp_path):
@@ -115,9 +113,7 @@ def test_screenshot_size_and_load_time(report, tmp_path):
         f"(browser start alone {browser_s:.2f} s, page {page_s:.2f} s)"
     )
     assert page_s < 2.0
-    r = _chromium(
-        tmp_path / "p4", f"--screenshot={tmp_shot}", "--window-size=1400,5000", "--hide-scrollbars", url=url
-    )
+    r = _chromium(tmp_path / "p4", f"--screenshot={tmp_shot}", "--window-size=1400,5000", "--hide-scrollbars", url=url)
     assert r.returncode == 0 and tmp_shot.is_file(), r.stderr[-2000:]
     png = tmp_shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000  # a rendered page, not a blank one
