@@ -208,8 +208,7 @@ def _sweep(d: Demo) -> None:
 def _comm(d: Demo) -> None:
     import argparse
 
-    from harness.commands.comm import add_arguments
-    from harness.commands.comm import run_comm, summary
+    from harness.commands.comm import add_arguments, run_comm, summary
     from workloads.records import Kind
 
     p = argparse.ArgumentParser()
