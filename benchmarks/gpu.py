@@ -12,7 +12,7 @@ GpuTrainingLayout.track_peak_mem_gib        torch.cuda.max_memory_allocated per 
 GpuEnergy.track_j_per_1m_impressions        board energy (NVML total-energy counter over exactly
                                    the timed steps, harness.nvml) per million impressions.
 HstuAttention.track_fwd_tflops / track_fwdbwd_tflops
-                                   jagged HSTU attention TFLOP/s, mask-aware FLOPs (bench_hstu's
+                                   jagged HSTU attention TFLOP/s, mask-aware FLOPs (benchmarks.hstu_kernel's
                                    rule: per head and allowed (i, j) pair 2*d_qk + 2*d_v forward,
                                    backward 2.5x), CUDA-event median of harness.timers.time_steps;
                                    provider `triton` (roo_ref.kernels.hstu_attention) or `torch`
@@ -63,7 +63,7 @@ DTYPE = "fp32" if SMOKE else "bf16"
 WARMUP, STEPS = (1, 3) if SMOKE else (5, 30)
 
 # HSTU attention: H heads of dim D, ~TOKENS tokens per batch, sequences of length L with
-# NUM_TARGETS candidates each (bench_hstu's `uniform` inputs; tritonbench's anchors are at L <= 1024).
+# NUM_TARGETS candidates each (benchmarks.hstu_kernel's `uniform` inputs; tritonbench's anchors are at L <= 1024).
 ATTN_PROVIDERS = ["triton", "torch"]
 ATTN_LENGTHS = [32] if SMOKE else [512, 2048]
 ATTN_HEADS, ATTN_DIM, ATTN_TOKENS, NUM_TARGETS = (2, 16, 256, 4) if SMOKE else (4, 128, 131072, 32)
@@ -223,7 +223,7 @@ class GpuEnergy(_TrainingBase):
 
 # --- HSTU attention -----------------------------------------------------------------------------
 def _flop_rule():
-    """(lengths(L, tokens), mask_pairs(lengths, num_targets)) — bench_hstu's where it exists, so the
+    """(lengths(L, tokens), mask_pairs(lengths, num_targets)) — benchmarks.hstu_kernel's where it exists, so the
     two report the same FLOPs."""
     try:
         from benchmarks.hstu_kernel.inputs import mask_pairs
@@ -314,7 +314,7 @@ class HstuAttention:
                     t.grad = None
                 self.fn(q, k, v, *self.args).backward(dout)
 
-            mult = 3.5  # backward = 2.5x forward (bench_hstu's rule)
+            mult = 3.5  # backward = 2.5x forward (benchmarks.hstu_kernel's rule)
         t = time_steps(step, warmup=3, steps=5 if SMOKE else 30, device=self.dev)
         require(SMOKE or t.method == "cuda_events", f"timer {t.method}")
         ms = t.stats.median
