@@ -252,7 +252,7 @@ def _random_table(rng, n):
     )
 
 
-@pytest.mark.parametrize("budget_rows, expected", [(10**9, None), (300, None), (500, "estimate"), (40, "estimate")])
+@pytest.mark.parametrize("budget_rows, expected", [(10**9, None), (300, None), (500, "estimate"), (120, "estimate")])
 def test_external_shuffle_is_the_in_memory_permutation(tmp_path, budget_rows, expected):
     # however the rows arrive and however many buckets / splits the budget asks for: one order
     from workloads.shuffle import ExternalShuffle, shuffle_permutation
