@@ -3,7 +3,7 @@
     python -m benchmarks.diff_results OLD_DIR NEW_DIR [--all]
 
 Checks that a change to how the demo writes its results kept every number: each JSON file of
-OLD_DIR (results/*.json, logs/*.json, data/*/*/manifest.json, sweep/results.jsonl) is matched with
+OLD_DIR (results/*.json, logs/*.json, data/*/*/_manifest.json, sweep/results.jsonl) is matched with
 NEW_DIR's file of the same name, both are read as (kind, config, metrics) — a record as it is, a
 bare `--json` object of an earlier version split the way `workloads.records.split_flat` splits it —
 and compared value by value. Points of a sweep are matched by their config hash. Values that
@@ -122,7 +122,7 @@ class Diff:
 
 
 def _result_files(root: Path) -> list[str]:
-    pats = ("results/*.json", "logs/*.json", "data/*/*/manifest.json", "sweep/results.jsonl")
+    pats = ("results/*.json", "logs/*.json", "data/*/*/_manifest.json", "data/*/*/manifest.json", "sweep/results.jsonl")
     return sorted(str(p.relative_to(root)) for pat in pats for p in root.glob(pat))
 
 

@@ -130,7 +130,7 @@ class ParquetIO:
         else:
             imp = b.to_impressions()
             if order == "shuffled":
-                imp = imp.permute(shuffle_perm(imp.num_impressions_total, SEED, 0))
+                imp = imp.permute(shuffle_perm(imp.num_impressions_total, SEED))
             self.table = impression_table(imp, spec)
         self.dir = Path(tempfile.mkdtemp(prefix="roo-bench-pq-"))
         self.path = self.dir / "t.parquet"

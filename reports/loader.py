@@ -37,7 +37,7 @@ KINDS: tuple[str, ...] = tuple(
 LEGACY_CONFIG_KEYS = ("preset", "device", "nproc", "world_size", "backend", "dtype")
 # Committed GPU results live under reports/data/<device>/.
 COMMITTED_MARK = ("reports", "data")
-COMPANIONS = {"sweep.meta.json", "manifest.json"}
+COMPANIONS = {"sweep.meta.json", "_manifest.json", "manifest.json"}
 
 __all__ = ["KINDS", "LAYOUTS", "ResultSet", "Source", "device_label", "legacy_kind", "load", "num"]
 

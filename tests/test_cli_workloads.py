@@ -3,11 +3,13 @@
 import json
 import os
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from harness.cli import main
 from workloads import parquet_io as P
+from workloads.presets import get_preset
 from workloads.records import SCHEMA, flat_view, validate_record
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,7 +47,7 @@ def test_generate_twice_gives_byte_identical_parquet(capsys, tmp_path):
         a = (tmp_path / "D1" / layout / "data.parquet").read_bytes()
         b = (tmp_path / "D2" / layout / "data.parquet").read_bytes()
         assert a == b and len(a) > 1000
-        m1, m2 = (tmp_path / d / layout / "manifest.json" for d in ("D1", "D2"))
+        m1, m2 = (tmp_path / d / layout / P.MANIFEST for d in ("D1", "D2"))
         assert m1.read_bytes() == m2.read_bytes()
     code, _, _ = run(capsys, "generate", "--preset", "tiny", "--requests", 1000, "--seed", 2, "--out", tmp_path / "D3")
     d1, d3 = (tmp_path / d / "request" / "data.parquet" for d in ("D1", "D3"))
@@ -161,6 +163,9 @@ def files(tmp_path, capsys):
     (tmp_path / "empty.parquet").write_bytes(b"")
     (tmp_path / "corrupt.parquet").write_bytes(b"PAR1" + os.urandom(200) + b"PAR1")
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "empty.toml").write_text("# a spec to fill in later\n")
+    (tmp_path / "empty.json").write_text("{}")
+    (tmp_path / "ignored.toml").write_text('[impressions]\nkind = "geometric"\nmean = 3.0\nvalue = 5\n')
     return tmp_path
 
 
@@ -221,6 +226,49 @@ BAD = [
     (["storage", "--preset", "nope"], "unknown preset 'nope'"),
     (["storage", "--preset", "tiny", "--requests", "0"], "--requests=0 must be >= 1"),
     (["storage", "--data", "{t}/afile"], "holds no roo-bench dataset"),
+    (
+        ["generate", "--preset", "tiny", "--shuffle-memory-mb", "0", "--out", "{o}"],
+        "--shuffle-memory-mb=0 must be >= 1",
+    ),
+    # overrides the distribution does not read, or that its bounds would clip to a constant
+    (
+        ["generate", "--preset", "tiny", "--set", "impressions.value=50", "--out", "{o}"],
+        "--set impressions.value=50: impressions is a geometric distribution, which does not read 'value'; "
+        "it reads mean (and min, max, which clip every kind); to switch kinds, also --set impressions.kind=fixed",
+    ),
+    (
+        [
+            "generate",
+            "--preset",
+            "tiny",
+            "--set",
+            "impressions.kind=fixed",
+            "--set",
+            "impressions.value=50",
+            "--out",
+            "{o}",
+        ],
+        "impressions.value=50 is above impressions.max=8: the fixed distribution would be clipped to 8",
+    ),
+    (
+        ["generate", "--preset", "tiny", "--set", "impressions.kind=fixed", "--out", "{o}"],
+        "--set impressions.kind=fixed: a fixed distribution reads value (and min, max, which clip every kind); "
+        "also give --set impressions.value=...",
+    ),
+    (
+        ["storage", "--preset", "tiny", "--set", "user_sparse.0.pooling.mean=2"],
+        "user_sparse.0.pooling is a uniform distribution, which does not read 'mean'; it reads low, high",
+    ),
+    (
+        ["model", "--preset", "hstu-ranking", "--set", "impressions.mean=40"],
+        "impressions is a fixed distribution, which does not read 'mean'; it reads value",
+    ),
+    (
+        ["generate", "--spec", "{t}/ignored.toml", "--out", "{o}"],
+        "impressions.value: impressions is a geometric distribution, which does not read 'value'; it reads mean",
+    ),
+    (["generate", "--spec", "{t}/empty.toml", "--out", "{o}"], "empty.toml is empty (it sets nothing)"),
+    (["storage", "--spec", "{t}/empty.json"], "empty.json is empty (it sets nothing)"),
 ]
 
 
@@ -255,3 +303,85 @@ def test_non_writable_output_dir(capsys, tmp_path):
         assert list(ro.iterdir()) == []
     finally:
         ro.chmod(0o700)
+
+
+def test_clipped_override_warns_and_runs(capsys, tmp_path):
+    # a geometric tail cut by the preset's max is intended, but an override it moves is reported
+    code, _, err = run(
+        capsys,
+        "generate",
+        "--preset",
+        "tiny",
+        "--requests",
+        200,
+        "--set",
+        "impressions.mean=20",
+        "--out",
+        tmp_path / "g",
+    )
+    assert code == 0, err
+    want = get_preset("tiny").with_overrides(["impressions.mean=20"], warn=lambda m: None).impressions.mean()
+    assert err == (
+        "roo-bench: warning: impressions: the geometric distribution (mean=20) is clipped to [1, 8], "
+        f"so its draws average {want:.3g}, not 20; widen impressions.min/max to keep the mean\n"
+    )
+    m = P.read_manifest(tmp_path / "g" / "request")
+    assert m["spec"]["impressions"] == {"kind": "geometric", "mean": 20.0, "min": 1, "max": 8}
+    assert m["impressions"] / m["requests"] == pytest.approx(want, rel=0.1)
+    code, _, err = run(  # within the bounds: no word
+        capsys, "generate", "--preset", "tiny", "--requests", 50, "--set", "impressions.mean=2", "--out", tmp_path / "h"
+    )
+    assert code == 0 and err == ""
+
+
+def test_sweep_over_a_key_the_distribution_ignores_is_refused(capsys, tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('[base]\npreset = "tiny"\n[grid.spec]\nimpressions.value = [1, 2, 4]\n')
+    code, _, err = run(capsys, "sweep", f, "--out", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1
+    assert "impressions is a geometric distribution, which does not read 'value'; it reads mean" in err
+    assert not (tmp_path / "out").exists()
+    f.write_text(f.read_text().replace("[grid.spec]", '[base.spec]\nimpressions.kind = "fixed"\n[grid.spec]'))
+    from harness.sweep import load_sweep
+
+    values = sorted(p.config.resolve_spec().impressions.value for p in load_sweep(f).points)
+    assert values == [1, 2, 4]  # three different workloads, as the grid says
+
+
+def test_generate_shuffled_bytes_do_not_depend_on_chunk_requests(capsys, tmp_path):
+    seed = int(np.random.default_rng().integers(0, 2**31))
+    for d, chunk in (("a", 3000), ("b", 111)):
+        code, _, err = run(
+            capsys,
+            "generate",
+            "--preset",
+            "tiny",
+            "--requests",
+            3000,
+            "--seed",
+            seed,
+            "--layout",
+            "impression",
+            "--order",
+            "shuffled",
+            "--chunk-requests",
+            chunk,
+            "--shuffle-memory-mb",
+            1,
+            "--out",
+            tmp_path / d,
+        )
+        assert code == 0, err
+    a, b = ((tmp_path / d / "impression" / P.DATA_FILE).read_bytes() for d in "ab")
+    assert a == b and len(a) > 100_000
+    m = P.read_manifest(tmp_path / "a" / "impression")
+    assert m["order"] == "shuffled" and m["shuffle"]["buckets"] > 1  # 1 MiB of a ~3 MB dataset: external
+    assert sorted(p.name for p in (tmp_path / "a" / "impression").iterdir()) == [P.MANIFEST, P.DATA_FILE]
+
+
+def test_generate_help_says_what_shuffled_means(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "every impression of the dataset in one seeded random order" in text
+    assert "do not depend on --chunk-requests" in text and "--shuffle-memory-mb" in text

@@ -63,12 +63,12 @@ def test_presets_exact(preset):
 @hs.composite
 def configs(draw):
     arch = draw(hs.sampled_from(["dlrm", "two_tower", "hstu"]))
+    kind = draw(hs.sampled_from(["geometric", "uniform", "fixed"]))
+    # only the parameters the drawn kind reads: one it ignores is an error (workloads.spec)
+    params = {"geometric": ["mean=2.5"], "uniform": ["low=1", "high=4"], "fixed": ["value=3"]}[kind]
     spec_over = [
-        f"impressions.kind={draw(hs.sampled_from(['geometric', 'uniform', 'fixed']))}",
-        "impressions.mean=2.5",
-        "impressions.low=1",
-        "impressions.high=4",
-        "impressions.value=3",
+        f"impressions.kind={kind}",
+        *(f"impressions.{p}" for p in params),
         "impressions.max=6",
         f"history.length.mean={draw(hs.integers(1, 12))}",
         f"history.length.max={draw(hs.integers(12, 20))}",

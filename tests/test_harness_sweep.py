@@ -65,6 +65,8 @@ GOOD = f"""
 point = "{SLOW}"
 [base]
 preset = "tiny"
+[base.spec]
+impressions.kind = "fixed"
 [grid.spec]
 impressions.value = [1, 2]
 """

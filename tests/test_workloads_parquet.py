@@ -55,7 +55,7 @@ def test_parquet_round_trip_both_layouts(datasets):
 def test_manifest_and_row_groups(datasets):
     _, ds, b = datasets
     for (layout, order), d in ds.items():
-        m = json.loads((d / "manifest.json").read_text())
+        m = json.loads((d / P.MANIFEST).read_text())
         meta = pq.read_metadata(d / "data.parquet")
         assert m["layout"] == layout and m["order"] == order and m["codec"] == "zstd" and m["seed"] == 4
         assert m["requests"] == b.num_requests and m["impressions"] == b.num_impressions_total
@@ -236,3 +236,98 @@ def test_fit_early_ranking_parametric(tmp_path):
     assert fitted.impressions.mean() == pytest.approx(b.num_impressions.double().mean().item(), rel=0.05)
     assert fitted.history.length.mean() == pytest.approx(b.history_lengths.double().mean().item(), rel=0.05)
     assert rep["history_length"]["chosen"] in ("lognormal", "empirical")
+
+
+# --- the global shuffle (workloads.shuffle) ------------------------------------------------------------
+def _random_table(rng, n):
+    lens = rng.integers(0, 5, n)
+    vals = rng.integers(-(10**9), 10**9, int(lens.sum()))
+    off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    return pa.table(
+        {
+            "i": np.arange(n),
+            "x": rng.normal(size=n),
+            "seq": pa.ListArray.from_arrays(pa.array(off), pa.array(vals)),
+        }
+    )
+
+
+@pytest.mark.parametrize("budget_rows, expected", [(10**9, None), (300, None), (500, "estimate"), (120, "estimate")])
+def test_external_shuffle_is_the_in_memory_permutation(tmp_path, budget_rows, expected):
+    # however the rows arrive and however many buckets / splits the budget asks for: one order
+    from workloads.shuffle import ExternalShuffle, shuffle_permutation
+
+    rng = np.random.default_rng()
+    n, seed = int(rng.integers(2000, 4000)), int(rng.integers(0, 2**31))
+    t = _random_table(rng, n)
+    budget = max(1, t.nbytes * budget_rows // n)
+    sh = ExternalShuffle(tmp_path, seed, budget, t.nbytes if expected else None)
+    cuts = np.sort(rng.choice(np.arange(1, n), size=int(rng.integers(1, 30)), replace=False))
+    for lo, hi in zip([0, *cuts], [*cuts, n], strict=True):
+        sh.add(t.slice(lo, hi - lo))
+    parts = list(sh.drain())
+    sh.close()
+    got = pa.concat_tables(parts)
+    assert got.equals(t.take(pa.array(shuffle_permutation(n, seed))))
+    assert sorted(got.column("i").to_pylist()) == list(range(n))
+    assert 0 < sh.largest_bucket_bytes <= max(budget, t.nbytes // n * 8)  # the budget bounds what is held
+    if budget_rows < n:
+        assert sh.buckets > 1 or sh.splits > 0
+    assert list(tmp_path.iterdir()) == []  # temp files removed
+
+
+def test_shuffle_permutation_depends_on_the_seed_only():
+    from workloads.shuffle import row_keys, shuffle_permutation
+
+    rng = np.random.default_rng()
+    n, seed = int(rng.integers(1000, 5000)), int(rng.integers(0, 2**31))
+    p = shuffle_permutation(n, seed)
+    assert sorted(p.tolist()) == list(range(n)) and not np.array_equal(p, np.arange(n))
+    assert np.array_equal(p, shuffle_permutation(n, seed))
+    assert not np.array_equal(p, shuffle_permutation(n, seed + 1))
+    # a row's key depends on its global index alone, not on the block it is computed in
+    k = int(rng.integers(1, n))
+    assert np.array_equal(row_keys(seed, 0, n), np.concatenate([row_keys(seed, 0, k), row_keys(seed, k, n - k)]))
+    assert len(np.unique(row_keys(seed, 0, n))) == n
+
+
+def test_shuffled_dataset_bytes_do_not_depend_on_chunking(tmp_path):
+    seed = int(np.random.default_rng().integers(0, 2**31))
+    n = 1500
+    files = []
+    for i, (chunk, budget) in enumerate([(n, 1 << 30), (173, 150_000), (700, 400_000)]):
+        d = tmp_path / f"d{i}"
+        m = P.write_dataset(
+            d,
+            iter_request_batches(SPEC, n, seed=seed, chunk_requests=chunk),
+            "impression",
+            order="shuffled",
+            row_group_size=500,
+            spec=SPEC,
+            seed=seed,
+            shuffle_memory_bytes=budget,
+        )
+        assert m["order"] == "shuffled" and m["shuffle"]["scope"] == "dataset"
+        assert (m["shuffle"]["splits"] > 0) == (budget < 1 << 30)  # a small budget took the external path
+        files.append((d / P.DATA_FILE).read_bytes())
+    assert files[0] == files[1] == files[2]
+    b = generate(SPEC, n, seed=seed).to_impressions()
+    got = P.read_dataset(tmp_path / "d1")
+    assert got.equal(b.permute(P.shuffle_perm(b.num_impressions_total, seed)))
+
+
+def test_shuffled_requests_are_spread_over_the_whole_file(datasets):
+    # rows of one request sit as far apart as random positions do (mean gap N/3), not within a chunk
+    _, ds, b = datasets
+    rid = pq.read_table(ds[("impression", "shuffled")], columns=["request_id"]).column("request_id").to_numpy()
+    n = rid.size
+    gaps = []
+    for r in np.unique(rid):
+        pos = np.flatnonzero(rid == r)
+        if pos.size > 1:
+            gaps.append(np.abs(pos[:, None] - pos[None, :])[np.triu_indices(pos.size, 1)].mean())
+    assert len(gaps) > 100
+    assert 0.28 * n < np.mean(gaps) < 0.39 * n  # written in chunks of 400 requests (~1/4 of the file)
+    # and the storage measurement's `shuffled` order is the same permutation
+    perm = P.shuffle_perm(b.num_impressions_total, 4)
+    assert np.array_equal(rid, b.to_impressions().request_id[perm].numpy())

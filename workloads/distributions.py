@@ -19,6 +19,21 @@ from workloads.errors import SpecError
 
 KINDS = ("fixed", "uniform", "geometric", "poisson", "lognormal", "zipf", "powerlaw", "empirical")
 
+# The parameters each kind reads, as spec files name them; `min` and `max` (CLIP_PARAMS) clip every
+# kind. Spec files and `--set` overrides are checked against this table (workloads.spec), so a
+# parameter the kind ignores is an error rather than a silent no-op.
+KIND_PARAMS: dict[str, tuple[str, ...]] = {
+    "fixed": ("value",),
+    "uniform": ("low", "high"),
+    "geometric": ("mean",),
+    "poisson": ("mean",),
+    "lognormal": ("mean", "sigma"),
+    "zipf": ("a",),
+    "powerlaw": ("a", "low"),
+    "empirical": ("values", "weights"),
+}
+CLIP_PARAMS = ("min", "max")
+
 # Where no explicit max is given, the support used for exact means is cut here (the mass beyond
 # it is negligible for every preset and gets folded into the last value, as clipping does).
 _SUPPORT_CAP = 1 << 20
@@ -101,20 +116,10 @@ class Dist:
 
     def to_dict(self) -> dict:
         """Only the keys that matter for this kind (plus clipping), for readable spec files."""
-        used = {
-            "fixed": ("value",),
-            "uniform": ("low", "high"),
-            "geometric": ("mean_",),
-            "poisson": ("mean_",),
-            "lognormal": ("mean_", "sigma"),
-            "zipf": ("a",),
-            "powerlaw": ("a", "low"),
-            "empirical": ("values", "weights"),
-        }[self.kind]
         out: dict = {"kind": self.kind}
-        for f in used:
-            v = getattr(self, f)
-            out["mean" if f == "mean_" else f] = list(v) if isinstance(v, tuple) else v
+        for f in KIND_PARAMS[self.kind]:
+            v = getattr(self, "mean_" if f == "mean" else f)
+            out[f] = list(v) if isinstance(v, tuple) else v
         if self.min:
             out["min"] = self.min
         if self.max is not None:

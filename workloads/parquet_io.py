@@ -1,6 +1,10 @@
-"""Parquet I/O for both layouts (pyarrow), with a manifest.json beside each dataset.
+"""Parquet I/O for both layouts (pyarrow), with a `_manifest.json` beside each dataset.
 
-A dataset is a directory holding `data.parquet` and `manifest.json`. Columns:
+A dataset is a directory holding `data.parquet` and `_manifest.json`. The manifest's leading `_`
+is the convention Arrow, Spark, Hive, pandas and duckdb follow for files that are not data, so
+`pyarrow.parquet.read_table(dir)`, `pyarrow.dataset.dataset(dir)`, `pandas.read_parquet(dir)` and
+duckdb's `read_parquet('dir')` read the directory as it is. Datasets written before under the
+name `manifest.json` are still read. Columns:
 
     request_id  int64                     both layouts (the request key)
     timestamp   int64                     RO
@@ -17,9 +21,9 @@ values copied per row). Request level (`Layout.ROO`, named `request` on disk: di
 manifest `layout`): one row per request; RO columns as above, every NRO column wrapped in one more list
 (k impressions per row), e.g. `item_id: list<int64>`, `is.<name>: list<list<int64>>`.
 
-Row orders (impression level): `grouped` keeps a request's rows adjacent; `shuffled` applies a
-seeded permutation within each written chunk of requests (a shuffle buffer, as a training
-pipeline's shuffle produces; the chunk is the whole dataset unless it streams).
+Row orders (impression level): `grouped` keeps a request's rows adjacent; `shuffled` puts every
+impression of the whole dataset in one seeded random order (workloads.shuffle: an external
+shuffle with bounded memory), so the bytes depend on the seed but not on how the rows were chunked.
 
 Writes are atomic: everything goes into a temp dir beside the target, renamed at the end.
 """
@@ -30,7 +34,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +45,13 @@ import torch
 from workloads.batch import ImpressionBatch, RequestBatch
 from workloads.errors import UserError
 from workloads.layout import Layout
+from workloads.shuffle import DEFAULT_BUDGET_BYTES, ExternalShuffle, shuffle_permutation
 
 ORDERS = ("grouped", "shuffled")
 CODECS = ("none", "snappy", "zstd")
 DATA_FILE = "data.parquet"
-MANIFEST = "manifest.json"
+MANIFEST = "_manifest.json"
+LEGACY_MANIFEST = "manifest.json"  # the name before readers could skip it; still read
 MANIFEST_SCHEMA = "roo-bench/dataset/1"
 DEFAULT_ROW_GROUP = 8192
 US, IS = "us.", "is."
@@ -240,15 +246,20 @@ def parquet_compression(codec: str) -> str:
     return {"none": "NONE", "snappy": "SNAPPY", "zstd": "ZSTD"}[check_choice("codec", codec, CODECS)]
 
 
-def shuffle_perm(n: int, seed: int, chunk_index: int) -> torch.Tensor:
-    return torch.from_numpy(np.random.default_rng([seed, 0x5F, chunk_index]).permutation(n))
+def shuffle_perm(n: int, seed: int) -> torch.Tensor:
+    """The `shuffled` order of n impression rows (workloads.shuffle), as a permutation for `permute`."""
+    return torch.from_numpy(shuffle_permutation(n, seed))
 
 
 class DatasetWriter:
     """Streams RequestBatches into one layout's Parquet file, in exact `row_group_size` row groups.
 
     Use as a context manager over a directory that must not exist yet: data goes to a temp dir
-    beside it, renamed into place by `close()`; on an exception the temp dir is removed."""
+    beside it, renamed into place by `close()`; on an exception the temp dir is removed.
+
+    `order="shuffled"` passes the impression rows through an ExternalShuffle (temp files in the
+    temp dir) and writes them at `close()`; `shuffle_memory_bytes` bounds a bucket of it and
+    `expected_bytes` (the dataset's Arrow bytes, if known) sizes its bucket count up front."""
 
     def __init__(
         self,
@@ -260,6 +271,8 @@ class DatasetWriter:
         spec=None,
         seed: int | None = None,
         extra: dict | None = None,
+        shuffle_memory_bytes: int = DEFAULT_BUDGET_BYTES,
+        expected_bytes: int | None = None,
     ):
         self.layout = Layout.parse(layout)
         self.order = check_choice("order", order, ORDERS)
@@ -268,6 +281,9 @@ class DatasetWriter:
         self.compression = parquet_compression(codec)
         if isinstance(row_group_size, bool) or not isinstance(row_group_size, int) or row_group_size < 1:
             raise UserError(f"row_group_size={row_group_size} must be an integer >= 1")
+        m = shuffle_memory_bytes
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise UserError(f"shuffle_memory_bytes={m!r} must be an integer >= 1")
         self.codec, self.row_group_size, self.spec, self.seed = codec, row_group_size, spec, seed
         self.extra = extra or {}
         self.out = Path(out_dir)
@@ -277,6 +293,9 @@ class DatasetWriter:
         self.pending_rows = 0
         self.requests = self.impressions = self.chunks = 0
         self.memory_bytes = 0
+        self.shuffle: ExternalShuffle | None = None
+        if self.order == "shuffled":
+            self.shuffle = ExternalShuffle(self.tmp, seed or 0, shuffle_memory_bytes, expected_bytes)
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -288,12 +307,10 @@ class DatasetWriter:
             self.abort()
 
     def table_for(self, b: RequestBatch) -> pa.Table:
+        """The rows of `b` in this layout, in request order (a shuffle happens at `close()`)."""
         if self.layout is Layout.ROO:
             return request_table(b, self.spec)
-        imp = b.to_impressions()
-        if self.order == "shuffled":
-            imp = imp.permute(shuffle_perm(imp.num_impressions_total, self.seed or 0, self.chunks))
-        return impression_table(imp, self.spec)
+        return impression_table(b.to_impressions(), self.spec)
 
     def write(self, b: RequestBatch) -> None:
         self.write_table(self.table_for(b), b.num_requests, b.num_impressions_total)
@@ -303,6 +320,12 @@ class DatasetWriter:
         self.impressions += impressions
         self.chunks += 1
         self.memory_bytes += t.nbytes
+        if self.shuffle is not None:
+            self.shuffle.add(t)
+        else:
+            self._append(t)
+
+    def _append(self, t: pa.Table) -> None:
         self.pending.append(t)
         self.pending_rows += t.num_rows
         while self.pending_rows >= self.row_group_size:
@@ -314,10 +337,23 @@ class DatasetWriter:
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.tmp / DATA_FILE, head.schema, compression=self.compression)
         self.writer.write_table(head, row_group_size=rows)
+        if rest.num_rows and self.shuffle is not None:
+            # a copy of the few rows left, so the sorted bucket they are sliced from can be freed
+            rest = rest.take(pa.array(np.arange(rest.num_rows)))
         self.pending = [rest] if rest.num_rows else []
         self.pending_rows = rest.num_rows
 
-    def close(self) -> dict:
+    def close(self, progress: Callable[[int], None] | None = None) -> dict:
+        """Write what is left (a shuffled dataset: all of it, `progress(rows)` after each sorted
+        bucket), the manifest, and move the directory into place; returns the manifest."""
+        if self.shuffle is not None:
+            for t in self.shuffle.drain():
+                rows = t.num_rows
+                self._append(t)
+                del t  # a bucket's buffers go before the next bucket is read (pending keeps a copy)
+                if progress is not None:
+                    progress(rows)
+            self.shuffle.close()
         if self.pending_rows:
             self._flush(self.pending_rows)
         if self.writer is None:
@@ -340,11 +376,23 @@ class DatasetWriter:
             "file_bytes": (self.tmp / DATA_FILE).stat().st_size,
             "uncompressed_bytes": sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)),
             "memory_bytes": self.memory_bytes,
+            **({"shuffle": self._shuffle_info()} if self.shuffle is not None else {}),
             **self.extra,
         }
         write_json(self.tmp / MANIFEST, manifest)
         commit_temp_dir(self.tmp, self.out)
         return manifest
+
+    def _shuffle_info(self) -> dict:
+        s = self.shuffle
+        assert s is not None
+        return {
+            "scope": "dataset",
+            "method": "external",
+            "buckets": s.buckets,
+            "splits": s.splits,
+            "largest_bucket_bytes": s.largest_bucket_bytes,
+        }
 
     def abort(self) -> None:
         if self.writer is not None:
@@ -364,10 +412,19 @@ def write_dataset(out_dir, batches: Iterable[RequestBatch], layout: str | Layout
     return read_manifest(out_dir)
 
 
+def manifest_path(directory) -> Path | None:
+    """The manifest of a dataset directory (`_manifest.json`, else the older `manifest.json`), or None."""
+    d = Path(directory)
+    for name in (MANIFEST, LEGACY_MANIFEST):
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
 def read_manifest(path) -> dict:
     p = Path(path)
-    m = p / MANIFEST if p.is_dir() else p.parent / MANIFEST
-    if not m.is_file():
+    m = manifest_path(p if p.is_dir() else p.parent)
+    if m is None:
         raise UserError(f"{p} is not a roo-bench dataset (no {MANIFEST}); write one with `roo-bench generate`")
     try:
         return json.loads(m.read_text())
@@ -403,9 +460,9 @@ def read_dataset(path) -> RequestBatch | ImpressionBatch:
 def dataset_dirs(root) -> list[Path]:
     """The dataset dirs at or directly under `root` (for --data DIR)."""
     r = Path(root)
-    if (r / MANIFEST).is_file():
+    if manifest_path(r) is not None:
         return [r]
-    found = sorted(d for d in r.iterdir() if (d / MANIFEST).is_file()) if r.is_dir() else []
+    found = sorted(d for d in r.iterdir() if d.is_dir() and manifest_path(d) is not None) if r.is_dir() else []
     if not found:
         raise UserError(f"{r} holds no roo-bench dataset (no {MANIFEST}); write one with `roo-bench generate`")
     return found

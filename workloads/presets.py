@@ -6,6 +6,8 @@ same name in roo_ref.model_presets.
 
 from __future__ import annotations
 
+import sys
+
 from workloads.distributions import Dist
 from workloads.errors import SpecError
 from workloads.spec import HistorySpec, SparseGroup, Task, WorkloadSpec
@@ -98,8 +100,15 @@ def get_preset(name: str) -> WorkloadSpec:
         raise SpecError(f"unknown preset {name!r}; choose one of: {choices} (see `roo-bench presets`)") from None
 
 
+def _print_warning(msg: str) -> None:
+    print(f"roo-bench: warning: {msg}", file=sys.stderr)
+
+
 def resolve_spec(preset: str | None = None, spec_file: str | None = None, overrides=()) -> WorkloadSpec:
-    """The spec a command runs on: `--preset NAME` or `--spec FILE`, then `--set key=value` overrides."""
+    """The spec a command runs on: `--preset NAME` or `--spec FILE`, then `--set key=value` overrides.
+
+    An override its distribution does not read is an error; one the spec's bounds clip noticeably
+    prints a one-line warning on stderr (see workloads.spec)."""
     if preset and spec_file:
         raise SpecError("give either --preset or --spec, not both")
     if spec_file:
@@ -110,4 +119,4 @@ def resolve_spec(preset: str | None = None, spec_file: str | None = None, overri
         spec = get_preset(preset)
     else:
         raise SpecError(f"give --preset NAME (one of: {', '.join(PRESETS)}) or --spec FILE")
-    return spec.with_overrides(list(overrides)) if overrides else spec
+    return spec.with_overrides(list(overrides), warn=_print_warning) if overrides else spec

@@ -3,6 +3,18 @@
 A spec is a frozen tree of dataclasses, validated on construction. It round-trips through a plain
 dict (and so through TOML/JSON spec files), and `with_overrides(["impressions.mean=10", ...])`
 applies `--set key=value` overrides by dotted path with the same validation.
+
+Nothing a user writes is ignored without a word:
+- a distribution parameter its kind does not read (`impressions.value` on a geometric
+  distribution; the table is `workloads.distributions.KIND_PARAMS`) is an error naming the key, the
+  kind and what the kind reads, in a spec file as in `--set`; an override that switches a kind must
+  also give the parameters the new kind reads that the old one did not;
+- a fixed, uniform or empirical value outside the distribution's [min, max] (clipping would
+  collapse it onto the bound) is an error;
+- clipping the tail of a geometric, poisson or lognormal distribution is what min/max are for, but
+  when an override leaves the clipped mean more than 5% from the unclipped one, `with_overrides`
+  warns (SpecWarning; `resolve_spec` prints it as one `roo-bench: warning:` line);
+- an empty spec file is an error.
 """
 
 from __future__ import annotations
@@ -11,13 +23,22 @@ import dataclasses
 import hashlib
 import json
 import tomllib
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workloads.distributions import Dist
+from workloads.distributions import CLIP_PARAMS, KIND_PARAMS, Dist
 from workloads.errors import SpecError
 
 POPULARITY = ("uniform", "zipf")
+CLIP_WARN = 0.05  # a clipped mean this far (relative) from the unclipped one is worth a warning
+_MEAN_KINDS = ("geometric", "poisson", "lognormal")
+_DIST_KEYS = {"kind", *CLIP_PARAMS, *(p for ps in KIND_PARAMS.values() for p in ps)}
+
+
+class SpecWarning(UserWarning):
+    """An override that the spec's own bounds change noticeably (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,8 @@ class WorkloadSpec:
                 f"impressions.min={self.impressions.min}: every request has at least one impression; set min >= 1"
             )
         self.history.validate("history")
+        for where, d in self.distributions():
+            _check_support(d, where)
         for i, g in enumerate(self.user_sparse):
             g.validate(f"user_sparse.{i}")
         for i, g in enumerate(self.item_sparse):
@@ -134,6 +157,13 @@ class WorkloadSpec:
     def item_features(self) -> list[tuple[str, SparseGroup]]:
         return [(n, g) for g in self.item_sparse for n in g.feature_names()]
 
+    def distributions(self) -> list[tuple[str, Dist]]:
+        """(dotted path, Dist) of every distribution in the spec, as `--set` names them."""
+        out = [("impressions", self.impressions), ("history.length", self.history.length)]
+        for key, groups in (("user_sparse", self.user_sparse), ("item_sparse", self.item_sparse)):
+            out += [(f"{key}.{i}.pooling", g.pooling) for i, g in enumerate(groups)]
+        return out
+
     def config_hash(self) -> str:
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -169,13 +199,13 @@ class WorkloadSpec:
         kw: dict = {}
         for key, v in d.items():
             if key == "impressions":
-                kw[key] = Dist.from_dict(_table(v, key), name=key)
+                kw[key] = _dist_from(v, key)
             elif key == "history":
                 h = _table(v, key)
                 _check_keys(h, {f.name for f in dataclasses.fields(HistorySpec)}, "history")
                 h = dict(h)
                 if "length" in h:
-                    h["length"] = Dist.from_dict(_table(h["length"], "history.length"), name="history.length")
+                    h["length"] = _dist_from(h["length"], "history.length")
                 kw[key] = HistorySpec(**_typed(HistorySpec, h, "history"))
             elif key in ("user_sparse", "item_sparse"):
                 kw[key] = tuple(_group_from(x, f"{key}.{i}") for i, x in enumerate(_list(v, key)))
@@ -190,15 +220,28 @@ class WorkloadSpec:
                 kw[key] = v
         return cls(**_typed(cls, kw, "spec"))
 
-    def with_overrides(self, assignments: list[str]) -> WorkloadSpec:
-        """Apply `--set path=value` overrides (dotted paths into to_dict(); list items by index)."""
+    def with_overrides(self, assignments: list[str], warn: Callable[[str], None] | None = None) -> WorkloadSpec:
+        """Apply `--set path=value` overrides (dotted paths into to_dict(); list items by index).
+
+        An override its distribution does not read is an error; one whose distribution the bounds
+        clip noticeably is passed to `warn` (default: a SpecWarning)."""
         d = self.to_dict()
+        before = {where: dict(x) for where, x in _dist_dicts(d)}
+        given: list[tuple[str, str]] = []
         for a in assignments:
             if "=" not in a:
                 raise SpecError(f"--set {a!r}: expected key=value, e.g. impressions.mean=10")
             path, raw = a.split("=", 1)
             _assign(d, path.strip(), _parse_value(raw.strip()))
-        return WorkloadSpec.from_dict(d)
+            given.append((path.strip(), raw.strip()))
+        touched = _reconcile_dists(d, before, given)
+        spec = WorkloadSpec.from_dict(d)
+        for msg in clip_warnings(spec, touched):
+            if warn is None:
+                warnings.warn(msg, SpecWarning, stacklevel=2)
+            else:
+                warn(msg)
+        return spec
 
     def to_toml(self) -> str:
         import tomli_w  # only needed to write spec files (not installed on the GPU machine)
@@ -215,7 +258,118 @@ class WorkloadSpec:
             d = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
             raise SpecError(f"spec file {p} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {e}") from None
+        if d == {}:  # running the built-in defaults instead would hide the mistake
+            raise SpecError(
+                f"spec file {p} is empty (it sets nothing); write one with `roo-bench fit` or give --preset"
+            )
         return cls.from_dict(d)
+
+
+# --- distributions: what each kind reads, and what clipping does --------------------------------------
+def _reads(kind: str) -> str:
+    return f"{', '.join(KIND_PARAMS[kind])} (and min, max, which clip every kind)"
+
+
+def _dist_from(v, where: str) -> Dist:
+    """A Dist from a spec file's table; a parameter its kind does not read is an error."""
+    d = _table(v, where)
+    kind = d.get("kind", "fixed")
+    if isinstance(kind, str) and kind in KIND_PARAMS:
+        ignored = sorted((set(d) & _DIST_KEYS) - {"kind", *CLIP_PARAMS, *KIND_PARAMS[kind]})
+        if ignored:
+            raise SpecError(
+                f"{where}.{ignored[0]}: {where} is a {kind} distribution, which does not read {ignored[0]!r}; "
+                f"it reads {_reads(kind)}"
+            )
+    return Dist.from_dict(d, name=where)
+
+
+def _dist_dicts(d: dict) -> Iterator[tuple[str, dict]]:
+    """(dotted path, table) of every distribution in a spec dict (what `--set` may have changed)."""
+    hist = d.get("history")
+    for where, x in (
+        ("impressions", d.get("impressions")),
+        ("history.length", hist.get("length") if isinstance(hist, dict) else None),
+    ):
+        if isinstance(x, dict):
+            yield where, x
+    for key in ("user_sparse", "item_sparse"):
+        groups = d.get(key)
+        for i, g in enumerate(groups if isinstance(groups, list) else []):
+            if isinstance(g, dict) and isinstance(g.get("pooling"), dict):
+                yield f"{key}.{i}.pooling", g["pooling"]
+
+
+def _reconcile_dists(d: dict, before: dict[str, dict], given: list[tuple[str, str]]) -> set[str]:
+    """Check `--set` overrides of distributions against the kind each ends up with; drop the old
+    kind's parameters where an override switched kinds. Returns the distributions overridden."""
+    touched = set()
+    for where, dist in _dist_dicts(d):
+        mine = {p[len(where) + 1 :]: raw for p, raw in given if p.startswith(where + ".")}
+        if not mine:
+            continue
+        touched.add(where)
+        kind = dist.get("kind", "fixed")
+        if not isinstance(kind, str) or kind not in KIND_PARAMS:
+            continue  # Dist.from_dict names the bad kind
+        for key in sorted(set(dist) - {"kind", *CLIP_PARAMS, *KIND_PARAMS[kind]}):
+            if key in mine:
+                users = [k for k, ps in KIND_PARAMS.items() if key in ps]
+                hint = f"; to switch kinds, also --set {where}.kind={'|'.join(users)}" if "kind" not in mine else ""
+                raise SpecError(
+                    f"--set {where}.{key}={mine[key]}: {where} is a {kind} distribution, which does not read "
+                    f"{key!r}; it reads {_reads(kind)}{hint}"
+                )
+            del dist[key]  # a parameter of the kind this override replaced
+        old = before.get(where, {})
+        if "kind" in mine and kind != old.get("kind"):
+            missing = [p for p in KIND_PARAMS[kind] if p not in mine and p not in old]
+            if missing:
+                raise SpecError(
+                    f"--set {where}.kind={kind}: a {kind} distribution reads {_reads(kind)}; "
+                    f"also give {', '.join(f'--set {where}.{p}=...' for p in missing)}"
+                )
+    return touched
+
+
+def _check_support(d: Dist, where: str) -> None:
+    """A fixed, uniform or empirical value outside [min, max] would be clipped onto a bound: an error."""
+    values: dict[str, tuple[int, ...]]
+    if d.kind == "fixed":
+        values = {"value": (d.value,)}
+    elif d.kind == "uniform":
+        values = {"low": (d.low,), "high": (d.high,)}
+    elif d.kind == "empirical":
+        values = {"values": d.values}
+    else:
+        return
+    for key, vs in values.items():
+        for v in vs:
+            if v < d.min or (d.max is not None and v > d.max):
+                side, bound = ("max", d.max) if d.max is not None and v > d.max else ("min", d.min)
+                raise SpecError(
+                    f"{where}.{key}={v} is {'above' if side == 'max' else 'below'} {where}.{side}={bound}: "
+                    f"the {d.kind} distribution would be clipped to {bound}; set {where}.{side}={v} "
+                    f"or keep {key} within [{d.min}, {'inf' if d.max is None else d.max}]"
+                )
+
+
+def clip_warnings(spec: WorkloadSpec, only: set[str] | None = None) -> list[str]:
+    """One line per geometric/poisson/lognormal distribution (of `only`, if given) whose [min, max]
+    moves its mean by more than CLIP_WARN."""
+    out = []
+    for where, d in spec.distributions():
+        if d.kind not in _MEAN_KINDS or (only is not None and where not in only):
+            continue
+        free = dataclasses.replace(d, min=0, max=None).mean()
+        got = d.mean()
+        if free > 0 and abs(got / free - 1) > CLIP_WARN:
+            hi = "inf" if d.max is None else d.max
+            out.append(
+                f"{where}: the {d.kind} distribution (mean={d.mean_:g}) is clipped to [{d.min}, {hi}], "
+                f"so its draws average {got:.3g}, not {free:.3g}; widen {where}.min/max to keep the mean"
+            )
+    return out
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -234,7 +388,7 @@ def _group_from(x, where: str) -> SparseGroup:
     x = dict(_table(x, where))
     _check_keys(x, {f.name for f in dataclasses.fields(SparseGroup)}, where)
     if "pooling" in x:
-        x["pooling"] = Dist.from_dict(_table(x["pooling"], f"{where}.pooling"), name=f"{where}.pooling")
+        x["pooling"] = _dist_from(x["pooling"], f"{where}.pooling")
     return SparseGroup(**_typed(SparseGroup, x, where))
 
 

@@ -104,7 +104,7 @@ def measure(
     req_name, imp_name = Layout.ROO.dataset_name, Layout.IMPRESSION.dataset_name
     tables: list[tuple[str, str, pa.Table]] = [(req_name, "grouped", request_table(batch, spec))]
     for order in orders:
-        b = imp if order == "grouped" else imp.permute(shuffle_perm(n_imp, seed, 0))
+        b = imp if order == "grouped" else imp.permute(shuffle_perm(n_imp, seed))
         tables.append((imp_name, order, impression_table(b, spec)))
     formats = []
     tmp = Path(tempfile.mkdtemp(prefix="roo-storage-", dir=workdir))

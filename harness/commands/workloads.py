@@ -27,10 +27,27 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the spec's seed)")
     p.add_argument("--out", required=True, help="output directory (must not exist)")
     p.add_argument("--layout", default="both", help="roo (or request) | impression | both (default both)")
-    p.add_argument("--order", default="grouped", help="impression row order: grouped | shuffled (default grouped)")
+    p.add_argument(
+        "--order",
+        default="grouped",
+        help="impression row order: grouped (a request's rows adjacent) | shuffled (every impression of the "
+        "dataset in one seeded random order, an external shuffle through temp files; the bytes do not "
+        "depend on --chunk-requests) (default grouped)",
+    )
     p.add_argument("--codec", default="zstd", help="none | snappy | zstd (default zstd)")
     p.add_argument("--row-group-size", type=int, default=None, help="rows per Parquet row group (default 8192)")
-    p.add_argument("--chunk-requests", type=int, default=4096, help="requests generated per streaming chunk")
+    p.add_argument(
+        "--chunk-requests",
+        type=int,
+        default=4096,
+        help="requests generated per streaming chunk (memory only: the output bytes do not depend on it)",
+    )
+    p.add_argument(
+        "--shuffle-memory-mb",
+        type=int,
+        default=256,
+        help="--order shuffled: MiB of rows sorted in memory at once (peak about twice this; default 256)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_generate)
 
@@ -106,13 +123,13 @@ def _presets(args) -> int:
 
 
 # --- generate ------------------------------------------------------------------------------------------
-def _progress(total: int):
+def _progress(total: int, unit: str = "req", desc: str | None = None, min_total: int = 50_000):
     try:
         from tqdm import tqdm
     except ImportError:  # tqdm is optional on the GPU machine
         return None
     # disable=None: no bar when stderr is not a terminal; short runs need none either
-    return tqdm(total=total, unit="req", disable=None if total >= 50_000 else True, file=sys.stderr)
+    return tqdm(total=total, unit=unit, desc=desc, disable=None if total >= min_total else True, file=sys.stderr)
 
 
 def _generate(args) -> int:
@@ -125,6 +142,7 @@ def _generate(args) -> int:
     _positive("requests", args.requests)
     _positive("row-group-size", args.row_group_size)
     _positive("chunk-requests", args.chunk_requests)
+    _positive("shuffle-memory-mb", args.shuffle_memory_mb)
     if args.seed is not None and args.seed < 0:
         raise UserError(f"--seed={args.seed} must be >= 0")
     spec = resolve_spec(args.preset, args.spec, args.set)
@@ -140,6 +158,7 @@ def _generate(args) -> int:
         row_group_size=args.row_group_size,
         chunk_requests=args.chunk_requests,
         progress=True,
+        shuffle_memory_bytes=args.shuffle_memory_mb << 20,
     )
     lines = [
         f"{k}: {v['rows']} rows, {v['impressions']} impressions, {v['file_bytes']} bytes -> {v['path']}"
@@ -160,12 +179,17 @@ def generate_dataset(
     row_group_size: int | None = None,
     chunk_requests: int = 4096,
     progress: bool = False,
+    shuffle_memory_bytes: int | None = None,
 ) -> dict:
     """Write the datasets of `layouts` (the request-level one first) under `out`, all at once or not at
     all; the flat `generate --json` object (config: out, preset, seed, requests; metrics: datasets)."""
     from workloads.generator import iter_request_batches
     from workloads.parquet_io import DEFAULT_ROW_GROUP, DatasetWriter, commit_temp_dir, make_temp_dir
+    from workloads.shuffle import DEFAULT_BUDGET_BYTES
+    from workloads.storage import uncompressed_bytes_per_impression
 
+    # the shuffle's bucket count comes from this estimate of the impression level's Arrow bytes
+    expected = int(requests * spec.impressions.mean() * uncompressed_bytes_per_impression(spec, Layout.IMPRESSION))
     names = [lay.dataset_name for lay in sorted(layouts, key=lambda lay: lay is not Layout.ROO)]
     root = make_temp_dir(out)
     writers = []
@@ -182,6 +206,8 @@ def generate_dataset(
                     spec=spec,
                     seed=seed,
                     extra={"requests_requested": requests},
+                    shuffle_memory_bytes=shuffle_memory_bytes or DEFAULT_BUDGET_BYTES,
+                    expected_bytes=expected,
                 )
             )
         bar = _progress(requests) if progress else None
@@ -190,7 +216,7 @@ def generate_dataset(
                 w.write(b)
             if bar is not None:
                 bar.update(b.num_requests)
-        manifests = {w.layout: w.close() for w in writers}
+        manifests = {w.layout: _close(w, progress) for w in writers}
         commit_temp_dir(root, out)
     except BaseException:
         for w in writers:
@@ -217,6 +243,16 @@ def generate_dataset(
             for k, m in manifests.items()
         },
     }
+
+
+def _close(w, progress: bool) -> dict:
+    """Close one dataset writer; a shuffled one writes all its rows now, under a bar of its own."""
+    bar = _progress(w.impressions, "imp", "shuffle", 500_000) if progress and w.shuffle is not None else None
+    try:
+        return w.close(bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 # --- convert -------------------------------------------------------------------------------------------
