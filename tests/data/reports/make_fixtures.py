@@ -6,7 +6,15 @@ Realistic stand-ins for what the producers write (docs/contracts.md "Results", i
 - data/h100/*.jsonl: committed-GPU-style results (path contains reports/data, device name set):
   an early-ranking k sweep and an hstu-ranking history sweep with NVML energy, NCCL comm records
   and a calibration record;
-- storage.json, model-*.json, comm-w*.json, calibration.json, project.json: bare `--json` outputs.
+- storage.json, model-*.json, comm-w*.json, calibration.json, project.json: bare `--json` outputs;
+- data/h100/presets.jsonl: runs of presets at their own shape (what the summary quotes), retrieval
+  and late-ranking with their bytes per step only in the `cost` block (as run_point writes it);
+  data/h100/comm.jsonl also holds a row-wise W=2 run beside the table-wise one;
+- data/h100-other/calibration.jsonl: the same GPU calibrated in another campaign (never used for
+  the data/h100 points);
+- cpu-run/: a CPU calibration (results/, device "cpu") and a point of the same session (sweep/,
+  device "cpu (x86_64)"), laid out as `roo-bench demo` writes them;
+- cli/: the `--json` records of bench, profile, validate and fit.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ def prov(device_name="cpu", seed=0, created="2025-06-01T10:00:00Z", sha="c27e4cc
     return {
         "git_sha": sha,
         "git_dirty": False,
-        "host": "ci-runner" if device_name == "cpu" else "gpu-node-7",
+        "host": "ci-runner" if device_name.startswith("cpu") else "gpu-node-7",
         "device_name": device_name,
         "driver": driver,
         "cuda": cuda,
@@ -127,6 +135,9 @@ def point(
     energy_fn=None,
     bytes_per_flop=None,
     axes=None,
+    cost_bytes_per_flop=None,
+    preset_shape=False,
+    provenance=None,
 ):
     imps = reqs * k
     u = user_flops_per_tok * L  # user-side FLOPs per impression (impression-level copies it)
@@ -148,10 +159,15 @@ def point(
             en(meas[name], imps),
             None if bytes_per_flop is None else 2.5e8 + f * bytes_per_flop,
         )
+        if cost_bytes_per_flop is not None:
+            lay[name]["cost"] = {"bytes_per_step": 2.5e8 + f * cost_bytes_per_flop, "device_key": "h100"}
     sp = meas["impression"] / meas["roo"]
     psp = pred["impression"] / pred["roo"]
     cfg = point_config(preset, device, dtype, backend)
-    cfg.update(axes or {"impressions_per_request": k, "history_length": L})
+    if preset_shape:  # as harness/sweep.py writes a grid over presets: the preset's own shape
+        cfg.update(axes={"preset": preset}, spec_overrides=[], model_overrides=[], requests_per_batch=None)
+    else:
+        cfg.update(axes or {"impressions_per_request": k, "history_length": L})
     return {
         "schema": SCHEMA,
         "kind": "point",
@@ -167,7 +183,8 @@ def point(
             "speedup_error": sp / psp - 1,
             "ideal_speedup": 1 / (f_u / k + 1 - f_u),
         },
-        "provenance": prov(**({"device_name": "cpu"} if device == "cpu" else GPU), seed=seed, created=created),
+        "provenance": provenance
+        or prov(**({"device_name": "cpu"} if device == "cpu" else GPU), seed=seed, created=created),
     }
 
 
@@ -312,6 +329,14 @@ def gpu_comm():
                     "provenance": prov(**GPU, seed=1, created="2025-06-02T09:10:00Z"),
                 }
             )
+    # the same exchange sharded row-wise: every rank owns a slice of every table (more peers, the
+    # same bytes per lookup); a second W=2 early-ranking row that only its sharding tells apart
+    row = json.loads(json.dumps(out[0]))
+    row["config_hash"] = "commearlyrow2"
+    row["config"]["sharding"] = "row-wise"
+    for lay in row["metrics"]["layouts"].values():
+        lay["step_ms_median"] *= 1.3
+    out.insert(1, row)
     return out
 
 
@@ -373,9 +398,10 @@ def storage():
 
     comp = {"none": 1.0, "snappy": 0.62, "zstd": 0.38}  # request-level file bytes / uncompressed
     # impression-level file bytes / request-level file bytes, same codec: with no codec the full
-    # duplication shows; a grouped file lets the codec see the repeats, a shuffled one does not.
-    grouped = {"none": (U + I) / req_bpi, "snappy": 2.4, "zstd": 1.12}
-    shuffled = {"none": (U + I) / req_bpi, "snappy": 5.9, "zstd": 7.7}
+    # duplication shows but Parquet's dictionary/RLE encoding (on without a codec) keeps it well below
+    # the in-memory ratio; a grouped file lets the codec see the repeats, a shuffled one does not.
+    grouped = {"none": 3.35, "snappy": 2.4, "zstd": 1.12}
+    shuffled = {"none": 3.42, "snappy": 5.9, "zstd": 7.7}
     for codec, c in comp.items():
         slow = 1.0 + 0.4 * (codec == "zstd")
         rd = {"none": 1.0, "snappy": 1.1, "zstd": 1.3}[codec]
@@ -405,6 +431,11 @@ def storage():
         "seed": 1,
         "predicted_uncompressed_ratio": k * (U + I) / (U + k * I),
         "measured_uncompressed_ratio": k * (U + I) / (U + k * I) * 0.985,
+        # the in-memory (decoded Arrow) bytes of each layout, which the measured ratio divides
+        "uncompressed_bytes": {
+            "request": int(req_bpi * n_imp),
+            "impression": int(req_bpi * n_imp * k * (U + I) / (U + k * I) * 0.985),
+        },
         "formats": rows,
         "provenance": prov(created="2025-06-01T09:50:00Z"),
     }
@@ -488,6 +519,7 @@ def comm_cpu(w):
         "preset": "tiny",
         "nproc": w,
         "backend": "gloo",
+        "sharding": "table",
         "device": "cpu",
         "layouts": {
             "impression": {
@@ -557,6 +589,213 @@ def project():
     }
 
 
+def gpu_preset_points():
+    """Runs of presets at their own shape on the H100: early-ranking with NVML energy (the summary's
+    representative run, next to its k sweep), retrieval and late-ranking whose bytes per step are
+    only in the cost model's `cost` block (as harness/run_point.py records them)."""
+    energy = lambda ms, n: nvml(ms, n, 410.0, 71.0, 35.0)  # noqa: E731
+    base = dict(
+        device="cuda",
+        dtype="bf16",
+        backend="torch",
+        ms_per_flop=1 / 180e9,
+        overhead_ms=1.2,
+        seed=0,
+        created="2025-06-02T10:00:00Z",
+        energy_fn=energy,
+        preset_shape=True,
+    )
+    return [
+        point(
+            "early-ranking", 10, 400, user_flops_per_tok=1.6e6, item_flops=9.0e7, reqs=256, **base, bytes_per_flop=0.012
+        ),
+        point(
+            "retrieval", 6, 300, user_flops_per_tok=9.0e5, item_flops=3.0e7, reqs=256, **base, cost_bytes_per_flop=0.02
+        ),
+        point(
+            "late-ranking",
+            4,
+            200,
+            user_flops_per_tok=5.0e5,
+            item_flops=4.0e8,
+            reqs=128,
+            **base,
+            cost_bytes_per_flop=0.008,
+        ),
+    ]
+
+
+def other_campaign_calibration():
+    """The same GPU model calibrated in another campaign (another folder, another host and commit)."""
+    rec = gpu_calibration()
+    rec["config_hash"] = "calib-h100-other"
+    rec["metrics"].update(matmul_flops=512e12, copy_bandwidth=2.1e12)
+    rec["provenance"] = prov(**{**GPU, "sha": "0ld0ld0ld0ld"}, seed=1, created="2025-05-01T08:00:00Z")
+    rec["provenance"]["host"] = "gpu-node-3"
+    return rec
+
+
+# A CPU run laid out as `roo-bench demo` writes it: the calibration in results/, the sweep's points in
+# sweep/; the same host and commit (one session). The calibration names the CPU "cpu", the points
+# (harness.provenance) "cpu (x86_64)".
+CPU_SESSION = {"sha": "5e55105e5510", "created": "2025-06-03T12:00:00Z"}
+
+
+def cpu_session_calibration():
+    m = calibration_cpu()
+    m.update(matmul_flops=187e9, copy_bandwidth=31.4e9)
+    return {
+        "schema": SCHEMA,
+        "kind": "calibration",
+        "config_hash": "calib-cpu-session",
+        "status": "ok",
+        "error": None,
+        "config": {"device": "cpu"},
+        "metrics": m,
+        "provenance": prov(device_name="cpu (x86_64)", seed=None, **CPU_SESSION),
+    }
+
+
+def cpu_session_points():
+    p = point(
+        "tiny",
+        3,
+        8,
+        device="cpu",
+        dtype="fp32",
+        backend="torch",
+        user_flops_per_tok=2.0e5,
+        item_flops=2.4e6,
+        ms_per_flop=1 / 40e6,
+        overhead_ms=4.0,
+        reqs=16,
+        seed=0,
+        created=CPU_SESSION["created"],
+        preset_shape=True,
+        provenance=prov(device_name="cpu (x86_64)", seed=0, sha=CPU_SESSION["sha"], created="2025-06-03T12:01:00Z"),
+    )
+    for lay in p["metrics"]["layouts"].values():
+        lay["cost"] = {"bytes_per_step": lay["flops_per_step"] * 0.9, "device_key": "cpu"}
+    return [p]
+
+
+def bench_record():
+    """`roo-bench bench --preset tiny --json` on the CPU (its record: config, metrics, provenance)."""
+    lay = {}
+    for name, med, iqr in (("impression", 2.24, 0.082), ("roo", 1.91, 0.11)):
+        lay[name] = {
+            "impressions_per_s": 42.8 / (med / 1e3),
+            "requests_per_s": 16 / (med / 1e3),
+            "step_ms_median": med,
+            "step_ms_min": med * 0.97,
+            "step_ms_iqr": iqr,
+            "step_ms_p25": med - iqr / 2,
+            "step_ms_p75": med + iqr / 2,
+            "step_ms_dropped": med * 1.02,
+            "timer": "perf_counter",
+            "impressions_per_step": 42.8,
+            "requests_per_step": 16.0,
+            "steps": 20,
+            "warmup": 3,
+        }
+    sp = 2.24 / 1.91
+    config = {
+        "preset": "tiny",
+        "spec_file": None,
+        "workload": "tiny",
+        "spec": {"name": "tiny", "requests_per_batch": 16},
+        "spec_overrides": [],
+        "model_preset": "tiny",
+        "model_overrides": [],
+        "model": {"arch": "dlrm", "embedding_dim": 16},
+        "device": "cpu",
+        "dtype": "fp32",
+        "seed": 0,
+        "steps": 20,
+        "warmup": 3,
+    }
+    metrics = {
+        "device_name": "cpu",
+        "layouts": lay,
+        "speedup": sp,
+        "speedup_ci": [sp * 0.95, sp * 1.05],
+        "speedup_ci_method": "bootstrap_bca",
+        "speedup_ci_confidence": 0.95,
+    }
+    prov_ = prov(device_name="cpu (x86_64)", created="2025-06-01T11:00:00Z")
+    return _record("bench", "bench-tiny", config, metrics, prov_)
+
+
+def profile_record():
+    """`roo-bench profile --preset early-ranking --device cuda --json`: a host-bound impression step."""
+    lay = {
+        "impression": {"steps": 5, "wall_ms": 22.66, "device_busy_ms": 7.0, "launches": 340.0, "syncs": 4.4},
+        "roo": {"steps": 5, "wall_ms": 9.1, "device_busy_ms": 5.2, "launches": 352.0, "syncs": 4.4},
+    }
+    for name, d in lay.items():
+        d.update(aten_ops=1299.0 if name == "impression" else 1342.0, top_device=[], top_cpu=[])
+    config = {"preset": "early-ranking", "workload": "early-ranking", "device": "cuda", "dtype": "bf16", "seed": 0}
+    metrics = {
+        "impressions_per_step": 2854,
+        "requests_per_step": 256,
+        "device_name": GPU["device_name"],
+        "layouts": lay,
+    }
+    return _record("profile", "profile-early", config, metrics, prov(**GPU, seed=0, created="2025-06-02T11:00:00Z"))
+
+
+def validate_record():
+    """`roo-bench validate --json`: analytic vs counted FLOPs (reduced sizes), analytic vs measured bytes."""
+    presets, storage = [], []
+    for name, (fi, fr, req, imp) in {
+        "tiny": (537984, 331968, 4, 6),
+        "early-ranking": (91234560, 20123904, 4, 38),
+    }.items():
+        for layout, f in (("impression", fi), ("roo", fr)):
+            presets.append(
+                {
+                    "preset": name,
+                    "layout": layout,
+                    "analytic_flops": f,
+                    "counted_flops": f,
+                    "rel_error": 0.0,
+                    "analytic_flops_mask_aware": f,
+                    "requests": req,
+                    "impressions": imp,
+                }
+            )
+    for layout, b in (("impression", 62092), ("roo", 27824)):
+        storage.append({"preset": "tiny", "layout": layout, "analytic_bytes": b, "measured_bytes": b, "rel_error": 0.0})
+    comps = [{"preset": "tiny", "layout": "roo", "name": "user arch", "analytic_flops": 1, "counted_flops": 1}]
+    metrics = {
+        "presets": presets,
+        "max_rel_error": 0.0,
+        "components": comps,
+        "storage": storage,
+        "max_storage_rel_error": 0.0,
+    }
+    return _record("validate", "validate", {"reduced": True}, metrics, prov(created="2025-06-01T11:30:00Z"))
+
+
+def fit_record():
+    """`roo-bench fit --json`: a kind without a section of its own (listed under provenance)."""
+    metrics = {"spec": {"name": "fitted", "impressions": {"kind": "geometric", "mean": 3.2}}, "fit": {"requests": 120}}
+    return _record("fit", "fit", {"out": None}, metrics, prov(created="2025-06-01T11:40:00Z"))
+
+
+def _record(kind, hash_, config, metrics, provenance):
+    return {
+        "schema": SCHEMA,
+        "kind": kind,
+        "config_hash": hash_,
+        "status": "ok",
+        "error": None,
+        "config": config,
+        "metrics": metrics,
+        "provenance": provenance,
+    }
+
+
 def _jsonl(path: Path, recs):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in recs))
@@ -579,6 +818,14 @@ def main():
     _json(HERE / "comm-w4.json", comm_cpu(4))
     _json(HERE / "calibration.json", calibration_cpu())
     _json(HERE / "project.json", project())
+    _jsonl(HERE / "data" / "h100" / "presets.jsonl", gpu_preset_points())
+    _jsonl(HERE / "data" / "h100-other" / "calibration.jsonl", [other_campaign_calibration()])
+    _json(HERE / "cpu-run" / "results" / "calibration.json", cpu_session_calibration())
+    _jsonl(HERE / "cpu-run" / "sweep" / "results.jsonl", cpu_session_points())
+    _json(HERE / "cli" / "bench-tiny.json", bench_record())
+    _json(HERE / "cli" / "profile-early-ranking.json", profile_record())
+    _json(HERE / "cli" / "validate.json", validate_record())
+    _json(HERE / "cli" / "fit.json", fit_record())
 
 
 if __name__ == "__main__":
