@@ -295,3 +295,16 @@ def test_single_run_records_carry_provenance(tmp_path, capsys):
     prov_rows = _text(_section(page, "provenance"))
     for kind in runs:
         assert re.search(rf"{kind}\.jsonl {kind}×1 \S.*? {re.escape(socket.gethostname())} ", prov_rows), kind
+
+
+@pytest.mark.slow  # the demo's calibrate and sweep stages (a CPU sweep of 4 tiny points)
+def test_demo_cpu_roofline_uses_the_demos_calibration(tmp_path, capsys):
+    out = tmp_path / "demo"
+    skip = [a for s in ("generate", "storage", "model", "comm") for a in ("--skip", s)]
+    assert main(["demo", "--out", str(out), *skip]) == 0, capsys.readouterr().err
+    cal = json.loads((out / "results" / "calibration.json").read_text())
+    assert cal["provenance"]["host"] and "git_sha" in cal["provenance"]  # the demo's records carry provenance
+    figs = _rooflines((out / "report.html").read_text(encoding="utf-8"))
+    cap, svg = next((c, s) for c, s in figs.items() if c.startswith("Roofline — CPU (this run)"))
+    assert f"roofs: the calibration {out / 'results' / 'calibration.json'} (the same session: host and commit)" in cap
+    assert "calibrated fp32:" in svg and "not placed" not in cap
