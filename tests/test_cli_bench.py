@@ -124,6 +124,7 @@ def test_bench_cuda_without_gpu(capsys):
 
 
 # --- --spec FILE: a fitted spec, the model family from --model ----------------------------------------
+@pytest.mark.slow  # over a second on a shared CPU
 def test_bench_runs_a_fitted_spec_with_model_and_provenance(capsys, tmp_path):
     from tests.harness_fixtures.fitted import fitted_spec
 

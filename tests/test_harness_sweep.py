@@ -355,6 +355,7 @@ def test_ci_tiny_sweep_runs_on_cpu(tmp_path):
     assert elapsed < 120
 
 
+@pytest.mark.slow  # over a second on a shared CPU
 def test_a_fitted_spec_runs_as_a_sweep_point(tmp_path, capsys):
     """`spec = FILE` (relative to the sweep file) with `model = NAME`: the point runs the file's
     workload on that model; its identity is the spec's content; a spec naming no model needs one."""

@@ -153,6 +153,7 @@ def _roofs_of(paths: list[Path]) -> list[dict]:
     return rooflines.build(rs, [p for p in rs.of("point") if p["status"] == "ok"])
 
 
+@pytest.mark.slow  # over a second on a shared CPU
 def test_rooflines_use_the_calibration_of_the_same_campaign(tmp_path, html):
     gpu = "NVIDIA H100 80GB HBM3"
     run = {"device_name": gpu, "host": "node-1", "git_sha": "abc", "created_utc": "2025-06-02T08:00:00+00:00"}
