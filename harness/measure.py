@@ -8,8 +8,10 @@ first timed step dropped). Every layout sees the same request batches in the sam
 impressions per step are the same and the ratio of median step times is the ROO speedup; its
 confidence interval comes from `harness.timers.ratio_interval`.
 
-`measure_preset(...)` is the whole of `roo-bench bench`'s measurement: a preset with `--set`
-overrides, a few seeded request batches, a freshly built model and Trainer per layout.
+`resolve_workload(...)` is what `roo-bench bench` and `profile` run: `--preset NAME` or `--spec
+FILE` with `--set` overrides, and the model preset `--model NAME` (default: the workload's own).
+`measure_preset(...)` is the whole of `roo-bench bench`'s measurement: that workload, a few seeded
+request batches, a freshly built model and Trainer per layout.
 """
 
 from __future__ import annotations
@@ -161,26 +163,65 @@ def split_overrides(spec_dict: dict, assignments: list[str]) -> tuple[list[str],
     return model, spec
 
 
-def resolve_preset(preset: str, sets: list[str]):
-    """(spec, model config, model overrides, spec overrides) of a preset with `--set` overrides,
-    checked compatible before any data is generated."""
-    from roo_ref.models import check_compatible, model_config_for
-    from workloads.presets import get_preset
+@dataclass(frozen=True)
+class Workload:
+    """What a training-step command runs: the workload spec (a preset's or a spec file's, with the
+    `--set` spec overrides), the model config of the model preset `model_preset` (with the `--set`
+    model overrides), and where each came from."""
 
-    base = get_preset(preset)
+    spec: Any  # WorkloadSpec
+    model_config: Any  # roo_ref ModelConfig
+    model_preset: str
+    model_overrides: list[str]
+    spec_overrides: list[str]
+    preset: str | None = None  # the workload preset, None for a spec file
+    spec_file: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The workload's name as a record shows it: the preset, else the spec file's spec name."""
+        return self.preset or self.spec.name
+
+
+def resolve_workload(
+    preset: str | None, sets: list[str], spec_file: str | None = None, model: str | None = None
+) -> Workload:
+    """The workload of `--preset NAME` or `--spec FILE`, with `--set` overrides, and the model of
+    `--model NAME` (default: the model preset named like the workload; a spec that names none needs
+    `--model`, never a silent choice); checked compatible before any data is generated."""
+    from roo_ref.models import check_compatible, model_config_for
+    from workloads.presets import resolve_spec
+
+    base = resolve_spec(preset, spec_file)
     model_sets, spec_sets = split_overrides(base.to_dict(), sets)
     spec = base.with_overrides(spec_sets) if spec_sets else base
-    cfg = model_config_for(spec, preset, model_sets)
+    cfg = model_config_for(spec, model, model_sets)
     check_compatible(spec, cfg)
-    return spec, cfg, model_sets, spec_sets
+    return Workload(spec, cfg, model or spec.name, model_sets, spec_sets, preset, spec_file)
+
+
+def resolve_preset(preset: str, sets: list[str]):
+    """(spec, model config, model overrides, spec overrides) of a preset with `--set` overrides."""
+    w = resolve_workload(preset, sets)
+    return w.spec, w.model_config, w.model_overrides, w.spec_overrides
 
 
 @dataclass(frozen=True)
 class PresetMeasurement:
-    spec: Any  # WorkloadSpec
-    model_config: Any  # roo_ref ModelConfig
-    spec_overrides: list[str]
+    workload: Workload
     measurement: Measurement
+
+    @property
+    def spec(self):
+        return self.workload.spec
+
+    @property
+    def model_config(self):
+        return self.workload.model_config
+
+    @property
+    def spec_overrides(self) -> list[str]:
+        return self.workload.spec_overrides
 
 
 def kernel_options_from_env(environ: Mapping[str, str] | None = None):
@@ -198,18 +239,19 @@ def kernel_options_from_env(environ: Mapping[str, str] | None = None):
 
 
 def measure_preset(
-    preset: str,
+    workload: Workload | str,
     layouts: Sequence[Layout | str],
     device,
     steps: int,
     warmup: int,
     dtype: str,
-    sets: list[str],
+    sets: Sequence[str] = (),
     seed: int = 0,
 ) -> PresetMeasurement:
-    """Train `preset` (with `--set` overrides) in each layout on the same few seeded request batches,
-    from the same initial weights (same seed), with the same optimizer and dtype; time the steps.
-    `dtype="bf16"` is autocast with fp32 master weights. A non-finite loss is a UserError."""
+    """Train `workload` (a resolved Workload, or a preset name with `sets` as its `--set`
+    overrides) in each layout on the same few seeded request batches, from the same initial weights
+    (same seed), with the same optimizer and dtype; time the steps. `dtype="bf16"` is autocast with
+    fp32 master weights. A non-finite loss is a UserError."""
     import torch
 
     from roo_ref.models import build_model
@@ -217,7 +259,8 @@ def measure_preset(
     from workloads.generator import generate
 
     device = torch.device(device)
-    spec, cfg, model_sets, spec_sets = resolve_preset(preset, sets)
+    w = resolve_workload(workload, list(sets)) if isinstance(workload, str) else workload
+    spec, cfg = w.spec, w.model_config
     if cfg.attention_backend == "triton" and cfg.arch == "hstu" and device.type != "cuda":
         import os
 
@@ -232,11 +275,11 @@ def measure_preset(
     @contextlib.contextmanager
     def setup(layout: Layout) -> Iterator[LayoutRun]:
         batches = req if layout is Layout.ROO else [b.to_impressions() for b in req]
-        model = build_model(spec, preset, model_sets, device=device, seed=seed, kernel_options=options)
+        model = build_model(spec, w.model_preset, w.model_overrides, device=device, seed=seed, kernel_options=options)
         yield LayoutRun(Trainer(model, layout, amp_bf16=(dtype == "bf16"), seed=seed), batches)
 
     m = measure_layouts(layouts, req, setup, warmup=warmup, steps=steps, device=device)
     for layout, r in m.layouts.items():
         if not torch.isfinite(r.loss).all():
             raise UserError(f"layout {layout}: the loss is not finite ({float(r.loss)}); check the overrides")
-    return PresetMeasurement(spec, cfg, spec_sets, m)
+    return PresetMeasurement(w, m)

@@ -26,6 +26,7 @@ import gc
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.measure import DTYPES, kernel_options_from_env
 from workloads.errors import UserError
@@ -133,6 +134,59 @@ class PointConfig:
             extra.append(f"requests_per_batch={self.requests_per_batch}")
         extra.append(f"seed={self.seed}")
         return spec.with_overrides(extra)
+
+
+def workload_files(cfg: dict, base_dir: Path, where: str) -> dict:
+    """A sweep's point dict with `spec_file` (a sweep's `spec = FILE`, relative to `base_dir`, the
+    sweep file's folder) read into its `workload`, and `model_preset` (`model = NAME`) as its
+    `preset`, which names the model shape when a workload is given. A spec file without a model
+    leaves the model to the spec's name (checked, never guessed)."""
+    spec_file, model = cfg.pop("spec_file", None), cfg.pop("model_preset", None)
+    if spec_file is None and model is None:
+        return cfg
+    if model is not None:
+        _check_model_preset(model, where)
+    if spec_file is not None:
+        if "preset" in cfg or "workload" in cfg:
+            raise UserError(
+                f"{where}: give either preset or spec = {spec_file!r}, not both "
+                '(name the model family with model = "NAME")'
+            )
+        from workloads.spec import WorkloadSpec
+
+        f = Path(spec_file).expanduser()
+        cfg["workload"] = WorkloadSpec.from_file(f if f.is_absolute() else base_dir / f).to_dict()
+        if model is None:
+            _check_spec_names_model(cfg["workload"]["name"], spec_file, where)
+    elif "workload" not in cfg:
+        from workloads.presets import get_preset
+
+        cfg["workload"] = get_preset(cfg.get("preset", "tiny")).to_dict()  # the preset's workload, another model
+    cfg["preset"] = model
+    return cfg
+
+
+def _model_presets() -> tuple[str, ...] | None:
+    try:
+        from roo_ref.model_presets import MODEL_PRESETS
+    except ImportError:  # no reference models in this checkout: the child reports it per point
+        return None
+    return tuple(MODEL_PRESETS)
+
+
+def _check_model_preset(model: str, where: str) -> None:
+    names = _model_presets()
+    if names is not None and model not in names:
+        raise UserError(f"{where}: unknown model preset {model!r}; choose one of: {', '.join(names)}")
+
+
+def _check_spec_names_model(name: str, spec_file: str, where: str) -> None:
+    names = _model_presets()
+    if names is not None and name not in names:
+        raise UserError(
+            f"{where}: spec {spec_file!r} (workload {name!r}) names no model preset; add "
+            f'model = "NAME", one of: {", ".join(names)}'
+        )
 
 
 _INT = ("warmup", "steps", "seed")

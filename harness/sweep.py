@@ -19,6 +19,13 @@ Sweep file format (every table but [grid] is optional):
     [base.model]                              # model overrides for every point
     num_layers = 2
 
+A workload spec file (e.g. one `roo-bench fit` wrote) replaces the preset: `spec = "fitted.toml"`
+(a path relative to the sweep file) in [base], or an axis `spec = ["a.toml", "b.toml"]` in [grid];
+the model family is then `model = "NAME"` (a model preset: tiny, retrieval, early-ranking,
+late-ranking, hstu-ranking), needed unless the spec is named like one; spec overrides go in
+`spec_overrides = ["impressions.value=4"]` (the [base.spec] table's name is taken). A point's
+identity (its hash) is the spec's content, not the file's name.
+
     [grid]                                    # the cartesian product of these axes, in file order
     dtype = ["fp32", "bf16"]                  # a top-level config key
     [grid.spec]
@@ -67,7 +74,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.results import RESULTS_FILE, append_record, make_record, read_results
-from harness.run_point import PointConfig, check_device
+from harness.run_point import PointConfig, check_device, workload_files
 from workloads.errors import SpecError, UserError
 
 META_FILE = "sweep.meta.json"
@@ -125,9 +132,14 @@ def _settings(d: dict, where: str) -> dict:
     """A [base] table or a bundle -> {key: value}; keys 'spec.a.b', 'model.a.b' or config keys."""
     out = {}
     for k, v in d.items():
-        if k in ("spec", "model"):
+        if k in ("spec", "model") and isinstance(v, str):
+            out[k] = v  # a spec file / a model preset name (harness.run_point.workload_files)
+        elif k in ("spec", "model"):
             if not isinstance(v, dict):
-                raise UserError(f"{where}.{k} must be a table of dotted overrides, e.g. impressions.value = 4")
+                raise UserError(
+                    f"{where}.{k} must be a table of dotted overrides (e.g. impressions.value = 4) or a "
+                    + ("spec file name" if k == "spec" else "model preset name")
+                )
             for path, val in _flatten(v).items():
                 out[f"{k}.{path}"] = val
         elif "." in k and k.split(".", 1)[0] in ("spec", "model"):
@@ -153,7 +165,9 @@ def _point_dict(settings: dict, where: str) -> dict:
     cfg: dict = {}
     spec_o, model_o = [], []
     for k, v in settings.items():
-        if k.startswith("spec."):
+        if k in ("spec", "model") and isinstance(v, str):
+            cfg[f"{k}_file" if k == "spec" else "model_preset"] = v
+        elif k.startswith("spec."):
             spec_o.append(f"{k[5:]}={_fmt(v)}")
         elif k.startswith("model."):
             model_o.append(f"{k[6:]}={_fmt(v)}")
@@ -226,7 +240,10 @@ def _grid_points(path: Path, base: dict, axes: list, point: str, device: str | N
             else:
                 settings[axis] = v
         where = f"{path}: point {json.dumps(labels, sort_keys=True)}"
-        cfg = _point_dict(settings, where)
+        try:
+            cfg = workload_files(_point_dict(settings, where), path.parent, where)
+        except SpecError as e:
+            raise UserError(f"{where}: {e}") from None
         if device is not None:
             cfg["device"] = device
         cfg["axes"] = labels

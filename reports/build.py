@@ -43,7 +43,8 @@ def build_context(rs: ResultSet, title: str, extra_notes: list[str] | None = Non
         "kinds": dict(Counter(r["kind"] for r in rs.records)),
     }
     ctx["demo_notes"] = _demo_notes(rs) + list(extra_notes or [])
-    ctx["devices"] = sorted({r["device_label"] for r in rs.records if r["kind"] in ("point", "comm", "calibration")})
+    measured = ("point", "bench", "profile", "comm", "calibration")
+    ctx["devices"] = sorted({r["device_label"] for r in rs.records if r["kind"] in measured})
     for sid, heading in SECTIONS:
         sec = {"id": sid, "title": heading, "empty": None}
         sec.update(BUILDERS[sid](rs, ok_points))

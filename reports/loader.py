@@ -13,8 +13,9 @@ Inputs (docs/contracts.md "Results"; the record contract is `workloads.records`)
 
 Every record is normalized to the result-record shape (`kind`, `status`, `config`, `metrics`,
 `provenance`) plus a `source` (file, line, origin label) so the report never guesses later. The
-report shows the kinds in KINDS; a record of another kind (a `bench` or `validate` output) is
-skipped with a warning.
+report reads the `--json` output of every command (KINDS: every kind of `workloads.records.Kind`);
+the kinds with a section of their own are in SECTION_KINDS, the others are listed under provenance.
+A record of a kind this roo-bench does not know is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -29,9 +30,23 @@ from workloads.errors import UserError
 from workloads.layout import LAYOUTS
 from workloads.records import KNOWN_VERSIONS, SCHEMA_PREFIX, STATUSES, Kind
 
-# The kinds the report has sections for.
-KINDS: tuple[str, ...] = tuple(
-    k.value for k in (Kind.POINT, Kind.STORAGE, Kind.CALIBRATION, Kind.COMM, Kind.MODEL, Kind.PROJECT, Kind.DEMO)
+# The kinds the report reads: the `--json` output of every command.
+KINDS: tuple[str, ...] = records.KINDS
+# The kinds a section shows; a record of another kind is listed with its file under provenance.
+SECTION_KINDS: tuple[str, ...] = tuple(
+    k.value
+    for k in (
+        Kind.POINT,
+        Kind.BENCH,
+        Kind.PROFILE,
+        Kind.STORAGE,
+        Kind.CALIBRATION,
+        Kind.COMM,
+        Kind.MODEL,
+        Kind.VALIDATE,
+        Kind.PROJECT,
+        Kind.DEMO,
+    )
 )
 # A legacy bare object's keys that say where it ran, copied into its config for the report.
 LEGACY_CONFIG_KEYS = ("preset", "device", "nproc", "world_size", "backend", "dtype")
@@ -39,7 +54,7 @@ LEGACY_CONFIG_KEYS = ("preset", "device", "nproc", "world_size", "backend", "dty
 COMMITTED_MARK = ("reports", "data")
 COMPANIONS = {"sweep.meta.json", "_manifest.json", "manifest.json"}
 
-__all__ = ["KINDS", "LAYOUTS", "ResultSet", "Source", "device_label", "legacy_kind", "load", "num"]
+__all__ = ["KINDS", "LAYOUTS", "SECTION_KINDS", "ResultSet", "Source", "device_label", "legacy_kind", "load", "num"]
 
 
 @dataclass
@@ -180,8 +195,6 @@ def _from_record(obj: dict, schema) -> tuple[dict | None, str]:
             f"{', '.join(SCHEMA_PREFIX + str(v) for v in KNOWN_VERSIONS)})"
         )
     kind = obj.get("kind")
-    if kind in records.KINDS and kind not in KINDS:
-        return None, f"a {kind!r} record; the report shows {', '.join(KINDS)}"
     if kind not in KINDS:
         return None, f"unknown record kind {kind!r} (known: {', '.join(KINDS)})"
     metrics = obj.get("metrics")

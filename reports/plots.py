@@ -344,3 +344,52 @@ def energy_chart(rows: list[dict], title: str) -> str:
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return to_svg(fig)
+
+
+def savings_chart(quantities: list[dict], title: str) -> str:
+    """The first screen's chart: per quantity, impression-level and ROO as bars relative to the
+    impression level (= 1), each labelled with its value; the quantity's row names its source, and a
+    quantity with no value says why. quantities: [{label, unit, imp, roo, source, missing}]."""
+    n = len(quantities)
+    fig, (ax,) = figure(1, 9.8, 0.55 + 0.78 * n)
+    top, labelled = 1.0, set()
+    for i, q in enumerate(quantities):
+        if q["imp"] is None:
+            ax.annotate(q["missing"], (0.01, i), va="center", fontsize=7.5, color="#5b6574", style="italic")
+            continue
+        rel = q["roo"] / q["imp"]
+        top = max(top, rel)
+        for j, (lay, v, r) in enumerate((("impression", q["imp"], 1.0), ("roo", q["roo"], rel))):
+            y = i + (j - 0.5) * 0.36
+            ax.barh(y, r, 0.34, color=LAYOUT_COLORS[lay], label=None if lay in labelled else _layout_label(lay))
+            labelled.add(lay)
+            text = EngFormatter(unit=q["unit"], places=2)(v)
+            if lay == "roo":
+                text += f"  ({q['imp'] / q['roo']:.2f}× less)" if rel <= 1 else f"  ({rel:.2f}× more)"
+            ax.annotate(text, (r, y), va="center", fontsize=7.5, xytext=(3, 0), textcoords="offset points")
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([f"{q['label']}\n{_wrap(q['source'] or 'not measured', 58)}" for q in quantities], fontsize=7.5)
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.45)
+    ax.axvline(1.0, color="black", lw=0.6, alpha=0.5)
+    ax.set_xlabel("relative to impression-level (= 1); shorter is cheaper")
+    ax.set_title(title, fontsize=10)
+    if labelled:
+        ax.legend(loc="lower right", fontsize=7.5)
+    return to_svg(fig)
+
+
+def _layout_label(layout: str) -> str:
+    return "ROO" if layout == "roo" else "impression-level"
+
+
+def _wrap(text: str, width: int) -> str:
+    """Break a label at spaces so no line is much longer than `width` characters."""
+    lines, cur = [], ""
+    for w in text.split(" "):
+        if cur and len(cur) + 1 + len(w) > width:
+            lines.append(cur)
+            cur = w
+        else:
+            cur = f"{cur} {w}" if cur else w
+    return "\n".join([*lines, cur])

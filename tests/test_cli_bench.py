@@ -121,3 +121,67 @@ def test_bench_cuda_without_gpu(capsys):
         "roo-bench bench: error: --device cuda: no CUDA device is available here "
         "(torch.cuda.is_available() is False); use --device cpu"
     )
+
+
+# --- --spec FILE: a fitted spec, the model family from --model ----------------------------------------
+@pytest.mark.slow  # over a second on a shared CPU
+def test_bench_runs_a_fitted_spec_with_model_and_provenance(capsys, tmp_path):
+    from tests.harness_fixtures.fitted import fitted_spec
+
+    spec_file = fitted_spec(tmp_path)
+    capsys.readouterr()
+    rc = main(["bench", "--spec", str(spec_file), "--model", "tiny", "--json", *FAST])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    rec = json.loads(out)
+    res = _flat(rec, "bench")
+    # the spec file's workload ran (its batch, not the tiny preset's 16 requests), the tiny model
+    batch = res["spec"]["requests_per_batch"]
+    assert res["workload"] == res["spec"]["name"] == "fitted" and res["preset"] is None
+    assert res["spec_file"] == str(spec_file) and res["model_preset"] == "tiny"
+    assert res["layouts"]["roo"]["requests_per_step"] == batch != 16
+    assert res["model"]["embedding_dim"] == 16  # the tiny model preset's
+    # the spec and the model are inputs: in the config, so they tell two runs apart by its hash
+    assert rec["config"]["spec"]["name"] == "fitted" and rec["config"]["model_preset"] == "tiny"
+    prov = rec["provenance"]
+    assert prov["seed"] == 0 and prov["device_name"].startswith("cpu") and prov["created_utc"]
+    assert "git_sha" in prov and prov["torch_version"] == torch.__version__
+    # a --set on top of the file reaches the workload
+    rc = main(["bench", "--spec", str(spec_file), "--model", "tiny", "--set", "requests_per_batch=5", "--json", *FAST])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    other = json.loads(out)
+    assert flat_view(other)["layouts"]["impression"]["requests_per_step"] == 5
+    assert other["config_hash"] != rec["config_hash"]
+
+
+def test_bench_preset_record_carries_provenance(capsys):
+    rc = main(["bench", "--preset", "tiny", "--json", "--seed", "3", *FAST])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    rec = json.loads(out)
+    assert rec["config"]["preset"] == rec["config"]["workload"] == rec["config"]["model_preset"] == "tiny"
+    assert rec["config"]["spec_file"] is None and rec["provenance"]["seed"] == 3
+
+
+SPEC_BAD = [
+    (["--model", "tiny"], "give --preset NAME (one of:"),
+    (["--spec", "{spec}", "--preset", "tiny"], "give either --preset or --spec, not both"),
+    (["--spec", "{spec}"], "workload 'fitted' has no model preset of its name; name one explicitly (`--model NAME`"),
+    (["--spec", "{spec}", "--model", "nope"], "unknown model preset 'nope'; choose one of: tiny,"),
+    (["--spec", "{tmp}/missing.toml", "--model", "tiny"], "missing.toml does not exist"),
+    (["--preset", "tiny", "--model", "gpt"], "unknown model preset 'gpt'"),
+]
+
+
+@pytest.mark.parametrize("argv,message", SPEC_BAD)
+def test_bench_spec_and_model_mistakes_are_one_line(argv, message, capsys, tmp_path):
+    from tests.harness_fixtures.fitted import fitted_spec
+
+    spec_file = fitted_spec(tmp_path) if any("{spec}" in a for a in argv) else tmp_path / "unused.toml"
+    capsys.readouterr()
+    rc = main(["bench", *FAST, *(a.format(spec=spec_file, tmp=tmp_path) for a in argv)])
+    out, err = capsys.readouterr()
+    assert (rc, out) == (2, "")
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("roo-bench bench: error: ") and message in lines[0], err

@@ -355,3 +355,61 @@ def test_ci_tiny_sweep_runs_on_cpu(tmp_path):
     recs, warnings = read_results(tmp_path / "o")
     assert warnings == [] and all(x["status"] == "ok" and x["metrics"]["speedup"] > 0 for x in recs)
     assert elapsed < 120
+
+
+@pytest.mark.slow  # over a second on a shared CPU
+def test_a_fitted_spec_runs_as_a_sweep_point(tmp_path, capsys):
+    """`spec = FILE` (relative to the sweep file) with `model = NAME`: the point runs the file's
+    workload on that model; its identity is the spec's content; a spec naming no model needs one."""
+    from harness.run_point import run_point
+    from tests.harness_fixtures.fitted import fitted_spec
+
+    spec_file = fitted_spec(tmp_path)
+    base = 'spec = "fitted.toml"\ndevice = "cpu"\nwarmup = 1\nsteps = 2\nthreads = 1\ncount_flops = false\n'
+    f = _write(
+        tmp_path, f'[base]\n{base}model = "tiny"\nspec_overrides = ["requests_per_batch=6"]\n[grid]\nseed = [0, 1]\n'
+    )
+    sw = load_sweep(f)
+    assert len(sw.points) == 2
+    pc = sw.points[0].config
+    assert pc.preset == "tiny" and pc.workload["name"] == "fitted"
+    rec = run_point(pc)
+    assert rec["status"] == "ok" and rec["config"]["spec"]["name"] == "fitted"
+    assert rec["metrics"]["layouts"]["roo"]["requests_per_step"] == 6
+    assert rec["config"]["model"]["embedding_dim"] == 16  # the tiny model preset's
+    # the same settings in another folder with an edited copy of the spec: another point identity
+    other = tmp_path / "other"
+    other.mkdir()
+    text = spec_file.read_text().replace("seed = 0", "seed = 5")
+    assert text != spec_file.read_text()
+    (other / "fitted.toml").write_text(text)
+    g = _write(other, f.read_text())
+    assert load_sweep(g).points[0].config_hash != sw.points[0].config_hash
+    # a grid over spec files is an axis like any other
+    h = _write(
+        tmp_path, f'[base]\n{base}model = "tiny"\n[grid]\nspec = ["fitted.toml", "other/fitted.toml"]\n', "h.toml"
+    )
+    assert [p.axes for p in load_sweep(h).points] == [{"spec": "fitted.toml"}, {"spec": "other/fitted.toml"}]
+    # mistakes: one line, nothing written
+    out = tmp_path / "out"
+    _bad(
+        capsys,
+        [_write(tmp_path, f"[base]\n{base}[grid]\nseed = [0]\n", "m.toml"), "--out", out],
+        "(workload 'fitted') names no model preset; add model = \"NAME\", one of: tiny,",
+    )
+    _bad(
+        capsys,
+        [_write(tmp_path, f'[base]\n{base}preset = "tiny"\n[grid]\nseed = [0]\n', "p.toml"), "--out", out],
+        "give either preset or spec = 'fitted.toml', not both",
+    )
+    _bad(
+        capsys,
+        [_write(tmp_path, '[base]\nspec = "nope.toml"\nmodel = "tiny"\n[grid]\nseed = [0]\n', "n.toml"), "--out", out],
+        "nope.toml does not exist",
+    )
+    _bad(
+        capsys,
+        [_write(tmp_path, f'[base]\n{base}model = "gpt"\n[grid]\nseed = [0]\n', "g.toml"), "--out", out],
+        "unknown model preset 'gpt'",
+    )
+    assert not out.exists()

@@ -46,3 +46,25 @@ def test_profile_bad_input_is_one_line_exit_2(capsys):
     assert main(["profile", "--preset", "tiny", "--layout", "sideways"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "--top 0" in err[0] and "--layout 'sideways'" in err[1]
+
+
+def test_profile_runs_a_fitted_spec(capsys, tmp_path):
+    from tests.harness_fixtures.fitted import fitted_spec
+
+    spec_file = fitted_spec(tmp_path)
+    capsys.readouterr()
+    argv = ["profile", "--spec", str(spec_file), "--model", "tiny", "--steps", "1", "--warmup", "1"]
+    rc = main([*argv, "--threads", "1", "--layout", "roo", "--json", "--trace-dir", str(tmp_path / "t")])
+    assert rc == 0
+    rec = json.loads(capsys.readouterr().out)
+    out = _flat(rec, "profile")
+    assert out["workload"] == "fitted" and out["model_preset"] == "tiny" and out["spec_file"] == str(spec_file)
+    assert out["requests_per_step"] == out["spec"]["requests_per_batch"] != 16  # the file's batch, not tiny's
+    assert set(out["layouts"]) == {"roo"} and out["layouts"]["roo"]["aten_ops"] > 10
+    assert (tmp_path / "t" / "trace-fitted-roo.json").stat().st_size > 0
+    assert rec["provenance"]["device_name"].startswith("cpu") and rec["provenance"]["seed"] == 0
+    # a spec that names no model preset needs --model: one line, and no trace directory made
+    rc = main(["profile", "--spec", str(spec_file), "--trace-dir", str(tmp_path / "t2")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "name one explicitly (`--model NAME`" in err[0]
+    assert not (tmp_path / "t2").exists()

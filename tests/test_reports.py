@@ -66,7 +66,7 @@ def test_every_section_renders_from_fixtures(full_report):
     assert "Roofline — " + H100 in sweeps
     assert "Not placed on a roofline: CPU (this run)" in sweeps
     comm = _section(html, "communication")
-    assert comm.count("<td>exact</td>") == 12  # 6 comm records x 2 layouts, counted == analytic
+    assert comm.count("<td>exact</td>") == 14  # 7 comm records x 2 layouts, counted == analytic
     energy = _section(html, "energy")
     assert "NVMLError_LibraryNotFound" in energy and "540 W" in energy
 

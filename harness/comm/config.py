@@ -17,7 +17,8 @@ COMM_DTYPES = ("fp32", "bf16", "fp16")
 class CommConfig:
     """What one comm run measures (validated on construction)."""
 
-    preset: str = "tiny"
+    preset: str | None = None  # None: tiny, unless spec_file names the workload
+    spec_file: str | None = None  # a workload spec file (e.g. from `roo-bench fit`) instead of a preset
     overrides: tuple[str, ...] = ()
     device: str = "cpu"
     backend: str = "auto"
@@ -35,6 +36,10 @@ class CommConfig:
     def __post_init__(self) -> None:
         from roo_ref.cost import comm as comm_cost
 
+        if self.preset is not None and self.spec_file is not None:
+            raise UserError("give either --preset or --spec, not both")
+        if self.preset is None and self.spec_file is None:
+            object.__setattr__(self, "preset", "tiny")
         if self.row_cap is None:
             object.__setattr__(self, "row_cap", comm_cost.DEFAULT_ROW_CAP)
         if self.device not in DEVICES:
@@ -66,10 +71,9 @@ class CommConfig:
         self.spec()  # an unknown preset or a bad override fails here, before any rank starts
 
     def spec(self):
-        from workloads.presets import get_preset
+        from workloads.presets import resolve_spec
 
-        spec = get_preset(self.preset)
-        return spec.with_overrides(list(self.overrides)) if self.overrides else spec
+        return resolve_spec(self.preset, self.spec_file, list(self.overrides))
 
     @property
     def resolved_backend(self) -> str:

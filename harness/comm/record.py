@@ -98,6 +98,7 @@ def _metrics(out_layouts: dict, verify: dict, calib: dict) -> dict:
 def _config(cfg: CommConfig, spec, run: ShardingRun, world: int) -> dict:
     return {
         "preset": cfg.preset,
+        "spec_file": cfg.spec_file,
         "overrides": list(cfg.overrides),
         "spec": spec.to_dict(),
         "model": {

@@ -30,3 +30,41 @@ def check_step_args(args) -> tuple[tuple[Layout, ...], object]:
     if args.threads < 0:
         raise UserError(f"--threads {args.threads}: must be >= 0")
     return parse_layouts(args.layout), torch.device(args.device)
+
+
+def add_workload_args(p) -> None:
+    """`--preset NAME | --spec FILE`, `--model NAME` and `--set KEY=VALUE` (bench, profile)."""
+    p.add_argument("--preset", default=None, help="workload + model preset (see `roo-bench presets`)")
+    p.add_argument(
+        "--spec", default=None, metavar="FILE", help="workload spec file (TOML/JSON, e.g. from `roo-bench fit`)"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="model preset: tiny, retrieval, early-ranking, late-ranking, hstu-ranking "
+        "(default: the workload's own; a spec file not named like one needs it)",
+    )
+
+
+def workload_config(w) -> dict:
+    """The keys of a harness.measure.Workload a bench/profile record carries as its inputs."""
+    return {
+        "preset": w.preset,
+        "spec_file": w.spec_file,
+        "workload": w.name,
+        "spec": w.spec.to_dict(),
+        "spec_overrides": w.spec_overrides,
+        "model_preset": w.model_preset,
+        "model_overrides": w.model_overrides,
+        "model": w.model_config.to_dict(),
+    }
+
+
+def step_provenance(seed: int, device: str) -> dict:
+    """The provenance of a bench/profile record (harness.provenance.collect, with the kernel options
+    of the ROO_HSTU_* variables in force)."""
+    from harness.measure import kernel_options_from_env
+    from harness.provenance import collect
+
+    return collect(seed, device, kernel_options=kernel_options_from_env())

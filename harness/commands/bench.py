@@ -1,5 +1,10 @@
-"""`roo-bench bench --preset NAME --layout impression|roo|both [--device cpu|cuda] [--steps N]
-[--dtype fp32|bf16] [--set k=v ...] [--json]`: train steps in each layout and report throughput.
+"""`roo-bench bench --preset NAME | --spec FILE [--model NAME] --layout impression|roo|both
+[--device cpu|cuda] [--steps N] [--dtype fp32|bf16] [--set k=v ...] [--json]`: train steps in each
+layout and report throughput.
+
+`--spec FILE` runs a workload spec file (e.g. one `roo-bench fit` wrote) instead of a preset; the
+model is the model preset `--model NAME` (tiny, retrieval, early-ranking, late-ranking,
+hstu-ranking), which a spec not named like a model preset needs (it is never guessed).
 
 Both layouts train on the SAME impressions per step: the impression batch is `to_impressions()` of
 the request batch, the model starts from the same weights (same seed), the same optimizer and
@@ -17,13 +22,13 @@ torch is imported by the handler only: `roo-bench --help` starts without it.
 
 from __future__ import annotations
 
-from harness.commands._args import check_step_args
-from workloads.records import Kind, emit_flat
+from harness.commands._args import add_workload_args, check_step_args, step_provenance, workload_config
+from workloads.records import Kind, emit
 
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="time training steps of a preset model in the impression and ROO layouts")
-    p.add_argument("--preset", required=True, help="workload + model preset (see `roo-bench presets`)")
+    add_workload_args(p)
     p.add_argument("--layout", default="both", help="impression, roo or both (default both)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per layout (default 20)")
@@ -47,6 +52,25 @@ def register(sub) -> None:
     p.set_defaults(func=_run)
 
 
+# The inputs of a bench run: the record's config (its hash tells two runs apart, a spec file's
+# content included); everything else is a measurement.
+CONFIG_KEYS = (
+    "preset",
+    "spec_file",
+    "workload",
+    "spec",
+    "spec_overrides",
+    "model_preset",
+    "model_overrides",
+    "model",
+    "device",
+    "dtype",
+    "seed",
+    "steps",
+    "warmup",
+)
+
+
 def _layout_result(r, steps: int, warmup: int) -> dict:
     s = r.stats
     return {
@@ -66,23 +90,25 @@ def _layout_result(r, steps: int, warmup: int) -> dict:
     }
 
 
-def bench(preset: str, layouts, device, steps: int, warmup: int, dtype: str, sets: list[str], seed: int = 0) -> dict:
+def bench(workload, layouts, device, steps: int, warmup: int, dtype: str, sets=(), seed: int = 0) -> dict:
     """`roo-bench bench --json`'s object: per-layout throughput and step-time spread, and the
-    ROO speedup (median impression step / median ROO step) with its 95% interval."""
+    ROO speedup (median impression step / median ROO step) with its 95% interval. `workload`: a
+    harness.measure.Workload, or a preset name with `sets` as its `--set` overrides."""
     import torch
 
     from harness.measure import measure_preset
 
-    pm = measure_preset(preset, layouts, device, steps, warmup, dtype, sets, seed)
+    pm = measure_preset(workload, layouts, device, steps, warmup, dtype, sets, seed)
     device = torch.device(device)
     ci = pm.measurement.speedup_interval(seed=seed)
     return {
-        "preset": preset,
+        **workload_config(pm.workload),
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": dtype,
-        "model": pm.model_config.to_dict(),
-        "spec_overrides": pm.spec_overrides,
+        "seed": seed,
+        "steps": steps,
+        "warmup": warmup,
         "layouts": {str(k): _layout_result(r, steps, warmup) for k, r in pm.measurement.layouts.items()},
         "speedup": ci["ratio"] if ci else None,
         "speedup_ci": [ci["lo"], ci["hi"]] if ci else None,
@@ -95,7 +121,7 @@ def format_text(res: dict) -> list[str]:
     lines = []
     for layout, r in res["layouts"].items():
         lines.append(
-            f"{res['preset']} {layout:>10}: {r['impressions_per_s']:12.1f} impressions/s "
+            f"{res['workload']} {layout:>10}: {r['impressions_per_s']:12.1f} impressions/s "
             f"{r['requests_per_s']:10.1f} requests/s  "
             f"step {r['step_ms_median']:.2f} ms (median; IQR {r['step_ms_iqr']:.2f}, n={r['steps']})"
         )
@@ -110,14 +136,19 @@ def format_text(res: dict) -> list[str]:
 
 
 def _run(args) -> int:
+    from harness.measure import resolve_workload
+
     layouts, device = check_step_args(args)
+    workload = resolve_workload(args.preset, args.set, args.spec, args.model)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    res = bench(args.preset, layouts, device, args.steps, args.warmup, args.dtype, args.set, args.seed)
+    res = bench(workload, layouts, device, args.steps, args.warmup, args.dtype, seed=args.seed)
     if args.json:
-        emit_flat(Kind.BENCH, res)
+        config = {k: res[k] for k in CONFIG_KEYS}
+        metrics = {k: v for k, v in res.items() if k not in CONFIG_KEYS}
+        emit(Kind.BENCH, config, metrics, provenance=step_provenance(args.seed, args.device))
         return 0
     print("\n".join(format_text(res)))
     return 0

@@ -14,10 +14,13 @@ def register(sub) -> None:
 
 def _run(args) -> int:
     from harness.devices import calibrate
+    from harness.provenance import collect
 
     res = calibrate(args.device)
     if args.json:
-        emit_flat(Kind.CALIBRATION, res)
+        # the provenance ties the roofs to a host and a session: the report draws a run's roofline
+        # with the calibration of the same campaign only
+        emit_flat(Kind.CALIBRATION, res, provenance=collect(None, args.device))
     else:
         print(
             f"{res['device_name']}: {res['matmul_dtype']} {res['matmul_n']}^3 matmul "

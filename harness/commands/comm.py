@@ -38,7 +38,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options shared by `roo-bench comm` and the rank entry point."""
     from harness.comm.config import BACKENDS
 
-    p.add_argument("--preset", default="tiny", help="workload preset (default tiny)")
+    p.add_argument("--preset", default=None, help="workload preset (default tiny)")
+    p.add_argument(
+        "--spec",
+        default=None,
+        metavar="FILE",
+        help="workload spec file (TOML/JSON, e.g. from `roo-bench fit`) instead of --preset; the "
+        "exchange needs no model (--embedding-dim sets the vectors)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -75,6 +82,7 @@ def config_from_args(args, shardings):
 
     return CommConfig(
         preset=args.preset,
+        spec_file=args.spec,
         overrides=tuple(args.overrides),
         device=args.device,
         backend=args.backend,
@@ -115,8 +123,7 @@ def _launch_argv(args, cfg, record_file: str, error_file: str) -> list[str]:
         "0",
         "-m",
         RANK_MODULE,
-        "--preset",
-        args.preset,
+        *(["--spec", os.path.abspath(args.spec)] if args.spec else ["--preset", cfg.preset]),
         "--device",
         args.device,
         "--backend",
@@ -260,6 +267,8 @@ def summary(rec: dict, out: str | None) -> dict:
     )
     return {
         "preset": c["preset"],
+        "spec_file": c.get("spec_file"),
+        "workload": c["preset"] or c["spec"]["name"],
         "world_size": c["world_size"],
         "device": c["device"],
         "backend": c["backend"],
@@ -283,7 +292,7 @@ def summary(rec: dict, out: str | None) -> dict:
 
 def _print_text(s: dict) -> None:
     print(
-        f"{s['preset']}: W={s['world_size']} {s['backend']} {s['sharding']}-wise, "
+        f"{s['workload']}: W={s['world_size']} {s['backend']} {s['sharding']}-wise, "
         f"dim {s['embedding_dim']}, {s['requests_per_rank']} requests/rank"
     )
     for lay, L in s["layouts"].items():
@@ -314,7 +323,7 @@ def _run(args) -> int:
             append_record(args.out, rec)
     s = summary(records[0], args.out)
     if args.json:
-        emit_flat(Kind.COMM, s)
+        emit_flat(Kind.COMM, s, provenance=records[0].get("provenance"))
     else:
         _print_text(s)
     return 0
@@ -323,7 +332,7 @@ def _run(args) -> int:
 def summary_line(rec: dict) -> str:
     """Rank 0's one line per record under torchrun."""
     m, c = rec["metrics"], rec["config"]
-    parts = [f"{c['preset']} W={c['world_size']} {c['backend']} {c['model']['sharding']}-wise:"]
+    parts = [f"{c['preset'] or c['spec']['name']} W={c['world_size']} {c['backend']} {c['model']['sharding']}-wise:"]
     for lay, L in m["layouts"].items():
         parts.append(
             f"{lay} {L['counted_bytes_per_step'] / 1e6:.3f} MB/step (analytic "

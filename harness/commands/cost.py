@@ -75,6 +75,14 @@ def _spec_args(p) -> None:
     p.add_argument("--dtype", default="bf16", help="bf16 | fp32 (default bf16)")
 
 
+def _provenance(seed: int | None) -> dict:
+    """Which code, host and versions computed a record (the cost model and the counting run on this
+    host's CPU); collected only for `--json`, so the text output stays quick."""
+    from harness.provenance import collect
+
+    return collect(seed, "cpu")
+
+
 def _resolve(args):
     from roo_ref.cost import check_priceable, get_device
     from roo_ref.models import model_config_for
@@ -118,7 +126,7 @@ def _model(args) -> int:
         args.hardware.lower(),
     )
     if args.json:
-        emit_flat(Kind.MODEL, rep)
+        emit_flat(Kind.MODEL, rep, provenance=_provenance(spec.seed if args.seed is None else args.seed))
         return 0
     print(
         f"{spec.name}: {dev.name} ({dev.source}), {args.dtype}, "
@@ -150,7 +158,7 @@ def _validate(args) -> int:
 
     out, ok = validate_all(args.preset, args.requests, args.storage_requests, args.full, not args.no_storage, args.seed)
     if args.json:
-        emit_flat(Kind.VALIDATE, out)
+        emit_flat(Kind.VALIDATE, out, provenance=_provenance(args.seed))
         return 0 if ok else 1
     recs, comps, storage = out["presets"], out["components"], out["storage"]
     max_err = out["max_rel_error"]
@@ -198,7 +206,7 @@ def _project(args) -> int:
     res = project(spec, cfg, args.requests_per_day, args.gpus, dev, args.dtype, args.power_w, args.bus_bw, storage)
     res["device_key"] = args.hardware.lower()
     if args.json:
-        emit_flat(Kind.PROJECT, res)
+        emit_flat(Kind.PROJECT, res, provenance=_provenance(spec.seed))
         return 0
     print(
         f"{spec.name}: {args.requests_per_day:.3g} requests/day on {args.gpus} x {dev.name} ({args.dtype}), "

@@ -145,16 +145,18 @@ def _attempt(command: str, work: Callable[[], None]) -> dict:
     return {"status": "ok", "reason": None}
 
 
-def _save(path: Path, kind, flat: dict, annotate: dict | None = None) -> None:
+def _save(path: Path, kind, flat: dict, annotate: dict | None = None, device: str = "cpu") -> None:
     """Write a command's flat `--json` object as a record of `kind` (keys in `annotate` that the
-    object lacks are added first: what the demo knows about the run that the output does not say)."""
+    object lacks are added first: what the demo knows about the run that the output does not say),
+    with the provenance of this run on `device`, as the command's `--json` carries it."""
+    from harness.provenance import collect
     from harness.results import write_record
     from workloads.records import record_from_flat
 
     obj = dict(flat)
     for k, v in (annotate or {}).items():
         obj.setdefault(k, v)
-    write_record(path, record_from_flat(kind, obj))
+    write_record(path, record_from_flat(kind, obj, provenance=collect(None, device)))
 
 
 # --- the stages -----------------------------------------------------------------------------------------
@@ -162,7 +164,7 @@ def _calibrate(d: Demo) -> None:
     from harness.devices import calibrate
     from workloads.records import Kind
 
-    _save(d.results / "calibration.json", Kind.CALIBRATION, calibrate(d.device))
+    _save(d.results / "calibration.json", Kind.CALIBRATION, calibrate(d.device), device=d.device)
 
 
 def _generate(d: Demo) -> None:
@@ -217,7 +219,7 @@ def _comm(d: Demo) -> None:
     args.nproc, args.sharding, args.timeout, args.out = COMM_NPROC, COMM_SHARDING, COMM_TIMEOUT_S, None
     s = summary(run_comm(args)[0], None)
     name = f"comm-{COMM_PRESET}-w{COMM_NPROC}.json"
-    _save(d.results / name, Kind.COMM, s, {"preset": COMM_PRESET, "nproc": COMM_NPROC})
+    _save(d.results / name, Kind.COMM, s, {"preset": COMM_PRESET, "nproc": COMM_NPROC}, device=d.device)
 
 
 def _comm_why_not(device: str) -> str | None:

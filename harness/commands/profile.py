@@ -1,21 +1,39 @@
-"""`roo-bench profile --preset NAME [--layout both] [--device cuda] [--dtype bf16] [--steps 5]
-[--set k=v ...] [--trace-dir DIR] [--json]`: torch.profiler over training steps of each layout —
-host wall vs GPU busy time per step, launches, syncs, aten ops, and the top operators/kernels
-(harness.profile_step). The step data and models are built exactly as `roo-bench bench` does."""
+"""`roo-bench profile --preset NAME | --spec FILE [--model NAME] [--layout both] [--device cuda]
+[--dtype bf16] [--steps 5] [--set k=v ...] [--trace-dir DIR] [--json]`: torch.profiler over training
+steps of each layout — host wall vs GPU busy time per step, launches, syncs, aten ops, and the top
+operators/kernels (harness.profile_step). The workload, step data and models are resolved and built
+exactly as `roo-bench bench` does."""
 
 from __future__ import annotations
 
 import os
 
-from harness.commands._args import check_step_args
+from harness.commands._args import add_workload_args, check_step_args, step_provenance, workload_config
 from workloads.errors import UserError
 from workloads.layout import LAYOUT_CHOICES, Layout
-from workloads.records import Kind, emit_flat
+from workloads.records import Kind, emit
+
+# The inputs of a profile run (the record's config); the rest are its measurements.
+CONFIG_KEYS = (
+    "preset",
+    "spec_file",
+    "workload",
+    "spec",
+    "spec_overrides",
+    "model_preset",
+    "model_overrides",
+    "model",
+    "device",
+    "dtype",
+    "seed",
+    "steps",
+    "warmup",
+)
 
 
 def register(sub) -> None:
     p = sub.add_parser("profile", help="torch.profiler summary of training steps: where the step time goes")
-    p.add_argument("--preset", required=True)
+    add_workload_args(p)
     p.add_argument("--layout", default="both", help=f"{', '.join(LAYOUT_CHOICES)} (default both)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--dtype", default="fp32", help="fp32 or bf16 (default fp32)")
@@ -39,7 +57,7 @@ def register(sub) -> None:
 def _run(args) -> int:
     import torch
 
-    from harness.measure import resolve_preset
+    from harness.measure import resolve_workload
     from harness.profile_step import format_summary, profile_steps
     from roo_ref.models import build_model
     from roo_ref.train import Trainer
@@ -48,18 +66,20 @@ def _run(args) -> int:
     layouts, device = check_step_args(args)
     if args.top < 1:
         raise UserError(f"--top {args.top}: must be >= 1")
+    w = resolve_workload(args.preset, args.set, args.spec, args.model)  # a mistake here writes nothing
     if args.trace_dir:
         os.makedirs(args.trace_dir, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
-    spec, cfg, model_sets, spec_sets = resolve_preset(args.preset, args.set)
+    spec = w.spec
     req = generate(spec, spec.requests_per_batch, seed=args.seed).to(device)
     out = {
-        "preset": args.preset,
+        **workload_config(w),
         "device": device.type,
         "dtype": args.dtype,
-        "model": cfg.to_dict(),
-        "spec_overrides": spec_sets,
+        "seed": args.seed,
+        "steps": args.steps,
+        "warmup": args.warmup,
         "impressions_per_step": req.num_impressions_total,
         "requests_per_step": req.num_requests,
         "layouts": {},
@@ -68,9 +88,9 @@ def _run(args) -> int:
         out["device_name"] = torch.cuda.get_device_name(device)
     for layout in layouts:
         batch = req if layout is Layout.ROO else req.to_impressions()
-        model = build_model(spec, args.preset, model_sets, device=device, seed=args.seed)
+        model = build_model(spec, w.model_preset, w.model_overrides, device=device, seed=args.seed)
         trainer = Trainer(model, layout, amp_bf16=args.dtype == "bf16", seed=args.seed)
-        trace = os.path.join(args.trace_dir, f"trace-{args.preset}-{layout}.json") if args.trace_dir else None
+        trace = os.path.join(args.trace_dir, f"trace-{w.name}-{layout}.json") if args.trace_dir else None
         s = profile_steps(
             lambda t=trainer, b=batch: t.step(b),
             warmup=args.warmup,
@@ -84,5 +104,7 @@ def _run(args) -> int:
             print(format_summary(layout, s, args.top))
         del model, trainer, batch
     if args.json:
-        emit_flat(Kind.PROFILE, out)
+        config = {k: out[k] for k in CONFIG_KEYS}
+        metrics = {k: v for k, v in out.items() if k not in CONFIG_KEYS}
+        emit(Kind.PROFILE, config, metrics, provenance=step_provenance(args.seed, args.device))
     return 0

@@ -38,11 +38,24 @@ TOTAL_ALIASES = {
 }
 
 
+def short_path(path: str, parts: int = 3) -> str:
+    """The last `parts` parts of a path: enough to tell two campaigns' files apart in a label."""
+    from pathlib import Path
+
+    return "/".join(Path(path).parts[-parts:])
+
+
 def preset_of(rec: dict) -> str:
-    m = rec["metrics"]
-    return str(
-        rec["config"].get("preset") or m.get("preset") or (rec["config"].get("spec") or {}).get("name") or "(unnamed)"
-    )
+    """The workload a record ran: a bench/profile/comm record's `workload`; for a point that ran a
+    full spec (a spec file; its `preset` then names the model) the spec's name; else its preset."""
+    cfg, m = rec["config"], rec["metrics"]
+    spec = cfg.get("spec") if isinstance(cfg.get("spec"), dict) else {}
+    wl = cfg.get("workload") or m.get("workload")
+    if isinstance(wl, str) and wl:
+        return wl
+    if isinstance(wl, dict):
+        return str(spec.get("name") or wl.get("name") or "(unnamed)")
+    return str(cfg.get("preset") or m.get("preset") or spec.get("name") or "(unnamed)")
 
 
 def sweep_axes(rec: dict) -> dict:
@@ -98,8 +111,16 @@ def layouts(rec: dict) -> dict:
 
 
 def step_median(lay: dict):
+    """A layout's median step (ms): a point's `step_ms.median`, a bench record's `step_ms_median`."""
     s = lay.get("step_ms")
+    if s is None:
+        return num(lay.get("step_ms_median"))
     return num(s.get("median")) if isinstance(s, dict) else num(s)
+
+
+def step_iqr(lay: dict):
+    s = lay.get("step_ms")
+    return num(s.get("iqr")) if isinstance(s, dict) else num(lay.get("step_ms_iqr"))
 
 
 def flops(lay: dict):
@@ -108,10 +129,23 @@ def flops(lay: dict):
 
 
 def noise(lay: dict):
-    s = lay.get("step_ms")
-    if not isinstance(s, dict):
-        return None
-    return ratio(s.get("iqr"), s.get("median"))
+    return ratio(step_iqr(lay), step_median(lay))
+
+
+def sharding(c: dict) -> str:
+    """How a comm record sharded its tables ('table-wise', 'row-wise'), wherever the command put it."""
+    for d in (c["config"], c["config"].get("model"), c["metrics"]):
+        if isinstance(d, dict) and d.get("sharding"):
+            s = str(d["sharding"])
+            return s if s.endswith("-wise") else f"{s}-wise"
+    return "sharding not recorded"
+
+
+def same_device(a: str | None, b: str | None) -> bool:
+    """Whether two device names name the same kind of device: 'cpu' and 'cpu (x86_64)' do (the
+    calibration and a point's provenance name a CPU differently), GPUs by their full name."""
+    a, b = str(a or "cpu").strip().lower(), str(b or "cpu").strip().lower()
+    return a == b or (a.startswith("cpu") and b.startswith("cpu"))
 
 
 def world(c: dict):
@@ -209,6 +243,26 @@ def headline_point(points: list[dict]) -> dict:
     return pts[(len(pts) - 1) // 2]
 
 
+# Sweep axes that pick what runs rather than its shape: a point on such an axis alone is still the
+# preset at its own shape.
+NEUTRAL_AXES = {"preset", "model", "device", "dtype", "backend", "seed", "threads", "nvml", "steps", "warmup"}
+
+
 def is_preset_shape(p: dict) -> bool:
-    c = p["config"]
-    return not c.get("spec_overrides") and not c.get("model_overrides") and c.get("requests_per_batch") is None
+    """Whether a point or bench record ran a preset at its own shape: no spec or model overrides, no
+    batch size of its own, no spec file, and no sweep axis that changes the shape."""
+    c, m = p["config"], p["metrics"]
+
+    def given(key):
+        return c.get(key) or m.get(key)
+
+    if given("spec_overrides") or given("model_overrides") or given("spec_file") or isinstance(c.get("workload"), dict):
+        return False
+    if c.get("requests_per_batch") is not None:
+        return False
+    return not any(k.split(".")[0] not in NEUTRAL_AXES for k in sweep_axes(p))
+
+
+def preset_runs(recs: list[dict]) -> list[dict]:
+    """The successful point and bench records that ran the preset itself (is_preset_shape)."""
+    return [r for r in recs if r["status"] == "ok" and r["kind"] in ("point", "bench") and is_preset_shape(r)]

@@ -1,5 +1,5 @@
 """Communication: the embedding all-to-all's bytes per step, counted at the collective vs analytic,
-and its time, per preset × device × world size and layout."""
+and its time, per preset × device × world size × sharding (table-wise, row-wise) and layout."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from collections import defaultdict
 from reports import plots
 from reports.format import MISSING, ms, pct, ratio, rel_error, si
 from reports.loader import ResultSet, num
-from reports.sections.common import layouts, preset_of, world
+from reports.sections.common import layouts, preset_of, sharding, world
 
 
 def build(rs: ResultSet, ok_points) -> dict:
     recs = [c for c in rs.of("comm") if c["status"] == "ok"]
     rows, chart_rows = [], defaultdict(list)
-    for c in sorted(recs, key=lambda c: (preset_of(c), c["device_label"], world(c) or 0)):
+    for c in sorted(recs, key=lambda c: (preset_of(c), c["device_label"], world(c) or 0, sharding(c))):
         lay = layouts(c)
         w = world(c)
         i, r = lay.get("impression") or {}, lay.get("roo") or {}
@@ -24,7 +24,7 @@ def build(rs: ResultSet, ok_points) -> dict:
                 cnt, ana = num(d.get("counted_bytes_per_step")), num(d.get("analytic_bytes_per_step"))
                 chart_rows[c["device_label"]].append(
                     {
-                        "series": preset_of(c),
+                        "series": f"{preset_of(c)}, {sharding(c)}",
                         "layout": name,
                         "world": w,
                         "bytes": cnt if cnt is not None else ana,
@@ -51,6 +51,7 @@ def _row(c: dict, w, name: str, d: dict, i: dict, r: dict) -> dict:
         "device": c["device_label"],
         "backend": c["config"].get("backend", "?"),
         "world": w if w is not None else "?",
+        "sharding": sharding(c),
         "layout": "ROO" if name == "roo" else "impression",
         "counted": si(cnt, "B"),
         "analytic": si(ana, "B"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from reports.loader import ResultSet
+from reports.loader import SECTION_KINDS, ResultSet
 from reports.sections.common import NOISE_LIMIT, axes_text, layouts, noise, preset_of
 
 
@@ -14,7 +14,13 @@ def build(rs: ResultSet, ok_points) -> dict:
     for r in rs.records:
         by_file[r["source"].path].append(r)
     rows = [_file_row(path, recs) for path, recs in by_file.items()]
-    return {"rows": rows, "point_warnings": _point_warnings(rs), "loader_warnings": list(rs.warnings)}
+    other = Counter(r["kind"] for r in rs.records if r["kind"] not in SECTION_KINDS)
+    return {
+        "rows": rows,
+        "point_warnings": _point_warnings(rs),
+        "loader_warnings": list(rs.warnings),
+        "other_kinds": ", ".join(f"{k}×{n}" for k, n in sorted(other.items())),
+    }
 
 
 def _file_row(path: str, recs: list[dict]) -> dict:

@@ -1,5 +1,7 @@
-"""Summary: per preset, ROO vs impression-level side by side, predicted (cost model, analytic bytes)
-next to measured (storage, counted bytes, timed steps, NVML), plus the fleet projection."""
+"""Summary: first the one chart of what ROO saves here (reports.sections.headline), then per preset
+ROO vs impression-level side by side, predicted (cost model, analytic bytes and FLOPs) next to
+measured (storage, counted bytes and FLOPs, timed steps, NVML), plus the fleet projection. The
+measured rows quote a run of the preset at its own shape (a sweep point stands for its grid only)."""
 
 from __future__ import annotations
 
@@ -7,19 +9,24 @@ from collections import defaultdict
 
 from reports.format import ci_text, fx, ms, pct, ratio, rel_error, si
 from reports.loader import ResultSet, num
+from reports.sections import headline
 from reports.sections.common import (
-    axes_text,
     flops,
     headline_point,
-    is_preset_shape,
     layouts,
     model_total,
     pick_format,
     preset_of,
+    preset_runs,
+    sharding,
+    step_iqr,
     step_median,
     storage_formats,
     world,
 )
+
+# The kinds a preset's table quotes (validate records hold several presets: read per entry).
+SUMMARY_KINDS = ("storage", "model", "comm", "point", "bench", "project")
 
 # (label, total key, unit, formatter, note) of the cost-model rows; a total the model record lacks
 # is skipped, except FLOPs and bytes, which every model record has
@@ -40,22 +47,22 @@ PROJECTION_ROWS = (
 def build(rs: ResultSet, ok_points) -> dict:
     by = defaultdict(lambda: defaultdict(list))
     for r in rs.records:
-        if r["kind"] in ("demo", "calibration") or (r["kind"] == "point" and r["status"] != "ok"):
+        if r["kind"] not in SUMMARY_KINDS or (r["kind"] in ("point", "bench") and r["status"] != "ok"):
             continue
         by[preset_of(r)][r["kind"]].append(r)
+    validated = _validate_rows(rs.of("validate"))
     presets = []
-    for name in sorted(by):
+    for name in sorted(set(by) | set(validated)):
         recs = by[name]
-        rows = _storage_rows(recs) + _model_rows(recs) + _comm_rows(recs) + _point_rows(recs)
+        rows = _storage_rows(recs) + _model_rows(recs) + validated.get(name, []) + _comm_rows(recs)
+        rows += _point_rows(recs)
         projection = _projection(recs)
         if rows or projection:
             presets.append({"name": name, "rows": rows, "projection": projection})
+    out = {"presets": presets, "headline": headline.build(rs)}
     if not presets:
-        return {
-            "presets": [],
-            "empty": "No results to summarize: pass point, storage, model or comm result files.",
-        }
-    return {"presets": presets}
+        out["empty"] = "No results to summarize: pass point, bench, storage, model or comm result files."
+    return out
 
 
 def _row(
@@ -103,7 +110,7 @@ def _storage_rows(recs: dict) -> list[dict]:
         req_bpi = req_n and req_n["bytes_per_impression"]
         rows.append(
             _row(
-                "Storage, uncompressed (bytes / impression)",
+                "Storage, uncompressed in memory (Arrow, bytes / impression)",
                 st["device_label"],
                 model and model_total(model, "impression", "storage"),
                 model and model_total(model, "roo", "storage"),
@@ -112,9 +119,22 @@ def _storage_rows(recs: dict) -> list[dict]:
                 m.get("predicted_uncompressed_ratio"),
                 m.get("measured_uncompressed_ratio") or ratio(imp_bpi, req_bpi),
                 unit="B",
-                note="predicted k(U+I)/(U+kI)",
+                note="decoded column bytes, what k(U+I)/(U+kI) predicts",
             )
         )
+        i, q = pick_format(fmts, "grouped", "none"), pick_format(fmts, "request", "none")
+        if i and q:
+            rows.append(
+                _row(
+                    "Storage, uncompressed Parquet files (no codec, bytes / impression)",
+                    st["device_label"],
+                    imp_meas=i["bytes_per_impression"],
+                    roo_meas=q["bytes_per_impression"],
+                    gain_meas=ratio(i["bytes_per_impression"], q["bytes_per_impression"]),
+                    unit="B",
+                    note="file bytes: dictionary and run-length encoding apply even without a codec",
+                )
+            )
         for order in ("grouped", "shuffled"):
             i, q = pick_format(fmts, order, "zstd"), pick_format(fmts, "request", "zstd")
             if i and q:
@@ -150,12 +170,12 @@ def _model_rows(recs: dict) -> list[dict]:
 
 def _comm_rows(recs: dict) -> list[dict]:
     rows = []
-    for c in sorted(recs["comm"], key=lambda c: (c["device_label"], world(c) or 0)):
+    for c in sorted(recs["comm"], key=lambda c: (c["device_label"], world(c) or 0, sharding(c))):
         lay = layouts(c)
         i, r = lay.get("impression", {}), lay.get("roo", {})
         rows.append(
             _row(
-                f"All-to-all bytes per step (W={world(c)}, {c['config'].get('backend', '?')})",
+                f"All-to-all bytes per step (W={world(c)}, {c['config'].get('backend', '?')}, {sharding(c)})",
                 c["device_label"],
                 i.get("analytic_bytes_per_step"),
                 r.get("analytic_bytes_per_step"),
@@ -171,22 +191,91 @@ def _comm_rows(recs: dict) -> list[dict]:
 
 
 def _point_rows(recs: dict) -> list[dict]:
-    """Step time, throughput, FLOPs and energy of the point that speaks for the preset, per device."""
-    pts_by_dev = defaultdict(list)
-    for p in recs["point"]:
-        pts_by_dev[p["device_label"]].append(p)
+    """Step time, throughput, FLOPs and energy of the run that speaks for the preset, per device: a
+    point or bench run of the preset at its own shape. A device with only sweep points says so (a
+    point of a grid over k or L is not the preset)."""
+    by_dev = defaultdict(list)
+    for p in recs["point"] + recs["bench"]:
+        by_dev[p["device_label"]].append(p)
     rows = []
-    for dev, pts in sorted(pts_by_dev.items()):
-        p = headline_point(pts)
-        where = f"{dev}; {axes_text(p)}" + (
-            "; the preset at its own shape"
-            if is_preset_shape(p) and len(pts) > 1
-            else f"; the median-speedup point of {len(pts)}"
-            if len(pts) > 1
-            else ""
-        )
-        rows += _headline_rows(p, where)
+    for dev, pts in sorted(by_dev.items()):
+        own = preset_runs(pts)
+        if not own:
+            rows.append(
+                _row(
+                    "Step time (median)",
+                    dev,
+                    note=f"no run of the preset at its own shape on this device; its {len(pts)} sweep point(s) "
+                    "are under Sweeps (`roo-bench bench --preset NAME` measures the preset)",
+                )
+            )
+            continue
+        for kind in ("point", "bench"):
+            runs = [p for p in own if p["kind"] == kind]
+            if runs:
+                p = headline_point(runs)
+                where = f"{dev}; the preset at its own shape ({kind}" + (
+                    f", 1 of {len(runs)} runs)" if len(runs) > 1 else ")"
+                )
+                rows += _headline_rows(p, where) if kind == "point" else _bench_rows(p, where)
     return rows
+
+
+def _bench_rows(b: dict, where: str) -> list[dict]:
+    """A bench record's step time (median with its IQR) and throughput; measured only."""
+    lay, m = layouts(b), b["metrics"]
+    i, r = lay.get("impression") or {}, lay.get("roo") or {}
+    iqr = f"IQR {ms(step_iqr(i))} / {ms(step_iqr(r))}; speedup CI {ci_text(m)}"
+    return [
+        _row(
+            "Step time (median)",
+            where,
+            imp_meas=step_median(i),
+            roo_meas=step_median(r),
+            gain_meas=m.get("speedup") or ratio(step_median(i), step_median(r)),
+            fmt=ms,
+            note=iqr,
+        ),
+        _row(
+            "Throughput (impressions / s)",
+            where,
+            imp_meas=i.get("impressions_per_s"),
+            roo_meas=r.get("impressions_per_s"),
+            gain_meas=ratio(r.get("impressions_per_s"), i.get("impressions_per_s")),
+            unit="/s",
+            note="same impressions per step in both layouts",
+        ),
+    ]
+
+
+def _validate_rows(recs: list[dict]) -> dict[str, list[dict]]:
+    """Per preset, the analytic FLOPs of `roo-bench validate` next to what FlopCounterMode counted
+    (at validate's reduced sizes and batch, not the preset's step)."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for v in recs:
+        by = defaultdict(dict)
+        for e in v["metrics"].get("presets") or []:
+            if isinstance(e, dict) and e.get("layout") in ("impression", "roo"):
+                by[str(e.get("preset"))][e["layout"]] = e
+        size = "reduced sizes" if v["config"].get("reduced", True) else "full sizes"
+        for name, lay in by.items():
+            i, r = lay.get("impression") or {}, lay.get("roo") or {}
+            n = f"{i.get('requests', '?')} requests, {i.get('impressions', '?')} impressions"
+            out[name].append(
+                _row(
+                    f"FLOPs per step, validate ({size}, {n})",
+                    f"{v['device_label']}; validate",
+                    i.get("analytic_flops"),
+                    r.get("analytic_flops"),
+                    i.get("counted_flops"),
+                    r.get("counted_flops"),
+                    ratio(i.get("analytic_flops"), r.get("analytic_flops")),
+                    ratio(i.get("counted_flops"), r.get("counted_flops")),
+                    unit="FLOP",
+                    note="predicted = analytic cost model, measured = counted by FlopCounterMode",
+                )
+            )
+    return out
 
 
 def _headline_rows(p: dict, where: str) -> list[dict]:

@@ -6,7 +6,10 @@ Realistic stand-ins for what the producers write (docs/contracts.md "Results", i
 - data/h100/*.jsonl: committed-GPU-style results (path contains reports/data, device name set):
   an early-ranking k sweep and an hstu-ranking history sweep with NVML energy, NCCL comm records
   and a calibration record;
-- storage.json, model-*.json, comm-w*.json, calibration.json, project.json: bare `--json` outputs.
+- storage.json, model-*.json, comm-w*.json, calibration.json: bare `--json` outputs;
+- data/h100/comm.jsonl also holds a row-wise W=2 run beside the table-wise one;
+- project.json, runs of presets at their own shape, other campaigns' calibrations and the records
+  of bench, profile, validate and fit: make_fixtures_runs.py.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ def prov(device_name="cpu", seed=0, created="2025-06-01T10:00:00Z", sha="c27e4cc
     return {
         "git_sha": sha,
         "git_dirty": False,
-        "host": "ci-runner" if device_name == "cpu" else "gpu-node-7",
+        "host": "ci-runner" if device_name.startswith("cpu") else "gpu-node-7",
         "device_name": device_name,
         "driver": driver,
         "cuda": cuda,
@@ -127,6 +130,9 @@ def point(
     energy_fn=None,
     bytes_per_flop=None,
     axes=None,
+    cost_bytes_per_flop=None,
+    preset_shape=False,
+    provenance=None,
 ):
     imps = reqs * k
     u = user_flops_per_tok * L  # user-side FLOPs per impression (impression-level copies it)
@@ -148,10 +154,15 @@ def point(
             en(meas[name], imps),
             None if bytes_per_flop is None else 2.5e8 + f * bytes_per_flop,
         )
+        if cost_bytes_per_flop is not None:
+            lay[name]["cost"] = {"bytes_per_step": 2.5e8 + f * cost_bytes_per_flop, "device_key": "h100"}
     sp = meas["impression"] / meas["roo"]
     psp = pred["impression"] / pred["roo"]
     cfg = point_config(preset, device, dtype, backend)
-    cfg.update(axes or {"impressions_per_request": k, "history_length": L})
+    if preset_shape:  # as harness/sweep.py writes a grid over presets: the preset's own shape
+        cfg.update(axes={"preset": preset}, spec_overrides=[], model_overrides=[], requests_per_batch=None)
+    else:
+        cfg.update(axes or {"impressions_per_request": k, "history_length": L})
     return {
         "schema": SCHEMA,
         "kind": "point",
@@ -167,7 +178,8 @@ def point(
             "speedup_error": sp / psp - 1,
             "ideal_speedup": 1 / (f_u / k + 1 - f_u),
         },
-        "provenance": prov(**({"device_name": "cpu"} if device == "cpu" else GPU), seed=seed, created=created),
+        "provenance": provenance
+        or prov(**({"device_name": "cpu"} if device == "cpu" else GPU), seed=seed, created=created),
     }
 
 
@@ -312,6 +324,14 @@ def gpu_comm():
                     "provenance": prov(**GPU, seed=1, created="2025-06-02T09:10:00Z"),
                 }
             )
+    # the same exchange sharded row-wise: every rank owns a slice of every table (more peers, the
+    # same bytes per lookup); a second W=2 early-ranking row that only its sharding tells apart
+    row = json.loads(json.dumps(out[0]))
+    row["config_hash"] = "commearlyrow2"
+    row["config"]["sharding"] = "row-wise"
+    for lay in row["metrics"]["layouts"].values():
+        lay["step_ms_median"] *= 1.3
+    out.insert(1, row)
     return out
 
 
@@ -373,9 +393,10 @@ def storage():
 
     comp = {"none": 1.0, "snappy": 0.62, "zstd": 0.38}  # request-level file bytes / uncompressed
     # impression-level file bytes / request-level file bytes, same codec: with no codec the full
-    # duplication shows; a grouped file lets the codec see the repeats, a shuffled one does not.
-    grouped = {"none": (U + I) / req_bpi, "snappy": 2.4, "zstd": 1.12}
-    shuffled = {"none": (U + I) / req_bpi, "snappy": 5.9, "zstd": 7.7}
+    # duplication shows but Parquet's dictionary/RLE encoding (on without a codec) keeps it well below
+    # the in-memory ratio; a grouped file lets the codec see the repeats, a shuffled one does not.
+    grouped = {"none": 3.35, "snappy": 2.4, "zstd": 1.12}
+    shuffled = {"none": 3.42, "snappy": 5.9, "zstd": 7.7}
     for codec, c in comp.items():
         slow = 1.0 + 0.4 * (codec == "zstd")
         rd = {"none": 1.0, "snappy": 1.1, "zstd": 1.3}[codec]
@@ -405,6 +426,11 @@ def storage():
         "seed": 1,
         "predicted_uncompressed_ratio": k * (U + I) / (U + k * I),
         "measured_uncompressed_ratio": k * (U + I) / (U + k * I) * 0.985,
+        # the in-memory (decoded Arrow) bytes of each layout, which the measured ratio divides
+        "uncompressed_bytes": {
+            "request": int(req_bpi * n_imp),
+            "impression": int(req_bpi * n_imp * k * (U + I) / (U + k * I) * 0.985),
+        },
         "formats": rows,
         "provenance": prov(created="2025-06-01T09:50:00Z"),
     }
@@ -488,6 +514,7 @@ def comm_cpu(w):
         "preset": "tiny",
         "nproc": w,
         "backend": "gloo",
+        "sharding": "table",
         "device": "cpu",
         "layouts": {
             "impression": {
@@ -528,35 +555,6 @@ def calibration_cpu():
     }
 
 
-def project():
-    return {
-        "preset": "early-ranking",
-        "requests_per_day": 1e10,
-        "gpus": 512,
-        "device": "h100",
-        "layouts": {
-            "impression": {
-                "gpu_hours_per_day": 9120.0,
-                "storage_tb_per_day": 37.1,
-                "alltoall_tb_per_day": 610.0,
-                "energy_kwh_per_day": 6384.0,
-            },
-            "roo": {
-                "gpu_hours_per_day": 2240.0,
-                "storage_tb_per_day": 6.1,
-                "alltoall_tb_per_day": 150.0,
-                "energy_kwh_per_day": 1568.0,
-            },
-        },
-        "savings": {
-            "gpu_hours_per_day": 0.754,
-            "storage_tb_per_day": 0.836,
-            "alltoall_tb_per_day": 0.754,
-            "energy_kwh_per_day": 0.754,
-        },
-    }
-
-
 def _jsonl(path: Path, recs):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in recs))
@@ -578,7 +576,9 @@ def main():
     _json(HERE / "comm-w2.json", comm_cpu(2))
     _json(HERE / "comm-w4.json", comm_cpu(4))
     _json(HERE / "calibration.json", calibration_cpu())
-    _json(HERE / "project.json", project())
+    from make_fixtures_runs import write_runs  # the script's folder is on sys.path
+
+    write_runs(HERE)
 
 
 if __name__ == "__main__":
