@@ -270,7 +270,9 @@ def _locked_message(out, pid) -> str:
 
 @pytest.mark.slow
 def test_second_writer_is_refused_while_the_first_runs(tmp_path):
-    n = 4
+    # Each point sleeps long enough that the second writer starts, is refused and exits while the
+    # first still runs, even on a loaded 2-core machine (its start-up imports take seconds there).
+    n = 3
     f = _write(
         tmp_path,
         f"""
@@ -278,7 +280,7 @@ def test_second_writer_is_refused_while_the_first_runs(tmp_path):
         point = "{SLOW}"
         [base]
         preset = "tiny"
-        model_overrides = ["sleep=0.5"]
+        model_overrides = ["sleep=3.0"]
         [grid]
         seed = {list(range(n))}
         """,
