@@ -88,7 +88,8 @@ ULP = {torch.float64: 2.0**-51, torch.float32: 2.0**-22, torch.bfloat16: 2.0**-7
 
 
 @pytest.mark.parametrize(
-    "w_dtype, g_dtype", [(torch.float32, torch.float32), (torch.float64, torch.float64), (torch.bfloat16, torch.bfloat16)]
+    "w_dtype, g_dtype",
+    [(torch.float32, torch.float32), (torch.float64, torch.float64), (torch.bfloat16, torch.bfloat16)],
 )
 def test_fused_rowwise_adagrad_equals_reference_over_steps(w_dtype, g_dtype):
     """Same gradients (random ids, half of them on 3 hot rows; two lookups a step, as a table
@@ -118,7 +119,9 @@ def test_fused_rowwise_adagrad_equals_reference_over_steps(w_dtype, g_dtype):
         opt.step()
         assert fused.grad is None and len(sink) == 0  # the rows were taken
         torch.testing.assert_close(fused.detach(), ref.detach(), rtol=ULP[w_dtype], atol=ULP[w_dtype])
-        torch.testing.assert_close(opt.state[fused]["sum"], opt_ref.state[ref]["sum"], rtol=ULP[torch.float32], atol=1e-12)
+        torch.testing.assert_close(
+            opt.state[fused]["sum"], opt_ref.state[ref]["sum"], rtol=ULP[torch.float32], atol=1e-12
+        )
     moved = (fused.detach() != w0).any(1)
     assert moved.any() and not moved.all()  # sparse: untouched rows keep their weights
 

@@ -117,9 +117,7 @@ def _weights(model) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("layout", ["impression", "roo"])
-@pytest.mark.parametrize(
-    "family", ["dlrm_dot", "dlrm_dcn", "two_tower", pytest.param("hstu", marks=pytest.mark.slow)]
-)
+@pytest.mark.parametrize("family", ["dlrm_dot", "dlrm_dcn", "two_tower", pytest.param("hstu", marks=pytest.mark.slow)])
 def test_prepared_step_has_no_sync_op(family, layout, one_torch_thread):
     trainer, batch = _trainer_and_batch(family, layout, seed=len(family))
     trainer.step(batch)  # warm-up: optimizer state, kernel caches
@@ -194,3 +192,31 @@ def test_cuda_step_is_sync_free(family, layout, amp_bf16):
     assert torch.isfinite(loss).item()
     after = _weights(trainer.model)
     assert any(not torch.equal(before[n], after[n]) for n in before)
+
+
+# --- profiler labels (roo_ref.models.regions) ---------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["dlrm_dcn", "two_tower", "hstu"])
+def test_step_parts_carry_their_profiler_labels_forward_and_backward(family, one_torch_thread):
+    from torch.profiler import ProfilerActivity, profile
+
+    from roo_ref.models.regions import ITEM, OPTIMIZER, REGIONS, USER, profiling
+
+    # HSTU with the torch attention: a fast CPU profile
+    overrides = ["arch=hstu", "max_history_len=6"] if family == "hstu" else FAMILIES[family]
+    spec = get_preset("tiny")
+    trainer = Trainer(build_model(spec, overrides=overrides, seed=1), "impression")
+    batch = trainer.prepare(generate(spec, 3, seed=2).to_impressions())
+    trainer.step(batch)
+    assert not profiling()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.step(batch)
+    events = [e for e in prof.events() if e.name in REGIONS]
+    assert {e.name for e in events} == set(REGIONS)
+    for name in (USER, ITEM):  # the backward nodes each part created run under its label too
+        kids = [c.name for e in events if e.name == name for c in e.cpu_children]
+        assert any(k.endswith("Backward0") for k in kids), (name, sorted(set(kids)))
+    opt = [c.name for e in events if e.name == OPTIMIZER for c in e.cpu_children]
+    assert opt and not any(k.endswith("Backward0") for k in opt)
+    loss = trainer.step(batch)  # no hook left behind: a plain step after the profile
+    assert torch.isfinite(loss)

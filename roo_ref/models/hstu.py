@@ -168,7 +168,7 @@ class HSTURanker(UserFeatureModel):
         h_len = b.history_lengths
         h_ids, h_act, h_ts = b.history_item_ids, b.history_actions, b.history_timestamps
         if self.config.max_history_len:
-            keep, h_len = jagged_tail(h_len, self.config.max_history_len)
+            keep, h_len = jagged_tail(h_len, self.config.max_history_len, h_ids.numel())
             h_ids, h_act, h_ts = h_ids[keep], h_act[keep], h_ts[keep]
         n_hist = h_ids.numel()
         t_len = b.num_impressions if roo else torch.ones(n, dtype=torch.int64, device=dev)
