@@ -100,7 +100,7 @@ class HSTUAttention(nn.Module):
             self.time_weights,
             backend=self.backend,
             kernel_options=self.kernel_options,
-            # offsets and targets are built from non-negative lengths here (HSTURanker.forward):
+            # offsets and targets are built from non-negative lengths (HSTURanker.prepare_extra):
             # valid by construction, so no per-layer device->host sync to re-check them
             check_values=False,
         )
