@@ -131,11 +131,14 @@ def measure_layouts(
         with setup(layout) as run:
             if len(run.batches) != len(request_batches):
                 raise ValueError(f"layout {layout}: {len(run.batches)} batches for {len(request_batches)} requests")
-            step, last = _stepper(run.trainer, run.batches, order)
+            # the per-batch bookkeeping (Trainer.prepare) is built here, outside the timed steps
+            prepare = getattr(run.trainer, "prepare", None)
+            batches = run.batches if prepare is None else [prepare(b) for b in run.batches]
+            step, last = _stepper(run.trainer, batches, order)
             timing = time_steps(step, warmup=warmup, steps=steps, device=device, region=run.region)
             extra = run.report(timing) if run.report is not None else {}
             out[layout] = LayoutMeasurement(layout, timing, imps, reqs, last["loss"], extra)
-            del step, last
+            del step, last, batches
         del run  # this layout's model and batches go before the next layout's setup starts
     return Measurement(out)
 

@@ -4,17 +4,40 @@ TableBatchedEmbeddingBags) and plain lookup tables, with rows capped at `max_row
 hashed modulo the cap, as a production model hashes a huge id space into a fixed table).
 
 All tables use sparse gradients: the optimizer (roo_ref.train) updates only the rows a batch
-touched, so step cost does not scale with table size — on both layouts alike.
+touched, so step cost does not scale with table size — on both layouts alike. Two gradient paths:
+- by default (nn.Embedding / nn.EmbeddingBag, sparse=True) the weight gets a sparse COO gradient;
+- in row-gradient mode (`enable_row_grads(model)`, what the Trainer uses) a lookup's backward hands
+  its per-id gradient rows to the table's `row_grads` (roo_ref.sparse_optim) and the weight gets no
+  gradient: the fused optimizer updates from them without a COO tensor or a host sync.
+
+Every lookup is split in two: `plan` (hash the ids into the table's rows, the offsets and the bag of
+each id: per-batch bookkeeping, built once before the step by the models' `prepare`) and `lookup`
+(the step's part). `forward` does both.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from roo_ref.jagged import row_index
 from roo_ref.jagged_dispatch import complete_cumsum
+from roo_ref.sparse_optim import RowGrads, row_grad_lookup
+
+
+@dataclass(frozen=True)
+class BagLookup:
+    """One embedding-bag lookup's per-batch part: `ids` already hashed into the table's rows,
+    `offsets` [bags + 1] (include_last_offset), `bag` [nnz] the bag of each id (the row-gradient
+    backward reads it), `batch` the B of the [B, F, dim] output."""
+
+    ids: torch.Tensor
+    offsets: torch.Tensor
+    bag: torch.Tensor
+    batch: int
 
 
 def table_rows(cardinality: int, max_rows: int) -> int:
@@ -59,6 +82,7 @@ class EmbeddingBagCollection(nn.Module):
         # twice per sweep point.
         for blk in self.bag.weight.detach().split(self.rows):
             init_table(blk)  # THIS feature's rows set the bound
+        self.row_grads: RowGrads | None = None  # set by enable_row_grads
 
     @property
     def weight(self) -> nn.Parameter:
@@ -70,18 +94,28 @@ class EmbeddingBagCollection(nn.Module):
 
     def forward(self, lengths: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """-> [B, F, dim] pooled embeddings (an empty bag pools to zeros); no host sync (no .tolist())."""
+        return self.lookup(self.plan(lengths, values))
+
+    def plan(self, lengths: torch.Tensor, values: torch.Tensor) -> BagLookup:
+        """The per-batch part of a lookup (no host sync): ids hashed into their feature's block."""
         n_feat, batch = lengths.shape
         if n_feat != self.num_features:
             raise ValueError(f"got {n_feat} sparse features, the model has {self.num_features} tables")
-        if n_feat == 0:
-            return self._empty(batch)
-        # feature of each id (values are feature-major), then hash into that feature's block
-        feature = torch.repeat_interleave(
-            torch.arange(n_feat, device=values.device), lengths.sum(1), output_size=values.numel()
-        )
+        # bag f * B + b of each id (values are feature-major), its feature, then its hashed row
+        bag = row_index(lengths.reshape(-1), values.numel())
+        feature = torch.div(bag, max(batch, 1), rounding_mode="floor")
         ids = hash_ids(values, self.row_counts[feature]) + self.row_offsets[feature]
-        pooled = self.bag(ids, complete_cumsum(lengths))  # [F * B, dim], bag f * B + b
-        return pooled.view(n_feat, batch, self.dim).transpose(0, 1)
+        return BagLookup(ids, complete_cumsum(lengths), bag, batch)
+
+    def lookup(self, plan: BagLookup) -> torch.Tensor:
+        """[B, F, dim] from a plan of this collection."""
+        if self.num_features == 0:
+            return self._empty(plan.batch)
+        if self.row_grads is not None:
+            pooled = row_grad_lookup(self.weight, plan.ids, self.row_grads, plan.offsets, plan.bag)
+        else:
+            pooled = self.bag(plan.ids, plan.offsets)  # [F * B, dim], bag f * B + b
+        return pooled.view(self.num_features, plan.batch, self.dim).transpose(0, 1)
 
     def _empty(self, batch: int) -> torch.Tensor:
         # a [B, 0, dim] tensor on the model's device/dtype (those of the empty [0, dim] weight)
@@ -97,20 +131,48 @@ class Table(nn.Module):
         self.rows = table_rows(cardinality, max_rows)
         self.emb = nn.Embedding(self.rows, dim, sparse=True, _weight=torch.empty(self.rows, dim))  # no N(0, 1) draw
         init_table(self.emb.weight)
+        self.row_grads: RowGrads | None = None  # set by enable_row_grads
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.emb(hash_ids(ids, self.rows))
+        return self.lookup(self.hash(ids))
+
+    def hash(self, ids: torch.Tensor) -> torch.Tensor:
+        """The per-batch part of a plain lookup: ids hashed into the table's rows."""
+        return hash_ids(ids, self.rows)
+
+    def lookup(self, rows: torch.Tensor) -> torch.Tensor:
+        """The rows `rows` (hashed ids) of the table: [*rows.shape, dim]."""
+        if self.row_grads is not None:
+            return row_grad_lookup(self.emb.weight, rows, self.row_grads)
+        return self.emb(rows)
 
     def pooled_mean(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Mean over each jagged row ([B, dim]; 0 for an empty row), without materializing [H, dim]."""
+        return self.lookup_mean(self.plan_mean(ids, lengths))
+
+    def plan_mean(self, ids: torch.Tensor, lengths: torch.Tensor) -> BagLookup:
+        return BagLookup(self.hash(ids), complete_cumsum(lengths), row_index(lengths, ids.numel()), lengths.numel())
+
+    def lookup_mean(self, plan: BagLookup) -> torch.Tensor:
+        if self.row_grads is not None:
+            return row_grad_lookup(self.emb.weight, plan.ids, self.row_grads, plan.offsets, plan.bag, "mean")
         return nn.functional.embedding_bag(
-            hash_ids(ids, self.rows),
-            self.emb.weight,
-            complete_cumsum(lengths),
-            mode="mean",
-            sparse=True,
-            include_last_offset=True,
+            plan.ids, self.emb.weight, plan.offsets, mode="mean", sparse=True, include_last_offset=True
         )
+
+
+def enable_row_grads(model: nn.Module) -> dict[int, RowGrads]:
+    """Switch every Table and EmbeddingBagCollection of `model` to row-gradient mode (their weights
+    get no .grad; each lookup's backward adds to the module's `row_grads`). Returns {id(weight):
+    its RowGrads}, for the fused optimizer. Idempotent."""
+    sinks: dict[int, RowGrads] = {}
+    for m in model.modules():
+        if isinstance(m, EmbeddingBagCollection | Table):
+            if m.row_grads is None:
+                m.row_grads = RowGrads()
+            w = m.weight if isinstance(m, EmbeddingBagCollection) else m.emb.weight
+            sinks[id(w)] = m.row_grads
+    return sinks
 
 
 def embedding_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -93,7 +93,7 @@ def jagged_concat(
     of part i (so callers can read a part back out with index_select). Differentiable."""
     lengths = torch.stack([ln.to(torch.int64) for _, ln in parts]).sum(0)
     offsets = offsets_from_lengths(lengths)
-    total = int(offsets[-1])
+    total = sum(vals.shape[0] for vals, _ in parts)  # = offsets[-1], known without a device sync
     before = torch.zeros_like(lengths)
     pieces, starts = [], []
     for vals, ln in parts:
@@ -110,10 +110,12 @@ def jagged_concat(
     return out, lengths, starts
 
 
-def jagged_tail(lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the last `max_len` values of every row: (index into values, new lengths)."""
+def jagged_tail(lengths: torch.Tensor, max_len: int, total: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the last `max_len` values of every row: (index into values, new lengths). `total` (the
+    number of values, when the caller knows it) spares one device sync; the index's size is data
+    dependent, so this is per-batch bookkeeping (a model's prepare), not a step op."""
     offsets = offsets_from_lengths(lengths)
-    total = int(offsets[-1])
+    total = int(offsets[-1]) if total is None else total
     pos = positions_in_segment(offsets, total)
     seg_len = lengths.to(torch.int64)[segment_ids(offsets, total)]
     keep = pos >= seg_len - max_len

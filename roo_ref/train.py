@@ -3,6 +3,15 @@
 Dense parameters: Adam. Embedding tables (sparse gradients): row-wise Adagrad (one accumulator per
 row, as fbgemm's EXACT_ROWWISE_ADAGRAD) or plain SGD — updating only the rows the batch touched.
 bf16: `amp_bf16=True` runs forward/backward under torch.autocast(bfloat16) with fp32 master weights.
+
+By default (`fused_embeddings=True`) the tables run in row-gradient mode and the embedding optimizer
+is roo_ref.sparse_optim's fused one: no COO gradient, no host sync. `RowWiseAdagrad` below (COO
+gradients, `torch.unique`, one sync per table) stays as the reference it is tested against.
+
+No host sync in a step: `prepare(batch)` builds the batch's bookkeeping (hashed ids, offsets, the
+request->impression expansion, the HSTU sequence table; the models' `prepare`) once, before the
+step; `step` takes the prepared batch (or a raw one, which it prepares first). The step's parts run
+under the profiler labels of roo_ref.models.regions.
 """
 
 from __future__ import annotations
@@ -10,8 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from roo_ref.embeddings import embedding_parameters
+from roo_ref.embeddings import embedding_parameters, enable_row_grads
 from roo_ref.models.common import model_layout
+from roo_ref.models.regions import OPTIMIZER, region
+from roo_ref.sparse_optim import FusedRowWiseAdagrad, FusedSparseSGD
 from workloads.errors import UserError
 
 EMB_OPTIMIZERS = ("rowwise_adagrad", "sgd")
@@ -66,7 +77,9 @@ class RowWiseAdagrad(torch.optim.Optimizer):
 
 
 class Trainer:
-    """`Trainer(model, layout).step(batch)` -> loss (a tensor; not synchronized)."""
+    """`Trainer(model, layout).step(batch)` -> loss (a tensor; not synchronized). `batch` is a raw
+    batch of the layout or `trainer.prepare(batch)` (which a timed loop builds outside its timing).
+    fused_embeddings=False: COO gradients and the reference optimizers (RowWiseAdagrad, SGD)."""
 
     def __init__(
         self,
@@ -77,6 +90,7 @@ class Trainer:
         lr: float = 1e-3,
         emb_lr: float = 0.01,
         emb_optimizer: str = "rowwise_adagrad",
+        fused_embeddings: bool = True,
     ):
         model_layout(layout)  # a clear error before any state is built
         if emb_optimizer not in EMB_OPTIMIZERS:
@@ -92,11 +106,14 @@ class Trainer:
                 self.dense_opt = torch.optim.Adam(dense, lr=lr, fused=True)
             except (RuntimeError, TypeError):
                 self.dense_opt = torch.optim.Adam(dense, lr=lr)
-        if emb_optimizer == "sgd":
-            self.emb_opt = torch.optim.SGD(emb, lr=emb_lr) if emb else None
-        else:
-            self.emb_opt = RowWiseAdagrad(emb, lr=emb_lr) if emb else None
+        self.emb_opt = _embedding_optimizer(model, emb, emb_optimizer, emb_lr, fused_embeddings)
         self.device_type = next(model.parameters()).device.type
+
+    def prepare(self, batch):
+        """The batch with its per-batch bookkeeping built (the model's `prepare`); what `step` consumes
+        without a host sync. May sync itself: call it outside a timed region."""
+        prepare = getattr(self.model, "prepare", None)
+        return batch if prepare is None else prepare(batch, self.layout)
 
     def loss(self, batch) -> torch.Tensor:
         with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.amp_bf16):
@@ -108,7 +125,18 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
         loss = self.loss(batch)
         loss.backward()
-        for opt in (self.dense_opt, self.emb_opt):
-            if opt is not None:
-                opt.step()
+        with region(OPTIMIZER):
+            for opt in (self.dense_opt, self.emb_opt):
+                if opt is not None:
+                    opt.step()
         return loss.detach()
+
+
+def _embedding_optimizer(model: nn.Module, emb: list, name: str, lr: float, fused: bool):
+    if not emb:
+        return None
+    if not fused:
+        return torch.optim.SGD(emb, lr=lr) if name == "sgd" else RowWiseAdagrad(emb, lr=lr)
+    sinks = enable_row_grads(model)
+    row_grads = [sinks.get(id(p)) for p in emb]
+    return FusedSparseSGD(emb, row_grads, lr=lr) if name == "sgd" else FusedRowWiseAdagrad(emb, row_grads, lr=lr)

@@ -3,6 +3,8 @@ layout it replaced: one nn.EmbeddingBag per feature holding the same weight bloc
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -13,6 +15,7 @@ from roo_ref.embeddings import (
     EmbeddingBagCollection,
     Table,
     embedding_parameters,
+    enable_row_grads,
     hash_ids,
     init_table,
     table_rows,
@@ -198,3 +201,61 @@ def test_fused_weight_is_an_embedding_parameter_and_trains(arch):
         changed = (c.weight.detach() != w0).any(1)
         assert changed.any()
         assert not changed.all()  # sparse update: only the rows the batch touched (tiny: 1000 rows a feature)
+
+
+# --- row-gradient mode: the lookups hand (ids, rows) to the optimizer instead of a COO gradient ----
+def _row_grad_coo(sink, shape) -> torch.Tensor:
+    ids, rows = sink.take(torch.float64)
+    return torch.sparse_coo_tensor(ids[None], rows, shape).to_dense()
+
+
+@pytest.mark.parametrize("amp_bf16", [False, True])
+@pytest.mark.parametrize("kind", ["bags_sum", "plain", "pooled_mean"])
+def test_row_grads_equal_the_coo_gradient(kind, amp_bf16):
+    """Same forward, and the rows handed to the sink sum (per row) to the COO gradient of the
+    ordinary path, for every lookup kind, in fp32 and under bf16 autocast; the weight gets no .grad."""
+    gen = torch.Generator().manual_seed(7)
+    torch.manual_seed(7)
+    if kind == "bags_sum":
+        ref = EmbeddingBagCollection([30, 5000, 4], 6, max_rows=50)  # hashed: many duplicate rows
+        lengths, values = _random_batch(gen, 3, 9, 6, 10_000)
+        args = (lengths, values)
+    else:
+        ref = Table(5000, 6, max_rows=13)
+        lengths = torch.randint(0, 7, (9,), generator=gen)
+        ids = torch.randint(0, 10_000, (int(lengths.sum()),), generator=gen)
+        args = (ids,) if kind == "plain" else (ids, lengths)
+    fused = copy.deepcopy(ref)
+    sinks = enable_row_grads(fused)
+    weight = fused.weight if kind == "bags_sum" else fused.emb.weight
+    assert list(sinks) == [id(weight)] and enable_row_grads(fused) == sinks  # idempotent
+    call = {"bags_sum": "__call__", "plain": "__call__", "pooled_mean": "pooled_mean"}[kind]
+    outs, g_out = [], None
+    for m in (ref, fused):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp_bf16):
+            out = getattr(m, call)(*args)
+            if g_out is None:
+                g_out = torch.randn(out.shape, generator=gen).to(out.dtype)
+            (out * g_out).float().sum().backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+    assert weight.grad is None and len(sinks[id(weight)]) == 1
+    expect = (ref.weight if kind == "bags_sum" else ref.emb.weight).grad
+    assert expect.is_sparse
+    got = _row_grad_coo(sinks[id(weight)], weight.shape)
+    torch.testing.assert_close(got, expect.to_dense().double(), rtol=1e-6, atol=1e-6)
+    assert got.abs().sum() > 0
+
+
+def test_row_grads_accumulate_over_lookups_and_need_a_bag_index():
+    from roo_ref.sparse_optim import RowGrads, row_grad_lookup
+
+    t = Table(100, 4, max_rows=100)
+    enable_row_grads(t)
+    for ids in (torch.tensor([1, 2, 2]), torch.tensor([[5, 1]])):
+        t(ids).sum().backward()
+    ids, rows = t.row_grads.take(torch.float32)
+    assert ids.tolist() == [1, 2, 2, 5, 1] and rows.shape == (5, 4) and torch.equal(rows, torch.ones(5, 4))
+    assert t.row_grads.take(torch.float32) is None  # taken
+    with pytest.raises(ValueError, match="a bag lookup needs the bag of each id"):
+        row_grad_lookup(t.emb.weight, torch.tensor([1]), RowGrads(), offsets=torch.tensor([0, 1]))

@@ -57,3 +57,111 @@ def test_rowwise_adagrad_sparse_matches_dense_reference():
     # untouched rows never move
     never = torch.stack([g.to_dense().abs().sum(1) == 0 for g in grads]).all(0)
     assert never.any() and torch.equal(p.detach()[never], w0[never])
+
+
+# --- the fused, sync-free path (roo_ref.sparse_optim) against the reference above -----------------
+def _hot_ids(n: int, rows: int, seed: int) -> torch.Tensor:
+    return _sparse_grad(n, rows, 1, seed)._indices()[0]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 9, 3000])
+def test_segment_rows_is_unique_padded_to_nnz(n):
+    from roo_ref.sparse_optim import segment_rows
+
+    ids = _hot_ids(n, 40, seed=n)
+    rows, inverse, valid = segment_rows(ids)
+    uniq, inv = torch.unique(ids, sorted=True, return_inverse=True)
+    u = uniq.numel()
+    assert rows.shape == inverse.shape == valid.shape == (n,)
+    assert torch.equal(rows[:u], uniq) and torch.equal(inverse, inv)
+    assert valid.tolist() == [True] * u + [False] * (n - u)
+    assert (rows[u:] == 0).all()
+    if n > 100:
+        assert u < n / 2  # many duplicates (the hot rows)
+
+
+def _coo(ids: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    return torch.sparse_coo_tensor(ids[None], rows, (n_rows, rows.shape[1]))
+
+
+ULP = {torch.float64: 2.0**-51, torch.float32: 2.0**-22, torch.bfloat16: 2.0**-7}  # two units in the last place
+
+
+@pytest.mark.parametrize(
+    "w_dtype, g_dtype",
+    [(torch.float32, torch.float32), (torch.float64, torch.float64), (torch.bfloat16, torch.bfloat16)],
+)
+def test_fused_rowwise_adagrad_equals_reference_over_steps(w_dtype, g_dtype):
+    """Same gradients (random ids, half of them on 3 hot rows; two lookups a step, as a table
+    read twice), several steps: the fused optimizer's weights and accumulators equal the
+    reference's to two units in the last place of the weight's dtype (the duplicates are summed
+    in the same order, so they agree bit for bit on the CPU; the margin is for other builds)."""
+    from roo_ref.sparse_optim import FusedRowWiseAdagrad, RowGrads
+
+    torch.manual_seed(0)
+    n_rows, dim = 3000, 8
+    w0 = torch.randn(n_rows, dim).to(w_dtype)
+    ref, fused = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    sink = RowGrads()
+    opt_ref = RowWiseAdagrad([ref], lr=0.05)
+    opt = FusedRowWiseAdagrad([fused], [sink], lr=0.05)
+    g = torch.Generator().manual_seed(1)
+    for step in range(4):
+        opt.zero_grad()
+        lookups = []
+        for j in range(2):
+            ids = _hot_ids(500 + 37 * j, n_rows, seed=10 * step + j)
+            lookups.append((ids, torch.randn(ids.numel(), dim, generator=g).to(g_dtype)))
+            sink.add(*lookups[-1])
+        # the COO gradient autograd accumulates for a table read twice: both lookups' entries
+        ref.grad = _coo(torch.cat([i for i, _ in lookups]), torch.cat([r for _, r in lookups]).to(w_dtype), n_rows)
+        opt_ref.step()
+        opt.step()
+        assert fused.grad is None and len(sink) == 0  # the rows were taken
+        torch.testing.assert_close(fused.detach(), ref.detach(), rtol=ULP[w_dtype], atol=ULP[w_dtype])
+        torch.testing.assert_close(
+            opt.state[fused]["sum"], opt_ref.state[ref]["sum"], rtol=ULP[torch.float32], atol=1e-12
+        )
+    moved = (fused.detach() != w0).any(1)
+    assert moved.any() and not moved.all()  # sparse: untouched rows keep their weights
+
+
+def test_fused_rowwise_adagrad_folds_in_a_coo_or_dense_grad():
+    """A weight that also got an ordinary gradient (sparse COO or dense) is updated from the sum."""
+    from roo_ref.sparse_optim import FusedRowWiseAdagrad, RowGrads
+
+    torch.manual_seed(2)
+    w0 = torch.randn(50, 4)
+    ids = _hot_ids(200, 50, seed=3)
+    rows = torch.randn(200, 4)
+    extra = _sparse_grad(80, 50, 4, seed=4)
+    for other in (extra, extra.to_dense()):
+        ref, fused = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+        ref.grad = (_coo(ids, rows, 50) + other).coalesce() if other.is_sparse else other + _coo(ids, rows, 50)
+        RowWiseAdagrad([ref], lr=0.1).step()
+        sink = RowGrads()
+        sink.add(ids, rows)
+        fused.grad = other.clone()
+        FusedRowWiseAdagrad([fused], [sink], lr=0.1).step()
+        torch.testing.assert_close(fused.detach(), ref.detach(), rtol=1e-6, atol=1e-6)
+        assert not torch.equal(fused.detach(), w0)
+
+
+def test_fused_sgd_equals_torch_sgd_and_zero_grad_drops_rows():
+    from roo_ref.sparse_optim import FusedSparseSGD, RowGrads
+
+    torch.manual_seed(5)
+    w0 = torch.randn(60, 3)
+    ids, rows = _hot_ids(400, 60, seed=6), torch.randn(400, 3)
+    ref, fused = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    ref.grad = _coo(ids, rows, 60)
+    torch.optim.SGD([ref], lr=0.3).step()
+    sink = RowGrads()
+    opt = FusedSparseSGD([fused], [sink], lr=0.3)
+    sink.add(ids[:7], torch.randn(7, 3))
+    opt.zero_grad()  # a step's rows never leak into the next step
+    assert len(sink) == 0
+    sink.add(ids, rows)
+    opt.step()
+    torch.testing.assert_close(fused.detach(), ref.detach(), rtol=1e-6, atol=1e-6)
+    assert not torch.equal(fused.detach(), w0)

