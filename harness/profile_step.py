@@ -84,13 +84,15 @@ def breakdown(events, steps: int, cuda: bool) -> dict:
     """Busy time per step (ms: `busy_ms`) and its split by component (`components_ms`, or None
     and `components_reason`), from the profiler's events.
 
-    The busy time of a CPU-side event is what ran on the device for it alone: on a GPU its own
-    kernels' GPU time, on the CPU its self time when it is an aten operator."""
+    The busy time of a CPU-side event is what ran on the device for it alone: on a GPU the kernels
+    it launched, on the CPU its self time when it is an aten operator. The profiler also hangs a
+    range's GPU-timeline copy (same name, spanning the range's kernels and the gaps between them)
+    on the range as if it were a kernel: that one is not busy time."""
     cpu = [e for e in events if _is_cpu(e)]
 
     def busy_us(e) -> float:
         if cuda:
-            return self_device_us(e)
+            return float(sum(k.duration for k in e.kernels if e.is_legacy or k.name != e.name))
         return float(e.self_cpu_time_total) if e.name.startswith("aten::") else 0.0
 
     by_seq: dict[int, str] = {}

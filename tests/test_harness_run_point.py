@@ -375,3 +375,31 @@ def test_breakdown_charges_backward_ops_to_their_forward_range():
     plain = breakdown([e for e in events if not e.name.startswith("roo/")], steps=2, cuda=False)
     assert plain["components_ms"] is None and "roo/user" in plain["components_reason"]
     assert plain["busy_ms"] == pytest.approx(out["busy_ms"])
+
+
+def test_breakdown_on_a_gpu_counts_kernels_not_range_spans():
+    """On a GPU an event's busy time is its kernels; a range's GPU-timeline copy, which the profiler
+    attaches to the range under the range's own name, spans idle gaps and is left out."""
+    from types import SimpleNamespace
+
+    from harness.profile_step import breakdown
+
+    def ev(name, kernels=(), parent=None, seq=-1):
+        ks = [SimpleNamespace(name=n, duration=d) for n, d in kernels]
+        return SimpleNamespace(
+            name=name, kernels=ks, is_legacy=False, cpu_parent=parent, sequence_nr=seq, device_type="DeviceType.CPU"
+        )
+
+    user = ev("roo/user", [("roo/user", 900.0), ("_hstu_attn_fwd", 40.0)])  # a span + a Triton launch
+    bwd = ev("autograd::engine::evaluate_function: MmBackward0", seq=5)
+    events = [
+        user,
+        bwd,
+        ev("aten::mm", [("sm90_gemm", 100.0)], user, seq=5),
+        ev("aten::mm", [("sm90_gemm", 150.0), ("sm90_gemm", 50.0)], bwd),
+        ev("aten::add_", [("elementwise", 10.0)]),
+    ]
+    out = breakdown(events, steps=1, cuda=True)
+    assert out["components_ms"]["user"] == pytest.approx((40 + 100 + 150 + 50) / 1e3)
+    assert out["components_ms"]["other"] == pytest.approx(10 / 1e3)
+    assert out["busy_ms"] == pytest.approx(350 / 1e3)
