@@ -8,7 +8,7 @@
 #   ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) ROO_BENCH_GIT_DIRTY=0 OUT=... bash harness/gpu_campaign.sh
 set -uo pipefail
 : "${OUT:?set OUT to an output directory}"
-STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: dlrmpresets hstupreset profile kernels (= ktest + kbench) ksweep kncu rabprobe bench
+STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: production dlrmpresets hstupreset profile kernels (= ktest + kbench) ksweep kncu rabprobe bench
 export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 D="$OUT/campaign"
 mkdir -p "$D"
@@ -74,6 +74,15 @@ for s in $STAGES; do
               # RESUME_FROM=DIR: continue an earlier call's sweep (its results.jsonl + sweep.meta.json)
               if [ -n "${RESUME_FROM:-}" ] && [ ! -e "$D/early-kxL" ]; then cp -r "$RESUME_FROM" "$D/early-kxL"; fi
               rb sweep harness/sweeps/h100-campaign-early.toml --out "$D/early-kxL" --resume --json ;;
+    production) log "production shapes: every preset, then the early-ranking and hstu-ranking k x L grids"
+              # PRODUCTION_SWEEPS: a subset of the three; RESUME_FROM=DIR: an earlier call's $D, whose
+              # sweep folders of the same names are continued (--resume), e.g. after a 10-minute limit
+              for sw in ${PRODUCTION_SWEEPS:-h100-production h100-kxl-early h100-kxl-hstu}; do
+                if [ -n "${RESUME_FROM:-}" ] && [ ! -e "$D/$sw" ] && [ -e "$RESUME_FROM/$sw" ]; then
+                  cp -r "$RESUME_FROM/$sw" "$D/$sw"
+                fi
+                rb sweep "harness/sweeps/$sw.toml" --out "$D/$sw" --resume --json
+              done ;;
     hstu)     log "hstu-ranking k x L (triton attention)"
               rb sweep harness/sweeps/h100-campaign-hstu.toml --out "$D/hstu-kxL" --resume --json ;;
     nvml)     log "NVML sampler perturbation"

@@ -7,6 +7,13 @@ returns a summary per step:
 - `launches`, `syncs`: CUDA launch and synchronizing runtime calls (cudaStreamSynchronize,
   cudaDeviceSynchronize, blocking cudaMemcpy) — a host-bound step shows wall >> device_busy;
 - `aten_ops`: how many aten operators ran (eager dispatch cost scales with it);
+- `busy_ms`, `busy_share`, `busy_source`: what the device did per step and its share of the wall
+  time — on a GPU the kernel + memcpy/memset time (= `device_busy_ms`), on the CPU the self time of
+  the aten operators (the step's compute; the rest of the wall time is Python and dispatch);
+- `components_ms`: that busy time split by the models' profiler ranges (`COMPONENTS`: roo/user,
+  roo/item, roo/interaction, roo/loss, roo/optimizer; "other" is what no range covers), forward and
+  backward: a backward op is charged to the range of the forward op that created its autograd node
+  (the profiler's sequence number). None with `components_reason` when the step has no such ranges;
 - `top_device` / `top_cpu`: the operators and kernels with the most self time.
 
 The numbers come from the profiler, which itself adds overhead per op (a few µs): use it to find
@@ -26,6 +33,12 @@ LAUNCH_NAMES = (
     "cudaLaunchCooperativeKernel",
 )
 SYNC_NAMES = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+# The models' record_function ranges, one per component (roo_ref.models); the harness splits the
+# busy time by them. "other": busy time outside every range (e.g. the autograd engine's own ops).
+COMPONENTS = ("user", "item", "interaction", "loss", "optimizer")
+RANGE_PREFIX = "roo/"
+RANGES = {RANGE_PREFIX + c: c for c in COMPONENTS}
+BACKWARD_PREFIX = "autograd::engine::evaluate_function"
 
 
 def self_device_us(evt) -> float:
@@ -38,9 +51,78 @@ def self_device_us(evt) -> float:
     return 0.0
 
 
-def summarize(prof, steps: int, wall_s: float, top: int = 25) -> dict:
-    """A per-step summary of a finished torch.profiler.profile."""
+def _is_cpu(evt) -> bool:
+    return str(getattr(evt, "device_type", "")).endswith("CPU")
+
+
+def _ancestors(evt):
+    while evt is not None:
+        yield evt
+        evt = evt.cpu_parent
+
+
+def _forward_range(evt) -> str | None:
+    """The component of the nearest enclosing range, or None; "" inside a backward op."""
+    for a in _ancestors(evt):
+        if a.name in RANGES:
+            return RANGES[a.name]
+        if a.name.startswith(BACKWARD_PREFIX):
+            return ""
+    return None
+
+
+def _component(evt, by_seq: dict[int, str]) -> str:
+    for a in _ancestors(evt):
+        if a.name in RANGES:
+            return RANGES[a.name]
+        if a.name.startswith(BACKWARD_PREFIX):
+            return by_seq.get(a.sequence_nr, "other")
+    return "other"
+
+
+def breakdown(events, steps: int, cuda: bool) -> dict:
+    """Busy time per step (ms: `busy_ms`) and its split by component (`components_ms`, or None
+    and `components_reason`), from the profiler's events.
+
+    The busy time of a CPU-side event is what ran on the device for it alone: on a GPU the kernels
+    it launched, on the CPU its self time when it is an aten operator. The profiler also hangs a
+    range's GPU-timeline copy (same name, spanning the range's kernels and the gaps between them)
+    on the range as if it were a kernel: that one is not busy time."""
+    cpu = [e for e in events if _is_cpu(e)]
+
+    def busy_us(e) -> float:
+        if cuda:
+            return float(sum(k.duration for k in e.kernels if e.is_legacy or k.name != e.name))
+        return float(e.self_cpu_time_total) if e.name.startswith("aten::") else 0.0
+
+    by_seq: dict[int, str] = {}
+    for e in cpu:
+        comp = _forward_range(e)
+        if comp and e.sequence_nr >= 0:
+            by_seq.setdefault(e.sequence_nr, comp)
+    has_ranges = any(e.name in RANGES for e in cpu)
+    totals = dict.fromkeys((*COMPONENTS, "other"), 0.0)
+    for e in cpu:
+        us = busy_us(e)
+        if us:
+            totals[_component(e, by_seq) if has_ranges else "other"] += us
+    out: dict = {"components_ms": None, "components_reason": None}
+    if has_ranges:
+        out["components_ms"] = {k: v / steps / 1e3 for k, v in totals.items()}
+    else:
+        out["components_reason"] = (
+            f"no {RANGE_PREFIX}* profiler ranges in the step (the model labels none of "
+            f"{', '.join(RANGE_PREFIX + c for c in COMPONENTS)})"
+        )
+    out["busy_ms"] = sum(totals.values()) / steps / 1e3
+    return out
+
+
+def summarize(prof, steps: int, wall_s: float, top: int = 25, cuda: bool | None = None) -> dict:
+    """A per-step summary of a finished torch.profiler.profile (`cuda`: whether the GPU was
+    profiled; None: whether the profile holds any GPU event)."""
     avgs = prof.key_averages()
+    events = prof.events()
     launches = sum(e.count for e in avgs if e.key in LAUNCH_NAMES)
     syncs = sum(e.count for e in avgs if e.key in SYNC_NAMES)
     aten = sum(e.count for e in avgs if e.key.startswith("aten::"))
@@ -48,9 +130,18 @@ def summarize(prof, steps: int, wall_s: float, top: int = 25) -> dict:
     # annotations (e.g. "Optimizer.step#...", which span their kernels and would count them twice)
     device_us = sum(
         float(e.device_time_total or 0.0)
-        for e in prof.events()
+        for e in events
         if str(getattr(e, "device_type", "")).endswith("CUDA") and not getattr(e, "is_user_annotation", False)
     )
+    if cuda is None:
+        cuda = device_us > 0
+    parts = breakdown(events, steps, cuda)
+    attributed_ms = parts.pop("busy_ms")
+    busy_ms = device_us / steps / 1e3 if cuda else attributed_ms
+    comps = parts["components_ms"]
+    if comps is not None and cuda:  # a kernel no CPU event launched (none expected) counts as other
+        comps["other"] += max(0.0, busy_ms - attributed_ms)
+    wall_ms = wall_s / steps * 1e3
     rows_dev = sorted(avgs, key=self_device_us, reverse=True)[:top]
     rows_cpu = sorted(avgs, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
 
@@ -64,8 +155,12 @@ def summarize(prof, steps: int, wall_s: float, top: int = 25) -> dict:
 
     return {
         "steps": steps,
-        "wall_ms": wall_s / steps * 1e3,
+        "wall_ms": wall_ms,
         "device_busy_ms": device_us / steps / 1e3,
+        "busy_ms": busy_ms,
+        "busy_share": busy_ms / wall_ms if wall_ms > 0 else None,
+        "busy_source": "cuda" if cuda else "cpu",
+        **parts,
         "launches": launches / steps,
         "syncs": syncs / steps,
         "aten_ops": aten / steps,
@@ -96,7 +191,7 @@ def profile_steps(
         wall = time.perf_counter() - t0
     if trace_path:
         prof.export_chrome_trace(trace_path)
-    return summarize(prof, steps, wall, top)
+    return summarize(prof, steps, wall, top, cuda=cuda)
 
 
 def format_summary(layout: str, s: dict, top: int = 12) -> str:
@@ -104,6 +199,9 @@ def format_summary(layout: str, s: dict, top: int = 12) -> str:
         f"== {layout}: wall {s['wall_ms']:.2f} ms/step, GPU busy {s['device_busy_ms']:.2f} ms/step, "
         f"{s['launches']:.0f} launches, {s['syncs']:.0f} syncs, {s['aten_ops']:.0f} aten ops per step"
     ]
+    if s.get("components_ms"):
+        split = ", ".join(f"{k} {v:.2f}" for k, v in s["components_ms"].items())
+        lines.append(f"   {s['busy_source']} busy {s['busy_ms']:.2f} ms/step by component (ms): {split}")
     if s["top_device"]:
         lines.append("   top self GPU time (ms/step, calls/step):")
         lines += [
@@ -115,3 +213,83 @@ def format_summary(layout: str, s: dict, top: int = 12) -> str:
         f"   {r['self_cpu_ms_per_step']:9.3f} {r['calls_per_step']:7.1f}  {r['name'][:100]}" for r in s["top_cpu"][:top]
     ]
     return "\n".join(lines)
+
+
+# --- the point record's fields (harness.run_point) ---------------------------------------------------
+PROFILE_TOP = 10  # kernels / operators kept per layout in a point record
+
+
+def layout_fields(summary: dict | None, reason: str | None) -> dict:
+    """A point record's per-layout profile fields from a `profile_steps` summary (None: not
+    profiled, `reason` says why)."""
+    s = summary or {}
+    comps = s.get("components_ms")
+    return {
+        "profile_steps": s.get("steps"),
+        "profile_reason": None if summary is not None else reason,
+        "host_wall_ms": s.get("wall_ms"),
+        "busy_ms": s.get("busy_ms"),
+        "busy_share": s.get("busy_share"),
+        "busy_source": s.get("busy_source"),
+        "launches_per_step": s.get("launches"),
+        "syncs_per_step": s.get("syncs"),
+        "component_ms": comps,
+        "component_reason": s.get("components_reason") if summary is not None else reason,
+        "profile_top": {"device": s.get("top_device", [])[:PROFILE_TOP], "cpu": s.get("top_cpu", [])[:PROFILE_TOP]}
+        if summary is not None
+        else None,
+    }
+
+
+def mfu(flops_per_step: float | None, step_ms: float, matmul_flops: float | None) -> tuple[float | None, str | None]:
+    """(model FLOPs utilization, None) or (None, why not): FLOPs per step / (step time x the matmul
+    rate measured in the same run)."""
+    if not matmul_flops:
+        return None, "no matmul rate (profile off or calibration failed)"
+    if not flops_per_step:
+        return None, "no FLOP count for this step (cost model unavailable and count_flops = false)"
+    if not step_ms > 0:
+        return None, "step time is 0"
+    return flops_per_step / (step_ms / 1e3 * matmul_flops), None
+
+
+def _ratio(a, b) -> float | None:
+    return a / b if a and b else None
+
+
+def time_ideal(imp: dict, k: float) -> tuple[float | None, float | None, str | None]:
+    """(s_u, time-ideal speedup, reason): s_u = the user side's share of the impression layout's
+    busy time (profiled per component), time-ideal = 1 / (s_u / k + 1 - s_u)."""
+    comps, busy = imp.get("component_ms"), imp.get("busy_ms")
+    if comps is None:
+        return None, None, imp.get("component_reason") or imp.get("profile_reason") or "not profiled"
+    if not busy:
+        return None, None, "the impression layout's profile shows no busy time"
+    s_u = min(1.0, comps["user"] / busy)
+    return s_u, 1.0 / (s_u / k + 1.0 - s_u), None
+
+
+def point_fields(layouts: dict, k: float, speedup: float | None) -> dict:
+    """The point's ideals beside its measured speedup: FLOP-ideal (ratio of FLOPs per step, the
+    analytic ones else the counted ones), byte-ideal (ratio of the cost model's bytes per step) and
+    time-ideal (from the profiled user-side share s_u), and measured / time-ideal."""
+    imp, roo = layouts.get("impression"), layouts.get("roo")
+    out: dict = {
+        "impressions_per_request": k,
+        "s_u": None,
+        "s_u_reason": "needs both layouts",
+        "time_ideal_speedup": None,
+        "flop_ideal_speedup": None,
+        "byte_ideal_speedup": None,
+        "speedup_vs_time_ideal": None,
+    }
+    if imp is None or roo is None:
+        return out
+    out["s_u"], out["time_ideal_speedup"], out["s_u_reason"] = time_ideal(imp, k)
+    flops = "flops_per_step" if imp.get("flops_per_step") and roo.get("flops_per_step") else "flops_counted_per_step"
+    out["flop_ideal_speedup"] = _ratio(imp.get(flops), roo.get(flops))
+    out["byte_ideal_speedup"] = _ratio(
+        (imp.get("cost") or {}).get("bytes_per_step"), (roo.get("cost") or {}).get("bytes_per_step")
+    )
+    out["speedup_vs_time_ideal"] = _ratio(speedup, out["time_ideal_speedup"])
+    return out

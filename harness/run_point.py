@@ -13,6 +13,16 @@ harness.timers.time_steps: warm-up steps, one dropped step, `steps` timed steps;
 by torch's FlopCounterMode over one extra warm-up step (`flops_counted_per_step`), which also
 counts the step's aten ops (`aten_ops_per_step`: the host-side work of an eager step).
 
+Where the time goes (`profile = true`, the default): after the timed steps, `profile_steps` more
+steps of each layout run under torch.profiler (harness.profile_step): host wall and device-busy
+ms per step, their ratio, launches and syncs per step, and the busy time split by the models'
+`roo/*` profiler ranges. From those, per point: s_u (the user side's share of the impression
+layout's busy time) and the time-ideal speedup 1 / (s_u / k + 1 - s_u), beside the FLOP-ideal
+(ratio of FLOPs per step) and the byte-ideal (ratio of the cost model's bytes per step); MFU per
+layout = FLOPs per step / (median step time x this point's matmul rate), measured once per point
+by harness.devices.calibrate (bf16 on a GPU, fp32 on the CPU). The profiled steps are not timed
+steps, so `profile` and `profile_steps` are not part of the point's identity (its hash).
+
 The record's `config_hash` is the hash of the *input* config (PointConfig.hash_dict: preset,
 overrides, device, dtype, timing settings, ...), which a sweep can compute before running the
 point; the record's `config` adds the resolved `spec` and `model` dicts and the sweep `axes`.
@@ -57,6 +67,8 @@ class PointConfig:
     count_flops: bool = True
     threads: int | None = None  # CPU intra-op threads (torch.set_num_threads); None: torch's default
     layouts: tuple[str, ...] = LAYOUTS
+    profile: bool = True  # after the timed steps: profile, calibrate the matmul rate (MFU)
+    profile_steps: int = 3
     axes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +96,8 @@ class PointConfig:
             raise UserError(f"threads={self.threads} must be >= 1")
         if not self.nvml_interval_ms > 0:
             raise UserError(f"nvml_interval_ms={self.nvml_interval_ms} must be > 0")
+        if self.profile_steps < 1:
+            raise UserError(f"profile_steps={self.profile_steps} must be >= 1 (profile = false skips the profile)")
         if (
             not self.layouts
             or any(x not in LAYOUTS for x in self.layouts)
@@ -112,9 +126,11 @@ class PointConfig:
         return d
 
     def hash_dict(self) -> dict:
-        """What identifies the measurement (the sweep's resume key): everything but the labels."""
+        """What identifies the measurement (the sweep's resume key): everything but the labels and
+        the profile settings (the profiled steps come after the timed ones and change none of them)."""
         d = self.to_dict()
-        d.pop("axes")
+        for k in _NOT_IDENTITY:
+            d.pop(k)
         return d
 
     def config_hash(self) -> str:
@@ -176,7 +192,7 @@ def _model_presets() -> tuple[str, ...] | None:
 
 def _check_model_preset(model: str, where: str) -> None:
     names = _model_presets()
-    if names is not None and model not in names:
+    if names is not None and model.split("@", 1)[0] not in names:
         raise UserError(f"{where}: unknown model preset {model!r}; choose one of: {', '.join(names)}")
 
 
@@ -189,7 +205,8 @@ def _check_spec_names_model(name: str, spec_file: str, where: str) -> None:
         )
 
 
-_INT = ("warmup", "steps", "seed")
+_INT = ("warmup", "steps", "seed", "profile_steps")
+_NOT_IDENTITY = ("axes", "profile", "profile_steps")
 
 
 def _coerce(k: str, v, where: str):
@@ -200,7 +217,7 @@ def _coerce(k: str, v, where: str):
         if isinstance(v, bool) or not isinstance(v, int):
             raise bad("an integer")
         return v
-    if k in ("nvml", "count_flops"):
+    if k in ("nvml", "count_flops", "profile"):
         if not isinstance(v, bool):
             raise bad("true or false")
         return v
@@ -343,8 +360,12 @@ def _model_config(model) -> dict:
 
 
 # --- the point ---------------------------------------------------------------------------------
-def _layout_fields(timing, n_imp: int, n_req: int, peak, cost: dict, energy: dict) -> dict:
+def _layout_fields(
+    timing, n_imp: int, n_req: int, peak, cost: dict, energy: dict, profile=None, profile_reason=None
+) -> dict:
     """One layout's entry of the record's `layouts` (docs/contracts.md)."""
+    from harness.profile_step import layout_fields
+
     med_s = timing.stats.median / 1e3
     flops, flops_counted = cost["flops_per_step"], cost["flops_counted_per_step"]
     pred = cost["predicted_step_ms"]
@@ -369,6 +390,7 @@ def _layout_fields(timing, n_imp: int, n_req: int, peak, cost: dict, energy: dic
         "cost": cost["cost_extra"],
         "ideal_speedup": cost["ideal_speedup"],
         "energy": energy,
+        **layout_fields(profile, profile_reason),
     }
 
 
@@ -399,10 +421,59 @@ def _speedup_metrics(layouts: dict, ci: dict | None) -> dict:
     return metrics
 
 
+def _profile(pc: PointConfig, step: Callable[[], object], cuda: bool) -> tuple[dict | None, str | None]:
+    """(the profile_steps summary, None) or (None, why not). A profiler failure is recorded, not
+    raised: the timed steps are the point's measurement."""
+    if not pc.profile:
+        return None, "profile = false"
+    from harness.profile_step import PROFILE_TOP, profile_steps
+
+    try:
+        return profile_steps(step, warmup=0, steps=pc.profile_steps, cuda=cuda, top=PROFILE_TOP), None
+    except Exception as e:  # noqa: BLE001
+        return None, f"torch.profiler failed: {type(e).__name__}: {e}"[:300]
+
+
+def _calibration(pc: PointConfig) -> dict:
+    """This run's matmul rate for MFU (harness.devices.calibrate: bf16 on a GPU, fp32 on the
+    CPU, small sizes on the CPU), or a reason; the buffers are freed before the layouts run."""
+    if not pc.profile:
+        return {"matmul_flops": None, "reason": "profile = false"}
+    import torch
+
+    from harness.devices import calibrate
+
+    cpu = pc.device == "cpu"
+    try:
+        c = calibrate(pc.device, matmul_n=512 if cpu else None, copy_bytes=(16 if cpu else 256) << 20)
+    except Exception as e:  # noqa: BLE001
+        return {"matmul_flops": None, "reason": f"calibration failed: {type(e).__name__}: {e}"[:300]}
+    finally:
+        gc.collect()
+        if not cpu:
+            torch.cuda.empty_cache()
+    keep = ("device_name", "matmul_n", "matmul_dtype", "matmul_flops", "copy_bandwidth")
+    return {**{k: c[k] for k in keep}, "reason": None}
+
+
+def _time_metrics(layouts: dict, n_imp: int, n_req: int, speedup, calib: dict) -> dict:
+    """MFU per layout (in place) and the point's ideals (harness.profile_step.point_fields)."""
+    from harness.profile_step import mfu, point_fields
+
+    for L in layouts.values():
+        analytic = bool(L["flops_per_step"])
+        flops = L["flops_per_step"] if analytic else L["flops_counted_per_step"]
+        L["mfu"], L["mfu_reason"] = mfu(flops, L["step_ms"]["median"], calib["matmul_flops"])
+        L["mfu_reason"] = calib["reason"] if calib["matmul_flops"] is None else L["mfu_reason"]
+        L["mfu_flops"] = "analytic" if analytic else "counted" if flops else None
+    return {**point_fields(layouts, n_imp / n_req, speedup), "calibration": calib}
+
+
 def _point_setup(pc: PointConfig, spec, rb_cpu, builder: Builder, device_name: str | None, model_cfgs: list):
     """harness.measure's per-layout setup for a point: frees the previous layout first (so the
     peak memory is this layout's alone), builds the model from the point's seed, counts FLOPs and
-    ops over one extra warm-up step, and encloses the timed steps in the NVML sampler."""
+    ops over one extra warm-up step, encloses the timed steps in the NVML sampler, and profiles
+    `profile_steps` more steps once the timed ones are done (peak memory read before)."""
     import torch
 
     from harness.measure import LayoutRun
@@ -429,7 +500,9 @@ def _point_setup(pc: PointConfig, spec, rb_cpu, builder: Builder, device_name: s
             peak = int(torch.cuda.max_memory_allocated(dev)) if cuda else None
             cost = cost_of(spec, model, rb_cpu, str(layout), pc, device_name)
             cost["flops_counted_per_step"], cost["aten_ops_per_step"] = counted
-            return {"cost": cost, "peak": peak, "energy": sampler.summary(pc.steps, n_imp)}
+            out = {"cost": cost, "peak": peak, "energy": sampler.summary(pc.steps, n_imp)}
+            out["profile"], out["profile_reason"] = _profile(pc, lambda: trainer.step(batch), cuda)
+            return out
 
         try:
             yield LayoutRun(trainer, [batch], region=lambda: sampler, report=report)
@@ -456,6 +529,7 @@ def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> 
         # slower and far noisier; CPU sweeps pin this (ci-tiny uses 1).
         torch.set_num_threads(pc.threads)
     prov = provenance.collect(pc.seed, pc.device, kernel_options=kernel_options_from_env())
+    calib = _calibration(pc)
     rb_cpu = generate(spec, spec.requests_per_batch, seed=pc.seed)
     model_cfgs: list[dict] = []
     setup = _point_setup(pc, spec, rb_cpu, builder or default_builder, prov.get("device_name"), model_cfgs)
@@ -463,6 +537,7 @@ def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> 
     n_imp, n_req = rb_cpu.num_impressions_total, rb_cpu.num_requests
     layouts = {str(k): _layout_fields(r.timing, n_imp, n_req, **r.extra) for k, r in m.layouts.items()}
     metrics = _speedup_metrics(layouts, m.speedup_interval(seed=pc.seed))
+    metrics.update(_time_metrics(layouts, n_imp, n_req, metrics["speedup"], calib))
     model_cfg: dict = {}
     for cfg in model_cfgs:  # the last layout's model config that has one
         model_cfg = cfg or model_cfg

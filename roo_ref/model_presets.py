@@ -7,16 +7,25 @@ from a file) names its model preset explicitly (`model_config_for(spec, "tiny")`
 `--set key=value` overrides (flat keys, lists as JSON `[512,256]`) go through
 `ModelConfig.with_overrides`, with the same validation as construction.
 
-Sizing (the preset guidance): `late-ranking` follows MLPerf DLRM-v2 (dim 128, bottom
-512-256, DCN-v2 3 cross layers rank 512, top 1024-1024-512-256); `hstu-ranking` follows MLPerf
-DLRMv3 (5 layers, 4 heads, d_qk = d_v = 128 per head, dim 512); early-ranking/retrieval put most
-per-impression compute on the user side. Embedding tables are sized cardinality x dim but capped at
-`max_table_rows` (ids hashed modulo the cap) so a preset fits one GPU and tests fit a CPU.
+Sizing (the sources are listed per preset in workloads.presets.SOURCES): `late-ranking` is
+MLPerf DLRM-v2 (dim 128, bottom 512-256-128, DCN-v2 3 cross layers rank 512 over 27 x 128, top
+1024-1024-512-256-1); `hstu-ranking` is MLPerf DLRMv3 (5 layers, 4 heads, d_qk = d_v = 128 per
+head, dim 512); early-ranking/retrieval put most per-impression compute on the user side.
+Embedding tables are sized cardinality x dim but capped at `max_table_rows` (ids hashed modulo the
+cap): one GPU's share of its source's largest table under 8-way row-wise sharding (DLRM-v2: 40M / 8
+= 5M rows; DLRMv3: 10M / 8 = 1.25M rows). A scaled preset `NAME@SCALE` scales that cap too.
 
-hstu-ranking keeps the most recent `max_history_len=256` events: the torch attention reference
-materializes [B, H, N, N] scores, and in the impression layout B = 32 x 32 = 1024 sequences, so a
-longer history would not fit 80 GB (at 256: ~1024*4*258^2*2 B = 0.55 GB per score tensor, a few per
-layer). The triton backend can raise it (`--set max_history_len=2048`).
+Memory at production shape, estimated by tests/test_presets.py (fp32 tables + row-wise Adagrad
+state + dense Adam state + a quarter of the cost model's bytes per step for activations, a bound
+that holds for every committed H100 peak): impression / ROO layout retrieval 18.8 / 11.0 GB,
+early-ranking 18.4 / 11.0, late-ranking 22.0 / 20.6, hstu-ranking (Triton attention) 58.4 / 10.6.
+The DLRM tables are 34M rows (8.8 GB at dim 64, 17.5 GB at dim 128); hstu-ranking's 3.75M rows of
+dim 512 are 7.7 GB.
+
+hstu-ranking keeps the most recent `max_history_len=256` events: in the impression layout a step
+holds 64 x 32 = 2,048 sequences, and at ~83 KB of saved activations per token (5 layers, measured
+on the H100) 2,048 x 257 tokens take ~44 GB; a 1k-event history would not fit 80 GB there. The ROO
+layout alone can take the whole history (`--set max_history_len=0`, with the triton backend).
 """
 
 from __future__ import annotations
@@ -177,7 +186,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "early-ranking": ModelConfig(
         arch="dlrm",
         embedding_dim=64,
-        max_table_rows=500_000,
+        max_table_rows=5_000_000,
         dense_arch=(128,),
         user_arch=(1024, 512),
         user_vectors=4,
@@ -189,12 +198,12 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "late-ranking": ModelConfig(
         arch="dlrm",
         embedding_dim=128,
-        max_table_rows=500_000,
+        max_table_rows=5_000_000,
         dense_arch=(512, 256),
-        user_arch=(1024, 512),
-        user_vectors=4,
-        item_arch=(512,),
-        item_vectors=4,
+        user_arch=(),
+        user_vectors=17,
+        item_arch=(),
+        item_vectors=10,
         interaction="dcn",
         dcn_layers=3,
         dcn_rank=512,
@@ -203,7 +212,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "retrieval": ModelConfig(
         arch="two_tower",
         embedding_dim=64,
-        max_table_rows=500_000,
+        max_table_rows=5_000_000,
         dense_arch=(128,),
         user_arch=(1024, 512),
         item_arch=(256,),
@@ -212,7 +221,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "hstu-ranking": ModelConfig(
         arch="hstu",
         embedding_dim=512,
-        max_table_rows=500_000,
+        max_table_rows=1_250_000,
         dense_arch=(128,),
         hstu_layers=5,
         num_heads=4,
@@ -229,8 +238,14 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 
 
 def get_model_config(preset: str, overrides=()) -> ModelConfig:
-    """The model config of the model preset `preset`, with overrides applied; an unknown name is
-    one SpecError listing the model presets."""
-    if preset not in MODEL_PRESETS:
+    """The model config of the model preset `preset` (or `NAME@SCALE`: its table-row cap scaled),
+    with overrides applied; an unknown name is one SpecError listing the model presets."""
+    from workloads.presets import scaled_count, split_scale
+
+    base, scale = split_scale(preset)
+    if base not in MODEL_PRESETS:
         raise SpecError(f"unknown model preset {preset!r}; choose one of: {', '.join(MODEL_PRESETS)}")
-    return MODEL_PRESETS[preset].with_overrides(list(overrides))
+    cfg = MODEL_PRESETS[base]
+    if scale is not None:
+        cfg = dataclasses.replace(cfg, max_table_rows=scaled_count(cfg.max_table_rows, scale))
+    return cfg.with_overrides(list(overrides))

@@ -150,7 +150,9 @@ def test_roo_never_sends_more_and_saves_with_k():
     assert roo.total < imp.total
     # item side identical, user side divided by E[k]: saving = user share * (1 - 1/E[k])
     k = spec.impressions.mean()
-    user = 20 / 30  # 20 of 30 tables, same bag shapes: pooled bytes split by table count
+    # same bag shapes (one vector per feature): pooled bytes split by table count (16 of 26 tables)
+    user = spec.n_user_sparse / (spec.n_user_sparse + spec.n_item_sparse)
+    assert user == 16 / 26
     assert 1 - roo.pooled_fwd / imp.pooled_fwd == pytest.approx(user * (1 - 1 / k))
 
 

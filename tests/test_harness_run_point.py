@@ -149,3 +149,257 @@ def test_op_count_is_exact_and_leaves_results_unchanged():
     assert ops_plain >= 3  # mm, relu, sum (+ what autograd saves, version-dependent)
     assert ops == ops_plain + 2  # + the detach and clone of the recorded copy
     assert torch.equal(out["y"], (a @ b).relu().sum().detach())
+
+
+# --- where a step's time goes (harness.profile_step through run_point) --------------------------------
+PROFILE_KEYS = {
+    "profile_steps",
+    "profile_reason",
+    "host_wall_ms",
+    "busy_ms",
+    "busy_share",
+    "busy_source",
+    "launches_per_step",
+    "syncs_per_step",
+    "component_ms",
+    "component_reason",
+    "profile_top",
+    "mfu",
+    "mfu_reason",
+    "mfu_flops",
+}
+POINT_KEYS = {
+    "impressions_per_request",
+    "s_u",
+    "s_u_reason",
+    "time_ideal_speedup",
+    "flop_ideal_speedup",
+    "byte_ideal_speedup",
+    "speedup_vs_time_ideal",
+    "calibration",
+}
+
+
+class _Cfg:
+    def to_dict(self) -> dict:
+        return {"labeled": True}
+
+
+def _labeled_builder(spec, pc, layout):
+    """A stand-in whose user side (three wide layers) outweighs its item side (one narrow layer),
+    with the models' profiler ranges around each part and around the optimizer step."""
+    from torch import nn
+    from torch.profiler import record_function
+
+    class Labeled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = _Cfg()
+            w = 192
+            self.user = nn.Sequential(
+                nn.Linear(spec.user_dense, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(), nn.Linear(w, 8)
+            )
+            self.item = nn.Linear(spec.item_dense, 8)
+            self.head = nn.Linear(8, spec.n_tasks)
+
+        def forward(self, batch, layout):
+            with record_function("roo/user"):
+                u = self.user(batch.user_dense)
+                if layout == "roo":
+                    u = u[batch.impression_to_request()]
+            with record_function("roo/item"):
+                i = self.item(batch.item_dense)
+            with record_function("roo/loss"):
+                logits = self.head(u * i)
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, batch.labels)
+            return {"loss": loss, "logits": logits}
+
+    class Trainer:
+        def __init__(self, model):
+            self.model, self.opt = model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step(self, batch):
+            self.opt.zero_grad(set_to_none=True)
+            loss = self.model(batch, layout)["loss"]
+            loss.backward()
+            with record_function("roo/optimizer"):
+                self.opt.step()
+            return loss.detach()
+
+    torch.manual_seed(pc.seed)
+    model = Labeled()
+    return model, Trainer(model)
+
+
+def _check_profile_fields(m: dict) -> None:
+    assert POINT_KEYS <= set(m)
+    assert m["impressions_per_request"] == pytest.approx(
+        m["layouts"]["roo"]["impressions_per_step"] / m["layouts"]["roo"]["requests_per_step"]
+    )
+    cal = m["calibration"]
+    assert cal["reason"] is None and cal["matmul_flops"] > 0 and cal["matmul_dtype"] == "float32"
+    for L in m["layouts"].values():
+        assert PROFILE_KEYS <= set(L)
+        assert L["profile_reason"] is None and L["profile_steps"] == 2 and L["busy_source"] == "cpu"
+        assert L["host_wall_ms"] > 0 and 0 < L["busy_ms"] <= L["host_wall_ms"]
+        assert L["busy_share"] == pytest.approx(L["busy_ms"] / L["host_wall_ms"]) and 0 < L["busy_share"] <= 1
+        assert L["launches_per_step"] == 0 and L["syncs_per_step"] == 0  # nothing runs on a GPU here
+        assert L["profile_top"]["cpu"] and all(r["name"] for r in L["profile_top"]["cpu"])
+        flops = L["flops_per_step"] or L["flops_counted_per_step"]
+        assert L["mfu"] == pytest.approx(flops / (L["step_ms"]["median"] / 1e3 * cal["matmul_flops"]))
+        assert 0 < L["mfu"] < 1 and L["mfu_reason"] is None
+
+
+def test_profile_fields_with_component_ranges():
+    rec = run_point(
+        {"preset": "tiny", "spec_overrides": FIXED, "warmup": 1, "steps": 5, "threads": 1, "profile_steps": 2},
+        builder=_labeled_builder,
+    )
+    assert validate_record(rec) == [] and rec["status"] == "ok"
+    m = rec["metrics"]
+    _check_profile_fields(m)
+    for L in m["layouts"].values():
+        comps = L["component_ms"]
+        assert L["component_reason"] is None and set(comps) == {
+            "user",
+            "item",
+            "interaction",
+            "loss",
+            "optimizer",
+            "other",
+        }
+        assert all(v >= 0 for v in comps.values()) and comps["interaction"] == 0  # no such range here
+        # every ms of CPU busy time lands in exactly one component (backward ops by their forward range)
+        assert sum(comps.values()) == pytest.approx(L["busy_ms"], rel=1e-9)
+        assert comps["user"] > comps["item"] > 0 and comps["optimizer"] > 0 and comps["loss"] > 0
+        assert comps["other"] < comps["user"]
+    imp = m["layouts"]["impression"]
+    s_u, k = m["s_u"], m["impressions_per_request"]
+    assert m["s_u_reason"] is None and s_u == pytest.approx(imp["component_ms"]["user"] / imp["busy_ms"])
+    assert 0 < s_u < 1
+    assert m["time_ideal_speedup"] == pytest.approx(1 / (s_u / k + 1 - s_u)) and 1 < m["time_ideal_speedup"] < k
+    assert m["speedup_vs_time_ideal"] == pytest.approx(m["speedup"] / m["time_ideal_speedup"])
+    roo = m["layouts"]["roo"]
+    assert m["flop_ideal_speedup"] == pytest.approx(imp["flops_counted_per_step"] / roo["flops_counted_per_step"])
+    assert m["flop_ideal_speedup"] > 1 and m["byte_ideal_speedup"] is None  # a stand-in: no cost model
+
+
+def test_profile_fields_on_the_real_tiny_model():
+    pytest.importorskip("roo_ref.models")
+    rec = run_point(
+        {"preset": "tiny", "spec_overrides": FIXED, "warmup": 1, "steps": 3, "threads": 1, "profile_steps": 2}
+    )
+    m = rec["metrics"]
+    _check_profile_fields(m)
+    imp, roo = m["layouts"]["impression"], m["layouts"]["roo"]
+    if imp["component_ms"] is None:  # models without the profiler ranges: s_u is null and says why
+        assert m["s_u"] is None and "roo/user" in m["s_u_reason"] and m["time_ideal_speedup"] is None
+    else:
+        assert 0 <= m["s_u"] <= 1 and m["time_ideal_speedup"] >= 1
+    if imp["flops_per_step"] is not None:  # the analytic cost model: FLOP- and byte-ideal from it
+        assert m["flop_ideal_speedup"] == pytest.approx(imp["flops_per_step"] / roo["flops_per_step"])
+        assert m["byte_ideal_speedup"] == pytest.approx(imp["cost"]["bytes_per_step"] / roo["cost"]["bytes_per_step"])
+        assert m["byte_ideal_speedup"] > 1 and imp["mfu_flops"] == "analytic"
+
+
+def test_profile_off_records_why_and_keeps_the_point_identity():
+    from harness_fixtures.points import standin_point
+
+    cfg = {"preset": "tiny", "spec_overrides": FIXED, "warmup": 1, "steps": 3, "threads": 1, "profile": False}
+    rec = standin_point(cfg)
+    m = rec["metrics"]
+    assert POINT_KEYS <= set(m) and m["calibration"] == {"matmul_flops": None, "reason": "profile = false"}
+    assert m["s_u"] is None and m["s_u_reason"] == "profile = false" and m["time_ideal_speedup"] is None
+    for L in m["layouts"].values():
+        assert PROFILE_KEYS <= set(L) and L["profile_reason"] == "profile = false"
+        assert L["host_wall_ms"] is None and L["component_ms"] is None and L["mfu"] is None
+        assert L["mfu_reason"] == "profile = false"
+    # the profiled steps come after the timed ones: profiling does not change the point's identity
+    on = PointConfig.from_dict({**cfg, "profile": True, "profile_steps": 7})
+    assert on.config_hash() == PointConfig.from_dict(cfg).config_hash() == rec["config_hash"]
+
+
+@pytest.mark.parametrize(
+    ("cfg", "msg"),
+    [
+        ({"profile_steps": 0}, "profile_steps=0 must be >= 1 (profile = false skips the profile)"),
+        ({"profile": "yes"}, "point config: profile='yes' must be true or false"),
+        ({"profile_steps": 2.5}, "point config: profile_steps=2.5 must be an integer"),
+    ],
+)
+def test_point_config_rejects_bad_profile_settings(cfg, msg):
+    with pytest.raises(UserError) as e:
+        PointConfig.from_dict(cfg)
+    assert str(e.value) == msg
+
+
+def test_breakdown_charges_backward_ops_to_their_forward_range():
+    """Exact attribution on synthetic profiler events: forward ops by their enclosing range,
+    backward ops by the forward op's sequence number, the rest to "other"."""
+    from types import SimpleNamespace
+
+    from harness.profile_step import breakdown
+
+    def ev(name, us, parent=None, seq=-1):
+        return SimpleNamespace(
+            name=name, self_cpu_time_total=us, cpu_parent=parent, sequence_nr=seq, device_type="DeviceType.CPU"
+        )
+
+    user = ev("roo/user", 5.0)  # not an aten op: its own self time is Python, not device work
+    item = ev("roo/item", 1.0)
+    opt = ev("roo/optimizer", 0.0)
+    bwd_u = ev("autograd::engine::evaluate_function: AddmmBackward0", 0.0, seq=11)
+    bwd_i = ev("autograd::engine::evaluate_function: MulBackward0", 0.0, seq=12)
+    bwd_x = ev("autograd::engine::evaluate_function: SumBackward0", 0.0, seq=99)  # its forward is unlabeled
+    events = [
+        user,
+        item,
+        opt,
+        bwd_u,
+        bwd_i,
+        bwd_x,
+        ev("aten::addmm", 300.0, user, seq=11),
+        ev("aten::mul", 100.0, item, seq=12),
+        ev("aten::sum", 7.0, None, seq=99),
+        ev("aten::mm", 600.0, bwd_u),  # the backward of the user matmul
+        ev("aten::mul", 200.0, bwd_i),
+        ev("aten::ones_like", 3.0, bwd_x),
+        ev("aten::_foreach_add_", 50.0, opt),
+    ]
+    out = breakdown(events, steps=2, cuda=False)
+    assert out["components_reason"] is None
+    assert out["components_ms"] == pytest.approx(
+        {"user": 0.45, "item": 0.15, "interaction": 0.0, "loss": 0.0, "optimizer": 0.025, "other": 0.005}
+    )
+    assert out["busy_ms"] == pytest.approx((300 + 100 + 7 + 600 + 200 + 3 + 50) / 2 / 1e3)
+    plain = breakdown([e for e in events if not e.name.startswith("roo/")], steps=2, cuda=False)
+    assert plain["components_ms"] is None and "roo/user" in plain["components_reason"]
+    assert plain["busy_ms"] == pytest.approx(out["busy_ms"])
+
+
+def test_breakdown_on_a_gpu_counts_kernels_not_range_spans():
+    """On a GPU an event's busy time is its kernels; a range's GPU-timeline copy, which the profiler
+    attaches to the range under the range's own name, spans idle gaps and is left out."""
+    from types import SimpleNamespace
+
+    from harness.profile_step import breakdown
+
+    def ev(name, kernels=(), parent=None, seq=-1):
+        ks = [SimpleNamespace(name=n, duration=d) for n, d in kernels]
+        return SimpleNamespace(
+            name=name, kernels=ks, is_legacy=False, cpu_parent=parent, sequence_nr=seq, device_type="DeviceType.CPU"
+        )
+
+    user = ev("roo/user", [("roo/user", 900.0), ("_hstu_attn_fwd", 40.0)])  # a span + a Triton launch
+    bwd = ev("autograd::engine::evaluate_function: MmBackward0", seq=5)
+    events = [
+        user,
+        bwd,
+        ev("aten::mm", [("sm90_gemm", 100.0)], user, seq=5),
+        ev("aten::mm", [("sm90_gemm", 150.0), ("sm90_gemm", 50.0)], bwd),
+        ev("aten::add_", [("elementwise", 10.0)]),
+    ]
+    out = breakdown(events, steps=1, cuda=True)
+    assert out["components_ms"]["user"] == pytest.approx((40 + 100 + 150 + 50) / 1e3)
+    assert out["components_ms"]["other"] == pytest.approx(10 / 1e3)
+    assert out["busy_ms"] == pytest.approx(350 / 1e3)

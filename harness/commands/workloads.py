@@ -17,7 +17,14 @@ from workloads.records import Kind, emit, emit_flat
 
 
 def register(sub) -> None:
-    p = sub.add_parser("presets", help="list the workload presets")
+    p = sub.add_parser(
+        "presets",
+        help="list the workload presets: shape per GPU step, model, public sources",
+        description="Without NAME: one line per preset. With NAME (a preset, or NAME@SCALE: that preset "
+        "with requests per step and table rows multiplied by SCALE): its shape, model and sources.",
+    )
+    p.add_argument("name", nargs="?", default=None, help="one preset (or NAME@SCALE) in detail")
+    p.add_argument("--scale", type=float, default=None, help="show every preset as NAME@SCALE (0 < SCALE <= 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_presets)
 
@@ -113,13 +120,71 @@ def _out(kind: Kind, obj: dict, args, text: str) -> None:
 def _presets(args) -> int:
     from workloads.presets import PRESETS
 
-    if args.json:
-        emit(Kind.PRESETS, {}, {"presets": [{"name": n, "description": s.description} for n, s in PRESETS.items()]})
+    if args.name is not None and args.scale is not None:
+        raise UserError("give NAME@SCALE or --scale, not both")
+    if args.name is not None:
+        names = [args.name]
     else:
-        w = max(map(len, PRESETS))
-        for n, s in PRESETS.items():
-            print(f"{n:<{w}}  {s.description}")
+        names = list(PRESETS) if args.scale is None else [f"{n}@{args.scale:g}" for n in PRESETS]
+    rows = [_preset_row(n) for n in names]
+    if args.json:
+        emit(Kind.PRESETS, {"name": args.name, "scale": args.scale}, {"presets": rows})
+    elif args.name is not None:
+        print(_preset_detail(rows[0]))
+    else:
+        w = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{w}}  {r['description']}  [{_shape_line(r)}]")
     return 0
+
+
+def _preset_row(name: str) -> dict:
+    """One preset's description, step shape, model shape and sources (a bad name: one UserError)."""
+    from roo_ref.model_presets import get_model_config
+    from workloads.presets import get_preset, preset_sources, shape_summary
+
+    spec = get_preset(name)
+    cfg = get_model_config(name)
+    cards = [g.cardinality for _, g in spec.user_features() + spec.item_features()]
+    cards += [spec.history.item_cardinality, spec.history.action_types]
+    rows = sum(max(1, min(c, cfg.max_table_rows)) for c in cards)
+    model = {
+        "arch": cfg.arch,
+        "embedding_dim": cfg.embedding_dim,
+        "max_table_rows": cfg.max_table_rows,
+        "table_rows": rows,
+        "table_bytes_fp32": rows * cfg.embedding_dim * 4,
+    }
+    return {
+        "name": name,
+        "description": spec.description,
+        "shape": shape_summary(spec),
+        "model": model,
+        "sources": list(preset_sources(name)),
+    }
+
+
+def _shape_line(r: dict) -> str:
+    s, m = r["shape"], r["model"]
+    hist = f"history ~{s['history_length_mean']:,.0f}" if s["history_length_mean"] else "no history"
+    return (
+        f"{s['requests_per_step']:,} requests x ~{s['impressions_per_request']:.1f} = "
+        f"~{s['impressions_per_step']:,.0f} impressions/step, {hist}, {m['arch']} dim {m['embedding_dim']}, "
+        f"{m['table_rows'] / 1e6:,.2f}M table rows ({m['table_bytes_fp32'] / 1e9:.1f} GB fp32)"
+    )
+
+
+def _preset_detail(r: dict) -> str:
+    s = r["shape"]
+    lines = [f"{r['name']}: {r['description']}", f"  step: {_shape_line(r)}"]
+    lines.append(
+        f"  features: {s['user_sparse_features']} request sparse (~{s['user_ids_per_request']:.0f} ids per "
+        f"request) + {s['user_dense']} dense; {s['item_sparse_features']} item sparse "
+        f"(~{s['item_ids_per_impression']:.0f} ids per impression) + {s['item_dense']} dense; {s['tasks']} task(s)"
+    )
+    lines.append("  sources:")
+    lines += [f"    - {x}" for x in r["sources"]]
+    return "\n".join(lines)
 
 
 # --- generate ------------------------------------------------------------------------------------------
