@@ -293,3 +293,17 @@ def test_cuda_distributions_match_numpy():
     ref, got = generate(spec, 6000, seed=21), generate_on(spec, 6000, seed=22, device="cuda").to("cpu")
     ps = _field_ps(ref, got)
     assert min(ps.values()) > SAME_P, ps
+
+
+def test_generator_benchmark_cli_reports_every_path(capsys):
+    """benchmarks.generator's CLI on the CPU: one JSON object, a positive rate for each path."""
+    import json
+
+    from benchmarks.generator import main
+
+    assert main(["--device", "cpu", "--presets", "tiny", "--requests", "64", "--repeat", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in out["results"]] == ["numpy-cpu", "torch-cpu"]
+    for r in out["results"]:
+        assert r["requests"] == 64 and r["impressions_per_batch"] >= 64
+        assert r["impressions_per_s"] > 0 and r["gen_ms"] > 0 and r["expand_ms"] > 0

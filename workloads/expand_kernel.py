@@ -61,6 +61,8 @@ def gather(values, src_offsets, out_offsets, out_lengths, index, n_src: int, tot
     mean = max(1, total // n_rows)
     block = min(512, max(4, triton.next_power_of_2(mean)))
     rows_per = max(1, 1024 // block)
+    values = [v.contiguous() for v in values]  # the kernel indexes flat, dense storage
+    index = index.contiguous()
     outs = [torch.empty(total, dtype=v.dtype, device=v.device) for v in values]
     grid = (triton.cdiv(n_rows, rows_per),)
     flat_lengths = out_lengths.reshape(-1)
