@@ -241,6 +241,31 @@ def kernel_options_from_env(environ: Mapping[str, str] | None = None):
         raise UserError(str(e)) from None
 
 
+DATA_DEVICES = ("auto", "cpu")
+
+
+def make_request_batch(spec, n_requests: int, seed: int, device, data_device: str = "auto"):
+    """One seeded request batch on `device`.
+
+    data_device="auto": made where it trains. On a CUDA device by workloads.generator_torch, so the
+    batch and its to_impressions() are made on the GPU in milliseconds (no CPU expansion, no copy
+    of the impression layout); elsewhere by the numpy reference. "cpu": the numpy reference on the
+    CPU, then copied (the way to compare). Both draw from the same distributions; the GPU's draws
+    are not the CPU's, so the two give different (equally likely) batches for one seed."""
+    import torch
+
+    from workloads.generator import generate
+    from workloads.generator_torch import generate_on
+
+    if data_device not in DATA_DEVICES:
+        raise UserError(f"data_device={data_device!r}; allowed: {', '.join(DATA_DEVICES)}")
+    device = torch.device(device)
+    if data_device == "auto" and device.type == "cuda":
+        return generate_on(spec, n_requests, seed=seed, device=device)
+    b = generate(spec, n_requests, seed=seed)
+    return b if device.type == "cpu" else b.to(device)
+
+
 def measure_preset(
     workload: Workload | str,
     layouts: Sequence[Layout | str],
@@ -250,16 +275,17 @@ def measure_preset(
     dtype: str,
     sets: Sequence[str] = (),
     seed: int = 0,
+    data_device: str = "auto",
 ) -> PresetMeasurement:
     """Train `workload` (a resolved Workload, or a preset name with `sets` as its `--set`
     overrides) in each layout on the same few seeded request batches, from the same initial weights
     (same seed), with the same optimizer and dtype; time the steps. `dtype="bf16"` is autocast with
-    fp32 master weights. A non-finite loss is a UserError."""
+    fp32 master weights. The batches are made per `data_device` (make_request_batch). A non-finite
+    loss is a UserError."""
     import torch
 
     from roo_ref.models import build_model
     from roo_ref.train import Trainer
-    from workloads.generator import generate
 
     device = torch.device(device)
     w = resolve_workload(workload, list(sets)) if isinstance(workload, str) else workload
@@ -271,7 +297,7 @@ def measure_preset(
             raise UserError("attention_backend=triton needs --device cuda (or TRITON_INTERPRET=1 on CPU)")
     # a few distinct request batches, cycled; every layout sees exactly the same ones
     n_batches = min(warmup + steps, 4)
-    req = [generate(spec, spec.requests_per_batch, seed=seed + i).to(device) for i in range(n_batches)]
+    req = [make_request_batch(spec, spec.requests_per_batch, seed + i, device, data_device) for i in range(n_batches)]
 
     options = kernel_options_from_env()
 

@@ -469,7 +469,7 @@ def _time_metrics(layouts: dict, n_imp: int, n_req: int, speedup, calib: dict) -
     return {**point_fields(layouts, n_imp / n_req, speedup), "calibration": calib}
 
 
-def _point_setup(pc: PointConfig, spec, rb_cpu, builder: Builder, device_name: str | None, model_cfgs: list):
+def _point_setup(pc: PointConfig, spec, rb, rb_cpu, builder: Builder, device_name: str | None, model_cfgs: list):
     """harness.measure's per-layout setup for a point: frees the previous layout first (so the
     peak memory is this layout's alone), builds the model from the point's seed, counts FLOPs and
     ops over one extra warm-up step, encloses the timed steps in the NVML sampler, and profiles
@@ -489,10 +489,13 @@ def _point_setup(pc: PointConfig, spec, rb_cpu, builder: Builder, device_name: s
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(dev)
-        batch = (rb_cpu if layout == "roo" else rb_cpu.to_impressions()).to(dev)
+        batch = (rb if layout == "roo" else rb.to_impressions()).to(dev)
         torch.manual_seed(pc.seed)
         model, trainer = builder(spec, pc, str(layout))
         model_cfgs.append(_model_config(model))
+        # the per-batch bookkeeping once, outside every measured step (counting, timing, profiling)
+        prepare = getattr(trainer, "prepare", None)
+        batch = batch if prepare is None else prepare(batch)
         counted = count_flops_and_ops(lambda: trainer.step(batch)) if pc.count_flops else (None, None)
         sampler = NvmlSampler(pc.device, pc.nvml_interval_ms, enabled=pc.nvml)
 
@@ -512,14 +515,14 @@ def _point_setup(pc: PointConfig, spec, rb_cpu, builder: Builder, device_name: s
     return setup
 
 
-def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> dict:
-    """Measure both layouts of one point; return a `kind="point"` record (docs/contracts.md)."""
+def run_point(config: PointConfig | dict, *, builder: Builder | None = None, data_device: str = "auto") -> dict:
+    """Measure both layouts of one point; return a `kind="point"` record (docs/contracts.md).
+    `data_device` says where the batch is made (harness.measure.make_request_batch)."""
     import torch
 
     from harness import provenance
-    from harness.measure import measure_layouts
+    from harness.measure import make_request_batch, measure_layouts
     from harness.results import make_record
-    from workloads.generator import generate
 
     pc = config if isinstance(config, PointConfig) else PointConfig.from_dict(config)
     check_device(pc.device)
@@ -530,9 +533,10 @@ def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> 
         torch.set_num_threads(pc.threads)
     prov = provenance.collect(pc.seed, pc.device, kernel_options=kernel_options_from_env())
     calib = _calibration(pc)
-    rb_cpu = generate(spec, spec.requests_per_batch, seed=pc.seed)
+    rb = make_request_batch(spec, spec.requests_per_batch, pc.seed, pc.device, data_device)
+    rb_cpu = rb.to("cpu") if rb.request_id.is_cuda else rb  # what the cost model reads, on the host
     model_cfgs: list[dict] = []
-    setup = _point_setup(pc, spec, rb_cpu, builder or default_builder, prov.get("device_name"), model_cfgs)
+    setup = _point_setup(pc, spec, rb, rb_cpu, builder or default_builder, prov.get("device_name"), model_cfgs)
     m = measure_layouts(pc.layouts, [rb_cpu], setup, warmup=pc.warmup, steps=pc.steps, device=torch.device(pc.device))
     n_imp, n_req = rb_cpu.num_impressions_total, rb_cpu.num_requests
     layouts = {str(k): _layout_fields(r.timing, n_imp, n_req, **r.extra) for k, r in m.layouts.items()}

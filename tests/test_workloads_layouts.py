@@ -1,4 +1,6 @@
-"""Both layouts: exact round trips (hypothesis), shuffled rows, generator determinism and streaming."""
+"""Both layouts: exact round trips (hypothesis), shuffled rows, generator determinism and streaming,
+and to_impressions() (every workloads.expand backend) equal to an expansion built from the
+workloads.jagged primitives."""
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from workloads.batch import ImpressionBatch, RequestBatch
 from workloads.distributions import Dist
 from workloads.generator import BLOCK, generate, iter_request_batches
+from workloads.generator_torch import generate_on
 from workloads.jagged import jagged_index_select, keyed_index_select
 from workloads.presets import get_preset
 from workloads.spec import HistorySpec, SparseGroup, Task, WorkloadSpec
@@ -204,3 +207,72 @@ def test_generated_values_respect_the_spec():
     e = 1 - h.zipf_a
     p0 = (2**e - 1) / (c1**e - 1)
     assert abs((b.history_item_ids == 0).double().mean().item() - p0) < 0.02
+
+
+def expand_reference(b: RequestBatch) -> ImpressionBatch:
+    """to_impressions() as it was: one row index, then workloads.jagged's index selects per field."""
+    idx = torch.repeat_interleave(torch.arange(b.num_requests), b.num_impressions)
+    usv, usl = keyed_index_select(b.user_sparse_values, b.user_sparse_lengths, idx)
+    hist = {f: jagged_index_select(getattr(b, f), b.history_lengths, idx) for f in HISTORY}
+    return ImpressionBatch(
+        request_id=b.request_id[idx],
+        timestamp=b.timestamp[idx],
+        user_dense=b.user_dense[idx],
+        user_sparse_lengths=usl,
+        user_sparse_values=usv,
+        history_lengths=hist["history_item_ids"][1],
+        **{f: v for f, (v, _) in hist.items()},
+        item_id=b.item_id,
+        item_sparse_lengths=b.item_sparse_lengths,
+        item_sparse_values=b.item_sparse_values,
+        item_dense=b.item_dense,
+        labels=b.labels,
+    )
+
+
+HISTORY = ("history_item_ids", "history_actions", "history_timestamps")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=specs(), n=st.integers(1, 40), seed=st.integers(0, 2**31), torch_gen=st.booleans())
+def test_to_impressions_equals_the_jagged_reference_for_every_backend(spec, n, seed, torch_gen):
+    b = generate_on(spec, n, seed=seed) if torch_gen else generate(spec, n, seed=seed)
+    ref = expand_reference(b)
+    ref.validate()
+    for backend in ("auto", "torch", "numpy"):
+        assert b.to_impressions(backend).equal(ref), backend
+    # a batch made by hand carries no totals: they are computed (the same) on first use
+    bare = RequestBatch(**b.tensors())
+    assert bare.expanded_totals() == b.expanded_totals()
+    assert bare.to_impressions().equal(ref)
+
+
+def test_to_impressions_on_long_and_short_rows_and_empty_fields():
+    """Long histories (the numpy backend's rows), short pooled ids (torch's), no features at all."""
+    for spec in (
+        WorkloadSpec(
+            impressions=_d(kind="uniform", low=1, high=30, min=1),
+            history=HistorySpec(length=_d(kind="lognormal", mean=300.0, sigma=0.8, max=3000), item_cardinality=10**7),
+            user_sparse=(SparseGroup("u", 5, 100, _d(kind="uniform", low=0, high=3), "zipf", 1.1),),
+            tasks=(Task("a", 0.2),),
+        ),
+        WorkloadSpec(history=HistorySpec(length=_d(kind="fixed", value=0))),
+    ):
+        b = generate(spec, 300, seed=4)
+        ref = expand_reference(b)
+        for backend in ("auto", "torch", "numpy"):
+            assert b.to_impressions(backend).equal(ref), backend
+
+
+@pytest.mark.slow
+def test_triton_expansion_equals_the_reference():
+    """The Triton kernel (through the interpreter without a GPU): tiles of several rows, rows longer
+    than a tile, empty rows, three value tensors at once."""
+    spec = WorkloadSpec(
+        impressions=_d(kind="uniform", low=1, high=5, min=1),
+        history=HistorySpec(length=_d(kind="uniform", low=0, high=40), item_cardinality=1000),
+        user_sparse=(SparseGroup("u", 3, 50, _d(kind="uniform", low=0, high=6), "zipf", 1.1),),
+    )
+    for seed in (1, 2):
+        b = generate(spec, 24, seed=seed)
+        assert b.to_impressions("triton").equal(expand_reference(b))

@@ -24,6 +24,7 @@ from typing import TypeVar
 import torch
 
 from workloads.errors import UserError
+from workloads.expand import gather_rows
 from workloads.jagged import jagged_index_select, keyed_index_select, offsets_from_lengths, row_index
 
 RO_FIELDS = (
@@ -107,9 +108,53 @@ class RequestBatch(_Batch):
         _check_keyed(self.item_sparse_lengths, self.item_sparse_values, n, "item_sparse")
         _check_jagged_history(self)
 
-    def to_impressions(self) -> ImpressionBatch:
-        """Expand: copy every RO feature into each of the request's impression rows."""
-        return ImpressionBatch(**_gather_ro(self, self.impression_to_request()), **_gather_nro(self, None))
+    def __post_init__(self) -> None:
+        self._expanded: tuple[int, int] | None = None
+
+    def to(self, device: torch.device | str) -> RequestBatch:
+        out = super().to(device)
+        out._expanded = self._expanded
+        return out
+
+    def set_expanded_totals(self, user_sparse_values: int, history_events: int) -> None:
+        """Record the sizes of `to_impressions()`'s jagged fields, known on the host when the batch
+        is made (the generators do): sum over requests of k_r x (user ids of r), and of k_r x
+        (history events of r). The caller vouches for them; `to_impressions()` trusts them."""
+        self._expanded = (int(user_sparse_values), int(history_events))
+
+    def expanded_totals(self) -> tuple[int, int]:
+        """(user-sparse values, history events) of the impression layout: the recorded totals, or
+        computed here in one device->host read (a batch read from a file, or built by hand)."""
+        if self._expanded is None:
+            k = self.num_impressions
+            sums = torch.stack([(self.user_sparse_lengths.sum(0) * k).sum(), (self.history_lengths * k).sum()])
+            u, h = sums.tolist()
+            self._expanded = (int(u), int(h))
+        return self._expanded
+
+    def to_impressions(self, backend: str = "auto") -> ImpressionBatch:
+        """Expand: copy every RO feature into each of the request's impression rows.
+
+        No device->host sync once the expanded totals are known (see `expanded_totals`): every
+        output size is one of them or a tensor's shape. `backend` picks workloads.expand's
+        implementation (all give identical batches)."""
+        user_total, hist_total = self.expanded_totals()
+        idx = self.impression_to_request()
+        (usv,), usl = gather_rows([self.user_sparse_values], self.user_sparse_lengths, idx, user_total, backend)
+        hist = [self.history_item_ids, self.history_actions, self.history_timestamps]
+        (h_ids, h_act, h_ts), h_len = gather_rows(hist, self.history_lengths, idx, hist_total, backend)
+        return ImpressionBatch(
+            request_id=self.request_id[idx],
+            timestamp=self.timestamp[idx],
+            user_dense=self.user_dense[idx],
+            user_sparse_lengths=usl,
+            user_sparse_values=usv,
+            history_lengths=h_len,
+            history_item_ids=h_ids,
+            history_actions=h_act,
+            history_timestamps=h_ts,
+            **_gather_nro(self, None),
+        )
 
 
 @dataclass

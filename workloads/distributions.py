@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
+import torch
 from scipy import stats
 
 from workloads.errors import SpecError
@@ -214,6 +215,35 @@ class Dist:
         hi = self.max if self.max is not None else np.iinfo(np.int64).max
         return np.clip(out, self.min, hi, out=out)
 
+    def sample_torch(self, gen: torch.Generator, n: int) -> torch.Tensor:
+        """n draws as int64 on `gen`'s device, clipped to [min, max]: the distribution of `sample`
+        (the same method per kind, drawn by torch), with no device->host sync."""
+        dev = gen.device
+        kind = self.kind
+        if kind == "fixed":
+            v = max(self.value, self.min) if self.max is None else min(max(self.value, self.min), self.max)
+            return torch.full((n,), v, dtype=torch.int64, device=dev)
+        if kind == "uniform":
+            out = torch.randint(self.low, self.high + 1, (n,), generator=gen, device=dev, dtype=torch.int64)
+        elif kind in ("zipf", "powerlaw", "empirical"):
+            # inverse CDF on the (clipped) table, as `sample`: already inside [min, max]
+            xs, cdf = _torch_table(self, str(dev))
+            u = torch.rand(n, generator=gen, device=dev, dtype=torch.float64)
+            return xs[torch.searchsorted(cdf, u, right=True).clamp_(max=xs.numel() - 1)]
+        else:
+            f = torch.empty(n, dtype=torch.float64, device=dev)
+            if kind == "geometric":  # support 1, 2, ... as numpy's; p = 1 is the constant 1
+                f = f.fill_(1.0) if self.mean_ <= 1.0 else f.geometric_(1.0 / self.mean_, generator=gen)
+            elif kind == "poisson":
+                f = torch.poisson(f.fill_(self.mean_), generator=gen)
+            else:  # lognormal, rounded half to even as np.rint
+                mu = math.log(self.mean_) - self.sigma**2 / 2
+                f = f.log_normal_(mu, self.sigma, generator=gen).round_()
+            # clip while still a float (a far tail would overflow the integer conversion)
+            out = f.clamp_(self.min, float(self.max if self.max is not None else 2**62)).to(torch.int64)
+            return out
+        return out.clamp_(self.min, self.max)
+
 
 _FIELD_TYPES = {
     "value": int,
@@ -227,6 +257,16 @@ _FIELD_TYPES = {
     "values": (int,),
     "weights": (float,),
 }
+
+
+@lru_cache(maxsize=64)
+def _torch_table(d: Dist, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(support, cumulative probabilities) of d's clipped table on a device, made once per device
+    (a host->device copy per draw would wait for the device's queue)."""
+    xs, ps = d.pmf_table
+    cdf = np.cumsum(ps)
+    cdf[-1] = 1.0
+    return torch.from_numpy(xs).to(device), torch.from_numpy(cdf).to(device)
 
 
 def _coerce(v, want, where: str):

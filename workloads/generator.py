@@ -424,6 +424,11 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def _to_batch(arrays: dict[str, np.ndarray], device: torch.device | str | None) -> RequestBatch:
     t = {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in arrays.items()}
     b = RequestBatch(**t)
+    # the impression layout's jagged sizes, known here for free, spare to_impressions() a sync
+    k = arrays["num_impressions"]
+    b.set_expanded_totals(
+        int(np.dot(arrays["user_sparse_lengths"].sum(0), k)), int(np.dot(arrays["history_lengths"], k))
+    )
     # generation itself runs on the CPU (numpy); a device batch is one host-to-device copy
     return b.to(device) if device is not None and str(device) != "cpu" else b
 
