@@ -224,3 +224,13 @@ def test_production_shape_fits_one_80gb_gpu(name, layout):
     # production shape is a GPU shape: the tables alone are GBs (the CPU runs NAME@SCALE)
     assert model_cost(spec, cfg)["layouts"][layout].total("param_bytes") > 5e9
     assert math.isfinite(est) and est > 10e9
+
+
+def test_scaled_preset_names_its_model_preset():
+    """NAME@SCALE workloads get the model preset NAME scaled the same way (no --model needed)."""
+    from roo_ref.model_presets import get_model_config
+    from roo_ref.models import model_config_for
+    from workloads.presets import get_preset
+
+    spec = get_preset("late-ranking@0.01")
+    assert model_config_for(spec) == get_model_config("late-ranking@0.01")

@@ -35,7 +35,8 @@ def model_config_for(spec: WorkloadSpec, preset: str | None = None, overrides=()
     model preset, e.g. `preset="tiny"`; otherwise this is one SpecError naming the spec and the
     model presets, never a silent choice."""
     if preset is None:
-        if spec.name not in MODEL_PRESETS:
+        # a scaled preset (NAME@SCALE) is named like its model preset, scaled the same way
+        if spec.name.split("@", 1)[0] not in MODEL_PRESETS:
             raise SpecError(
                 f"workload {spec.name!r} has no model preset of its name; name one explicitly "
                 f"(`--model NAME`, or preset=NAME in code), one of: {', '.join(MODEL_PRESETS)}"
