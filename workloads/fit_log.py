@@ -44,9 +44,9 @@ from workloads.log_input import LogInput, check_key, open_log
 from workloads.log_pass import (
     Profile,
     Tick,
-    layout_bytes,
     profile_columns,
     request_batches,
+    request_bytes,
     request_level_roles,
     to_request_lists,
 )
@@ -140,12 +140,12 @@ class LogStats:
                 self.distinct[c] = Distinct()
                 self.ids[c] = Sample(VALUE_CAP, 200 + i, np.int64)
 
-    def add(self, t: pa.Table, k: np.ndarray) -> None:
+    def add(self, t: pa.Table, k: np.ndarray, imp_bytes: float) -> None:
+        """One request-level batch, its impressions per request and its impression-level bytes."""
         self.k.add(k)
         ro = set(self.roles.ro) | {self.prof.key}
-        imp, req = layout_bytes(t, k, ro)
-        self.bytes["impression"] += imp
-        self.bytes["request"] += req
+        self.bytes["impression"] += imp_bytes
+        self.bytes["request"] += request_bytes(t)
         for c, p in self.plan.items():
             col = t.column(c).combine_chunks() if t.column(c).num_chunks != 1 else t.column(c).chunk(0)
             if c not in ro:  # per impression
@@ -391,8 +391,8 @@ def fit_log(
         conflicts = conflicts_of(roles, prof, on_conflict)
         st = LogStats(roles, prof)
         tick = progress and progress("fit", requests)
-        for t, k in request_batches(data, OUT_KEY, roles.ro, collapsed, tick):
-            st.add(t, k)
+        for t, k, imp_bytes in request_batches(data, OUT_KEY, roles.ro, collapsed, tick):
+            st.add(t, k, imp_bytes)
             if sink is not None:
                 sink(t, k, roles)
         spec, report = fit_spec(st, name)

@@ -66,7 +66,7 @@ def _sniff(path: Path) -> None:
         kind = "CSV"
     else:
         kind = "not Parquet"
-    what = "" if kind == "not Parquet" else f"a {kind} file, so it "
+    what = "" if kind == "not Parquet" else f"a {kind} file, so it is "
     raise UserError(
         f"input {path} is {what}not a readable Parquet file (no PAR1 magic bytes); convert it first, "
         "e.g. pyarrow.csv.read_csv(...) then pyarrow.parquet.write_table(...)"

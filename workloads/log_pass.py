@@ -250,34 +250,31 @@ def _ascending(lists: pa.Array, lens: np.ndarray) -> bool:
 # --- 3. the request-level table -----------------------------------------------------------------------
 def request_batches(
     path: Path, key: str, ro: tuple[str, ...], collapsed=frozenset(), tick: Tick | None = None
-) -> Iterator[tuple[pa.Table, np.ndarray]]:
-    """(request-level table, impressions per request) per batch: RO columns one value per request
-    (the request's first row), every other column a list over the impressions."""
+) -> Iterator[tuple[pa.Table, np.ndarray, float]]:
+    """(request-level table, impressions per request, impression-level bytes) per batch: RO columns
+    one value per request (the request's first row), every other column a list over the
+    impressions. The impression-level bytes are counted before RO columns are collapsed, so a
+    conflicting value counts as the log holds it (workloads.log_sketch.row_bytes)."""
     ro_set = set(ro)
     for t in iter_tables(path):
         k = impressions_of(t, key, frozenset(collapsed))
         starts = pa.array((np.cumsum(k) - k).astype(np.int64))
-        cols, names = [], []
+        cols, imp = [], 0.0
         for name in t.column_names:
             col = _combined(t.column(name))
-            if name in ro_set and name not in collapsed and name != key:
-                col = col.flatten().take(starts)
+            if name == key or name in collapsed:  # one value per request, k impressions each
+                imp += float(row_bytes(col) @ k.astype(np.float64))
+            else:
+                values = col.flatten()
+                imp += float(row_bytes(values).sum())
+                if name in ro_set:
+                    col = values.take(starts)
             cols.append(col)
-            names.append(name)
         if tick is not None:
             tick(t.num_rows)
-        yield pa.Table.from_arrays(cols, names=names), k
+        yield pa.Table.from_arrays(cols, names=t.column_names), k, imp
 
 
-def layout_bytes(t: pa.Table, k: np.ndarray, ro: set[str]) -> tuple[float, float]:
-    """(impression-level, request-level) bytes of a request-level batch, counted per row
-    (workloads.log_sketch.row_bytes): an RO column's row counts k times at impression level, an
-    NRO column's values once (without the request level's list offsets)."""
-    imp = req = 0.0
-    kf = k.astype(np.float64)
-    for name in t.column_names:
-        col = _combined(t.column(name))
-        rb = row_bytes(col)
-        req += float(rb.sum())
-        imp += float(rb @ kf) if name in ro else float(row_bytes(col.flatten()).sum())
-    return imp, req
+def request_bytes(t: pa.Table) -> float:
+    """Request-level bytes of a batch (workloads.log_sketch.row_bytes)."""
+    return float(sum(row_bytes(_combined(c)).sum() for c in t.columns))

@@ -6,7 +6,7 @@ at once), then each file is read back once, batch by batch, timing the read and 
 Arrow bytes it decodes to (`read_back`). The impression layout is the log itself (in its own row
 order) or, for a request-level dataset, its requests expanded to one row per impression (`explode`).
 
-The uncompressed ratio is counted, not read back: workloads.log_pass.layout_bytes counts every
+The uncompressed ratio is counted, not read back: workloads.log_pass.request_batches counts every
 row's Arrow bytes (fixed widths, 4-byte offsets, string bytes), the quantity the cost model's
 k(U+I)/(U+kI) describes; `memory_bytes` per file is what a reader actually allocates (pyarrow
 adds validity bitmaps to columns read from Parquet, nulls or not).

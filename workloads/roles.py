@@ -7,8 +7,9 @@ spelled as in `convert`); `infer_roles` fills in what the user left to `auto` fr
 profile (workloads.log_pass.profile_columns):
 
 - RO: a column constant within every request (`--ro-columns` overrides). A column that varies in
-  only a few requests is named in the notes with its count, so the user can keep it RO with
-  `--ro-columns ... --on-conflict first` if the variation is noise.
+  only a few requests (at most NEAR_RO of those with two or more impressions) is named in the
+  notes with its count, so the user can keep it RO with `--ro-columns ... --on-conflict first` if
+  the variation is noise.
 - labels: 0/1 columns (or fixed-width lists of 0/1) that are not RO and have a positive rate.
 - timestamp: a column named timestamp/ts/event_time/time, or of an Arrow timestamp type.
 - sequences: RO list columns of ids (integers or strings). The history is the one named like a
@@ -30,6 +31,7 @@ TIME_NAMES = ("timestamp", "ts", "event_time", "event_ts", "time")
 HISTORY_HINTS = ("hist", "seq")
 TIME_HINTS = ("time", "ts", "date")
 MAX_ACTION_TYPES = 256
+NEAR_RO = 0.05  # a column varying in at most this share of multi-impression requests is named in the notes
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ def _ro_columns(prof: Profile, opts: RoleOptions, notes: list[str]) -> tuple[str
         return tuple(c for c, cp in cols.items() if not (cp.binary and cp.family in ("int", "bool", "float")))
     ro = tuple(c for c, cp in cols.items() if cp.varying == 0)
     for c, cp in cols.items():
-        if 0 < cp.varying <= max(1, prof.multi // 100):
+        if 0 < cp.varying <= max(1, prof.multi * NEAR_RO):
             notes.append(
                 f"{c} varies within only {cp.varying} of {prof.multi} multi-impression requests, so it is NRO; "
                 f"if that is noise, keep it RO with --ro-columns ...,{c} --on-conflict first"
