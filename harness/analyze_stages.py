@@ -50,7 +50,6 @@ def fit_stage(cfg, tmp: Path, work: Path, bars):
         if request_level:  # a request-level input: its impression rows come from expanding it
             files["impression"].write(explode(t, k, {*roles.ro, "request_id"}))
 
-    bar = bars("convert (group by request)", 1, "pass")
     t0 = time.perf_counter()
     name = Path(cfg.log).stem or "your-log"
     fit = fit_log(
@@ -63,7 +62,6 @@ def fit_stage(cfg, tmp: Path, work: Path, bars):
         progress=bars,
         sink=sink,
         name=name,
-        convert_done=bar,
     )
     files["request"].close()
     if fit.convert is not None and fit.convert.get("external_sort"):
@@ -140,6 +138,7 @@ def storage_result(fit, files: dict[str, LayoutFiles], tick=None) -> dict:
     measured = counted["impression"] / counted["request"]
     pred = st["spec_predicted_ratio"]
     return {
+        "preset": fit.spec.name,
         "data": str(fit.log.path),
         "requests": d["requests"],
         "impressions": n_imp,

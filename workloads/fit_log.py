@@ -361,11 +361,10 @@ def fit_log(
     progress: Progress | None = None,
     sink: Sink | None = None,
     name: str = "fitted",
-    convert_done: Tick | None = None,
 ) -> LogFit:
     """Fit a spec to the log at `path` in a bounded number of streaming passes (see
     workloads.log_pass); `sink` sees every request-level batch of the final pass (analyze writes
-    them). Temp files go to `work_dir` (default: the system's) and are removed."""
+    them); `progress(stage, total)` gives a tick per long stage. Temp files go to `work_dir` (default: the system's) and are removed."""
     if on_conflict not in CONFLICT_POLICIES:
         raise UserError(f"--on-conflict {on_conflict!r}; allowed: {', '.join(CONFLICT_POLICIES)}")
     log = open_log(path, None)
@@ -381,10 +380,9 @@ def fit_log(
         else:
             check_key(log, request_key)
             collapsed, source_key = frozenset(), request_key
-            data, res = to_request_lists(log, request_key, tmp, budget)
+            tick = progress("convert: rows read (twice when unsorted)", 2 * log.rows) if progress else None
+            data, res = to_request_lists(log, request_key, tmp, budget, tick)
             conv = res.to_dict()
-        if convert_done is not None:
-            convert_done(1)
         requests = pq.read_metadata(data).num_rows
         prof = profile_columns(data, OUT_KEY, source_key, collapsed, progress and progress("profile", requests))
         roles = infer_roles(prof, opts)

@@ -101,12 +101,15 @@ def family(t: pa.DataType) -> str:
 
 
 # --- 1. every column as a list ----------------------------------------------------------------------
-def to_request_lists(log: LogInput, key: str, work: Path, budget: int) -> tuple[Path, ConvertResult]:
-    """Convert the log with no RO columns into `work/lists`; (its data file, convert's counters)."""
+def to_request_lists(
+    log: LogInput, key: str, work: Path, budget: int, tick: Tick | None = None
+) -> tuple[Path, ConvertResult]:
+    """Convert the log with no RO columns into `work/lists`; (its data file, convert's counters).
+    `tick` is told of every row convert reads (an unsorted log is read twice: partition, sort)."""
     src = staged_file(log, work)
     if key != OUT_KEY and OUT_KEY in log.schema.names:
         raise UserError(f"{log.path} has a column {OUT_KEY!r} besides the key {key!r}; rename one of them")
-    res = convert(src, work / "lists", key, ro_columns=[], codec="snappy", memory_budget_bytes=budget)
+    res = convert(src, work / "lists", key, ro_columns=[], codec="snappy", memory_budget_bytes=budget, progress=tick)
     return work / "lists" / DATA_FILE, res
 
 
