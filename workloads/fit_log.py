@@ -335,7 +335,16 @@ class LogFit:
     convert: dict | None = None
 
     def mapping(self) -> list[str]:
-        return mapping_lines(self.roles, self.profile)
+        """One line per column: name, type, role, and where it went in the spec."""
+        lines = mapping_lines(self.roles, self.profile)
+        w = max(len(line) for line in lines)
+        for i, c in enumerate(self.profile.columns, start=1):
+            col = self.report["columns"][c]
+            detail = f" x{col['width']}" if col.get("width", 1) > 1 else ""
+            if "cardinality" in col:
+                detail = f", ~{col['cardinality']} ids, pooling {col['pooling_mean']:.3g}"
+            lines[i] = f"{lines[i]:<{w}}  -> {col['feature']}{detail}"
+        return lines
 
 
 def conflicts_of(roles: Roles, prof: Profile, policy: str) -> dict[str, int]:
@@ -364,7 +373,8 @@ def fit_log(
 ) -> LogFit:
     """Fit a spec to the log at `path` in a bounded number of streaming passes (see
     workloads.log_pass); `sink` sees every request-level batch of the final pass (analyze writes
-    them); `progress(stage, total)` gives a tick per long stage. Temp files go to `work_dir` (default: the system's) and are removed."""
+    them); `progress(stage, total)` gives a tick per long stage. Temp files go to `work_dir`
+    (default: the system's) and are removed."""
     if on_conflict not in CONFLICT_POLICIES:
         raise UserError(f"--on-conflict {on_conflict!r}; allowed: {', '.join(CONFLICT_POLICIES)}")
     log = open_log(path, None)

@@ -283,8 +283,10 @@ def _history(cols: dict[str, ColumnProfile], ids: str, cands: list[str]) -> tupl
 def mapping_lines(roles: Roles, prof: Profile) -> list[str]:
     """One line per column: its name, type and role (what `fit`/`analyze` print)."""
     w = max([len(c) for c in prof.columns] + [len(roles.request_key)])
-    lines = [f"{roles.request_key:<{w}}  {'(key)':<24}  request key"]
+    types = {c: cp.type.replace("element: ", "").replace("not null", "").strip() for c, cp in prof.columns.items()}
+    tw = max(len(t) for t in [*types.values(), "(key)"])
+    lines = [f"{roles.request_key:<{w}}  {'(key)':<{tw}}  request key"]
     for c, cp in prof.columns.items():
         extra = f"; varies in {cp.varying} requests" if cp.varying and c in roles.nro else ""
-        lines.append(f"{c:<{w}}  {cp.type[:24]:<24}  {roles.role_of(c)}{extra}")
+        lines.append(f"{c:<{w}}  {types[c]:<{tw}}  {roles.role_of(c)}{extra}")
     return lines
