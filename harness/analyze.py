@@ -48,7 +48,7 @@ class AnalyzeConfig:
     dtype: str = "bf16"
     requests_per_day: float = 1e9
     gpus: int = 8
-    sort_budget_mb: int = 128
+    sort_budget_mb: int = 64
     batch_requests: int | None = None  # requests per training step priced; None: the family preset's
 
     def __post_init__(self) -> None:

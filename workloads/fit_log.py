@@ -316,7 +316,7 @@ def _ratio_with(spec: WorkloadSpec, side: str, n: int) -> float:
 
 
 # --- the whole fit, streaming -----------------------------------------------------------------------------
-SORT_BUDGET = 128 << 20  # bytes of input per partition of convert's external sort (bounds its memory)
+SORT_BUDGET = 64 << 20  # bytes of input per partition of convert's external sort (bounds its memory)
 Progress = Callable[[str, int], Tick]  # (stage, total requests) -> tick(requests done)
 Sink = Callable[[pa.Table, np.ndarray, Roles], None]  # (request-level batch, impressions per request, roles)
 

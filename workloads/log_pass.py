@@ -32,6 +32,7 @@ from workloads.log_sketch import row_bytes, splitmix64
 from workloads.parquet_io import DATA_FILE, HISTORY_COLS, IS
 
 BATCH_BYTES = 32 << 20  # decoded bytes per batch read in the passes
+FIRST_BATCH_ROWS = 1024  # rows of the first batch, which measures the decoded bytes per row
 Tick = Callable[[int], None]
 # the NRO columns of roo-bench's own request-level datasets (workloads/parquet_io.py)
 CONVENTION_NRO = ("item_id", "item_dense", "labels")
@@ -135,17 +136,29 @@ def request_level_roles(log: LogInput) -> tuple[str, frozenset[str]]:
 
 # --- reading in bounded batches -----------------------------------------------------------------------
 def iter_tables(path: Path, columns: list[str] | None = None, target: int = BATCH_BYTES) -> Iterator[pa.Table]:
-    """The file as tables of about `target` decoded bytes (rows per batch from the footer's sizes)."""
+    """The file as tables of about `target` decoded bytes, never more than one row group each. Rows
+    per read follow the Arrow bytes per row seen so far; the first row group is read in small
+    batches that measure them (the footer counts encoded bytes, which for dictionary-encoded or
+    repetitive columns are a fraction of the decoded ones)."""
     pf = pq.ParquetFile(path)
-    meta = pf.metadata
+    seen_rows = seen_bytes = 0
     for g in range(pf.num_row_groups):
-        rg = meta.row_group(g)
-        if rg.num_rows == 0:
+        if pf.metadata.row_group(g).num_rows == 0:
             continue
-        per_row = max(1.0, rg.total_byte_size / rg.num_rows)
-        rows = max(1, min(rg.num_rows, int(target / per_row)))
+        per_row = seen_bytes / seen_rows if seen_rows else None
+        rows = FIRST_BATCH_ROWS if per_row is None else max(1, int(target / max(per_row, 1.0)))
+        pending: list[pa.RecordBatch] = []
+        size = 0
         for b in pf.iter_batches(batch_size=rows, row_groups=[g], columns=columns, use_threads=False):
-            yield pa.Table.from_batches([b])
+            seen_rows += b.num_rows
+            seen_bytes += b.nbytes
+            pending.append(b)
+            size += b.nbytes
+            if size >= target:
+                yield pa.Table.from_batches(pending)
+                pending, size = [], 0
+        if pending:
+            yield pa.Table.from_batches(pending)
 
 
 def _combined(col: pa.ChunkedArray) -> pa.Array:

@@ -56,7 +56,7 @@ def register(sub) -> None:
     p.add_argument(
         "--batch-requests", type=int, default=None, help="requests per training step priced (default: the family's)"
     )
-    p.add_argument("--sort-budget-mb", type=int, default=128, help="input MB per sort partition (bounds memory)")
+    p.add_argument("--sort-budget-mb", type=int, default=64, help="input MB per sort partition (bounds memory)")
     p.add_argument("--out", required=True, help="output directory (must not exist)")
     p.add_argument("--json", action="store_true", help="print the analyze record")
     p.set_defaults(func=_run)
