@@ -164,8 +164,9 @@ def infer_roles(prof: Profile, opts: RoleOptions) -> Roles:
 def _ro_columns(prof: Profile, opts: RoleOptions, notes: list[str]) -> tuple[str, ...]:
     cols = prof.columns
     if opts.ro_columns is not None:
-        _known(opts.ro_columns, prof, "--ro-columns")
-        return tuple(c for c in cols if c in opts.ro_columns)
+        named = tuple(c for c in opts.ro_columns if c != prof.source_key)  # the key is RO by definition
+        _known(named, prof, "--ro-columns")
+        return tuple(c for c in cols if c in named)
     if prof.multi == 0:
         notes.append(
             "every request has one impression, so the data cannot tell RO columns from the others: all columns "
