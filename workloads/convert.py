@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +131,7 @@ def convert(
     on_conflict: str = "error",
     codec: str = "zstd",
     memory_budget_bytes: int = 256 << 20,
+    progress: Callable[[int], None] | None = None,
 ) -> ConvertResult:
     t0 = time.perf_counter()
     if on_conflict not in CONFLICT_POLICIES:
@@ -158,9 +159,8 @@ def convert(
         while sorted_input:
             try:
                 res.rows_out = res.conflicts = 0
-                _convert_stream(
-                    _read_batches(pf), tmp / DATA_FILE, request_key, ro, on_conflict, codec, res, verify=not explicit
-                )
+                batches = _ticking(_read_batches(pf), progress)
+                _convert_stream(batches, tmp / DATA_FILE, request_key, ro, on_conflict, codec, res, verify=not explicit)
                 break
             except Unsorted:
                 sorted_input = False
@@ -169,7 +169,15 @@ def convert(
         if not sorted_input:
             res = ConvertResult(bytes_in=res.bytes_in, external_sort=True)
             external_sort_convert(
-                pf, tmp, request_key, None if not explicit else ro, on_conflict, codec, memory_budget_bytes, res
+                pf,
+                tmp,
+                request_key,
+                None if not explicit else ro,
+                on_conflict,
+                codec,
+                memory_budget_bytes,
+                res,
+                progress,
             )
             ro = res.ro_columns
         res.ro_columns = [c for c in ro if c != request_key]
@@ -183,6 +191,14 @@ def convert(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return res
+
+
+def _ticking(batches: Iterator[tuple[pa.Table, int]], progress: Callable[[int], None] | None):
+    """The batches, telling `progress` of the rows of each (every row read counts, in any pass)."""
+    for t, flag in batches:
+        if progress is not None:
+            progress(t.num_rows)
+        yield t, flag
 
 
 def _explicit_ro_columns(ro_columns: str | list[str], names: list[str]) -> list[str]:

@@ -12,6 +12,7 @@ import math
 import shutil
 import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ def external_sort_convert(
     codec: str,
     budget: int,
     res: ConvertResult,
+    progress: Callable[[int], None] | None = None,
 ) -> None:
     """Hash-partition rows by key into temp files, then sort and convert each partition in memory.
 
@@ -50,7 +52,7 @@ def external_sort_convert(
     res.partitions = parts
     pdir = Path(tempfile.mkdtemp(prefix="parts-", dir=tmp))
     try:
-        written = _partition(pf, key, parts, pdir)
+        written = _partition(pf, key, parts, pdir, progress)
         if ro is None:  # auto: columns constant within every request, decided over all partitions
             ro = [n for n in pf.schema_arrow.names if n != key]
             for p in written:
@@ -64,6 +66,8 @@ def external_sort_convert(
                 out, c = requests_table(t, run_starts(key_array(t, key)), key, ro, policy)
                 res.conflicts += c
                 res.rows_out += out.num_rows
+                if progress is not None:
+                    progress(t.num_rows)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp / DATA_FILE, out.schema, compression=parquet_compression(codec))
                 writer.write_table(out)
@@ -74,11 +78,13 @@ def external_sort_convert(
         shutil.rmtree(pdir, ignore_errors=True)
 
 
-def _partition(pf: pq.ParquetFile, key: str, parts: int, pdir: Path) -> list[int]:
+def _partition(pf: pq.ParquetFile, key: str, parts: int, pdir: Path, progress=None) -> list[int]:
     """Write every row into `pdir/<bucket>.parquet`; returns the buckets written, in order."""
     writers: dict[int, pq.ParquetWriter] = {}
     try:
         for t in read_row_groups(pf):
+            if progress is not None:
+                progress(t.num_rows)
             bucket = _bucket(key_array(t, key), parts)
             for p in np.unique(bucket):
                 sub = t.filter(pa.array(bucket == p))

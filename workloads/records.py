@@ -70,6 +70,7 @@ class Kind(StrEnum):
     GENERATE = "generate"  # `roo-bench generate`: the datasets written
     CONVERT = "convert"  # `roo-bench convert`: rows and bytes in and out
     FIT = "fit"  # `roo-bench fit`: the fitted spec and the fit report
+    ANALYZE = "analyze"  # `roo-bench analyze`: a user's log end to end (storage, fit, cost, projection)
 
     def __str__(self) -> str:
         return self.value
@@ -356,9 +357,17 @@ class FitRecord(Record):
     spec = _Metric[dict[str, Any]]("spec")
 
 
+@dataclass(frozen=True)
+class AnalyzeRecord(Record):
+    KIND = Kind.ANALYZE
+    CONFIG_KEYS = tuple("input request_key roles_options on_conflict model hardware dtype".split())
+    CONFIG_KEYS += ("requests_per_day", "gpus", "batch_requests", "out")
+    savings = _Metric[dict[str, float]]("savings")
+
+
 _TYPES: tuple[type[Record], ...] = (PointRecord, StorageRecord, CalibrationRecord, CommRecord, ModelRecord)
 _TYPES += (ProjectRecord, ValidateRecord, BenchRecord, ProfileRecord, SweepRecord, DemoRecord, PresetsRecord)
-_TYPES += (GenerateRecord, ConvertRecord, FitRecord)
+_TYPES += (GenerateRecord, ConvertRecord, FitRecord, AnalyzeRecord)
 RECORD_TYPES: dict[Kind, type[Record]] = {t.KIND: t for t in _TYPES if t.KIND is not None}
 assert set(RECORD_TYPES) == set(Kind), "every kind has its record type"
 

@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from harness.commands.analyze import add_role_arguments, role_options
 from workloads.errors import UserError
 from workloads.layout import LAYOUT_CHOICES, Layout, parse_layouts
 from workloads.records import Kind, emit, emit_flat
@@ -78,9 +79,12 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_storage)
 
-    p = sub.add_parser("fit", help="fit a workload spec (TOML) to a log")
-    p.add_argument("input", metavar="IN", help="Parquet file or dataset dir (roo-bench column convention)")
+    p = sub.add_parser("fit", help="fit a workload spec (TOML) to a log of any schema")
+    p.add_argument(
+        "input", metavar="IN", help="Parquet log (impression level, any columns and row order) or dataset dir"
+    )
     p.add_argument("--request-key", required=True, help="column that identifies the request")
+    add_role_arguments(p)
     p.add_argument("--out", default=None, help="write the spec TOML here (default: print it)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_fit)
@@ -358,6 +362,12 @@ def measure_dataset(data: str | Path, codecs: tuple[str, ...], row_group_size: i
     dirs = dataset_dirs(data)
     ds = sorted(dirs, key=lambda d: read_manifest(d)["layout"] != "request")[0]
     m = read_manifest(ds)
+    if not _roo_bench_columns(ds):  # e.g. `convert`'s output of a log of another pipeline
+        from harness.analyze_stages import measure_request_dataset
+
+        if m["layout"] != "request":
+            raise UserError(f"{ds} is an impression-level dataset of foreign columns; run `roo-bench analyze` on it")
+        return measure_request_dataset(ds, codecs) | {"data": str(ds)}
     b = read_dataset(ds)
     if m["layout"] == "impression":
         b = b.to_requests()
@@ -365,6 +375,20 @@ def measure_dataset(data: str | Path, codecs: tuple[str, ...], row_group_size: i
     res = measure(b, spec, codecs=codecs, row_group_size=row_group_size or DEFAULT_ROW_GROUP)
     res.update({"data": str(ds)})
     return res
+
+
+def _roo_bench_columns(ds: Path) -> bool:
+    """The dataset's file has roo-bench's own columns (workloads/parquet_io.py)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from workloads.parquet_io import DATA_FILE, HISTORY_COLS
+
+    try:
+        names = pq.read_schema(ds / DATA_FILE).names
+    except (OSError, pa.ArrowInvalid):
+        return True  # the reader below says what is wrong
+    return {"request_id", "item_id", "labels", *HISTORY_COLS} <= set(names)
 
 
 def _storage(args) -> int:
@@ -413,19 +437,25 @@ def _storage(args) -> int:
     return 0
 
 
-# --- fit -----------------------------------------------------------------------------------------------
+# --- fit ---------------------------------------------------------------------------------------------
 def _fit(args) -> int:
     import os
     import tempfile
 
-    from workloads.fit import fit_file
+    from workloads.fit_log import fit_log
 
     out = Path(args.out) if args.out else None
     if out is not None:
         parent = out.parent if str(out.parent) else Path(".")
         if not parent.is_dir() or not os.access(parent, os.W_OK):
             raise UserError(f"cannot write {out}: {parent} is not a writable directory; choose another --out")
-    spec, report = fit_file(args.input, args.request_key)
+    _choice("on-conflict", args.on_conflict, ("error", "first"))
+    bars = _stage_bars()
+    try:
+        res = fit_log(args.input, args.request_key, role_options(args), args.on_conflict, progress=bars)
+    finally:
+        bars.close()
+    spec, report = res.spec, res.report
     text = spec.to_toml()
     if out is not None:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
@@ -433,14 +463,33 @@ def _fit(args) -> int:
             f.write(text)
         os.replace(tmp, out)
     if args.json:
-        emit_flat(Kind.FIT, {"spec": spec.to_dict(), "fit": report, "out": str(out) if out else None})
-    elif out is None:
-        print(text, end="")
-    else:
-        d = report["data"]
-        print(
-            f"fitted {d['requests']} requests: impressions/request {report['impressions']['chosen']} "
-            f"(mean {d['impressions_per_request']:.2f}), history length {report['history_length']['chosen']} "
-            f"(mean {d['history_length_mean']:.1f}) -> {out}"
+        emit_flat(
+            Kind.FIT,
+            {"spec": spec.to_dict(), "fit": report, "roles": res.roles.to_dict(), "out": str(out) if out else None},
         )
+        return 0
+    # the mapping goes to stderr when the spec itself is printed, so stdout stays a valid TOML file
+    info = sys.stderr if out is None else sys.stdout
+    print("column roles (correct them with --ro-columns/--label-columns/--timestamp/--sequence-columns):", file=info)
+    for line in res.mapping():
+        print(f"  {line}", file=info)
+    for note in [*res.roles.notes, *(f"column {d}" for d in report["dropped"])]:
+        print(f"note: {note}", file=info)
+    if out is None:
+        print(text, end="")
+        return 0
+    d, st = report["data"], report["storage"]
+    print(
+        f"fitted {d['requests']} requests: impressions/request {report['impressions']['chosen']} "
+        f"(mean {d['impressions_per_request']:.2f}), history length {report['history_length']['chosen']} "
+        f"(mean {d['history_length_mean']:.1f}); storage ratio log {st['log_uncompressed_ratio']:.3f}, "
+        f"spec {st['spec_predicted_ratio']:.3f} -> {out}"
+    )
     return 0
+
+
+def _stage_bars():
+    """A tqdm bar per stage of a long command, on stderr (none off a terminal or without tqdm)."""
+    from harness.analyze import Bars
+
+    return Bars()
