@@ -36,7 +36,7 @@ class RowGrads:
 
     def add(self, ids: torch.Tensor, rows: torch.Tensor) -> None:
         self._ids.append(ids.reshape(-1))
-        self._rows.append(rows.reshape(ids.numel(), -1))
+        self._rows.append(rows.reshape(ids.numel(), rows.shape[-1]))  # [0, dim] for an empty lookup
 
     def clear(self) -> None:
         self._ids.clear()

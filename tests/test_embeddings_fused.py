@@ -259,3 +259,24 @@ def test_row_grads_accumulate_over_lookups_and_need_a_bag_index():
     assert t.row_grads.take(torch.float32) is None  # taken
     with pytest.raises(ValueError, match="a bag lookup needs the bag of each id"):
         row_grad_lookup(t.emb.weight, torch.tensor([1]), RowGrads(), offsets=torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("layout", ["impression", "roo"])
+def test_fused_step_on_a_workload_without_history(layout):
+    """DLRM-v2 (late-ranking) has no user history: the history tables' lookups are empty, and the
+    fused optimizer takes their [0, dim] rows like any others (the same step as the reference)."""
+    from roo_ref.models import build_model
+    from roo_ref.train import Trainer
+    from workloads.generator import generate
+    from workloads.presets import get_preset
+
+    spec = get_preset("late-ranking@0.002")
+    assert spec.history.length.kind == "fixed" and spec.history.length.value == 0
+    rb = generate(spec, spec.requests_per_batch, seed=1)
+    batch = rb if layout == "roo" else rb.to_impressions()
+    losses = []
+    for fused in (True, False):
+        model = build_model(spec, "late-ranking@0.002", ["embedding_dim=8"], seed=0)
+        tr = Trainer(model, layout, seed=0, fused_embeddings=fused)
+        losses.append([float(tr.step(batch)) for _ in range(2)])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
