@@ -309,3 +309,13 @@ def test_demo_cpu_roofline_uses_the_demos_calibration(tmp_path, capsys):
     cap, svg = next((c, s) for c, s in figs.items() if c.startswith("Roofline — CPU (this run)"))
     assert f"roofs: the calibration {out / 'results' / 'calibration.json'} (the same session: host and commit)" in cap
     assert "calibrated fp32:" in svg and "not placed" not in cap
+
+
+def test_projection_header_reads_its_inputs_from_the_record(tmp_path, capsys):
+    """`project --json` keeps requests/day, GPUs and device in config; the summary's head reads them."""
+    assert main(["project", "--preset", "tiny", "--requests-per-day", "1e9", "--gpus", "16", "--json"]) == 0
+    f = tmp_path / "project.json"
+    f.write_text(capsys.readouterr().out)
+    page = render_html(loader.load([str(f)]), "projection")
+    assert "Projection: 1 G requests/day on 16 × NVIDIA H100" in _text(_section(page, "summary"))
+    assert "on ? × ?" not in page

@@ -361,7 +361,8 @@ def _projection(recs: dict) -> list[dict]:
                     else pct((1 - ratio(r, i)) if ratio(r, i) is not None else None, signed=False),
                 }
             )
-        m = pr["metrics"]
+        # the inputs sit in config (records) or beside the outputs (bare --json of older versions)
+        m = {**pr["metrics"], **pr.get("config", {})}
         proj_head = (
             f"Projection: {si(m.get('requests_per_day'))} requests/day on {m.get('gpus', '?')} × {m.get('device', '?')}"
         )
