@@ -385,3 +385,13 @@ def test_generate_help_says_what_shuffled_means(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "every impression of the dataset in one seeded random order" in text
     assert "do not depend on --chunk-requests" in text and "--shuffle-memory-mb" in text
+
+
+def test_single_run_records_carry_provenance(capsys):
+    """storage/presets --json records say where and with what they were made."""
+    from harness.cli import main
+
+    for argv in (["storage", "--preset", "tiny", "--requests", "8", "--json"], ["presets", "--json"]):
+        assert main(argv) == 0
+        prov = json.loads(capsys.readouterr().out)["provenance"]
+        assert {"git_sha", "host", "torch_version", "python_version", "created_utc"} <= set(prov), argv

@@ -115,9 +115,16 @@ def _choice(name: str, v: str, allowed) -> None:
 def _out(kind: Kind, obj: dict, args, text: str) -> None:
     """The command's output: `obj` as a record of `kind` with --json, else `text`."""
     if args.json:
-        emit_flat(kind, obj)
+        emit_flat(kind, obj, provenance=_provenance(args))
     else:
         print(text)
+
+
+def _provenance(args) -> dict:
+    """Where and with what a single-run record was made (harness.provenance.collect)."""
+    from harness.provenance import collect
+
+    return collect(getattr(args, "seed", None), "cpu")
 
 
 # --- presets -------------------------------------------------------------------------------------------
@@ -414,7 +421,7 @@ def _storage(args) -> int:
         res = measure(b, spec, codecs=codecs, row_group_size=args.row_group_size or DEFAULT_ROW_GROUP)
         res.update({"preset": spec.name, "seed": seed})
     if args.json:
-        emit_flat(Kind.STORAGE, res)
+        emit_flat(Kind.STORAGE, res, provenance=_provenance(args))
         return 0
     p = res["predicted_uncompressed_ratio"]
     print(
