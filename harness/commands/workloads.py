@@ -139,7 +139,7 @@ def _presets(args) -> int:
         names = list(PRESETS) if args.scale is None else [f"{n}@{args.scale:g}" for n in PRESETS]
     rows = [_preset_row(n) for n in names]
     if args.json:
-        emit(Kind.PRESETS, {"name": args.name, "scale": args.scale}, {"presets": rows})
+        emit(Kind.PRESETS, {"name": args.name, "scale": args.scale}, {"presets": rows}, provenance=_provenance(args))
     elif args.name is not None:
         print(_preset_detail(rows[0]))
     else:
