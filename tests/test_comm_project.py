@@ -77,7 +77,8 @@ def test_bad_topology(kw, msg):
 def test_cli_json(capsys):
     assert main(["comm-project", "--preset", "tiny", "--world-sizes", "2,8,16", "--gpus-per-node", "8", "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
-    assert rec["kind"] == "comm-project" and rec["config"]["topology"]["gpus_per_node"] == 8
+    assert rec["kind"] == "comm" and rec["metrics"]["projection"] is True
+    assert rec["metrics"]["topology"]["gpus_per_node"] == 8
     rows = rec["metrics"]["rows"]
     assert [r["world_size"] for r in rows] == [2, 8, 16]
     assert rows[0]["layouts"]["roo"]["inter_node_bytes_per_rank"] == 0

@@ -59,7 +59,6 @@ class Kind(StrEnum):
     STORAGE = "storage"  # `roo-bench storage`: bytes and seconds per layout x order x codec
     CALIBRATION = "calibration"  # `roo-bench calibrate`, harness.nvml_perturbation
     COMM = "comm"  # `roo-bench comm`: all-to-all bytes and time on W ranks
-    COMM_PROJECT = "comm-project"  # `roo-bench comm-project`: the all-to-all projected to W ranks
     MODEL = "model"  # `roo-bench model`: the analytic cost per component
     PROJECT = "project"  # `roo-bench project`: requests/day -> GPU-hours, TB, kWh
     VALIDATE = "validate"  # `roo-bench validate`: analytic vs counted FLOPs and bytes
@@ -279,14 +278,6 @@ class CommRecord(Record):
 
 
 @dataclass(frozen=True)
-class CommProjectRecord(Record):
-    KIND = Kind.COMM_PROJECT
-    CONFIG_KEYS: tuple[str, ...] = ("preset", "hardware", "sharding", "embedding_dim", "comm_dtype")
-    CONFIG_KEYS += ("requests_per_rank", "max_history", "topology")
-    rows = _Metric[_Rows]("rows")
-
-
-@dataclass(frozen=True)
 class ModelRecord(Record):
     KIND = Kind.MODEL
     CONFIG_KEYS = ("preset", "device", "dtype", "exact", "world_size", "model")
@@ -376,7 +367,7 @@ class AnalyzeRecord(Record):
 
 _TYPES: tuple[type[Record], ...] = (PointRecord, StorageRecord, CalibrationRecord, CommRecord, ModelRecord)
 _TYPES += (ProjectRecord, ValidateRecord, BenchRecord, ProfileRecord, SweepRecord, DemoRecord, PresetsRecord)
-_TYPES += (GenerateRecord, ConvertRecord, FitRecord, AnalyzeRecord, CommProjectRecord)
+_TYPES += (GenerateRecord, ConvertRecord, FitRecord, AnalyzeRecord)
 RECORD_TYPES: dict[Kind, type[Record]] = {t.KIND: t for t in _TYPES if t.KIND is not None}
 assert set(RECORD_TYPES) == set(Kind), "every kind has its record type"
 

@@ -94,6 +94,7 @@ def build(args) -> dict:
         _compute_s(args.preset, args.hardware, requests),
     )
     return {
+        "projection": True,
         "preset": args.preset,
         "hardware": args.hardware,
         "sharding": args.sharding,
@@ -110,7 +111,7 @@ def build(args) -> dict:
 def _run(args) -> int:
     obj = build(args)
     if args.json:
-        emit_flat(Kind.COMM_PROJECT, obj)
+        emit_flat(Kind.COMM, obj)  # a comm record of the model, told apart by "projection": true
         return 0
     t = obj["topology"]
     print(
