@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The embedding all-to-all campaign on a multi-GPU host (NCCL): early-ranking and retrieval, both
-# layouts (every run measures both), table- and row-wise sharding, W=2 (and W=4 when 4 GPUs are
-# visible). Run from the repository root:
+# The embedding all-to-all campaign on a multi-GPU host (NCCL): early-ranking, retrieval and
+# hstu-ranking (its history exchanged as a sequence of the last HSTU_HISTORY events), both layouts
+# (every run measures both), table- and row-wise sharding, W=2, 4 and 8 as far as the visible GPUs
+# allow. Run from the repository root:
 #
 #   OUT=/some/dir PYTHONPATH=. bash harness/comm_gpu_campaign.sh
 #
 # Writes under $OUT: comm.jsonl (one result record per run, kind "comm"), one `roo-bench comm --json`
 # summary per run (comm_<preset>_<sharding>_w<W>.json, its stderr beside it) and comm_summary.md.
-# Knobs (environment): WS="2 4", PRESETS, SHARDINGS, STEPS (50), WARMUP (5), REQUESTS (per rank;
-# default the preset's batch), DIM (128), ROW_CAP (65536), COMM_DTYPE (fp32), RUN_TIMEOUT (s, 540).
+# Knobs (environment): WS="2 4 8", PRESETS, HSTU_HISTORY (256, hstu-ranking's model), SHARDINGS,
+# STEPS (50), WARMUP (5), REQUESTS (per rank; default the preset's batch), DIM (128), ROW_CAP (65536), COMM_DTYPE (fp32), RUN_TIMEOUT (s, 540).
 # A failed run is reported and the campaign goes on; the exit code is 1 if any run failed.
 set -u -o pipefail
 
@@ -31,9 +32,11 @@ elif [ "$NGPU" -lt 2 ]; then
 fi
 if [ -z "${WS:-}" ]; then
     WS="2"
-    if [ "$NGPU" -ge 4 ]; then WS="2 4"; fi
+    if [ "$NGPU" -ge 4 ]; then WS="$WS 4"; fi
+    if [ "$NGPU" -ge 8 ]; then WS="$WS 8"; fi
 fi
-PRESETS=${PRESETS:-"early-ranking retrieval"}
+PRESETS=${PRESETS:-"early-ranking retrieval hstu-ranking"}
+HSTU_HISTORY=${HSTU_HISTORY:-256}
 SHARDINGS=${SHARDINGS:-"table row"}
 STEPS=${STEPS:-50}
 WARMUP=${WARMUP:-5}
@@ -57,11 +60,13 @@ for W in $WS; do
     for preset in $PRESETS; do
         for sharding in $SHARDINGS; do
             name="comm_${preset}_${sharding}_w${W}"
+            HIST_ARGS=()
+            [ "$preset" = hstu-ranking ] && HIST_ARGS=(--max-history "$HSTU_HISTORY")
             echo "== $name"
             t0=$(date +%s)
             if "$PY" -m harness comm --nproc "$W" --preset "$preset" --device "$DEVICE" --sharding "$sharding" \
                 --steps "$STEPS" --warmup "$WARMUP" --embedding-dim "$DIM" --row-cap "$ROW_CAP" \
-                --comm-dtype "$COMM_DTYPE" "${REQ_ARGS[@]}" --timeout "$RUN_TIMEOUT" \
+                --comm-dtype "$COMM_DTYPE" "${REQ_ARGS[@]}" "${HIST_ARGS[@]}" --timeout "$RUN_TIMEOUT" \
                 --json --out "$OUT/comm.jsonl" >"$OUT/$name.json" 2>"$OUT/$name.stderr"; then
                 echo "   ok in $(($(date +%s) - t0)) s"
             else
@@ -83,6 +88,8 @@ for f in sorted(out.glob("comm_*_w*.json")):
         s = json.loads(f.read_text())
     except ValueError:
         continue
+    if "metrics" in s:  # a `--json` record: its config and metrics, flat
+        s = {**s["config"], **s["metrics"]}
     for lay, L in s["layouts"].items():
         bw, pred = L["bus_bw_gbps"], L["predicted_comm_ms"]
         rows.append(

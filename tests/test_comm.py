@@ -1,10 +1,11 @@
-"""The distributed all-to-all benchmark on 2 gloo ranks (CPU), launched by torchrun.
+"""The distributed all-to-all benchmark on 2 and 4 gloo ranks (CPU), launched by torchrun.
 
 Asserts, on the tiny preset (table-wise, through `roo-bench comm --json`) and a reduced early-ranking
 (table- and row-wise, torchrun directly), both layouts: the bytes
 counted at all_to_all_single equal roo_ref.cost.comm's exact bytes (recomputed here from the same
 global batch), and the ROO exchange expanded to impressions equals the impression-level exchange
-bit for bit. Bad input: one line, exit 2, no rank left running."""
+bit for bit; at W = 4 too, and with an HSTU history sequence (hstu-ranking, --max-history) whose
+per-event rows the ROO exchange delivers once per request. Bad input: one line, exit 2, no rank left running."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from harness.cli import main
 from harness.results import read_results
 from roo_ref.cost import comm as cc
 from workloads.generator import generate
-from workloads.presets import get_preset
+from workloads.presets import get_preset, resolve_spec
 from workloads.records import flat_view
 
 # The module's fixture launches torchrun with 2 gloo ranks per layout and sharding.
@@ -42,6 +43,26 @@ EARLY = [
     "8",
     "--row-cap",
     "512",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--init-timeout",
+    MARK,
+]
+HSTU_SET = ("impressions.value=3", "history.length.max=24")
+HSTU = [
+    "--preset",
+    "hstu-ranking",
+    "--requests",
+    "2",
+    *(a for o in HSTU_SET for a in ("--set", o)),
+    "--max-history",
+    "10",
+    "--embedding-dim",
+    "8",
+    "--row-cap",
+    "700",
     "--steps",
     "2",
     "--warmup",
@@ -96,9 +117,12 @@ def runs(tmp_path_factory):
         "-m",
         "harness.commands.comm",
     ]
+    torchrun4 = [*torchrun[:5], "4", *torchrun[6:]]
     cmds = {
         "tiny_cli": [*cli, *TINY, "--sharding", "table", "--json", "--out", str(tmp / "out.jsonl")],
         "early": [*torchrun, *EARLY, "--sharding", "table", "row", "--record-file", str(tmp / "early.json")],
+        "early_w4": [*torchrun4, *EARLY, "--sharding", "table", "row", "--record-file", str(tmp / "early4.json")],
+        "hstu_w4": [*torchrun4, *HSTU, "--sharding", "table", "row", "--record-file", str(tmp / "hstu4.json")],
         "mpi": [*cli, *TINY, "--backend", "mpi"],
         "timeout": [*cli, *TINY, "--timeout", "1"],
     }
@@ -114,33 +138,39 @@ def runs(tmp_path_factory):
     return res
 
 
-def _check_record(rec: dict, preset: str, requests: int, dim: int, row_cap: int):
+def _check_record(
+    rec: dict, preset: str, requests: int, dim: int, row_cap: int, world: int = 2, history: int = 0, sets=()
+):
     assert rec["schema"] == "roo-bench/result/1" and rec["kind"] == "comm" and rec["status"] == "ok"
     c, m = rec["config"], rec["metrics"]
-    assert c["world_size"] == 2 and c["backend"] == "gloo" and c["device"] == "cpu"
-    spec = get_preset(preset)
-    batch = generate(spec, requests * 2, seed=c["seed"])
+    assert c["world_size"] == world and c["backend"] == "gloo" and c["device"] == "cpu"
+    assert c["model"]["max_history"] == history
+    spec = resolve_spec(preset, None, list(sets)) if sets else get_preset(preset)
+    batch = generate(spec, requests * world, seed=c["seed"])
     for layout in cc.LAYOUTS:
         L = m["layouts"][layout]
         exact = cc.exact_a2a_bytes(
             batch,
             layout,
-            2,
+            world,
             sharding=c["model"]["sharding"],
             embedding_dim=dim,
             emb_bytes=4,
             row_cap=row_cap,
             spec=spec,
+            history_cap=history,
         )
+        assert (exact.seq_bytes > 0) == (history > 0)
         assert L["counted"] == exact.handed()  # every component, bytes handed to the collective
         assert L["counted_cross"] == exact.cross()  # and the part addressed to the other rank
         assert L["counted_bytes_per_step"] == L["analytic_bytes_per_step"] == exact.total
         assert L["cross_bytes_per_step"] == exact.cross_total
         assert L["bytes_match"] and L["bytes_same_every_step"]
-        assert L["collective_calls_per_step"] == 4 * 2  # lengths, ids, pooled, grads on each rank
+        # lengths, ids, embeddings, grads on each rank: the history rides in the same four
+        assert L["collective_calls_per_step"] == cc.COLLECTIVES_PER_STEP * world == 4 * world
         assert L["step_ms"]["n"] == c["steps"] and L["step_ms_median"] > 0
         assert L["impressions_per_step"] == int(batch.num_impressions.sum())
-        assert L["requests_per_step"] == 2 * requests
+        assert L["requests_per_step"] == world * requests
     imp, roo = m["layouts"]["impression"], m["layouts"]["roo"]
     assert m["saving"] == pytest.approx(1 - roo["counted_bytes_per_step"] / imp["counted_bytes_per_step"])
     assert m["saving"] > 0.2  # k > 1 impressions per request: user bytes shrink
@@ -177,6 +207,23 @@ def test_torchrun_early_ranking_both_shardings(runs):
     for rec in recs:
         _check_record(rec, "early-ranking", 3, 8, 512)
     assert "bytes match: True" in out  # rank 0's summary line
+
+
+@pytest.mark.parametrize("name", ["early_w4", "hstu_w4"])
+def test_torchrun_four_ranks_both_shardings(runs, name):
+    rc, out, err = runs[name]
+    assert rc == 0, err
+    recs = json.loads((runs["tmp"] / f"{name.split('_')[0]}4.json").read_text())
+    assert [r["config"]["model"]["sharding"] for r in recs] == ["table", "row"]
+    for rec in recs:
+        if name == "early_w4":
+            _check_record(rec, "early-ranking", 3, 8, 512, world=4)
+        else:
+            _check_record(rec, "hstu-ranking", 2, 8, 700, world=4, history=10, sets=HSTU_SET)
+            layouts = rec["metrics"]["layouts"]
+            # k = 3 impressions per request: the impression layout sends every history event 3 times
+            seq = {lay: layouts[lay]["analytic"]["seq_bytes"] for lay in cc.LAYOUTS}
+            assert seq["impression"] > 2 * seq["roo"] > 0
 
 
 def test_backend_that_fails_to_initialize(runs):

@@ -4,6 +4,7 @@ bandwidth model (`calibrate_alltoall`), and the small cross-rank reductions of t
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -33,7 +34,7 @@ class CountingComm:
 
     def all_to_all(self, x: torch.Tensor, send: list[int], recv: list[int], tag: str) -> torch.Tensor:
         x = x.contiguous()
-        row = x[0].numel() if x.dim() > 1 else 1
+        row = math.prod(x.shape[1:])  # elements per row, also of an empty tensor (a rank owning no table)
         out = x.new_empty((sum(recv), *x.shape[1:]))
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

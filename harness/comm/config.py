@@ -31,6 +31,7 @@ class CommConfig:
     warmup: int = 3
     seed: int = 0
     comm_dtype: str = "fp32"
+    max_history: int = 0  # > 0: each request's last events, exchanged as a sequence (HSTU); 0: none
     init_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -59,6 +60,7 @@ class CommConfig:
             ("--steps", self.steps, 1),
             ("--warmup", self.warmup, 0),
             ("--seed", self.seed, 0),
+            ("--max-history", self.max_history, 0),
         ):
             if v < lo:
                 raise UserError(f"{name}={v} must be >= {lo}")

@@ -107,6 +107,7 @@ def _config(cfg: CommConfig, spec, run: ShardingRun, world: int) -> dict:
             "sharding": run.sharding,
             "assign": cfg.assign,
             "comm_dtype": cfg.comm_dtype,
+            "max_history": cfg.max_history,
             "tables": len(run.tables),
             "table_rows": [t.rows for t in run.tables],
             "owners": list(run.owners) if run.owners else None,
@@ -134,6 +135,7 @@ def build_record(cfg: CommConfig, run: ShardingRun, spec, batch, world: int, dev
         emb_bytes=cfg.torch_comm_dtype().itemsize,
         row_cap=cfg.row_cap,
         assign=cfg.assign,
+        history_cap=cfg.max_history,
     )
     out_layouts = {}
     for lay, m in run.layouts.items():

@@ -114,7 +114,7 @@ class _Model:
 def _build(
     cfg: CommConfig, sharding: str, batch: RequestBatch, spec, rank: int, world: int, device: torch.device
 ) -> tuple[_Model, tuple, tuple | None]:
-    tables = comm_cost.embedding_tables(spec, cfg.row_cap)
+    tables = comm_cost.embedding_tables(spec, cfg.row_cap, cfg.max_history)
     owners = comm_cost.assign_tables(tables, world, cfg.assign) if sharding == "table" else None
     comm = CountingComm(rank, world, device)
     emb = ShardedEmbeddings(
@@ -122,8 +122,9 @@ def _build(
     )
     fu, fi = spec.n_user_sparse, spec.n_item_sparse
     torch.manual_seed(cfg.seed)  # the same head on every rank and in both layouts
-    head = torch.nn.Linear((fu + fi) * cfg.embedding_dim, 1).to(device)
-    inputs = {lay: local_input(batch, lay, tables, rank, world, device) for lay in LAYOUTS}
+    n_feats = fu + fi + len(tables) - comm_cost.pooled_tables(tables)  # the pooled history is one more
+    head = torch.nn.Linear(n_feats * cfg.embedding_dim, 1).to(device)
+    inputs = {lay: local_input(batch, lay, tables, rank, world, device, cfg.max_history) for lay in LAYOUTS}
     return _Model(emb, head, inputs, comm, fu, fi), tables, owners
 
 

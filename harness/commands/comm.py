@@ -73,6 +73,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--comm-dtype", default="fp32", help="dtype of the exchanged embeddings: fp32|bf16|fp16")
     p.add_argument(
+        "--max-history",
+        type=int,
+        default=0,
+        help="exchange each request's last N history events as a sequence, one row per event (HSTU; "
+        "hstu-ranking's model keeps 256); 0 (default): no history exchange",
+    )
+    p.add_argument(
         "--init-timeout", type=float, default=60.0, help="process-group timeout (s): init and every collective"
     )
 
@@ -95,6 +102,7 @@ def config_from_args(args, shardings):
         warmup=args.warmup,
         seed=args.seed,
         comm_dtype=args.comm_dtype,
+        max_history=args.max_history,
         init_timeout_s=args.init_timeout,
     )
 
@@ -144,6 +152,8 @@ def _launch_argv(args, cfg, record_file: str, error_file: str) -> list[str]:
         str(args.seed),
         "--comm-dtype",
         args.comm_dtype,
+        "--max-history",
+        str(args.max_history),
         "--init-timeout",
         str(args.init_timeout),
         "--record-file",
@@ -275,6 +285,7 @@ def summary(rec: dict, out: str | None) -> dict:
         "sharding": c["model"]["sharding"],
         "embedding_dim": c["model"]["embedding_dim"],
         "comm_dtype": c["model"]["comm_dtype"],
+        "max_history": c["model"].get("max_history", 0),
         "requests_per_rank": c["requests_per_rank"],
         "steps": c["steps"],
         "layouts": {lay: {k: L[k] for k in keys} for lay, L in m["layouts"].items()},

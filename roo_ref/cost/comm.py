@@ -18,11 +18,25 @@ Setting (as torchrec's sharded EmbeddingBagCollection, one table per sparse feat
   rank i // block_t. Every rank computes partial sums for every bag; the partials are summed at the
   bag's home rank (torchrec's reduce-scatter, done here as an all-to-all + sum).
 
-One step = four all-to-alls (all counted):
-  ids_lengths  int64 bag lengths of the input redistribution,
-  ids_values   int64 ids of the input redistribution,
-  pooled_fwd   pooled embeddings forward (`dim * emb_bytes` per bag handed),
+One step = four all-to-alls (`COLLECTIVES_PER_STEP`, all counted), every feature batched into each
+(the shape of torchrec's KJTAllToAll and pooled-embedding all-to-all):
+  ids_lengths  int64 bag lengths of the input redistribution (with a history sequence: one more
+               int64 per destination, the count of history ids sent to it),
+  ids_values   int64 ids of the input redistribution (pooled features' ids, then history ids),
+  pooled_fwd   embeddings forward (`dim * emb_bytes` per pooled bag handed, and per history event),
   grad_bwd     their gradients backward (the same shapes in reverse).
+The lengths all-to-all is the exchange of split sizes: its splits (bags per destination) follow from
+the step's shape, which every rank knows (as torchrec's stride); the values' splits are summed from
+the lengths sent and received and read by the host once per step (the one sync the collective API
+needs).
+
+History sequence (HSTU, `history_cap > 0`): the last `history_cap` events of each request are looked
+up one row per event (no pooling) in one more table (`side == "history"`, rows = min(history item
+cardinality, row_cap)), sharded like the others. Under ROO a request's events are sent once; in
+the impression layout once per impression (k times). With E_s the events of rank s:
+  table-wise  values += 8*E_s, fwd = bwd += e*D*E_s (cross: s != owner(history))
+  row-wise    values += 8*E_s, fwd = bwd += e*D*E_s (cross: the events with id // block != s)
+  both        lengths += 8*W per rank (cross: 8*(W-1) per rank)
 Per component two counts are given, both summed over all W ranks:
   handed  every byte of the input tensors handed to all_to_all_single (the chunk a rank sends to
           itself included) — what `harness.comm` counts by wrapping the collective;
@@ -34,7 +48,7 @@ With B_s(t) the bags of table t on rank s, L_s(t) its ids, e = emb_bytes, D = di
               cross:  lengths and fwd/bwd times (W-1)/W exactly; values: the ids with
                       id // block_t != s (exact version), (W-1)/W of them in expectation.
 The row counts B_s are known to every rank (each generates the same global batch), so no
-separate exchange of split sizes is needed or counted. The bytes of the dense data-parallel
+exchange of split sizes beyond the lengths all-to-all is needed or counted. The bytes of the dense data-parallel
 all-reduce are a separate function (`allreduce_bytes`) and not part of the all-to-all totals.
 """
 
@@ -55,6 +69,7 @@ if TYPE_CHECKING:
 SHARDINGS = ("table", "row")
 ASSIGNMENTS = ("greedy", "round_robin")
 COMPONENTS = ("ids_lengths", "ids_values", "pooled_fwd", "grad_bwd")
+COLLECTIVES_PER_STEP = len(COMPONENTS)  # one all-to-all per component, every feature batched
 ID_BYTES = 8  # ids and lengths travel as int64 (torchrec's default index/offset type)
 DEFAULT_ROW_CAP = 65_536
 
@@ -81,6 +96,7 @@ class A2ABytes:
     cross_ids_values: float
     cross_pooled_fwd: float
     cross_grad_bwd: float
+    seq_bytes: float = 0.0  # of the total handed, the history sequence's part (ids, rows, counts)
 
     @property
     def total(self) -> float:
@@ -105,16 +121,31 @@ class A2ABytes:
 
 
 # --- tables, sharding plan -------------------------------------------------------------------------
-def embedding_tables(spec: WorkloadSpec, row_cap: int | None = DEFAULT_ROW_CAP) -> tuple[Table, ...]:
-    """One table per sparse feature: user features first, then item features (batch order)."""
+def embedding_tables(
+    spec: WorkloadSpec, row_cap: int | None = DEFAULT_ROW_CAP, history_cap: int = 0
+) -> tuple[Table, ...]:
+    """One table per sparse feature: user features first, then item features (batch order); with
+    `history_cap > 0` and a history in the spec, the history sequence's table last."""
     if row_cap is not None and row_cap < 1:
         raise UserError(f"row_cap={row_cap} must be >= 1 (or None for full cardinality)")
+    if history_cap < 0:
+        raise UserError(f"history_cap={history_cap} must be >= 0 (0: no history sequence)")
     out = []
     for side, feats in (("user", spec.user_features()), ("item", spec.item_features())):
         for name, g in feats:
             rows = g.cardinality if row_cap is None else min(g.cardinality, row_cap)
             out.append(Table(name, side, rows, g.pooling.mean()))
+    if history_cap and spec.history.length.mean() > 0:
+        card = spec.history.item_cardinality
+        xs, ps = spec.history.length.pmf_table
+        events = float((xs.clip(max=history_cap) * ps).sum())  # E[min(length, cap)]
+        out.append(Table("history", "history", card if row_cap is None else min(card, row_cap), events))
     return tuple(out)
+
+
+def pooled_tables(tables: Sequence[Table]) -> int:
+    """How many of `tables` are pooled (all but a trailing history table)."""
+    return len(tables) - (1 if tables and tables[-1].side == "history" else 0)
 
 
 def check_world_size(world_size: int) -> None:
@@ -164,44 +195,47 @@ def _check(layout: str, sharding: str, dim: int, emb_bytes: int) -> None:
 
 
 def _combine(
-    bags: Sequence[Sequence[float]],  # bags[s][t]
-    ids: Sequence[Sequence[float]],  # ids[s][t]
+    bags: Sequence[Sequence[float]],  # bags[s][t], pooled tables
+    ids: Sequence[Sequence[float]],  # ids[s][t], pooled tables
     cross_ids_rw: float | None,  # row-wise: ids that leave their rank (None for table-wise)
     owners: Sequence[int] | None,
     world_size: int,
     sharding: str,
     dim: int,
     emb_bytes: int,
+    seq: Sequence[float] | None = None,  # history events per rank (None: no history table)
+    cross_seq_rw: float = 0.0,  # row-wise: history events whose home shard is another rank
 ) -> A2ABytes:
     W = world_size
     n_tab = len(bags[0]) if bags else 0
     all_bags = sum(sum(b) for b in bags)
     all_ids = sum(sum(i) for i in ids)
     row_bytes = dim * emb_bytes
+    ev = float(sum(seq)) if seq is not None else 0.0
     if sharding == "table":
         assert owners is not None
         x_bags = sum(bags[s][t] for s in range(W) for t in range(n_tab) if owners[t] != s)
         x_ids = sum(ids[s][t] for s in range(W) for t in range(n_tab) if owners[t] != s)
-        return A2ABytes(
-            ids_lengths=ID_BYTES * all_bags,
-            ids_values=ID_BYTES * all_ids,
-            pooled_fwd=row_bytes * all_bags,
-            grad_bwd=row_bytes * all_bags,
-            cross_ids_lengths=ID_BYTES * x_bags,
-            cross_ids_values=ID_BYTES * x_ids,
-            cross_pooled_fwd=row_bytes * x_bags,
-            cross_grad_bwd=row_bytes * x_bags,
-        )
-    assert cross_ids_rw is not None
+        x_ev = sum(seq[s] for s in range(W) if owners[-1] != s) if seq is not None else 0.0
+        lengths, x_lengths = ID_BYTES * all_bags, ID_BYTES * x_bags
+        rows, x_rows = all_bags, x_bags
+    else:
+        assert cross_ids_rw is not None
+        x_ids, x_ev = cross_ids_rw, cross_seq_rw
+        lengths, x_lengths = ID_BYTES * W * all_bags, ID_BYTES * (W - 1) * all_bags
+        rows, x_rows = W * all_bags, (W - 1) * all_bags
+    counts = ID_BYTES * W * W if seq is not None else 0  # one history-id count per (source, destination)
+    x_counts = ID_BYTES * W * (W - 1) if seq is not None else 0
     return A2ABytes(
-        ids_lengths=ID_BYTES * W * all_bags,
-        ids_values=ID_BYTES * all_ids,
-        pooled_fwd=row_bytes * W * all_bags,
-        grad_bwd=row_bytes * W * all_bags,
-        cross_ids_lengths=ID_BYTES * (W - 1) * all_bags,
-        cross_ids_values=ID_BYTES * cross_ids_rw,
-        cross_pooled_fwd=row_bytes * (W - 1) * all_bags,
-        cross_grad_bwd=row_bytes * (W - 1) * all_bags,
+        ids_lengths=lengths + counts,
+        ids_values=ID_BYTES * (all_ids + ev),
+        pooled_fwd=row_bytes * (rows + ev),
+        grad_bwd=row_bytes * (rows + ev),
+        cross_ids_lengths=x_lengths + x_counts,
+        cross_ids_values=ID_BYTES * (x_ids + x_ev),
+        cross_pooled_fwd=row_bytes * (x_rows + x_ev),
+        cross_grad_bwd=row_bytes * (x_rows + x_ev),
+        seq_bytes=counts + ev * (ID_BYTES + 2 * row_bytes),
     )
 
 
@@ -216,6 +250,7 @@ def expected_a2a_bytes(
     emb_bytes: int = 4,
     row_cap: int | None = DEFAULT_ROW_CAP,
     assign: str = "greedy",
+    history_cap: int = 0,
 ) -> A2ABytes:
     """Expected all-to-all bytes per step for `requests_per_rank` requests on each of W ranks
     (default: the spec's requests_per_batch). Uses E[k] and E[pooling] from the spec's
@@ -228,9 +263,10 @@ def expected_a2a_bytes(
     if r <= 0:
         raise UserError(f"requests_per_rank={requests_per_rank} must be > 0")
     k = spec.impressions.mean()
-    tables = embedding_tables(spec, row_cap)
+    tables = embedding_tables(spec, row_cap, history_cap)
+    n_pooled = pooled_tables(tables)
     bags_t, ids_t = [], []
-    for t in tables:
+    for t in tables[:n_pooled]:
         rows = r if (t.side == "user" and layout == "roo") else r * k
         bags_t.append(rows)
         ids_t.append(rows * t.ids_per_row_mean)
@@ -238,7 +274,11 @@ def expected_a2a_bytes(
     ids = [list(ids_t) for _ in range(world_size)]
     owners = assign_tables(tables, world_size, assign) if sharding == "table" else None
     cross_ids = sum(ids_t) * (world_size - 1) if sharding == "row" else None
-    return _combine(bags, ids, cross_ids, owners, world_size, sharding, embedding_dim, emb_bytes)
+    seq = None
+    if n_pooled < len(tables):  # a request's events once under ROO, once per impression otherwise
+        seq = [r * (1.0 if layout == "roo" else k) * tables[-1].ids_per_row_mean] * world_size
+    cross_seq = sum(seq) * (world_size - 1) / world_size if seq is not None else 0.0
+    return _combine(bags, ids, cross_ids, owners, world_size, sharding, embedding_dim, emb_bytes, seq, cross_seq)
 
 
 # --- exact values from a batch ------------------------------------------------------------------------
@@ -259,10 +299,13 @@ def exact_a2a_bytes(
     assign: str = "greedy",
     spec: WorkloadSpec | None = None,
     tables: Sequence[Table] | None = None,
+    history_cap: int = 0,
 ) -> A2ABytes:
     """Exact all-to-all bytes of one step on the global batch `batch` (its requests cut by
-    `rank_slices`). Give `tables` (or `spec`, from which they are derived with `row_cap`); the
-    table order is the batch's feature order (user features, then item features)."""
+    `rank_slices`). Give `tables` (or `spec`, from which they are derived with `row_cap` and
+    `history_cap`); the table order is the batch's feature order (user features, then item
+    features, then the history table when there is one: its events are each request's last
+    `history_cap`)."""
     import torch
 
     _check(layout, sharding, embedding_dim, emb_bytes)
@@ -270,10 +313,13 @@ def exact_a2a_bytes(
     if tables is None:
         if spec is None:
             raise UserError("exact_a2a_bytes needs the spec or the tables")
-        tables = embedding_tables(spec, row_cap)
+        tables = embedding_tables(spec, row_cap, history_cap)
     fu, r = batch.user_sparse_lengths.shape
     fi = batch.item_sparse_lengths.shape[0]
-    if fu + fi != len(tables):
+    n_pooled = pooled_tables(tables)
+    if n_pooled < len(tables) and history_cap < 1:
+        raise UserError("a history table needs history_cap >= 1 (the events kept per request)")
+    if fu + fi != n_pooled:
         raise UserError(f"the batch has {fu}+{fi} sparse features but {len(tables)} tables were given")
     k = batch.num_impressions.to(torch.int64)
     u_len = batch.user_sparse_lengths.to(torch.int64)
@@ -292,8 +338,44 @@ def exact_a2a_bytes(
     owners = assign_tables(tables, world_size, assign) if sharding == "table" else None
     cross_ids = None
     if sharding == "row":
-        cross_ids = _row_wise_cross_ids(batch, layout, tables, slices, world_size)
-    return _combine(bags, ids, cross_ids, owners, world_size, sharding, embedding_dim, emb_bytes)
+        cross_ids = _row_wise_cross_ids(batch, layout, tables[:n_pooled], slices, world_size)
+    seq, cross_seq = None, 0
+    if n_pooled < len(tables):
+        seq, cross_seq = _history_events(batch, layout, tables[-1], slices, world_size, history_cap)
+    return _combine(bags, ids, cross_ids, owners, world_size, sharding, embedding_dim, emb_bytes, seq, float(cross_seq))
+
+
+def history_window(lengths: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last `cap` events of each row of a jagged history: (kept lengths, index of each kept
+    event into the values), in row order."""
+    import torch
+
+    kept = lengths.clamp(max=cap)
+    ends = torch.cumsum(lengths, 0)
+    starts = ends - kept  # the window ends where the row ends
+    row = torch.repeat_interleave(torch.arange(lengths.numel()), kept)
+    first = torch.cumsum(kept, 0) - kept
+    return kept, starts[row] + torch.arange(row.numel()) - first[row]
+
+
+def _history_events(
+    batch: RequestBatch, layout: str, table: Table, slices: list[tuple[int, int]], world_size: int, cap: int
+) -> tuple[list[int], int]:
+    """History events each rank sends (per request under ROO, per impression otherwise), and
+    row-wise, how many of them live on another rank's shard."""
+    import torch
+
+    kept, idx = history_window(batch.history_lengths.to(torch.int64), cap)
+    w = batch.num_impressions.to(torch.int64) if layout == "impression" else torch.ones_like(kept)
+    per_req = kept * w
+    events = [int(per_req[lo:hi].sum()) for lo, hi in slices]
+    req_rank = torch.empty(kept.numel(), dtype=torch.int64)
+    for s, (lo, hi) in enumerate(slices):
+        req_rank[lo:hi] = s
+    req = torch.repeat_interleave(torch.arange(kept.numel()), kept)
+    home = (batch.history_item_ids[idx] % table.rows) // row_block(table.rows, world_size)
+    cross = int(w[req][home != req_rank[req]].sum())
+    return events, cross
 
 
 def _row_sums(lengths: torch.Tensor) -> list[int]:
@@ -372,17 +454,18 @@ def allreduce_time_s(param_bytes: float, world_size: int, bus_bw: float, latency
 
 
 def step_a2a_time_s(b: A2ABytes, world_size: int, bus_bw: float, latency_s: float = 0.0) -> float:
-    """Time of the four all-to-alls of a step at a bus bandwidth, with `latency_s` per collective:
+    """Time of the `COLLECTIVES_PER_STEP` all-to-alls of a step at a bus bandwidth, with `latency_s` per collective:
     the cross bytes (the share that leaves each rank) at busbw."""
     check_world_size(world_size)
     if bus_bw <= 0:
         raise UserError(f"bus_bw={bus_bw} must be > 0")
-    return 4 * latency_s + b.cross_total / world_size / bus_bw
+    return COLLECTIVES_PER_STEP * latency_s + b.cross_total / world_size / bus_bw
 
 
 __all__ = [
     "A2ABytes",
     "ASSIGNMENTS",
+    "COLLECTIVES_PER_STEP",
     "COMPONENTS",
     "DEFAULT_ROW_CAP",
     "ID_BYTES",
@@ -396,7 +479,9 @@ __all__ = [
     "embedding_tables",
     "exact_a2a_bytes",
     "expected_a2a_bytes",
+    "history_window",
     "local_bag_counts",
+    "pooled_tables",
     "rank_slices",
     "row_block",
     "saving",
