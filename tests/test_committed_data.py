@@ -70,7 +70,7 @@ def test_committed_comm_runs_counted_bytes_equal_analytic():
 
 # Record counts per kind of everything committed under reports/data/, as the loader read it before
 # every record carried its kind; the legacy reader path must give the same, with no new warning.
-COMMITTED_KIND_COUNTS = {"calibration": 4, "point": 61, "comm": 8}
+COMMITTED_KIND_COUNTS = {"calibration": 4, "point": 61, "comm": 8, "bench": 1}
 FOLDED_IN_KIND_COUNTS = {"calibration": 4, "point": 23, "comm": 4}
 # The bare `--json` outputs committed before records carried their kind, read by file name.
 LEGACY_BARE_FILES = {
@@ -89,7 +89,8 @@ def _committed(pattern: str) -> list:
 
 
 def test_every_committed_result_file_loads_with_its_kind_and_no_warning():
-    results = _committed("*.jsonl") + [demo.COMMITTED / p for p in LEGACY_BARE_FILES]
+    typed = [p for p in _committed("*.json") if "schema" in json.loads(p.read_text())]  # records written whole
+    results = _committed("*.jsonl") + [demo.COMMITTED / p for p in LEGACY_BARE_FILES] + typed
     counts = collections.Counter()
     for p in results:
         rs = load([str(p)])
@@ -111,7 +112,12 @@ def test_committed_non_result_json_is_skipped_as_before():
     'not a roo-bench result' warning when a directory is scanned, and never a record."""
     rs = load([str(demo.COMMITTED)])
     assert dict(collections.Counter(r["kind"] for r in rs.records)) == COMMITTED_KIND_COUNTS
-    others = [p for p in _committed("*.json") if str(p.relative_to(demo.COMMITTED)) not in LEGACY_BARE_FILES]
-    assert len(others) == len(rs.warnings) == 35  # kernel tables, profiler summaries, asv output
+    others = [
+        p
+        for p in _committed("*.json")
+        if str(p.relative_to(demo.COMMITTED)) not in LEGACY_BARE_FILES and "schema" not in json.loads(p.read_text())
+    ]
+    # kernel tables, profiler summaries, asv and benchmark output
+    assert len(others) == len(rs.warnings) == 36
     for p, w in zip(others, rs.warnings, strict=True):
         assert w == f"{p}: skipped, not a roo-bench result (no `schema` field and no known key set)"
