@@ -311,6 +311,31 @@ def comm_chart(rows: list[dict], title: str) -> str:
     return to_svg(fig)
 
 
+def comm_projection_chart(curves: list[dict], points: list[dict], title: str) -> str:
+    """curves: [{layout, world, bytes, ms}] of the model; points: the same, measured. Log-log."""
+    fig, (a1, a2) = figure(2, 9.5, 3.2)
+    for lay in ("impression", "roo"):
+        col, name = LAYOUT_COLORS.get(lay), _layout_label(lay)
+        cur = sorted((r["world"], r["bytes"], r["ms"]) for r in curves if r["layout"] == lay)
+        pts = sorted((r["world"], r["bytes"], r["ms"]) for r in points if r["layout"] == lay)
+        for ax, j in ((a1, 1), (a2, 2)):
+            xy = [(c[0], c[j]) for c in cur if c[j] is not None]
+            if xy:
+                ax.plot(*zip(*xy, strict=True), "-" if lay == "roo" else "--", color=col, label=f"{name}, model")
+            xy = [(p[0], p[j]) for p in pts if p[j] is not None]
+            if xy:
+                ax.plot(*zip(*xy, strict=True), "o", color=col, label=f"{name}, measured")
+    a1.yaxis.set_major_formatter(EngFormatter(unit="B"))
+    for ax, yl in ((a1, "all-to-all bytes per step"), (a2, "collective time per step (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("world size (ranks)")
+        ax.set_ylabel(yl)
+    a1.set_title(_wrap(title, 70), fontsize=8)
+    a2.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return to_svg(fig)
+
+
 def energy_chart(rows: list[dict], title: str) -> str:
     """rows: [{label, impression, roo}] — joules per 1M impressions."""
     fig, (ax,) = figure(1, 6.4, 0.6 + 0.45 * max(2, len(rows)))

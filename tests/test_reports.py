@@ -240,7 +240,7 @@ def test_committed_label_follows_reports_data_path(tmp_path):
 
 
 # --- demo (fast paths only: the full demo takes minutes and is what `make demo` runs) -------------
-DEMO_STAGES = ["calibrate", "generate", "storage", "model", "sweep", "comm"]
+DEMO_STAGES = ["calibrate", "generate", "storage", "model", "sweep", "comm", "comm-project"]
 
 
 def test_demo_with_every_stage_skipped_still_reports(tmp_path, capsys):
@@ -282,9 +282,17 @@ def test_demo_refuses_foreign_out_dir_and_missing_cuda(tmp_path, capsys):
 def test_demo_comm_stage_runs(tmp_path, capsys):
     """The demo's comm stage calls the comm command's library functions (2 gloo ranks on the CPU)."""
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out)] + [a for s in DEMO_STAGES if s != "comm" for a in ("--skip", s)]
+    keep = ("comm", "comm-project")
+    argv = ["demo", "--out", str(out)] + [a for s in DEMO_STAGES if s not in keep for a in ("--skip", s)]
     assert main(argv) == 0, capsys.readouterr().err
     rec = json.loads((out / "results" / "comm-tiny-w2.json").read_text())
     assert rec["kind"] == "comm" and rec["status"] == "ok"
     layouts = rec["metrics"]["layouts"]
     assert layouts["roo"]["counted_bytes_per_step"] < layouts["impression"]["counted_bytes_per_step"]
+    # the projection to large W beside the measured W = 2 points, in the report
+    proj = json.loads((out / "results" / "comm-project-tiny.json").read_text())
+    assert proj["metrics"]["projection"] is True and proj["metrics"]["rows"][-1]["world_size"] == 1024
+    comm = _section((out / "report.html").read_text(), "communication")
+    assert "tiny, table-wise: projected (8 GPUs a node" in comm
+    fig = re.search(r"<figure><figcaption>tiny, table-wise: projected.*?</figure>", comm, re.S)
+    assert fig and "<svg" in fig.group(0)

@@ -16,6 +16,12 @@ def register(sub) -> None:
     p = sub.add_parser(
         "comm-project", help="the embedding all-to-all projected to W = 2..1024 ranks (two-level alpha-beta model)"
     )
+    add_arguments(p)
+    p.set_defaults(func=_run)
+
+
+def add_arguments(p) -> None:
+    """The command's options (the demo parses its own argv with them)."""
     p.add_argument("--preset", default="early-ranking", help="workload preset (default early-ranking)")
     p.add_argument("--hardware", default="h100", help="datasheet of one rank's compute step (roo_ref.hardware)")
     p.add_argument("--sharding", default="table", help="table (table-wise) or row (row-wise)")
@@ -31,7 +37,6 @@ def register(sub) -> None:
     p.add_argument("--network-latency-us", type=float, default=40.0, help="per collective spanning nodes")
     p.add_argument("--world-sizes", default=None, help="comma-separated W (default 2,4,...,1024)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_run)
 
 
 def _world_sizes(raw: str | None) -> tuple[int, ...]:

@@ -39,7 +39,7 @@ STORAGE_SEED = 1
 MODEL_PRESETS = (STORAGE_PRESET, "tiny")
 MODEL_DEVICE, MODEL_DTYPE = "h100", "bf16"  # the `model` command's defaults
 COMM_NPROC, COMM_PRESET, COMM_SHARDING, COMM_TIMEOUT_S = 2, "tiny", "table", 900.0
-STAGES = ("calibrate", "generate", "storage", "model", "sweep", "comm")
+STAGES = ("calibrate", "generate", "storage", "model", "sweep", "comm", "comm-project")
 
 
 def committed_record_files(root: Path = COMMITTED) -> list[Path]:
@@ -222,6 +222,19 @@ def _comm(d: Demo) -> None:
     _save(d.results / name, Kind.COMM, s, {"preset": COMM_PRESET, "nproc": COMM_NPROC}, device=d.device)
 
 
+def _comm_project(d: Demo) -> None:
+    """The alpha-beta projection of the comm stage's exchange to W = 2..1024 (analytic, instant)."""
+    import argparse
+
+    from harness.commands.comm_project import add_arguments, build
+    from workloads.records import Kind
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    obj = build(p.parse_args(["--preset", COMM_PRESET, "--sharding", COMM_SHARDING]))
+    _save(d.results / f"comm-project-{COMM_PRESET}.json", Kind.COMM, obj, {"preset": COMM_PRESET}, device=d.device)
+
+
 def _comm_why_not(device: str) -> str | None:
     if device == "cuda":
         import torch
@@ -256,6 +269,8 @@ def _run_stages(d: Demo) -> None:
     )
     comm_argv = ["comm", "--nproc", str(COMM_NPROC), "--preset", COMM_PRESET, "--device", dev, "--json"]
     d.stage("comm", "comm", comm_argv, lambda: _comm(d), why_not=_comm_why_not(dev))
+    proj_argv = ["comm-project", "--preset", COMM_PRESET, "--sharding", COMM_SHARDING, "--json"]
+    d.stage("comm-project", "comm-project", proj_argv, lambda: _comm_project(d))
 
 
 # --- the report -------------------------------------------------------------------------------------------

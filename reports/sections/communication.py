@@ -1,5 +1,6 @@
 """Communication: the embedding all-to-all's bytes per step, counted at the collective vs analytic,
-and its time, per preset × device × world size × sharding (table-wise, row-wise) and layout."""
+and its time, per preset × device × world size × sharding (table-wise, row-wise) and layout; and
+the alpha-beta projection to large W (`roo-bench comm-project`) beside the measured points."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from reports.sections.common import layouts, preset_of, sharding, world
 
 
 def build(rs: ResultSet, ok_points) -> dict:
-    recs = [c for c in rs.of("comm") if c["status"] == "ok"]
+    recs = [c for c in rs.of("comm") if c["status"] == "ok" and not c["metrics"].get("projection")]
     rows, chart_rows = [], defaultdict(list)
     for c in sorted(recs, key=lambda c: (preset_of(c), c["device_label"], world(c) or 0, sharding(c))):
         lay = layouts(c)
@@ -32,7 +33,8 @@ def build(rs: ResultSet, ok_points) -> dict:
                     }
                 )
     charts = [{"title": dev, "svg": plots.comm_chart(r, dev)} for dev, r in sorted(chart_rows.items())]
-    if not rows:
+    charts += _projection_charts(rs, recs)
+    if not rows and not charts:
         return {
             "rows": [],
             "charts": [],
@@ -60,3 +62,32 @@ def _row(c: dict, w, name: str, d: dict, i: dict, r: dict) -> dict:
         "ms": ms(d.get("step_ms_median")),
         "saving": pct(1 - saved, signed=False) if name == "roo" and saved is not None else "",
     }
+
+
+def _projection_charts(rs: ResultSet, measured: list[dict]) -> list[dict]:
+    """One chart per projection record: bytes and collective time per step vs W (both layouts, the
+    model's curve), with the measured points of the same preset and sharding on top."""
+    out = []
+    for c in rs.of("comm"):
+        m = c["metrics"]
+        if c["status"] != "ok" or not m.get("projection"):
+            continue
+        preset, shard = preset_of(c), sharding(c)
+        curves = [
+            {"layout": lay, "world": row["world_size"], "bytes": d.get("bytes_per_step"), "ms": d.get("comm_ms")}
+            for row in m.get("rows", [])
+            for lay, d in row.get("layouts", {}).items()
+        ]
+        points = [
+            {"layout": lay, "world": world(p), "bytes": d.get("counted_bytes_per_step"), "ms": d.get("step_ms_median")}
+            for p in measured
+            if preset_of(p) == preset and sharding(p) == shard and world(p) is not None
+            for lay, d in layouts(p).items()
+        ]
+        t = m.get("topology") or {}
+        title = (
+            f"{preset}, {shard}: projected ({t.get('gpus_per_node', '?')} GPUs a node, NVLink "
+            f"{t.get('nvlink_gbps', '?')} GB/s, network {t.get('network_gbps', '?')} GB/s per GPU)"
+        )
+        out.append({"title": title, "svg": plots.comm_projection_chart(curves, points, title)})
+    return out
