@@ -69,6 +69,9 @@ class PointConfig:
     layouts: tuple[str, ...] = LAYOUTS
     profile: bool = True  # after the timed steps: profile, calibrate the matmul rate (MFU)
     profile_steps: int = 3
+    # where the batch is made: "auto" on the training device (the torch generator on CUDA), "cpu"
+    # the numpy reference then copied; a seed's GPU and CPU batches differ (harness.measure)
+    data_device: str = "auto"
     axes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -96,6 +99,8 @@ class PointConfig:
             raise UserError(f"threads={self.threads} must be >= 1")
         if not self.nvml_interval_ms > 0:
             raise UserError(f"nvml_interval_ms={self.nvml_interval_ms} must be > 0")
+        if self.data_device not in ("auto", "cpu"):
+            raise UserError(f"data_device={self.data_device!r}; allowed: auto, cpu")
         if self.profile_steps < 1:
             raise UserError(f"profile_steps={self.profile_steps} must be >= 1 (profile = false skips the profile)")
         if (
@@ -131,6 +136,8 @@ class PointConfig:
         d = self.to_dict()
         for k in _NOT_IDENTITY:
             d.pop(k)
+        if d["data_device"] == "auto":  # the default keeps the hashes points had before the setting
+            d.pop("data_device")
         return d
 
     def config_hash(self) -> str:
@@ -229,7 +236,7 @@ def _coerce(k: str, v, where: str):
         if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
             raise bad("a list of strings")
         return tuple(v)
-    if k in ("device", "dtype", "backend") or (k == "preset" and v is not None):
+    if k in ("device", "dtype", "backend", "data_device") or (k == "preset" and v is not None):
         if not isinstance(v, str):
             raise bad("a string")
         return v
@@ -515,9 +522,10 @@ def _point_setup(pc: PointConfig, spec, rb, rb_cpu, builder: Builder, device_nam
     return setup
 
 
-def run_point(config: PointConfig | dict, *, builder: Builder | None = None, data_device: str = "auto") -> dict:
+def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> dict:
     """Measure both layouts of one point; return a `kind="point"` record (docs/contracts.md).
-    `data_device` says where the batch is made (harness.measure.make_request_batch)."""
+    The point's `data_device` says where the batch is made (harness.measure.make_request_batch);
+    the record's `data_made_by` names the generator that made it."""
     import torch
 
     from harness import provenance
@@ -533,7 +541,7 @@ def run_point(config: PointConfig | dict, *, builder: Builder | None = None, dat
         torch.set_num_threads(pc.threads)
     prov = provenance.collect(pc.seed, pc.device, kernel_options=kernel_options_from_env())
     calib = _calibration(pc)
-    rb = make_request_batch(spec, spec.requests_per_batch, pc.seed, pc.device, data_device)
+    rb = make_request_batch(spec, spec.requests_per_batch, pc.seed, pc.device, pc.data_device)
     rb_cpu = rb.to("cpu") if rb.request_id.is_cuda else rb  # what the cost model reads, on the host
     model_cfgs: list[dict] = []
     setup = _point_setup(pc, spec, rb, rb_cpu, builder or default_builder, prov.get("device_name"), model_cfgs)
@@ -542,6 +550,8 @@ def run_point(config: PointConfig | dict, *, builder: Builder | None = None, dat
     layouts = {str(k): _layout_fields(r.timing, n_imp, n_req, **r.extra) for k, r in m.layouts.items()}
     metrics = _speedup_metrics(layouts, m.speedup_interval(seed=pc.seed))
     metrics.update(_time_metrics(layouts, n_imp, n_req, metrics["speedup"], calib))
+    on_gpu = pc.data_device == "auto" and torch.device(pc.device).type == "cuda"
+    metrics["data_made_by"] = "workloads.generator_torch on the GPU" if on_gpu else "workloads.generator (numpy)"
     model_cfg: dict = {}
     for cfg in model_cfgs:  # the last layout's model config that has one
         model_cfg = cfg or model_cfg

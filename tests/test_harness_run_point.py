@@ -403,3 +403,17 @@ def test_breakdown_on_a_gpu_counts_kernels_not_range_spans():
     assert out["components_ms"]["user"] == pytest.approx((40 + 100 + 150 + 50) / 1e3)
     assert out["components_ms"]["other"] == pytest.approx(10 / 1e3)
     assert out["busy_ms"] == pytest.approx(350 / 1e3)
+
+
+def test_data_device_is_a_point_setting_recorded_with_its_generator():
+    """Where a point's batch is made is a setting (auto: the training device; cpu: numpy then copied),
+    validated, part of the hash only when not the default, and named in the record."""
+    from harness.run_point import PointConfig, run_point
+
+    auto, cpu = PointConfig(preset="tiny"), PointConfig(preset="tiny", data_device="cpu")
+    assert "data_device" not in auto.hash_dict() and auto.config_hash() != cpu.config_hash()
+    with pytest.raises(UserError, match="data_device='gpu'; allowed: auto, cpu"):
+        PointConfig(preset="tiny", data_device="gpu")
+    rec = run_point({"preset": "tiny", "data_device": "cpu", "warmup": 0, "steps": 2, "nvml": False, "profile": False})
+    assert rec["config"]["data_device"] == "cpu"
+    assert rec["metrics"]["data_made_by"] == "workloads.generator (numpy)"
