@@ -497,3 +497,16 @@ def test_prepared_batch_gives_the_raw_batch_result_and_checks_its_layout():
             model(model.prepare(rb, "roo"), "impression")
         with pytest.raises(UserError, match="needs a RequestBatch"):
             model.prepare(rb.to_impressions(), "roo")
+
+
+def test_a_batch_prepared_by_another_model_shape_is_refused():
+    """Prepared ids are hashed into the preparing model's tables: another configuration must not
+    consume them silently; the same configuration (another instance) may."""
+    spec = get_preset("tiny")
+    rb = generate(spec, 5, seed=2)
+    small = build_model(spec, overrides=["max_table_rows=7"], seed=3)
+    prepared = small.prepare(rb, "roo")
+    twin = build_model(spec, overrides=["max_table_rows=7"], seed=4)
+    assert twin.prepare(prepared, "roo") is prepared
+    with pytest.raises(UserError, match="prepared by a model of another configuration"):
+        build_model(spec, seed=3)(prepared, "roo")

@@ -56,6 +56,8 @@ class PreparedBatch:
     history_actions: BagLookup | None = None
     expand: torch.Tensor | None = None
     extra: Any = None
+    # the model shape that prepared it (its ids are hashed into that model's tables)
+    made_for: str = ""
 
 
 class UserFeatureModel(nn.Module):
@@ -90,6 +92,8 @@ class UserFeatureModel(nn.Module):
         if isinstance(batch, PreparedBatch):
             if batch.layout is not model_layout(layout):
                 raise UserError(f"layout={str(layout)!r}, but the batch was prepared for {batch.layout.value!r}")
+            if batch.made_for != self.prepared_for():
+                raise UserError("this batch was prepared by a model of another configuration; prepare it again")
             return batch
         roo = check_layout(batch, layout)
         b, n = batch, batch.item_id.numel()
@@ -104,7 +108,12 @@ class UserFeatureModel(nn.Module):
             history_actions=self.action_table.plan_mean(b.history_actions, b.history_lengths) if pooled else None,
             expand=row_index(b.num_impressions, n) if roo else None,
             extra=self.prepare_extra(b, roo),
+            made_for=self.prepared_for(),
         )
+
+    def prepared_for(self) -> str:
+        """What a prepared batch depends on: the model class and its configuration."""
+        return f"{type(self).__name__}:{self.config!r}"
 
     def prepare_extra(self, batch, roo: bool) -> Any:
         """A subclass's own per-batch bookkeeping (PreparedBatch.extra)."""
