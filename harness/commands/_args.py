@@ -68,3 +68,31 @@ def step_provenance(seed: int, device: str) -> dict:
     from harness.provenance import collect
 
     return collect(seed, device, kernel_options=kernel_options_from_env())
+
+
+# The inputs of a bench/profile run, its record's config (the hash tells two runs apart, a spec
+# file's content included); everything else is a measurement.
+STEP_CONFIG_KEYS = (
+    "preset",
+    "spec_file",
+    "workload",
+    "spec",
+    "spec_overrides",
+    "model_preset",
+    "model_overrides",
+    "model",
+    "device",
+    "dtype",
+    "seed",
+    "steps",
+    "warmup",
+)
+
+
+def emit_step_record(kind, res: dict, args) -> None:
+    """Print a bench/profile result as a record of `kind`: its inputs as config, the rest as metrics."""
+    from workloads.records import emit
+
+    config = {k: res[k] for k in STEP_CONFIG_KEYS}
+    metrics = {k: v for k, v in res.items() if k not in STEP_CONFIG_KEYS}
+    emit(kind, config, metrics, provenance=step_provenance(args.seed, args.device))

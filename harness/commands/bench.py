@@ -22,8 +22,8 @@ torch is imported by the handler only: `roo-bench --help` starts without it.
 
 from __future__ import annotations
 
-from harness.commands._args import add_workload_args, check_step_args, step_provenance, workload_config
-from workloads.records import Kind, emit
+from harness.commands._args import add_workload_args, check_step_args, emit_step_record, workload_config
+from workloads.records import Kind
 
 
 def register(sub) -> None:
@@ -50,25 +50,6 @@ def register(sub) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)
-
-
-# The inputs of a bench run: the record's config (its hash tells two runs apart, a spec file's
-# content included); everything else is a measurement.
-CONFIG_KEYS = (
-    "preset",
-    "spec_file",
-    "workload",
-    "spec",
-    "spec_overrides",
-    "model_preset",
-    "model_overrides",
-    "model",
-    "device",
-    "dtype",
-    "seed",
-    "steps",
-    "warmup",
-)
 
 
 def _layout_result(r, steps: int, warmup: int) -> dict:
@@ -146,9 +127,7 @@ def _run(args) -> int:
         torch.set_num_threads(args.threads)
     res = bench(workload, layouts, device, args.steps, args.warmup, args.dtype, seed=args.seed)
     if args.json:
-        config = {k: res[k] for k in CONFIG_KEYS}
-        metrics = {k: v for k, v in res.items() if k not in CONFIG_KEYS}
-        emit(Kind.BENCH, config, metrics, provenance=step_provenance(args.seed, args.device))
+        emit_step_record(Kind.BENCH, res, args)
         return 0
     print("\n".join(format_text(res)))
     return 0

@@ -8,27 +8,10 @@ from __future__ import annotations
 
 import os
 
-from harness.commands._args import add_workload_args, check_step_args, step_provenance, workload_config
+from harness.commands._args import add_workload_args, check_step_args, emit_step_record, workload_config
 from workloads.errors import UserError
 from workloads.layout import LAYOUT_CHOICES, Layout
-from workloads.records import Kind, emit
-
-# The inputs of a profile run (the record's config); the rest are its measurements.
-CONFIG_KEYS = (
-    "preset",
-    "spec_file",
-    "workload",
-    "spec",
-    "spec_overrides",
-    "model_preset",
-    "model_overrides",
-    "model",
-    "device",
-    "dtype",
-    "seed",
-    "steps",
-    "warmup",
-)
+from workloads.records import Kind
 
 
 def register(sub) -> None:
@@ -105,7 +88,5 @@ def _run(args) -> int:
             print(format_summary(layout, s, args.top))
         del model, trainer, batch
     if args.json:
-        config = {k: out[k] for k in CONFIG_KEYS}
-        metrics = {k: v for k, v in out.items() if k not in CONFIG_KEYS}
-        emit(Kind.PROFILE, config, metrics, provenance=step_provenance(args.seed, args.device))
+        emit_step_record(Kind.PROFILE, out, args)
     return 0
