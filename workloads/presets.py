@@ -83,6 +83,26 @@ PER_GPU_ROWS = (
     "8-way row-wise sharding), ids hashed modulo the cap"
 )
 
+
+def _dlrm_v2_with_history(name: str, description: str) -> WorkloadSpec:
+    """retrieval and early-ranking: DLRM-v2's features and batch plus a ~1k-event pooled history;
+    their models (roo_ref.model_presets) differ."""
+    return WorkloadSpec(
+        name=name,
+        description=description,
+        impressions=K_FEED,
+        history=HistorySpec(
+            length=_d(kind="lognormal", mean=1000.0, sigma=0.6, min=1, max=4096), item_cardinality=40_000_000
+        ),
+        user_sparse=DLRM_V2_USER,
+        user_dense=8,
+        item_sparse=DLRM_V2_ITEM,
+        item_dense=5,
+        tasks=(Task("click", 0.05),),
+        requests_per_batch=DLRM_REQUESTS,
+    )
+
+
 PRESETS: dict[str, WorkloadSpec] = {
     "tiny": WorkloadSpec(
         name="tiny",
@@ -98,35 +118,15 @@ PRESETS: dict[str, WorkloadSpec] = {
         tasks=(Task("click", 0.1),),
         requests_per_batch=16,
     ),
-    "retrieval": WorkloadSpec(
-        name="retrieval",
-        description="Two-tower retrieval on DLRM-v2's features: ~8,192 impressions per step, 189 request ids "
+    "retrieval": _dlrm_v2_with_history(
+        "retrieval",
+        "Two-tower retrieval on DLRM-v2's features: ~8,192 impressions per step, 189 request ids "
         "+ a ~1k-event pooled history per request, a light item tower; in-batch negatives.",
-        impressions=K_FEED,
-        history=HistorySpec(
-            length=_d(kind="lognormal", mean=1000.0, sigma=0.6, min=1, max=4096), item_cardinality=40_000_000
-        ),
-        user_sparse=DLRM_V2_USER,
-        user_dense=8,
-        item_sparse=DLRM_V2_ITEM,
-        item_dense=5,
-        tasks=(Task("click", 0.05),),
-        requests_per_batch=DLRM_REQUESTS,
     ),
-    "early-ranking": WorkloadSpec(
-        name="early-ranking",
-        description="Early-stage ranker on DLRM-v2's features: ~8,192 impressions per step, 189 request ids + "
+    "early-ranking": _dlrm_v2_with_history(
+        "early-ranking",
+        "Early-stage ranker on DLRM-v2's features: ~8,192 impressions per step, 189 request ids + "
         "a ~1k-event pooled history per request, 25 item ids per impression; most compute is user-side.",
-        impressions=K_FEED,
-        history=HistorySpec(
-            length=_d(kind="lognormal", mean=1000.0, sigma=0.6, min=1, max=4096), item_cardinality=40_000_000
-        ),
-        user_sparse=DLRM_V2_USER,
-        user_dense=8,
-        item_sparse=DLRM_V2_ITEM,
-        item_dense=5,
-        tasks=(Task("click", 0.05),),
-        requests_per_batch=DLRM_REQUESTS,
     ),
     "late-ranking": WorkloadSpec(
         name="late-ranking",
