@@ -95,6 +95,12 @@ def _row(
     }
 
 
+def _cost_row(metric, source, imp_pred, roo_pred, imp_meas, roo_meas, **kw) -> dict:
+    """A row of a cost (bytes, FLOPs): ROO's gain is impression over ROO, predicted and measured."""
+    gains = ratio(imp_pred, roo_pred), ratio(imp_meas, roo_meas)
+    return _row(metric, source, imp_pred, roo_pred, imp_meas, roo_meas, *gains, **kw)
+
+
 def _storage_rows(recs: dict) -> list[dict]:
     rows = []
     model = recs["model"][0] if recs["model"] else None
@@ -174,15 +180,13 @@ def _comm_rows(recs: dict) -> list[dict]:
         lay = layouts(c)
         i, r = lay.get("impression", {}), lay.get("roo", {})
         rows.append(
-            _row(
+            _cost_row(
                 f"All-to-all bytes per step (W={world(c)}, {c['config'].get('backend', '?')}, {sharding(c)})",
                 c["device_label"],
                 i.get("analytic_bytes_per_step"),
                 r.get("analytic_bytes_per_step"),
                 i.get("counted_bytes_per_step"),
                 r.get("counted_bytes_per_step"),
-                ratio(i.get("analytic_bytes_per_step"), r.get("analytic_bytes_per_step")),
-                ratio(i.get("counted_bytes_per_step"), r.get("counted_bytes_per_step")),
                 unit="B",
                 note="predicted = analytic, measured = counted at the collective",
             )
@@ -262,15 +266,13 @@ def _validate_rows(recs: list[dict]) -> dict[str, list[dict]]:
             i, r = lay.get("impression") or {}, lay.get("roo") or {}
             n = f"{i.get('requests', '?')} requests, {i.get('impressions', '?')} impressions"
             out[name].append(
-                _row(
+                _cost_row(
                     f"FLOPs per step, validate ({size}, {n})",
                     f"{v['device_label']}; validate",
                     i.get("analytic_flops"),
                     r.get("analytic_flops"),
                     i.get("counted_flops"),
                     r.get("counted_flops"),
-                    ratio(i.get("analytic_flops"), r.get("analytic_flops")),
-                    ratio(i.get("counted_flops"), r.get("counted_flops")),
                     unit="FLOP",
                     note="predicted = analytic cost model, measured = counted by FlopCounterMode",
                 )
