@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from workloads.parquet_io import parquet_compression
-from workloads.storage import TB
+from workloads.storage import format_row
 
 Tick = Callable[[int], None]
 
@@ -90,26 +90,7 @@ def format_rows(files: LayoutFiles, impressions: int, tick: Tick | None = None) 
         if not path.exists():
             continue
         read_s, mem = read_back(path, tick)
-        size = path.stat().st_size
-        meta = pq.read_metadata(path)
-        rows.append(
-            {
-                "layout": files.layout,
-                "order": files.order,
-                "codec": codec,
-                "file_bytes": size,
-                "parquet_uncompressed_bytes": sum(
-                    meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)
-                ),
-                "bytes_per_impression": size / impressions,
-                "samples_per_tb": TB / (size / impressions),
-                "write_s": files.write_s[codec],
-                "read_s": read_s,
-                "write_mb_s": mem / 1e6 / files.write_s[codec] if files.write_s[codec] > 0 else None,
-                "read_mb_s": mem / 1e6 / read_s if read_s > 0 else None,
-                "memory_bytes": mem,
-            }
-        )
+        rows.append(format_row(files.layout, files.order, codec, path, impressions, files.write_s[codec], read_s, mem))
     return rows
 
 

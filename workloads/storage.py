@@ -87,6 +87,29 @@ def _timed_read(path: Path) -> float:
     return time.perf_counter() - t0
 
 
+def format_row(
+    layout: str, order: str, codec: str, path: Path, impressions: int, write_s: float, read_s: float, mem: int
+) -> dict:
+    """One `storage --json` format row: a written Parquet file's bytes (on disk and uncompressed),
+    per impression, and its write/read times and rates against `mem` in-memory Arrow bytes."""
+    size = path.stat().st_size
+    meta = pq.read_metadata(path)
+    return {
+        "layout": layout,
+        "order": order,
+        "codec": codec,
+        "file_bytes": size,
+        "parquet_uncompressed_bytes": sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)),
+        "bytes_per_impression": size / impressions,
+        "samples_per_tb": TB / (size / impressions),
+        "write_s": write_s,
+        "read_s": read_s,
+        "write_mb_s": mem / 1e6 / write_s if write_s > 0 else None,
+        "read_mb_s": mem / 1e6 / read_s if read_s > 0 else None,
+        "memory_bytes": mem,
+    }
+
+
 def measure(
     batch: RequestBatch,
     spec: WorkloadSpec | None = None,
@@ -115,26 +138,7 @@ def measure(
                 path = tmp / f"{layout}-{order}-{codec}.parquet"
                 write_s = _timed_write(table, path, codec, row_group_size)
                 read_s = _timed_read(path)
-                size = path.stat().st_size
-                meta = pq.read_metadata(path)
-                formats.append(
-                    {
-                        "layout": layout,
-                        "order": order,
-                        "codec": codec,
-                        "file_bytes": size,
-                        "parquet_uncompressed_bytes": sum(
-                            meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)
-                        ),
-                        "bytes_per_impression": size / n_imp,
-                        "samples_per_tb": TB / (size / n_imp),
-                        "write_s": write_s,
-                        "read_s": read_s,
-                        "write_mb_s": mem / 1e6 / write_s if write_s > 0 else None,
-                        "read_mb_s": mem / 1e6 / read_s if read_s > 0 else None,
-                        "memory_bytes": mem,
-                    }
-                )
+                formats.append(format_row(layout, order, codec, path, n_imp, write_s, read_s, mem))
                 path.unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
