@@ -135,38 +135,12 @@ def hstu_attention(
     kernel_options: the Triton kernel's options (None: its defaults); the torch backend ignores them."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    args = (q, k, v, seq_offsets, max_seq_len, alpha, normalizer, num_targets, positions, timestamps)
+    args += (pos_weights, time_weights)
     if backend == "triton":
         from roo_ref.kernels.hstu_attention import hstu_attention_triton
 
         # the kernel's entry runs the same checks (once: a second check would be a second sync)
-        return hstu_attention_triton(
-            q,
-            k,
-            v,
-            seq_offsets,
-            max_seq_len,
-            alpha,
-            normalizer,
-            num_targets,
-            positions,
-            timestamps,
-            pos_weights,
-            time_weights,
-            check_values=check_values,
-            options=kernel_options,
-        )
+        return hstu_attention_triton(*args, check_values=check_values, options=kernel_options)
     check_inputs(q, k, v, seq_offsets, num_targets, check_values)
-    return hstu_attention_torch(
-        q,
-        k,
-        v,
-        seq_offsets,
-        max_seq_len,
-        alpha,
-        normalizer,
-        num_targets,
-        positions,
-        timestamps,
-        pos_weights,
-        time_weights,
-    )
+    return hstu_attention_torch(*args)
