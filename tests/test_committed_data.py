@@ -70,8 +70,8 @@ def test_committed_comm_runs_counted_bytes_equal_analytic():
 
 # Record counts per kind of everything committed under reports/data/, as the loader read it before
 # every record carried its kind; the legacy reader path must give the same, with no new warning.
-COMMITTED_KIND_COUNTS = {"calibration": 4, "point": 61, "comm": 8, "bench": 1}
-FOLDED_IN_KIND_COUNTS = {"calibration": 4, "point": 23, "comm": 4}
+COMMITTED_KIND_COUNTS = {"calibration": 5, "point": 65, "comm": 8, "bench": 1}
+FOLDED_IN_KIND_COUNTS = {"calibration": 5, "point": 27, "comm": 4}
 # The bare `--json` outputs committed before records carried their kind, read by file name.
 LEGACY_BARE_FILES = {
     "h100/campaign/calibration.json": "calibration",
