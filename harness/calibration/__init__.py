@@ -5,7 +5,7 @@ seconds; wide ones on a GPU, about a minute) and returns the `kernel_classes` ob
 record carries (KernelClasses.from_dict reads it). Nothing here sees a training step's time: the
 step-time predictions (roo-bench validate-time) are checked against steps that never fit anything.
 
-  timing   device time of one call (CUDA graphs for short calls, events for long ones)
+  timing   kernel time of one call (CUDA graphs for short calls, events for long ones)
   kernels  gemm, elementwise / reduction / gather / optimizer bandwidth curves, grad_reduce
   hstu     the Triton HSTU attention, forward + backward
   host     per-op, per-launch, graph-replay and sync costs

@@ -1,4 +1,4 @@
-"""Timing of one kernel-sized call on the device: its device time, not the host's issue rate.
+"""Timing of one kernel-sized call on the device: its kernel time, not the host's issue rate.
 
 A call that takes long (>= `LONG_S`) is timed eagerly with CUDA events over a few calls; a short
 one is captured `reps` times in a CUDA graph and replayed, so the host's launch cost (which the
