@@ -178,9 +178,7 @@ def print_report(points: list[dict], summary: dict, worst_rows: list[dict], sour
     for k in ("impression", "roo", "step", "speedup"):
         v = summary[k]
         gm, mx = v["geomean_abs_error"], v["max_abs_error"]
-        print(
-            f"  {k:<10} n={v['n']:<3} {_pct(gm) if gm is not None else 'n/a'} / {_pct(mx) if mx is not None else 'n/a'}"
-        )
+        print(f"  {k:<10} n={v['n']:<3} {_abs_pct(gm)} / {_abs_pct(mx)}")
     for w in worst_rows:
         print(f"worst: {w['preset']} {w['layout']} ({_pct(w['error'])}); predicted vs profiled ms:")
         for g, r in w["components"].items():
