@@ -193,3 +193,18 @@ def test_validate_time_never_fits_to_the_measured_step(tmp_path):
     assert outs[0]["worst"] and set(outs[0]["worst"][0]["components"]) == {"user", "item", "interaction", "optimizer"}
     with pytest.raises(UserError, match="no measured point"):
         validate_time([str(cal)], str(cal))
+
+
+@pytest.mark.gpu
+def test_cuda_calibration_loads_and_prices_every_class():
+    from harness.calibration import calibrate_kernels
+
+    kc_dict = calibrate_kernels("cuda")
+    assert not kc_dict["serial"] and kc_dict["hstu_attention"] is not None
+    assert sum(kc_dict["benchmark"]["seconds"].values()) < 120
+    kc = KernelClasses.from_dict(kc_dict)
+    assert kc.gemm_s(8192, 8192, 8192, "bf16") < kc.gemm_s(8192, 8192, 8192, "fp32")
+    assert 1e-7 < kc.host.per_op_s < 1e-3 and kc.host.graph_launch_s < kc.host.per_op_s * 100
+    spec, cfg = get_preset("hstu-ranking"), get_model_config("hstu-ranking")
+    lt = predict_layouts(TimeModel(kc), spec, cfg, expected_stats(spec, cfg, 16.0))
+    assert lt["impression"].device_s > lt["roo"].device_s > 0
