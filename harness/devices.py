@@ -1,9 +1,10 @@
-"""On-the-spot calibration of a device's two roofs (the datasheet table is roo_ref.hardware).
+"""On-the-spot calibration of a device (the datasheet table is roo_ref.hardware).
 
-The analytic time model (roo_ref.cost.roofline) prices each component as
-    max(FLOPs / peak_flops(dtype), bytes / peak_bandwidth) + kernels * launch_overhead.
-Datasheet peaks are leads; `calibrate()` measures a large matmul and a device-to-device copy on
-the machine at hand and returns a DeviceSpec with those numbers (what the report quotes).
+Two parts, both in one calibration record:
+- the two roofs: a large matmul and a device-to-device copy, as a DeviceSpec (`spec`), which the
+  roofline (roo_ref.cost.roofline) and the report's roofline plot use;
+- the kernel classes (`kernel_classes`, harness.calibration): per-class microbenchmarks and host
+  terms, which the step-time model (roo_ref.cost.time_model) prices the cost table with.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ __all__ = ["calibrate"]
 
 
 def calibrate(
-    device: str = "cpu", matmul_n: int | None = None, copy_bytes: int | None = None, repeats: int = 10
+    device: str = "cpu",
+    matmul_n: int | None = None,
+    copy_bytes: int | None = None,
+    repeats: int = 10,
+    kernels: bool = False,
 ) -> dict:
-    """Measure the bf16 (GPU) / fp32 (CPU) matmul rate and the copy bandwidth on `device`.
+    """Measure the bf16 (GPU) / fp32 (CPU) matmul rate and the copy bandwidth on `device`, and,
+    with `kernels`, every kernel class (harness.calibration.calibrate_kernels).
 
     Returns a dict with the measured numbers and a DeviceSpec (`spec`) whose roofs are replaced by
     them. Inputs are random (never zeros: zeros run faster on some parts)."""
@@ -31,7 +37,7 @@ def calibrate(
     if cuda and not torch.cuda.is_available():
         raise UserError("calibrate: cuda requested but no CUDA device is available; use --device cpu")
     n = matmul_n or (8192 if cuda else 1024)
-    nbytes = copy_bytes or ((2 << 30) if cuda else (256 << 20))
+    nbytes = copy_bytes or ((2 << 30) if cuda else (64 << 20))  # far past the caches either way
     dtype = torch.bfloat16 if cuda else torch.float32
     g = torch.Generator(device=dev).manual_seed(0)
     a = torch.randn(n, n, device=dev, dtype=dtype, generator=g)
@@ -57,7 +63,7 @@ def calibrate(
         bandwidth=bw,
         source="calibrated",
     )
-    return {
+    out = {
         "device_name": name,
         "matmul_n": n,
         "matmul_dtype": str(dtype).replace("torch.", ""),
@@ -68,3 +74,8 @@ def calibrate(
         "copy_bandwidth": bw,
         "spec": spec.to_dict(),
     }
+    if kernels:
+        from harness.calibration import calibrate_kernels
+
+        out["kernel_classes"] = calibrate_kernels(device)
+    return out

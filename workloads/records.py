@@ -255,6 +255,8 @@ class CalibrationRecord(Record):
     device_name = _Metric[str]("device_name")
     matmul_flops = _Metric[float]("matmul_flops")
     copy_bandwidth = _Metric[float]("copy_bandwidth")
+    # the step-time model's tables (roo_ref.cost.kernel_classes); absent from roofs-only records
+    kernel_classes = _Metric[dict[str, Any]]("kernel_classes")
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,17 @@ def _spec_args(p) -> None:
     )
     p.add_argument("--device", dest="torch_device", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="bf16", help="bf16 | fp32 (default bf16)")
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="a `roo-bench calibrate --json` file: step times by its kernel classes (default: the roofs)",
+    )
+    p.add_argument(
+        "--time-error",
+        default=None,
+        metavar="FILE",
+        help="a `roo-bench validate-time --json` file: its step errors become the step's interval",
+    )
 
 
 def _provenance(seed: int | None) -> dict:
@@ -102,6 +113,38 @@ def _resolve(args):
     return spec, cfg, dev
 
 
+def _time_model(args, spec, cfg, dev, requests, batch) -> dict:
+    """The kernel-class time model's block: the --calibration's classes, else the roofs of `dev`."""
+    from roo_ref.cost.report import time_model_report
+    from roo_ref.cost.time_model import from_device_spec, load_calibration
+
+    tm = load_calibration(args.calibration) if args.calibration else from_device_spec(dev)
+    error = None
+    if args.time_error:
+        try:
+            with open(args.time_error) as f:
+                v = flat_view(json.load(f))
+            error = v["time_model"]["summary"]["step"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise UserError(f"--time-error {args.time_error}: not a validate-time --json output ({e})") from None
+    return time_model_report(spec, cfg, tm, args.dtype, requests, batch, dev.peak_flops(args.dtype), error)
+
+
+def _print_time_model(tmr: dict) -> None:
+    err = tmr["validated_error"]
+    note = "not validated" if not err else f"validated geomean |error| {err['geomean_abs_error']:.1%}"
+    print(f"step-time model ({tmr['source']}; {note}):")
+    for lay, t in tmr["layouts"].items():
+        iv = t.get("step_ms_interval")
+        span = f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""
+        mfu = "n/a" if t["mfu"] is None else f"{t['mfu']:.1%}"
+        print(
+            f"  {lay:10s} step {t['step_ms']:.3f} ms{span} (device {t['device_ms']:.3f}, host "
+            f"{t['host_ms']:.3f}), GPU busy {t['device_busy_share']:.0%}, MFU {mfu}"
+        )
+    print(f"  predicted ROO speedup {tmr['predicted_speedup']:.2f}x")
+
+
 def _model(args) -> int:
     from roo_ref.cost import model_report
 
@@ -125,6 +168,7 @@ def _model(args) -> int:
         args.bus_bw,
         args.hardware.lower(),
     )
+    rep["time_model"] = _time_model(args, spec, cfg, dev, None if args.exact else args.requests, batch)
     if args.json:
         emit_flat(Kind.MODEL, rep, provenance=_provenance(spec.seed if args.seed is None else args.seed))
         return 0
@@ -150,6 +194,7 @@ def _model(args) -> int:
         f"predicted ROO speedup {rep['predicted_speedup']:.2f}x; f_u = {rep['f_u']:.3f}, "
         f"k = {rep['mean_impressions_per_request']:.2f}, ideal 1/(f_u/k + 1 - f_u) = {rep['ideal_speedup']:.2f}x"
     )
+    _print_time_model(rep["time_model"])
     return 0
 
 
@@ -205,6 +250,12 @@ def _project(args) -> int:
             raise UserError(f"--storage {args.storage}: not a `roo-bench storage --json` output (no formats)")
     res = project(spec, cfg, args.requests_per_day, args.gpus, dev, args.dtype, args.power_w, args.bus_bw, storage)
     res["device_key"] = args.hardware.lower()
+    res["time_model"] = tmr = _time_model(args, spec, cfg, dev, None, None)
+    per_step_h = args.requests_per_day / tmr["requests_per_step"] / 3600 / 1e3
+    for t in tmr["layouts"].values():  # GPU-hours/day at the spec's batch per GPU, by this model
+        t["gpu_hours_per_day"] = t["step_ms"] * per_step_h
+        if t.get("step_ms_interval"):
+            t["gpu_hours_per_day_interval"] = [x * per_step_h for x in t["step_ms_interval"]]
     if args.json:
         emit_flat(Kind.PROJECT, res, provenance=_provenance(spec.seed))
         return 0
@@ -226,6 +277,11 @@ def _project(args) -> int:
         r = res["layouts"]["roo"]["storage_tb_per_day_by_codec"][codec]
         if i is not None and r is not None:
             print(f"  storage TB, {codec:28s} {i:10.4g} {r:10.4g} {1 - r / i:8.1%}")
+    tl = tmr["layouts"]
+    print(
+        f"{'GPU-hours (time model)':24s} {tl['impression']['gpu_hours_per_day']:14.4g} "
+        f"{tl['roo']['gpu_hours_per_day']:14.4g} {1 - 1 / tmr['predicted_speedup']:8.1%}  ({tmr['source']})"
+    )
     for lay, fits in res["fits_in_day"].items():
         if not fits:
             print(f"note: {lay} needs {res['layouts'][lay]['wall_hours_per_day']:.1f} h/day on {args.gpus} GPUs")

@@ -39,7 +39,7 @@ STORAGE_SEED = 1
 MODEL_PRESETS = (STORAGE_PRESET, "tiny")
 MODEL_DEVICE, MODEL_DTYPE = "h100", "bf16"  # the `model` command's defaults
 COMM_NPROC, COMM_PRESET, COMM_SHARDING, COMM_TIMEOUT_S = 2, "tiny", "table", 900.0
-STAGES = ("calibrate", "generate", "storage", "model", "sweep", "comm", "comm-project")
+STAGES = ("calibrate", "generate", "storage", "model", "sweep", "validate-time", "comm", "comm-project")
 
 
 def committed_record_files(root: Path = COMMITTED) -> list[Path]:
@@ -164,7 +164,21 @@ def _calibrate(d: Demo) -> None:
     from harness.devices import calibrate
     from workloads.records import Kind
 
-    _save(d.results / "calibration.json", Kind.CALIBRATION, calibrate(d.device), device=d.device)
+    # the kernel classes on the CPU take seconds; a GPU's take a minute, which the demo leaves to
+    # `roo-bench calibrate --device cuda`
+    res = calibrate(d.device, kernels=d.device == "cpu")
+    _save(d.results / "calibration.json", Kind.CALIBRATION, res, device=d.device)
+
+
+def _validate_time(d: Demo) -> None:
+    """The step-time model's predictions vs the sweep's measured steps, with this run's calibration
+    (kept under logs/: the report's validate records are the FLOP validation's)."""
+    from harness.commands.validate_time import print_report, validate_time
+    from workloads.records import Kind
+
+    res = validate_time([str(d.out / "sweep" / "results.jsonl")], str(d.results / "calibration.json"), 0.0)
+    print_report(res["points"], res["summary"], res["worst"], res["model"])
+    _save(d.out / "logs" / "validate-time.json", Kind.VALIDATE, {"time_model": res})
 
 
 def _generate(d: Demo) -> None:
@@ -266,6 +280,14 @@ def _run_stages(d: Demo) -> None:
         ["sweep", str(SWEEP_FILE), "--out", str(d.out / "sweep"), "--device", dev, "--json"],
         lambda: _sweep(d),
         why_not=None if SWEEP_FILE.is_file() else f"{SWEEP_FILE} does not exist",
+    )
+    swept = (d.out / "sweep" / "results.jsonl").is_file() and (d.results / "calibration.json").is_file()
+    d.stage(
+        "validate-time",
+        "validate-time",
+        ["validate-time", str(d.out / "sweep" / "results.jsonl"), "--calibration", str(d.results / "calibration.json")],
+        lambda: _validate_time(d),
+        why_not=None if swept else "needs the calibrate and sweep stages' records",
     )
     comm_argv = ["comm", "--nproc", str(COMM_NPROC), "--preset", COMM_PRESET, "--device", dev, "--json"]
     d.stage("comm", "comm", comm_argv, lambda: _comm(d), why_not=_comm_why_not(dev))

@@ -8,7 +8,7 @@ moved through device memory, kernel launches and parameter bytes (docs/cost-mode
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,10 @@ class Component:
     storage_bytes: Num = 0  # uncompressed bytes of the step's samples, storage row only
     modules: tuple[str, ...] = ()  # roo_ref.flops module paths whose counted FLOPs this row prices
     note: str = ""
+    # what the kernel-class time model (roo_ref.cost.time_model) prices per kernel: the matmuls
+    # (m, k, n) the row launches, forward and backward, and its embedding lookups (ids, width)
+    gemms: list = field(default_factory=list, repr=False)
+    lookups: list = field(default_factory=list, repr=False)
 
     @property
     def flops(self) -> Num:
@@ -61,7 +65,7 @@ class Component:
         return f + b
 
     def to_dict(self) -> dict:
-        d = {f.name: to_py(getattr(self, f.name)) for f in fields(self)}
+        d = {f.name: to_py(getattr(self, f.name)) for f in fields(self) if f.name not in ("gemms", "lookups")}
         d["modules"] = list(self.modules)
         d["flops"] = to_py(self.flops)
         d["flops_mask_aware"] = to_py(self.flops_mask_aware)
@@ -104,6 +108,7 @@ class Acc:
         if act:
             c.bytes += 3 * e * m * n
         c.kernels += 2 + (1 if bias else 0) + (1 if grad_in else 0) + (2 if act else 0)
+        c.gemms += [(m, k, n), (k, m, n)] + ([(m, n, k)] if grad_in else [])
         c.other_flops += (2 * m * n if act else 0) + (2 * m * n if bias else 0)
         c.param_bytes += PARAM_BYTES * (k * n + (n if bias else 0))
         return self
@@ -144,6 +149,7 @@ class Acc:
         c.bytes += ID_BYTES * ids * 2 + PARAM_BYTES * width * ids + e * rows_out * width
         c.bytes += e * rows_out * width + PARAM_BYTES * width * ids
         c.other_flops += 2 * width * ids
+        c.lookups.append((ids, width))
         return self
 
 

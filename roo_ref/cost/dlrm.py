@@ -103,6 +103,7 @@ def _two_tower_top(sh: Shape, cfg: ModelConfig, v: LayoutStats, layout: str, e: 
     c.bytes = e * (rows_u * t + N * t + s) + 4 * s * 4 + e * (2 * s + rows_u * t + N * t) * 2
     c.other_flops = 8 * s
     c.kernels = 12
+    c.gemms += [(rows_u, t, N), (rows_u, N, t), (N, rows_u, t)]
     out.append(c)
     if layout == "roo":
         out.append(expansion(layout, R, N, t + 1, e))
@@ -131,6 +132,7 @@ def _dlrm_top(sh: Shape, cfg: ModelConfig, v: LayoutStats, layout: str, e: int) 
         c.bytes = e * (N * V * d * 2 + N * V * V) * 3 + e * N * (V * (V - 1) // 2 + V * d) * 4
         c.kernels = 10
         c.other_flops = 0
+        c.gemms += [(N * V, d, V), (N * V, V, d), (N * V, V, d)]  # the batched [V, d] x [d, V] products
         width_out = V * (V - 1) // 2 + V * d
     else:
         a = Acc(c, e)

@@ -63,3 +63,42 @@ def model_report(
         "ideal_speedup": float(mc["ideal_speedup"]),
         "model": cfg.to_dict(),
     }
+
+
+def time_model_report(
+    spec: WorkloadSpec,
+    cfg: ModelConfig,
+    tm: Any,
+    dtype: str = "bf16",
+    requests: float | None = None,
+    batch: Any = None,
+    peak_flops: float | None = None,
+    error: dict | None = None,
+) -> dict:
+    """Both layouts' steps by the kernel-class time model (`tm`, a roo_ref.cost.time_model
+    TimeModel): step, device and host ms, MFU (counted FLOPs / step / `peak_flops`), the
+    predicted GPU-busy share, and, with `error` (validate-time's summary: geomean and max
+    |error|), the step as an interval. Says which model produced the numbers (`source`)."""
+    from roo_ref.cost.stats import batch_stats, expected_stats
+    from roo_ref.cost.step import layout_components
+    from roo_ref.cost.time_model import predict_layouts
+
+    stats = batch_stats(batch, cfg) if batch is not None else expected_stats(spec, cfg, requests)
+    pred = predict_layouts(tm, spec, cfg, stats, dtype)
+    layouts = {}
+    for lay, lt in pred.items():
+        flops = sum(c.flops for c in layout_components(spec, cfg, stats, lay, dtype))
+        d = lt.to_dict()
+        d["mfu"] = _num(float(flops) / lt.step_s / peak_flops) if peak_flops and lt.step_s > 0 else None
+        if error and error.get("geomean_abs_error") is not None:
+            g, mx = float(error["geomean_abs_error"]), float(error.get("max_abs_error") or error["geomean_abs_error"])
+            d["step_ms_interval"] = [d["step_ms"] * (1 - g), d["step_ms"] * (1 + g)]
+            d["step_ms_interval_max"] = [d["step_ms"] * max(1 - mx, 0.0), d["step_ms"] * (1 + mx)]
+        layouts[lay] = d
+    return {
+        "source": tm.source,
+        "validated_error": error,
+        "layouts": layouts,
+        "predicted_speedup": pred["impression"].step_s / pred["roo"].step_s,
+        "requests_per_step": float(stats.requests),
+    }

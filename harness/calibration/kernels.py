@@ -1,0 +1,132 @@
+"""The kernel-class microbenchmarks (roo_ref.cost.kernel_classes says what each class prices).
+
+Every input is random (never zeros); every table is measured on sizes a grid names (`Grids`:
+small on the CPU so its calibration takes seconds, wide on a GPU). Big GEMM grid points past a
+work cap are not run: their rate is the best rate measured, the saturated one."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.calibration.timing import device_seconds
+
+
+@dataclass(frozen=True)
+class Grids:
+    gemm: tuple[int, ...]
+    gemm_fp32: tuple[int, ...]
+    gemm_max_flops: float
+    gemm_max_elems: int
+    bytes: tuple[int, ...]  # elementwise / reduction / gather / optimizer sizes (bytes)
+    reduce_ids: tuple[int, ...]
+    reduce_dups: tuple[int, ...]
+    hstu_lens: tuple[int, ...]
+    hstu_targets: tuple[int, ...]
+    hstu_tokens: int
+
+
+CPU = Grids(
+    gemm=(16, 128, 1024),
+    gemm_fp32=(16, 128, 1024),
+    gemm_max_flops=2e9,
+    gemm_max_elems=1 << 22,
+    bytes=tuple(4**i for i in range(6, 12)),
+    reduce_ids=(1 << 8, 1 << 11, 1 << 14),
+    reduce_dups=(1, 16, 1 << 14),
+    hstu_lens=(),
+    hstu_targets=(),
+    hstu_tokens=0,
+)
+CUDA = Grids(
+    gemm=(16, 128, 1024, 8192, 65536, 524288),
+    gemm_fp32=(128, 2048, 32768),
+    gemm_max_flops=2e12,
+    gemm_max_elems=1 << 30,
+    bytes=tuple(4**i for i in range(6, 16)),
+    reduce_ids=(1 << 12, 1 << 15, 1 << 18, 1 << 21, 1 << 23),
+    reduce_dups=(1, 16, 256, 1 << 22),
+    hstu_lens=(64, 256, 1024),
+    hstu_targets=(1, 8, 64),
+    hstu_tokens=1 << 17,
+)
+
+
+def _randn(torch, shape, dev, dtype, g):
+    return torch.randn(shape, device=dev, dtype=dtype, generator=g)
+
+
+def gemm_table(torch, dev, dtype, axis: tuple[int, ...], grids: Grids, g) -> dict:
+    """{"axes", "values" (seconds), "work"} of torch.matmul over the (m, k, n) grid."""
+    n_ax = len(axis)
+    secs = np.full((n_ax,) * 3, np.nan)
+    work = np.zeros((n_ax,) * 3)
+    for (i, m), (j, k), (l, n) in itertools.product(enumerate(axis), repeat=3):
+        work[i, j, l] = 2.0 * m * k * n
+        if work[i, j, l] > grids.gemm_max_flops or max(m * k, k * n, m * n) > grids.gemm_max_elems:
+            continue
+        a, b = _randn(torch, (m, k), dev, dtype, g), _randn(torch, (k, n), dev, dtype, g)
+        secs[i, j, l] = device_seconds(lambda a=a, b=b: torch.matmul(a, b), dev)
+        del a, b
+    best = np.nanmax(work / secs)
+    secs = np.where(np.isnan(secs), work / best, secs)
+    return {"axes": [list(axis)] * 3, "values": secs.tolist(), "work": work.tolist()}
+
+
+def _n_of(nbytes: int, per: int) -> int:
+    return max(1, nbytes // per)
+
+
+def bandwidth_curves(torch, dev, grids: Grids, g) -> dict:
+    """Seconds vs bytes: elementwise add, row-sum, embedding_bag forward, fused Adam."""
+    ew, red, gat, opt = [], [], [], []
+    table = _randn(torch, (1 << (20 if dev.type == "cuda" else 14), 64), dev, torch.float32, g)
+    for nb in grids.bytes:
+        n = _n_of(nb, 12)
+        a, b, c = (_randn(torch, (n,), dev, torch.float32, g) for _ in range(3))
+        ew.append(device_seconds(lambda a=a, b=b, c=c: torch.add(a, b, out=c), dev))
+        x = _randn(torch, (_n_of(nb, 256), 64), dev, torch.float32, g)
+        red.append(device_seconds(lambda x=x: x.sum(dim=1), dev))
+        ids = torch.randint(0, table.shape[0], (_n_of(nb, 256),), device=dev, generator=g)
+        offs = torch.arange(0, ids.numel() + 1, 20, device=dev)
+        gat.append(
+            device_seconds(lambda i=ids, o=offs: torch.nn.functional.embedding_bag(i, table, o, mode="sum"), dev)
+        )
+        p = torch.nn.Parameter(_randn(torch, (_n_of(nb, 28),), dev, torch.float32, g))
+        p.grad = torch.randn_like(p)
+        try:
+            adam = torch.optim.Adam([p], lr=1e-3, fused=True)
+        except (RuntimeError, TypeError):
+            adam = torch.optim.Adam([p], lr=1e-3)
+        opt.append(device_seconds(adam.step, dev))
+        del a, b, c, x, ids, offs, p, adam
+    sizes = [float(s) for s in grids.bytes]
+    return {
+        "elementwise": {"sizes": sizes, "seconds": ew},
+        "reduction": {"sizes": sizes, "seconds": red},
+        "gather": {"sizes": sizes, "seconds": gat},
+        "optimizer": {"sizes": sizes, "seconds": opt},
+    }
+
+
+def grad_reduce_table(torch, dev, grids: Grids, g, dim: int = 64) -> dict:
+    """Seconds of roo_ref.sparse_optim.rowwise_adagrad_update (the implementation the embedding
+    optimizer runs) vs (ids, duplicates per distinct row): ids drawn from n / dup distinct rows."""
+    from roo_ref.sparse_optim import rowwise_adagrad_update
+
+    rows_total = max(grids.reduce_ids)
+    weight = _randn(torch, (rows_total, dim), dev, torch.float32, g)
+    state = torch.rand(rows_total, device=dev, generator=g) + 0.1
+    secs = np.zeros((len(grids.reduce_ids), len(grids.reduce_dups)))
+    for (i, n), (j, dup) in itertools.product(enumerate(grids.reduce_ids), enumerate(grids.reduce_dups)):
+        distinct = max(1, n // dup)
+        rowset = torch.randperm(rows_total, device=dev, generator=g)[:distinct]
+        ids = rowset[torch.randint(0, distinct, (n,), device=dev, generator=g)]
+        grad = _randn(torch, (n, dim), dev, torch.float32, g)
+        secs[i, j] = device_seconds(lambda i=ids, r=grad: rowwise_adagrad_update(weight, state, i, r, 1e-3, 1e-8), dev)
+        del ids, grad, rowset
+    work = np.repeat(np.array(grids.reduce_ids, float)[:, None], len(grids.reduce_dups), axis=1)
+    axes = [[float(x) for x in grids.reduce_ids], [float(x) for x in grids.reduce_dups]]
+    return {"axes": axes, "values": secs.tolist(), "work": work.tolist(), "dim": dim}

@@ -1,0 +1,257 @@
+"""Kernel-class time models: what one kernel of each class costs on a calibrated device.
+
+`roo-bench calibrate` (harness.calibration) measures each class with microbenchmarks and stores
+the tables in the calibration record (`metrics.kernel_classes`); `KernelClasses.from_dict` reads
+them back. The classes and what they are measured with:
+
+  gemm           seconds of torch.matmul on [m, k] x [k, n] over a grid of (m, k, n) per dtype;
+                 priced as 2mkn / rate(m, k, n), the rate interpolated in log space
+  gather         embedding_bag forward (sum pooling) vs the bytes of the rows it reads
+  grad_reduce    roo_ref.sparse_optim.rowwise_adagrad_update (sort, segment sums, row update)
+                 vs (ids, duplicates per distinct row) at one width, scaled by width
+  elementwise    a binary elementwise op vs the bytes it moves (a kernel's fixed cost below)
+  reduction      a row-sum vs the bytes it reads
+  optimizer      fused Adam vs the bytes of parameters + state it streams
+  hstu_attention the Triton HSTU attention, forward + backward, mask-aware FLOP rate vs
+                 (max sequence length, targets per sequence)
+  host           per-op host cost of an eager training step (autograd, dispatch, launch),
+                 per-launch cost of a bare eager op, one CUDA-graph replay, one device sync
+
+Interpolation is multilinear in log(size) with the value clamped at the grid's edges: a rate
+stays the edge's rate beyond the grid (time grows with the work), and no kernel is cheaper than
+the class's `floor_s` (the smallest time measured: a launch's fixed cost). Tables are made
+monotone in size on load (`isotonic`), so a bigger kernel never prices cheaper.
+
+`from_roofs` builds the same classes from two roofs (a datasheet entry or an old calibration
+record with only matmul FLOP/s and copy bandwidth): the roofline as a degenerate calibration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from workloads.errors import UserError
+
+CLASSES = ("gemm", "gather", "grad_reduce", "elementwise", "reduction", "optimizer", "hstu_attention")
+
+
+def _arr(x: Any, what: str) -> np.ndarray:
+    a = np.asarray(x, dtype=float)
+    if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
+        raise UserError(f"calibration table {what}: needs positive finite numbers")
+    return a
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Values on a grid of sizes (one axis per size), interpolated multilinearly in log-log space,
+    clamped at the grid's edges. `values` has shape (len(axis) for axis in axes)."""
+
+    axes: tuple[np.ndarray, ...]
+    values: np.ndarray
+
+    @classmethod
+    def make(cls, axes: Any, values: Any, what: str = "grid") -> Grid:
+        ax = tuple(_arr(a, f"{what} axis").ravel() for a in axes)
+        for a in ax:
+            if np.any(np.diff(a) <= 0):
+                raise UserError(f"calibration table {what}: axis values must increase")
+        v = _arr(values, f"{what} values").reshape(tuple(len(a) for a in ax))
+        return cls(ax, v)
+
+    def __call__(self, *xs: Any) -> Any:
+        """The interpolated value at sizes `xs` (numbers or broadcastable numpy arrays)."""
+        logv = np.log(self.values)
+        pos = []
+        for a, x in zip(self.axes, xs, strict=True):
+            lx = np.log(np.clip(np.asarray(x, dtype=float), a[0], a[-1]))
+            la = np.log(a)
+            if len(a) == 1:
+                pos.append((np.zeros_like(lx, dtype=int), np.zeros_like(lx)))
+                continue
+            i = np.clip(np.searchsorted(la, lx, side="right") - 1, 0, len(a) - 2)
+            w = (lx - la[i]) / (la[i + 1] - la[i])
+            pos.append((i, w))
+        out = 0.0
+        for corner in np.ndindex(*(2,) * len(self.axes)):
+            idx, weight = [], 1.0
+            for (i, w), c, a in zip(pos, corner, self.axes, strict=True):
+                if len(a) == 1:
+                    idx.append(i)
+                    weight = weight * (1.0 if c == 0 else 0.0)
+                else:
+                    idx.append(i + c)
+                    weight = weight * (w if c else 1.0 - w)
+            out = out + weight * logv[tuple(idx)]
+        return np.exp(out)
+
+    def to_dict(self) -> dict:
+        return {"axes": [a.tolist() for a in self.axes], "values": self.values.tolist()}
+
+
+def isotonic(times: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """`times` made non-decreasing along each of `axes` (a running max): measurement noise never
+    makes a bigger kernel cheaper."""
+    t = np.array(times, dtype=float)
+    for ax in axes:
+        t = np.maximum.accumulate(t, axis=ax)
+    return t
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Seconds of one kernel vs its size (bytes), log-log interpolated; below the smallest size the
+    smallest time (the fixed cost), above the largest the largest size's rate."""
+
+    sizes: np.ndarray
+    seconds: np.ndarray
+
+    @classmethod
+    def make(cls, sizes: Any, seconds: Any, what: str = "curve") -> Curve:
+        g = Grid.make([sizes], seconds, what)
+        return cls(g.axes[0], isotonic(g.values, (0,)))
+
+    def __call__(self, size: Any) -> Any:
+        x = np.asarray(size, dtype=float)
+        lt = np.interp(np.log(np.clip(x, self.sizes[0], None)), np.log(self.sizes), np.log(self.seconds))
+        t = np.exp(lt)
+        return np.where(x > self.sizes[-1], self.seconds[-1] * x / self.sizes[-1], t)
+
+    def to_dict(self) -> dict:
+        return {"sizes": self.sizes.tolist(), "seconds": self.seconds.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict, what: str) -> Curve:
+        return cls.make(d["sizes"], d["seconds"], what)
+
+
+@dataclass(frozen=True)
+class RateGrid:
+    """Work per second on a grid of sizes: time = work / rate(sizes), at least `floor_s`.
+    Built from measured seconds made monotone in every size, so time never falls with size."""
+
+    grid: Grid
+    floor_s: float
+
+    @classmethod
+    def from_times(cls, axes: Any, seconds: Any, work: Any, what: str) -> RateGrid:
+        g = Grid.make(axes, seconds, what)
+        t = isotonic(g.values, tuple(range(len(g.axes))))
+        w = _arr(work, f"{what} work").reshape(t.shape)
+        return cls(Grid(g.axes, w / t), float(t.min()))
+
+    def seconds(self, work: Any, *sizes: Any) -> Any:
+        return np.maximum(np.asarray(work, dtype=float) / self.grid(*sizes), self.floor_s)
+
+    def to_dict(self) -> dict:
+        return {**self.grid.to_dict(), "floor_s": self.floor_s}
+
+    @classmethod
+    def from_dict(cls, d: dict, what: str) -> RateGrid:
+        g = Grid.make(d["axes"], d["values"], what)
+        return cls(g, float(d["floor_s"]))
+
+
+@dataclass(frozen=True)
+class Host:
+    """Host-side costs (seconds): per aten op of an eager training step, per bare eager op,
+    per CUDA-graph replay, per device synchronization."""
+
+    per_op_s: float
+    per_launch_s: float
+    graph_launch_s: float
+    per_sync_s: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class KernelClasses:
+    """Every class's table (see the module docstring), plus where they came from."""
+
+    gemm: dict[str, RateGrid]  # per dtype: "bf16", "fp32"
+    gather: Curve
+    grad_reduce: RateGrid  # axes (ids, duplicates per distinct row); work = ids
+    grad_reduce_dim: int
+    elementwise: Curve
+    reduction: Curve
+    optimizer: Curve
+    hstu_attention: RateGrid | None  # axes (max length, targets per sequence); work = FLOPs
+    host: Host
+    source: str
+    serial: bool = False  # host and kernels share one thread (CPU): their times add, never overlap
+
+    def gemm_s(self, m: Any, k: Any, n: Any, dtype: str) -> Any:
+        g = (
+            self.gemm.get(dtype)
+            or self.gemm.get("fp32" if dtype == "fp32" else "bf16")
+            or next(iter(self.gemm.values()))
+        )
+        return g.seconds(2.0 * np.asarray(m, float) * k * n, m, k, n)
+
+    def grad_reduce_s(self, ids: Any, distinct: Any, dim: int) -> Any:
+        ids = np.maximum(np.asarray(ids, dtype=float), 1.0)
+        dup = ids / np.clip(distinct, 1.0, ids)
+        return self.grad_reduce.seconds(ids, ids, dup) * (dim / self.grad_reduce_dim)
+
+    def to_dict(self) -> dict:
+        return {
+            "gemm": {k: v.to_dict() for k, v in self.gemm.items()},
+            "gather": self.gather.to_dict(),
+            "grad_reduce": {**self.grad_reduce.to_dict(), "dim": self.grad_reduce_dim},
+            "elementwise": self.elementwise.to_dict(),
+            "reduction": self.reduction.to_dict(),
+            "optimizer": self.optimizer.to_dict(),
+            "hstu_attention": None if self.hstu_attention is None else self.hstu_attention.to_dict(),
+            "host": self.host.to_dict(),
+            "source": self.source,
+            "serial": self.serial,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> KernelClasses:
+        try:
+            hstu = d.get("hstu_attention")
+            return cls(
+                gemm={k: RateGrid.from_dict(v, f"gemm {k}") for k, v in d["gemm"].items()},
+                gather=Curve.from_dict(d["gather"], "gather"),
+                grad_reduce=RateGrid.from_dict(d["grad_reduce"], "grad_reduce"),
+                grad_reduce_dim=int(d["grad_reduce"]["dim"]),
+                elementwise=Curve.from_dict(d["elementwise"], "elementwise"),
+                reduction=Curve.from_dict(d["reduction"], "reduction"),
+                optimizer=Curve.from_dict(d["optimizer"], "optimizer"),
+                hstu_attention=None if hstu is None else RateGrid.from_dict(hstu, "hstu_attention"),
+                host=Host(**{k: float(v) for k, v in d["host"].items()}),
+                source=str(d.get("source", "calibration")),
+                serial=bool(d.get("serial", False)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"calibration's kernel_classes is malformed ({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def from_roofs(
+        cls, flops: dict[str, float], bandwidth: float, launch_s: float, source: str = "roofs", serial: bool = False
+    ) -> KernelClasses:
+        """The roofline as kernel classes: every rate constant, every kernel at least `launch_s`."""
+        one = [[1.0], [1.0], [1.0]]
+
+        def bw_curve() -> Curve:  # max(launch_s, bytes / bandwidth)
+            return Curve.make([1.0, max(2.0, launch_s * bandwidth)], [launch_s, launch_s])
+
+        return cls(
+            gemm={k: RateGrid(Grid.make(one, [[[f]]]), launch_s) for k, f in flops.items()},
+            gather=bw_curve(),
+            grad_reduce=RateGrid(Grid.make([[1.0], [1.0]], [[bandwidth / (64 * 4 * 6)]]), launch_s),
+            grad_reduce_dim=64,
+            elementwise=bw_curve(),
+            reduction=bw_curve(),
+            optimizer=bw_curve(),
+            hstu_attention=None,
+            host=Host(launch_s, launch_s, launch_s, 0.0),
+            source=source,
+            serial=serial,
+        )
