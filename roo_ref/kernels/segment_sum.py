@@ -29,6 +29,8 @@ suffice; programs past u return at once.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -182,6 +184,17 @@ def segment_sum(
 
 
 @triton.jit
+def _round_to(x, dtype: tl.constexpr, RNE_BF16: tl.constexpr):
+    """x.to(dtype); with RNE_BF16 (bf16 under the interpreter, whose fp32 -> bf16 cast truncates,
+    unlike the GPU's cvt.rn) rounded to nearest even by hand first."""
+    if RNE_BF16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(dtype)
+
+
+@triton.jit
 def _update_kernel(
     out_ptr,
     uniq_ptr,
@@ -194,6 +207,7 @@ def _update_kernel(
     lr,
     eps,
     ADAGRAD: tl.constexpr,
+    RNE_BF16: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
@@ -215,8 +229,8 @@ def _update_kernel(
     w_at = weight_ptr + row[:, None] * stride_w + cols[None, :]
     w = tl.load(w_at, mask=m2, other=0.0)
     # as index_add_ of the step cast to the weight's dtype: round the step, then the sum
-    new = w.to(tl.float32) + step.to(w.dtype).to(tl.float32)
-    tl.store(w_at, new.to(w.dtype), mask=m2)
+    new = w.to(tl.float32) + _round_to(step, w.dtype, RNE_BF16).to(tl.float32)
+    tl.store(w_at, _round_to(new, w.dtype, RNE_BF16), mask=m2)
 
 
 def apply_update(
@@ -253,6 +267,7 @@ def apply_update(
         float(lr),
         float(eps),
         ADAGRAD=state is not None,
+        RNE_BF16=weight.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") == "1",
         BLOCK_R=block_r,
         BLOCK_D=block_d,
         num_warps=4,
