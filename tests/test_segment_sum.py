@@ -9,6 +9,8 @@ boundaries (the carry path); the GPU tests repeat the comparison at production-l
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -259,3 +261,31 @@ def test_cuda_update_at_scale_is_sync_free_and_equals_torch(w_dtype):
     else:  # bf16 weights: a step rounds to bf16 on both sides, from sums that differ in fp32 error
         torch.testing.assert_close(out["triton"][0], out["torch"][0], rtol=2**-6, atol=2**-6)
     torch.testing.assert_close(out["triton"][1], out["torch"][1], rtol=1e-4, atol=1e-5)
+
+
+def test_benchmark_cli_checks_its_configs_and_needs_cuda(capsys):
+    from benchmarks import segment_sum as bench
+
+    assert bench.parse_configs("128,64,4; 64,128,8") == [(128, 64, 4), (64, 128, 8)]
+    for bad in ("128,64", "a,b,c", "0,64,4", ""):
+        with pytest.raises(SystemExit, match="want BLOCK,BLOCK_D,warps"):
+            bench.parse_configs(bad)
+    if not CUDA:
+        assert bench.main(["--nnz", "64"]) == 2 and "needs a CUDA device" in capsys.readouterr().err
+    # the whole benchmark at a tiny size (through the interpreter without CUDA)
+    args = bench._parser().parse_args(["--nnz", "96", "--rows", "50", "--dim", "8", "--configs", "16,8,4"])
+    args.warmup, args.reps = 0, 1
+    rec = bench.run(args, device=str(DEV))
+    names = [r["name"] for r in rec["results"]]
+    assert names == ["sum index_add_", "sum triton 16,8,4", "update torch", "update triton"]
+    assert 0 < rec["distinct"] < 96 and rec["floor_gb"] > 0
+
+
+@pytest.mark.gpu
+def test_benchmark_runs_small(tmp_path):
+    from benchmarks import segment_sum as bench
+
+    out = tmp_path / "seg.json"
+    assert bench.main(["--nnz", "65536", "--rows", "4096", "--reps", "2", "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert {r["name"] for r in rec["results"]} >= {"sum index_add_", "update torch", "update triton"}
