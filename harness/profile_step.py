@@ -14,6 +14,10 @@ returns a summary per step:
   roo/item, roo/interaction, roo/loss, roo/optimizer; "other" is what no range covers), forward and
   backward: a backward op is charged to the range of the forward op that created its autograd node
   (the profiler's sequence number). None with `components_reason` when the step has no such ranges;
+- `optimizer_sides_ms`: the part of the optimizer's time that is a side's work ({"user", "item"}),
+  from the ranges roo/optimizer/<sides> around each embedding table's update (a range's busy time
+  times the share it names; roo_ref.models.regions says how shares are set). Still counted as
+  optimizer time in `components_ms`; `time_ideal` counts the user part as user-side work;
 - `top_device` / `top_cpu`: the operators and kernels with the most self time.
 
 The numbers come from the profiler, which itself adds overhead per op (a few µs): use it to find
@@ -39,6 +43,32 @@ COMPONENTS = ("user", "item", "interaction", "loss", "optimizer")
 RANGE_PREFIX = "roo/"
 RANGES = {RANGE_PREFIX + c: c for c in COMPONENTS}
 BACKWARD_PREFIX = "autograd::engine::evaluate_function"
+# A table update's range inside roo/optimizer: "roo/optimizer/user", "roo/optimizer/item" or
+# "roo/optimizer/user=0.9,item=0.1" (roo_ref.models.regions.optimizer_range).
+OPTIMIZER_SIDE_PREFIX = RANGE_PREFIX + "optimizer/"
+SIDES = ("user", "item")
+
+
+def side_shares(name: str) -> dict[str, float] | None:
+    """{side: share} named by an optimizer side range, None for any other name."""
+    if not name.startswith(OPTIMIZER_SIDE_PREFIX):
+        return None
+    out: dict[str, float] = {}
+    for part in name[len(OPTIMIZER_SIDE_PREFIX) :].split(","):
+        side, eq, share = part.partition("=")
+        try:
+            out[side] = float(share) if eq else 1.0
+        except ValueError:
+            return None
+        if side not in SIDES or not 0.0 <= out[side] <= 1.0:
+            return None
+    return out
+
+
+def _range_component(name: str) -> str | None:
+    if name in RANGES:
+        return RANGES[name]
+    return "optimizer" if side_shares(name) is not None else None
 
 
 def self_device_us(evt) -> float:
@@ -64,8 +94,9 @@ def _ancestors(evt):
 def _forward_range(evt) -> str | None:
     """The component of the nearest enclosing range, or None; "" inside a backward op."""
     for a in _ancestors(evt):
-        if a.name in RANGES:
-            return RANGES[a.name]
+        comp = _range_component(a.name)
+        if comp is not None:
+            return comp
         if a.name.startswith(BACKWARD_PREFIX):
             return ""
     return None
@@ -73,11 +104,21 @@ def _forward_range(evt) -> str | None:
 
 def _component(evt, by_seq: dict[int, str]) -> str:
     for a in _ancestors(evt):
-        if a.name in RANGES:
-            return RANGES[a.name]
+        comp = _range_component(a.name)
+        if comp is not None:
+            return comp
         if a.name.startswith(BACKWARD_PREFIX):
             return by_seq.get(a.sequence_nr, "other")
     return "other"
+
+
+def _optimizer_shares(evt) -> dict[str, float]:
+    """The shares of the innermost optimizer side range around `evt` ({} outside every one)."""
+    for a in _ancestors(evt):
+        shares = side_shares(a.name)
+        if shares is not None:
+            return shares
+    return {}
 
 
 def breakdown(events, steps: int, cuda: bool) -> dict:
@@ -100,15 +141,23 @@ def breakdown(events, steps: int, cuda: bool) -> dict:
         comp = _forward_range(e)
         if comp and e.sequence_nr >= 0:
             by_seq.setdefault(e.sequence_nr, comp)
-    has_ranges = any(e.name in RANGES for e in cpu)
+    has_ranges = any(_range_component(e.name) is not None for e in cpu)
     totals = dict.fromkeys((*COMPONENTS, "other"), 0.0)
+    sides = dict.fromkeys(SIDES, 0.0)
     for e in cpu:
         us = busy_us(e)
-        if us:
-            totals[_component(e, by_seq) if has_ranges else "other"] += us
-    out: dict = {"components_ms": None, "components_reason": None}
+        if us and has_ranges:
+            comp = _component(e, by_seq)
+            totals[comp] += us
+            if comp == "optimizer":
+                for side, share in _optimizer_shares(e).items():
+                    sides[side] += us * share
+        elif us:
+            totals["other"] += us
+    out: dict = {"components_ms": None, "components_reason": None, "optimizer_sides_ms": None}
     if has_ranges:
         out["components_ms"] = {k: v / steps / 1e3 for k, v in totals.items()}
+        out["optimizer_sides_ms"] = {k: v / steps / 1e3 for k, v in sides.items()}
     else:
         out["components_reason"] = (
             f"no {RANGE_PREFIX}* profiler ranges in the step (the model labels none of "
@@ -202,6 +251,9 @@ def format_summary(layout: str, s: dict, top: int = 12) -> str:
     if s.get("components_ms"):
         split = ", ".join(f"{k} {v:.2f}" for k, v in s["components_ms"].items())
         lines.append(f"   {s['busy_source']} busy {s['busy_ms']:.2f} ms/step by component (ms): {split}")
+        sides = s.get("optimizer_sides_ms") or {}
+        if any(sides.values()):
+            lines.append("   of the optimizer, side work (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in sides.items()))
     if s["top_device"]:
         lines.append("   top self GPU time (ms/step, calls/step):")
         lines += [
@@ -235,6 +287,7 @@ def layout_fields(summary: dict | None, reason: str | None) -> dict:
         "syncs_per_step": s.get("syncs"),
         "component_ms": comps,
         "component_reason": s.get("components_reason") if summary is not None else reason,
+        "optimizer_side_ms": s.get("optimizer_sides_ms"),
         "profile_top": {"device": s.get("top_device", [])[:PROFILE_TOP], "cpu": s.get("top_cpu", [])[:PROFILE_TOP]}
         if summary is not None
         else None,
@@ -259,13 +312,15 @@ def _ratio(a, b) -> float | None:
 
 def time_ideal(imp: dict, k: float) -> tuple[float | None, float | None, str | None]:
     """(s_u, time-ideal speedup, reason): s_u = the user side's share of the impression layout's
-    busy time (profiled per component), time-ideal = 1 / (s_u / k + 1 - s_u)."""
+    busy time (profiled per component; the user side's work includes the optimizer's updates of
+    the rows user-side lookups touched, `optimizer_side_ms`), time-ideal = 1 / (s_u / k + 1 - s_u)."""
     comps, busy = imp.get("component_ms"), imp.get("busy_ms")
     if comps is None:
         return None, None, imp.get("component_reason") or imp.get("profile_reason") or "not profiled"
     if not busy:
         return None, None, "the impression layout's profile shows no busy time"
-    s_u = min(1.0, comps["user"] / busy)
+    user = comps["user"] + (imp.get("optimizer_side_ms") or {}).get("user", 0.0)
+    s_u = min(1.0, user / busy)
     return s_u, 1.0 / (s_u / k + 1.0 - s_u), None
 
 

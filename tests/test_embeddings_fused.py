@@ -280,3 +280,36 @@ def test_fused_step_on_a_workload_without_history(layout):
         tr = Trainer(model, layout, seed=0, fused_embeddings=fused)
         losses.append([float(tr.step(batch)) for _ in range(2)])
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_bag_lookup_hands_over_its_pooled_gradient_and_its_side():
+    """A bag lookup's backward gives the sink the bags' output gradient [bags, dim] and the bag of
+    each id, not [nnz, dim] rows; their rows are the per-id gradient. Inside a USER / ITEM region
+    (while a profiler runs) the sink counts the ids under that side, outside under None."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from roo_ref.models.regions import ITEM, USER, region
+
+    torch.manual_seed(3)
+    gen = torch.Generator().manual_seed(3)
+    t = Table(500, 4, max_rows=40)
+    sink = enable_row_grads(t)[id(t.emb.weight)]
+    lengths = torch.tensor([3, 0, 5, 2])
+    ids = torch.randint(0, 10_000, (10,), generator=gen)
+    g_out = torch.randn(4, 4, generator=gen)
+    with profile(activities=[ProfilerActivity.CPU]):
+        with region(USER):
+            pooled = t.pooled_mean(ids, lengths)
+        with region(ITEM):
+            plain = t(ids[:6])
+        t.pooled_mean(ids, lengths).sum().backward()  # outside both regions: no side
+        ((pooled * g_out).sum() + plain.sum()).backward()
+    assert sink.nnz_by_side() == {None: 10, "user": 10, "item": 6}
+    parts = sink.take_sources()
+    bags = [p for p in parts if p.src is not None]
+    assert len(bags) == 2 and all(p.grad.shape == (4, 4) and p.scale.shape == (4,) for p in bags)
+    mean = next(p for p in bags if not torch.equal(p.grad, torch.ones(4, 4)))
+    torch.testing.assert_close(mean.grad, g_out)
+    bag = torch.repeat_interleave(torch.arange(4), lengths)
+    torch.testing.assert_close(mean.rows(torch.float32), g_out[bag] / lengths[bag, None].float())
+    assert len(sink) == 0 and sink.nnz_by_side() == {}

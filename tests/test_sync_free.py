@@ -178,10 +178,20 @@ def test_reference_optimizer_and_unprepared_hstu_do_sync():
 @pytest.mark.parametrize("amp_bf16", [False, True])
 @pytest.mark.parametrize("layout", ["impression", "roo"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_cuda_step_is_sync_free(family, layout, amp_bf16):
+def test_cuda_step_is_sync_free(family, layout, amp_bf16, monkeypatch):
+    import roo_ref.kernels.segment_sum as ks
+
+    calls, real = [], ks.segment_sum
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ks, "segment_sum", counted)
     trainer, batch = _trainer_and_batch(family, layout, device="cuda", amp_bf16=amp_bf16)
     for _ in range(2):  # warm-up: optimizer state, Triton compilation and autotuning
         trainer.step(batch)
+    assert calls  # the embedding optimizer summed its rows with the Triton kernel
     torch.cuda.synchronize()
     before = _weights(trainer.model)
     torch.cuda.set_sync_debug_mode("error")
@@ -220,3 +230,78 @@ def test_step_parts_carry_their_profiler_labels_forward_and_backward(family, one
     assert opt and not any(k.endswith("Backward0") for k in opt)
     loss = trainer.step(batch)  # no hook left behind: a plain step after the profile
     assert torch.isfinite(loss)
+
+
+# --- the optimizer's work by side (roo_ref.models.regions.optimizer_range, harness.profile_step) -----
+def test_optimizer_range_names_the_sides_and_the_harness_reads_them():
+    from harness.profile_step import side_shares
+    from roo_ref.models.regions import optimizer_range
+
+    assert optimizer_range({"user": 5}) == "roo/optimizer/user"
+    assert optimizer_range({"item": 3, "user": 0}) == "roo/optimizer/item"
+    assert optimizer_range({None: 4}) is None and optimizer_range({}) is None
+    name = optimizer_range({"item": 100, "user": 900})
+    assert name == "roo/optimizer/user=0.9,item=0.1" and side_shares(name) == {"user": 0.9, "item": 0.1}
+    # ids from no side's lookup (a .grad, a lookup outside USER/ITEM) stay unattributed
+    assert side_shares(optimizer_range({"user": 1, "item": 1, None: 2})) == {"user": 0.25, "item": 0.25}
+    assert side_shares("roo/optimizer/user") == {"user": 1.0}
+    for other in ("roo/optimizer", "roo/user", "roo/optimizer/dense", "roo/optimizer/user=x", "roo/optimizer/user=2"):
+        assert side_shares(other) is None, other
+
+
+def test_breakdown_counts_sided_optimizer_time_into_s_u():
+    """Synthetic events: the optimizer ranges' busy time stays optimizer time, and its user part
+    (a range's time times its user share) joins the user side in s_u."""
+    from types import SimpleNamespace
+
+    from harness.profile_step import breakdown, layout_fields, time_ideal
+
+    def ev(name, us=0.0, parent=None):
+        return SimpleNamespace(
+            name=name, self_cpu_time_total=us, cpu_parent=parent, sequence_nr=-1, device_type="DeviceType.CPU"
+        )
+
+    user, opt = ev("roo/user"), ev("roo/optimizer")
+    only_user, shared = ev("roo/optimizer/user", parent=opt), ev("roo/optimizer/user=0.75,item=0.25", parent=opt)
+    events = [user, opt, only_user, shared, ev("aten::mm", 100.0, user)]
+    events += [ev("aten::index_add_", 40.0, only_user), ev("aten::index_add_", 80.0, shared)]
+    events += [ev("aten::_fused_adam_", 20.0, opt), ev("aten::add", 10.0)]
+    out = breakdown(events, steps=1, cuda=False)
+    assert out["components_ms"]["optimizer"] == pytest.approx(0.14) and out["components_ms"]["user"] == 0.1
+    assert out["optimizer_sides_ms"] == pytest.approx({"user": 0.1, "item": 0.02})
+    fields = layout_fields({**out, "steps": 1}, None)
+    s_u, ideal, reason = time_ideal(fields, k=10)
+    assert reason is None and s_u == pytest.approx((0.1 + 0.1) / 0.25)
+    assert ideal == pytest.approx(1 / (s_u / 10 + 1 - s_u))
+    no_sides = {**fields, "optimizer_side_ms": None}  # records written before the sided ranges
+    assert time_ideal(no_sides, k=10)[0] == pytest.approx(0.1 / 0.25)
+
+
+@pytest.mark.parametrize("family", ["dlrm_dot", "hstu"])
+def test_cpu_step_profile_has_sided_optimizer_ranges(family, one_torch_thread):
+    """A profiled tiny CPU step: every table's update runs in its side's range (the item table,
+    read by the history and the candidates, in a shared one), the harness attributes that time,
+    and time_ideal counts the user part."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from harness.profile_step import breakdown, layout_fields, side_shares, time_ideal
+
+    overrides = ["arch=hstu", "max_history_len=6"] if family == "hstu" else FAMILIES[family]
+    spec = get_preset("tiny")
+    trainer = Trainer(build_model(spec, overrides=overrides, seed=1), "impression")
+    batch = trainer.prepare(generate(spec, 3, seed=2).to_impressions())
+    trainer.step(batch)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.step(batch)
+    names = {e.name for e in prof.events() if e.name.startswith("roo/optimizer/")}
+    assert {"roo/optimizer/user", "roo/optimizer/item"} <= names
+    shared = [side_shares(n) for n in names if "," in n]
+    assert len(shared) == 1 and shared[0]["user"] > shared[0]["item"] > 0  # history ids repeat k-fold
+    out = breakdown(prof.events(), steps=1, cuda=False)
+    sides, comps = out["optimizer_sides_ms"], out["components_ms"]
+    assert sides["user"] > 0 and sides["item"] > 0 and sides["user"] + sides["item"] <= comps["optimizer"] * (1 + 1e-9)
+    fields = layout_fields({**out, "steps": 1}, None)
+    s_u = time_ideal(fields, k=3)[0]
+    assert (
+        s_u == pytest.approx((comps["user"] + sides["user"]) / out["busy_ms"]) and s_u > comps["user"] / out["busy_ms"]
+    )

@@ -15,13 +15,26 @@
 Each label is a `torch.profiler.record_function` range around the part's forward; its backward
 nodes (the autograd nodes the part created) run inside a range of the same name too, so both
 passes' kernels fall under it. When no profiler is running, every label is a no-op (one check).
+
+The embedding optimizer's work is the work of the side that looked the rows up: updating the rows
+of the user's history is user-side work (it shrinks k-fold under ROO like the lookup itself). So
+inside roo/optimizer each table's update runs in a range naming its sides (`optimizer_range`):
+    roo/optimizer/user                every id the table got this step came from a user-side lookup
+    roo/optimizer/item                ... from an item-side lookup
+    roo/optimizer/user=0.9,item=0.1   a table both sides read (the item table serves the user's
+                                      history and the candidate items): the shares are the step's
+                                      ids (nnz) per side, which the host knows without a sync
+A lookup's side is the USER or ITEM region open when it runs forward (`current_side`); ids from
+a lookup outside both, or a weight's own .grad, belong to no side, and a table with no sided ids
+gets no such range. The harness (harness.profile_step) still reports all of it as optimizer time,
+and adds each range's busy time times its shares to that side's count for the user-side share s_u.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch.autograd.profiler import record_function
@@ -39,14 +52,52 @@ def profiling() -> bool:
     return torch.autograd._profiler_enabled()
 
 
+SIDES = {USER: "user", ITEM: "item"}
+_active = threading.local()  # the names of the regions open on this thread, innermost last
+
+
 @contextlib.contextmanager
 def region(name: str) -> Iterator[None]:
     """A record_function range named `name` while a profiler runs; nothing otherwise."""
     if not profiling():
         yield
         return
+    names = getattr(_active, "names", None)
+    if names is None:
+        names = _active.names = []
     with record_function(name):
-        yield
+        names.append(name)
+        try:
+            yield
+        finally:
+            names.pop()
+
+
+def current_side() -> str | None:
+    """ "user" / "item": the innermost USER / ITEM region open on this thread; None outside both
+    (and always while no profiler runs, when no region opens)."""
+    for name in reversed(getattr(_active, "names", ())):
+        if name in SIDES:
+            return SIDES[name]
+    return None
+
+
+def optimizer_range(nnz_by_side: Mapping[str | None, int]) -> str | None:
+    """The range of a table's update from its step's ids per side (see the module docstring), or
+    None when no id has a side."""
+    total = sum(nnz_by_side.values())
+    shares = {s: nnz_by_side.get(s, 0) / total for s in SIDES.values() if total and nnz_by_side.get(s, 0)}
+    if not shares:
+        return None
+    if len(shares) == 1 and next(iter(shares.values())) == 1.0:
+        return f"{OPTIMIZER}/{next(iter(shares))}"
+    return f"{OPTIMIZER}/" + ",".join(f"{s}={v:.6g}" for s, v in shares.items())
+
+
+def optimizer_region(nnz_by_side: Mapping[str | None, int]) -> contextlib.AbstractContextManager:
+    """`region(optimizer_range(...))` while a profiler runs and the table has sided ids."""
+    name = optimizer_range(nnz_by_side) if profiling() else None
+    return contextlib.nullcontext() if name is None else region(name)
 
 
 _open = threading.local()  # the range of the backward node running on this thread
