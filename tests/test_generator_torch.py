@@ -139,12 +139,13 @@ def _check_batch(b, spec: WorkloadSpec, n: int) -> None:
     assert int(off[-1]) == b.num_impressions_total
 
 
+@pytest.mark.parametrize("backend", ["torch", "philox"])
 @pytest.mark.parametrize("name", ["tiny", "late-ranking"])
-def test_generate_on_cpu_is_deterministic_and_valid(name):
+def test_generate_on_cpu_is_deterministic_and_valid(name, backend):
     spec = get_preset(name)
-    a = generate_on(spec, 300, seed=5)
-    assert a.equal(generate_on(spec, 300, seed=5))
-    other = generate_on(spec, 300, seed=6)  # another seed, another batch (late-ranking has no history)
+    a = generate_on(spec, 300, seed=5, backend=backend)
+    assert a.equal(generate_on(spec, 300, seed=5, backend=backend))
+    other = generate_on(spec, 300, seed=6, backend=backend)  # another seed, another batch (late-ranking has no history)
     assert not torch.equal(a.user_sparse_values, other.user_sparse_values)
     assert not torch.equal(a.history_item_ids, other.history_item_ids) or a.history_item_ids.numel() == 0
     _check_batch(a, spec, 300)
@@ -214,16 +215,18 @@ def _gaps(b) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_whole_batches_agree_with_numpy_and_wrong_specs_are_detected():
+@pytest.mark.parametrize("backend", ["torch", "philox"])
+def test_whole_batches_agree_with_numpy_and_wrong_specs_are_detected(backend):
     spec = _wide_spec()
     n = 6000
     ref = generate(spec, n, seed=21)
-    got = generate_on(spec, n, seed=22)
+    got = generate_on(spec, n, seed=22, backend=backend)
     _check_batch(got, spec, n)
     ps = _field_ps(ref, got)
     assert min(ps.values()) > SAME_P, ps
     # label rates: a binomial test per task against the spec's rate (and a batch drawn 30% off fails it)
-    off = generate_on(dataclasses.replace(spec, tasks=tuple(Task(t.name, t.base_rate * 1.3) for t in spec.tasks)), n)
+    off_spec = dataclasses.replace(spec, tasks=tuple(Task(t.name, t.base_rate * 1.3) for t in spec.tasks))
+    off = generate_on(off_spec, n, backend=backend)
     for j, t in enumerate(spec.tasks):
         for b, ok in ((got, True), (off, False)):
             p = stats.binomtest(int(b.labels[:, j].sum()), b.num_impressions_total, t.base_rate).pvalue
@@ -243,15 +246,16 @@ def test_whole_batches_agree_with_numpy_and_wrong_specs_are_detected():
         ),
     }
     for field, s in wrong.items():
-        assert _field_ps(ref, generate_on(s, n, seed=22))[field] < WRONG_P, field
+        assert _field_ps(ref, generate_on(s, n, seed=22, backend=backend))[field] < WRONG_P, field
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "philox"])
 @pytest.mark.parametrize("name", ["early-ranking", "hstu-ranking"])
-def test_preset_batches_agree_with_numpy(name):
+def test_preset_batches_agree_with_numpy(name, backend):
     spec = get_preset(name)
     n = 1500
-    ref, got = generate(spec, n, seed=31), generate_on(spec, n, seed=32)
+    ref, got = generate(spec, n, seed=31), generate_on(spec, n, seed=32, backend=backend)
     for f in ("num_impressions", "history_lengths", "history_item_ids", "item_id", "user_sparse_values"):
         a, b = getattr(ref, f).numpy(), getattr(got, f).numpy()
         if a.std() > 0:
