@@ -19,8 +19,15 @@ import torch
 from scipy import stats
 
 from workloads.distributions import Dist
+from workloads.errors import SpecError
 from workloads.generator import _history_timestamps, _zipf_from_bits, _zipf_table, generate
-from workloads.generator_torch import generate_on, history_timestamps_torch, zipf_from_bits_torch
+from workloads.generator_philox import philox_torch
+from workloads.generator_torch import (
+    generate_on,
+    history_timestamps_torch,
+    resolve_backend,
+    zipf_from_bits_torch,
+)
 from workloads.presets import get_preset
 from workloads.spec import HistorySpec, SparseGroup, Task, WorkloadSpec
 
@@ -268,12 +275,13 @@ def test_preset_batches_agree_with_numpy(name, backend):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("name", ["tiny", "late-ranking", "early-ranking"])
-def test_cuda_generation_is_deterministic_valid_and_expands_without_syncs(name):
+def test_cuda_generation_is_deterministic_valid_and_expands_without_syncs(name, backend):
     spec = get_preset(name)
-    a = generate_on(spec, 512, seed=3, device="cuda")
-    assert a.request_id.is_cuda and a.equal(generate_on(spec, 512, seed=3, device="cuda"))
-    assert not a.equal(generate_on(spec, 512, seed=4, device="cuda"))
+    a = generate_on(spec, 512, seed=3, device="cuda", backend=backend)
+    assert a.request_id.is_cuda and a.equal(generate_on(spec, 512, seed=3, device="cuda", backend=backend))
+    assert not a.equal(generate_on(spec, 512, seed=4, device="cuda", backend=backend))
     _check_batch(a, spec, 512)
     ref = a.to("cpu").to_impressions("torch")
     torch.cuda.synchronize()
@@ -295,11 +303,93 @@ def test_cuda_generation_is_deterministic_valid_and_expands_without_syncs(name):
 
 
 @pytest.mark.gpu
-def test_cuda_distributions_match_numpy():
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_cuda_distributions_match_numpy(backend):
     spec = _wide_spec()
-    ref, got = generate(spec, 6000, seed=21), generate_on(spec, 6000, seed=22, device="cuda").to("cpu")
+    ref = generate(spec, 6000, seed=21)
+    got = generate_on(spec, 6000, seed=22, device="cuda", backend=backend).to("cpu")
     ps = _field_ps(ref, got)
     assert min(ps.values()) > SAME_P, ps
+
+
+def test_philox_reference_matches_the_random123_known_answer():
+    """Philox4x32-10 with key 0 at counter 0 (Random123's kat_vectors), and at a second counter
+    against the same function word by word, so a wrong round constant fails."""
+    got = [int(w) for w in philox_torch(0, torch.tensor([0]))]
+    assert got == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    a = torch.stack(philox_torch(123, torch.arange(1000)))
+    assert a.min() >= 0 and a.max() < 1 << 32
+    assert a.unique().numel() > 3990  # four distinct-looking words per counter
+
+
+def _edge_spec() -> WorkloadSpec:
+    """No dense features, long histories (several kernel blocks) and empty ones, one zero-count group."""
+    return WorkloadSpec(
+        impressions=_d(kind="uniform", low=1, high=3, min=1),
+        history=HistorySpec(length=_d(kind="empirical", values=(0, 1, 1500, 2600), weights=(1, 1, 1, 1))),
+        user_sparse=(SparseGroup("none", 0, 10, _d(kind="fixed", value=2), "uniform"),),
+        user_dense=0,
+        item_sparse=(),
+        item_dense=0,
+        tasks=(Task("a", 0.5), Task("b", 0.25), Task("c", 0.1)),
+    )
+
+
+KERNEL_CASES = {
+    "tiny": lambda: get_preset("tiny"),
+    "wide": _wide_spec,
+    "edge": _edge_spec,
+    "early-ranking": lambda: get_preset("early-ranking@0.01"),
+    "hstu-ranking": lambda: get_preset("hstu-ranking@0.01"),
+    "late-ranking": lambda: get_preset("late-ranking@0.01"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KERNEL_CASES))
+def test_triton_kernels_equal_the_torch_reference(case):
+    """The "triton" backend (Triton's interpreter without a GPU) writes the bytes of "philox"."""
+    pytest.importorskip("triton")
+    spec = KERNEL_CASES[case]()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    ref = generate_on(spec, 14, seed=9, device=dev, backend="philox")
+    got = generate_on(spec, 14, seed=9, device=dev, backend="triton")
+    for name, t in ref.tensors().items():
+        g = got.tensors()[name]
+        assert g.dtype == t.dtype and g.shape == t.shape and torch.equal(g, t), name
+    _check_batch(got, spec, 14)
+    assert not got.equal(generate_on(spec, 14, seed=10, device=dev, backend="triton"))
+
+
+def test_backend_choice_and_its_errors():
+    spec = get_preset("tiny")
+    assert resolve_backend(spec, torch.device("cpu")) == "torch"
+    huge = dataclasses.replace(spec, history=dataclasses.replace(spec.history, item_cardinality=1 << 40))
+    assert resolve_backend(huge, torch.device("cuda")) == "torch"  # auto falls back to torch
+    with pytest.raises(SpecError, match="below 2\\^31"):
+        generate_on(huge, 4, backend="philox")
+    with pytest.raises(SpecError, match="allowed"):
+        generate_on(spec, 4, backend="numpy")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["early-ranking", "hstu-ranking", "late-ranking"])
+def test_cuda_generation_syncs_the_host_at_most_once_per_batch(name):
+    """Counted by torch's sync debug mode: the one read of the sizes, nothing else."""
+    import warnings
+
+    spec = get_preset(name)
+    generate_on(spec, 256, seed=1, device="cuda")  # tables to the device, kernels compiled
+    torch.cuda.synchronize()
+    for seed in (2, 3):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                generate_on(spec, 256, seed=seed, device="cuda")
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+        assert len(syncs) <= 1, syncs
 
 
 def test_generator_benchmark_cli_reports_every_path(capsys):
