@@ -3,10 +3,13 @@
 Statistically: for every `Dist` kind and for whole presets, two-sample KS tests (counts, lengths,
 pooling factors, ids, gaps, dense features), chi-square on the top ids' frequencies and the action
 types, binomial tests on the label rates; each at a sample size where a deliberately wrong parameter
-fails the same test by a wide margin (so the test can fail). Exactly: the Zipf bit transform and
-the history timestamps equal numpy's on the same inputs. Then determinism, validity, and on a GPU
-(marked gpu) the same on CUDA with a sync-free to_impressions(). Seeds are fixed: the p-value
-thresholds hold with room on these draws, and the suite stays deterministic.
+fails the same test by a wide margin (so the test can fail); the "torch" and "philox" backends
+both. Exactly: the Zipf bit transform and the history timestamps equal numpy's on the same inputs,
+the Philox reference matches Random123's known answer, and the "triton" backend writes the bytes
+of "philox" (through Triton's interpreter without a GPU). Then determinism, validity, and on a GPU
+(marked gpu) the same on CUDA with a sync-free to_impressions() and at most one host sync per batch.
+Seeds are fixed: the p-value thresholds hold with room on these draws, and the suite stays
+deterministic.
 """
 
 from __future__ import annotations
