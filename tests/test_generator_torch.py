@@ -3,10 +3,13 @@
 Statistically: for every `Dist` kind and for whole presets, two-sample KS tests (counts, lengths,
 pooling factors, ids, gaps, dense features), chi-square on the top ids' frequencies and the action
 types, binomial tests on the label rates; each at a sample size where a deliberately wrong parameter
-fails the same test by a wide margin (so the test can fail). Exactly: the Zipf bit transform and
-the history timestamps equal numpy's on the same inputs. Then determinism, validity, and on a GPU
-(marked gpu) the same on CUDA with a sync-free to_impressions(). Seeds are fixed: the p-value
-thresholds hold with room on these draws, and the suite stays deterministic.
+fails the same test by a wide margin (so the test can fail); the "torch" and "philox" backends
+both. Exactly: the Zipf bit transform and the history timestamps equal numpy's on the same inputs,
+the Philox reference matches Random123's known answer, and the "triton" backend writes the bytes
+of "philox" (through Triton's interpreter without a GPU). Then determinism, validity, and on a GPU
+(marked gpu) the same on CUDA with a sync-free to_impressions() and at most one host sync per batch.
+Seeds are fixed: the p-value thresholds hold with room on these draws, and the suite stays
+deterministic.
 """
 
 from __future__ import annotations
@@ -19,8 +22,15 @@ import torch
 from scipy import stats
 
 from workloads.distributions import Dist
+from workloads.errors import SpecError
 from workloads.generator import _history_timestamps, _zipf_from_bits, _zipf_table, generate
-from workloads.generator_torch import generate_on, history_timestamps_torch, zipf_from_bits_torch
+from workloads.generator_philox import philox_torch
+from workloads.generator_torch import (
+    generate_on,
+    history_timestamps_torch,
+    resolve_backend,
+    zipf_from_bits_torch,
+)
 from workloads.presets import get_preset
 from workloads.spec import HistorySpec, SparseGroup, Task, WorkloadSpec
 
@@ -139,12 +149,13 @@ def _check_batch(b, spec: WorkloadSpec, n: int) -> None:
     assert int(off[-1]) == b.num_impressions_total
 
 
+@pytest.mark.parametrize("backend", ["torch", "philox"])
 @pytest.mark.parametrize("name", ["tiny", "late-ranking"])
-def test_generate_on_cpu_is_deterministic_and_valid(name):
+def test_generate_on_cpu_is_deterministic_and_valid(name, backend):
     spec = get_preset(name)
-    a = generate_on(spec, 300, seed=5)
-    assert a.equal(generate_on(spec, 300, seed=5))
-    other = generate_on(spec, 300, seed=6)  # another seed, another batch (late-ranking has no history)
+    a = generate_on(spec, 300, seed=5, backend=backend)
+    assert a.equal(generate_on(spec, 300, seed=5, backend=backend))
+    other = generate_on(spec, 300, seed=6, backend=backend)  # another seed, another batch (late-ranking has no history)
     assert not torch.equal(a.user_sparse_values, other.user_sparse_values)
     assert not torch.equal(a.history_item_ids, other.history_item_ids) or a.history_item_ids.numel() == 0
     _check_batch(a, spec, 300)
@@ -214,16 +225,18 @@ def _gaps(b) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_whole_batches_agree_with_numpy_and_wrong_specs_are_detected():
+@pytest.mark.parametrize("backend", ["torch", "philox"])
+def test_whole_batches_agree_with_numpy_and_wrong_specs_are_detected(backend):
     spec = _wide_spec()
     n = 6000
     ref = generate(spec, n, seed=21)
-    got = generate_on(spec, n, seed=22)
+    got = generate_on(spec, n, seed=22, backend=backend)
     _check_batch(got, spec, n)
     ps = _field_ps(ref, got)
     assert min(ps.values()) > SAME_P, ps
     # label rates: a binomial test per task against the spec's rate (and a batch drawn 30% off fails it)
-    off = generate_on(dataclasses.replace(spec, tasks=tuple(Task(t.name, t.base_rate * 1.3) for t in spec.tasks)), n)
+    off_spec = dataclasses.replace(spec, tasks=tuple(Task(t.name, t.base_rate * 1.3) for t in spec.tasks))
+    off = generate_on(off_spec, n, backend=backend)
     for j, t in enumerate(spec.tasks):
         for b, ok in ((got, True), (off, False)):
             p = stats.binomtest(int(b.labels[:, j].sum()), b.num_impressions_total, t.base_rate).pvalue
@@ -243,15 +256,16 @@ def test_whole_batches_agree_with_numpy_and_wrong_specs_are_detected():
         ),
     }
     for field, s in wrong.items():
-        assert _field_ps(ref, generate_on(s, n, seed=22))[field] < WRONG_P, field
+        assert _field_ps(ref, generate_on(s, n, seed=22, backend=backend))[field] < WRONG_P, field
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "philox"])
 @pytest.mark.parametrize("name", ["early-ranking", "hstu-ranking"])
-def test_preset_batches_agree_with_numpy(name):
+def test_preset_batches_agree_with_numpy(name, backend):
     spec = get_preset(name)
     n = 1500
-    ref, got = generate(spec, n, seed=31), generate_on(spec, n, seed=32)
+    ref, got = generate(spec, n, seed=31), generate_on(spec, n, seed=32, backend=backend)
     for f in ("num_impressions", "history_lengths", "history_item_ids", "item_id", "user_sparse_values"):
         a, b = getattr(ref, f).numpy(), getattr(got, f).numpy()
         if a.std() > 0:
@@ -264,12 +278,13 @@ def test_preset_batches_agree_with_numpy(name):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("name", ["tiny", "late-ranking", "early-ranking"])
-def test_cuda_generation_is_deterministic_valid_and_expands_without_syncs(name):
+def test_cuda_generation_is_deterministic_valid_and_expands_without_syncs(name, backend):
     spec = get_preset(name)
-    a = generate_on(spec, 512, seed=3, device="cuda")
-    assert a.request_id.is_cuda and a.equal(generate_on(spec, 512, seed=3, device="cuda"))
-    assert not a.equal(generate_on(spec, 512, seed=4, device="cuda"))
+    a = generate_on(spec, 512, seed=3, device="cuda", backend=backend)
+    assert a.request_id.is_cuda and a.equal(generate_on(spec, 512, seed=3, device="cuda", backend=backend))
+    assert not a.equal(generate_on(spec, 512, seed=4, device="cuda", backend=backend))
     _check_batch(a, spec, 512)
     ref = a.to("cpu").to_impressions("torch")
     torch.cuda.synchronize()
@@ -291,11 +306,93 @@ def test_cuda_generation_is_deterministic_valid_and_expands_without_syncs(name):
 
 
 @pytest.mark.gpu
-def test_cuda_distributions_match_numpy():
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_cuda_distributions_match_numpy(backend):
     spec = _wide_spec()
-    ref, got = generate(spec, 6000, seed=21), generate_on(spec, 6000, seed=22, device="cuda").to("cpu")
+    ref = generate(spec, 6000, seed=21)
+    got = generate_on(spec, 6000, seed=22, device="cuda", backend=backend).to("cpu")
     ps = _field_ps(ref, got)
     assert min(ps.values()) > SAME_P, ps
+
+
+def test_philox_reference_matches_the_random123_known_answer():
+    """Philox4x32-10 with key 0 at counter 0 (Random123's kat_vectors), and at a second counter
+    against the same function word by word, so a wrong round constant fails."""
+    got = [int(w) for w in philox_torch(0, torch.tensor([0]))]
+    assert got == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    a = torch.stack(philox_torch(123, torch.arange(1000)))
+    assert a.min() >= 0 and a.max() < 1 << 32
+    assert a.unique().numel() > 3990  # four distinct-looking words per counter
+
+
+def _edge_spec() -> WorkloadSpec:
+    """No dense features, long histories (several kernel blocks) and empty ones, one zero-count group."""
+    return WorkloadSpec(
+        impressions=_d(kind="uniform", low=1, high=3, min=1),
+        history=HistorySpec(length=_d(kind="empirical", values=(0, 1, 1500, 2600), weights=(1, 1, 1, 1))),
+        user_sparse=(SparseGroup("none", 0, 10, _d(kind="fixed", value=2), "uniform"),),
+        user_dense=0,
+        item_sparse=(),
+        item_dense=0,
+        tasks=(Task("a", 0.5), Task("b", 0.25), Task("c", 0.1)),
+    )
+
+
+KERNEL_CASES = {
+    "tiny": lambda: get_preset("tiny"),
+    "wide": _wide_spec,
+    "edge": _edge_spec,
+    "early-ranking": lambda: get_preset("early-ranking@0.01"),
+    "hstu-ranking": lambda: get_preset("hstu-ranking@0.01"),
+    "late-ranking": lambda: get_preset("late-ranking@0.01"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KERNEL_CASES))
+def test_triton_kernels_equal_the_torch_reference(case):
+    """The "triton" backend (Triton's interpreter without a GPU) writes the bytes of "philox"."""
+    pytest.importorskip("triton")
+    spec = KERNEL_CASES[case]()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    ref = generate_on(spec, 14, seed=9, device=dev, backend="philox")
+    got = generate_on(spec, 14, seed=9, device=dev, backend="triton")
+    for name, t in ref.tensors().items():
+        g = got.tensors()[name]
+        assert g.dtype == t.dtype and g.shape == t.shape and torch.equal(g, t), name
+    _check_batch(got, spec, 14)
+    assert not got.equal(generate_on(spec, 14, seed=10, device=dev, backend="triton"))
+
+
+def test_backend_choice_and_its_errors():
+    spec = get_preset("tiny")
+    assert resolve_backend(spec, torch.device("cpu")) == "torch"
+    huge = dataclasses.replace(spec, history=dataclasses.replace(spec.history, item_cardinality=1 << 40))
+    assert resolve_backend(huge, torch.device("cuda")) == "torch"  # auto falls back to torch
+    with pytest.raises(SpecError, match="below 2\\^31"):
+        generate_on(huge, 4, backend="philox")
+    with pytest.raises(SpecError, match="allowed"):
+        generate_on(spec, 4, backend="numpy")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["early-ranking", "hstu-ranking", "late-ranking"])
+def test_cuda_generation_syncs_the_host_at_most_once_per_batch(name):
+    """Counted by torch's sync debug mode: the one read of the sizes, nothing else."""
+    import warnings
+
+    spec = get_preset(name)
+    generate_on(spec, 256, seed=1, device="cuda")  # tables to the device, kernels compiled
+    torch.cuda.synchronize()
+    for seed in (2, 3):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                generate_on(spec, 256, seed=seed, device="cuda")
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+        assert len(syncs) <= 1, syncs
 
 
 def test_generator_benchmark_cli_reports_every_path(capsys):
