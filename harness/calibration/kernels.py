@@ -111,10 +111,13 @@ def bandwidth_curves(torch, dev, grids: Grids, g) -> dict:
     }
 
 
+BAG_IDS = 64  # ids per pooled bag in the gradient-reduction benchmark
+
+
 def grad_reduce_table(torch, dev, grids: Grids, g, dim: int = 64) -> dict:
     """Seconds of roo_ref.sparse_optim.rowwise_adagrad_update (the implementation the embedding
     optimizer runs) vs (ids, duplicates per distinct row): ids drawn from n / dup distinct rows."""
-    from roo_ref.sparse_optim import rowwise_adagrad_update
+    from roo_ref.sparse_optim import RowGradSource, rowwise_adagrad_update
 
     rows_total = max(grids.reduce_ids)
     weight = _randn(torch, (rows_total, dim), dev, torch.float32, g)
@@ -124,9 +127,13 @@ def grad_reduce_table(torch, dev, grids: Grids, g, dim: int = 64) -> dict:
         distinct = max(1, n // dup)
         rowset = torch.randperm(rows_total, device=dev, generator=g)[:distinct]
         ids = rowset[torch.randint(0, distinct, (n,), device=dev, generator=g)]
-        grad = _randn(torch, (n, dim), dev, torch.float32, g)
-        secs[i, j] = device_seconds(lambda i=ids, r=grad: rowwise_adagrad_update(weight, state, i, r, 1e-3, 1e-8), dev)
-        del ids, grad, rowset
+        # as a pooled lookup hands them over: one output-gradient row per bag of BAG_IDS ids
+        bags = max(1, n // BAG_IDS)
+        grad = _randn(torch, (bags, dim), dev, torch.float32, g)
+        src = torch.arange(n, device=dev) * bags // n
+        part = RowGradSource(ids, grad, src)
+        secs[i, j] = device_seconds(lambda p=part: rowwise_adagrad_update(weight, state, [p], 1e-3, 1e-8), dev)
+        del ids, grad, rowset, src, part
     work = np.repeat(np.array(grids.reduce_ids, float)[:, None], len(grids.reduce_dups), axis=1)
     axes = [[float(x) for x in grids.reduce_ids], [float(x) for x in grids.reduce_dups]]
     return {"axes": axes, "values": secs.tolist(), "work": work.tolist(), "dim": dim}
