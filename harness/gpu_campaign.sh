@@ -8,7 +8,7 @@
 #   ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) ROO_BENCH_GIT_DIRTY=0 OUT=... bash harness/gpu_campaign.sh
 set -uo pipefail
 : "${OUT:?set OUT to an output directory}"
-STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: production dlrmpresets hstupreset profile kernels (= ktest + kbench) ksweep kncu rabprobe bench
+STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: steptests segsum generator production dlrmpresets hstupreset profile kernels (= ktest + kbench) ksweep kncu rabprobe bench
 export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 D="$OUT/campaign"
 mkdir -p "$D"
@@ -109,12 +109,24 @@ for s in $STAGES; do
               mkdir -p "$D/rab"
               rb bench $S --set rab=false > "$D/rab/off.json"
               rb bench $S --set rab=true > "$D/rab/on.json" ;;
+    steptests) log "GPU tests of the training step, the gradient reduction, the generator, the calibration"
+              timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -m gpu $(ls tests/test_segment_sum.py \
+                tests/test_sync_free.py tests/test_rowwise_adagrad.py tests/test_embeddings_fused.py \
+                tests/test_generator_torch.py tests/test_time_model.py tests/test_graph_step.py 2>/dev/null) > "$D/gpu_tests.log" 2>&1
+              tail -n 3 "$D/gpu_tests.log" ;;
+    segsum)   log "the embedding gradient reduction: index_add_ vs the segment-sum kernel"
+              timeout 120 python3 -m benchmarks.segment_sum --out "$D/segment_sum.json" > "$D/segment_sum.log" 2>&1
+              tail -n 12 "$D/segment_sum.log" ;;
+    generator) log "the on-device generator"
+              timeout 150 python3 -m benchmarks.generator --device cuda --out "$D/generator.json" > "$D/generator.log" 2>&1
+              tail -n 20 "$D/generator.log" ;;
     gpubench) log "asv GPU track_ benchmarks run directly"
               python3 -m benchmarks.gpu --json ${GPUBENCH_ONLY:+--only "$GPUBENCH_ONLY"} > "$D/asv-gpu.json" 2> "$D/asv-gpu.log" ;;
     *) echo "unknown stage $s" >&2; false ;;
   esac
   rc=$?
   log "stage $s done in $(( $(date +%s) - t0 )) s (rc=$rc)"
+  # packed after every stage, so a call stopped at its time limit still brings back what finished
+  tar -czf "$OUT/campaign-$(echo "$STAGES" | tr ' ' '-').tar.gz" -C "$OUT" campaign
 done
-tar -czf "$OUT/campaign-$(echo "$STAGES" | tr ' ' '-').tar.gz" -C "$OUT" campaign
 log "packed $(du -sh "$D" | cut -f1)"
