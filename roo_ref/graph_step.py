@@ -5,8 +5,8 @@
     gt.capture([gb, ...])    # capture every bucket these batches need (else: on first use)
     loss = gt.step(gb)       # copy gb into the bucket's static buffers, replay, return the loss
 
-Why: an eager step launches ~350-560 kernels at ~20-40 us of host time each, and at production
-shape the GPU idles most of the step; a graph replays all of them in one launch. The step is
+Why: an eager step launches hundreds of kernels at tens of microseconds of host time each, so the
+GPU idles for much of a step (docs/performance.md); a graph replays all of them in one launch. The step is
 already sync-free once prepared (tests/test_sync_free.py), which is what capture needs.
 
 Per bucket, capture (`_capture`): a clone of the first prepared batch becomes the static input

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,6 +43,7 @@ FAMILIES = {
     "hstu": ["arch=hstu", "max_history_len=6"],
 }
 LAYOUTS = ("impression", "roo")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _batch(layout: str, requests: int = 5, seed: int = 3, device: str = "cpu"):
@@ -305,3 +307,46 @@ def test_max_buckets_exceeded_is_one_clear_error():
     with pytest.raises(UserError, match="fits none of the 1 CUDA-graph buckets"):
         graph.prepare(_batch("roo", requests=40, seed=9, device="cuda"))
     graph.close()
+
+
+# --- the harness: --graph, PointConfig.graph ---------------------------------------------------------
+@pytest.mark.parametrize("command", ["bench", "profile"])
+def test_graph_on_cpu_is_a_clear_error(command, run_cli):
+    r = run_cli(command, "--preset", "tiny", "--device", "cpu", "--graph", "--steps", "1")
+    assert r.returncode == 2
+    assert "--graph" in r.stderr and "CUDA" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_point_graph_setting_hash_and_cpu_error():
+    from harness.measure import measure_preset
+    from harness.run_point import PointConfig, run_point
+    from harness.sweep import load_sweep
+
+    eager, graph = PointConfig(preset="tiny"), PointConfig(preset="tiny", device="cuda", graph=True)
+    assert "graph" not in eager.hash_dict() and graph.hash_dict()["graph"] is True
+    assert PointConfig(preset="tiny", graph=False).config_hash() == eager.config_hash()
+    with pytest.raises(UserError, match="graph=1 must be true or false"):
+        PointConfig.from_dict({"preset": "tiny", "graph": 1})
+    with pytest.raises(UserError, match="needs a CUDA device"):
+        run_point({"preset": "tiny", "graph": True, "steps": 1, "nvml": False, "profile": False})
+    with pytest.raises(UserError, match="needs a CUDA device"):
+        measure_preset("tiny", ["roo"], "cpu", steps=1, warmup=0, dtype="fp32", graph=True)
+    sw = load_sweep(ROOT / "harness" / "sweeps" / "h100-production.toml", device="cpu")
+    assert sorted({p.config.graph for p in sw.points}) == [False, True]
+
+
+@pytest.mark.gpu
+def test_bench_and_point_run_with_graph():
+    from harness.commands.bench import bench
+    from harness.run_point import run_point
+
+    res = bench("tiny", ["impression", "roo"], "cuda", steps=5, warmup=1, dtype="bf16", graph=True)
+    assert res["graph"] is True and res["speedup"] > 0
+    assert all(r["graph_buckets"] for r in res["layouts"].values())
+    cfg = {"preset": "tiny", "device": "cuda", "graph": True, "steps": 5, "warmup": 1, "nvml": False}
+    rec = run_point(cfg)
+    assert rec["config"]["graph"] is True and rec["provenance"]["cuda_graph"] is True
+    for L in rec["metrics"]["layouts"].values():
+        assert L["graph_buckets"] and L["busy_ms"] > 0 and L["launches_per_step"] >= 1
+        assert L["component_ms"] is None and "CUDA-graph" in L["component_reason"]
+        assert L["flops_counted_per_step"] > 0
