@@ -14,9 +14,9 @@ FILE` with `--set` overrides, and the model preset `--model NAME` (default: the 
 request batches, a freshly built model and Trainer per layout.
 
 CUDA graphs (`graph=True`, `--graph`): the trainer is a roo_ref.graph_step.GraphTrainer. Its
-`prepare` pads each batch to a bucket and prepares it, and its `capture` records every bucket's
-graph, both here before the timed steps; a timed step is then the copy into the bucket's static
-buffers and one replay, timed by the same CUDA events.
+`plan` picks one bucket all the layout's batches fit, `prepare` pads each batch to it and prepares
+it, and `capture` records the bucket's graph, all here before the timed steps; a timed step is
+then the copy into the bucket's static buffers and one replay, timed by the same CUDA events.
 """
 
 from __future__ import annotations
@@ -138,8 +138,11 @@ def measure_layouts(
                 raise ValueError(f"layout {layout}: {len(run.batches)} batches for {len(request_batches)} requests")
             # the per-batch bookkeeping (Trainer.prepare) is built here, outside the timed steps
             prepare = getattr(run.trainer, "prepare", None)
+            plan = getattr(run.trainer, "plan", None)  # a GraphTrainer: one bucket for all the batches
+            if plan is not None:
+                plan(run.batches)
             batches = run.batches if prepare is None else [prepare(b) for b in run.batches]
-            capture = getattr(run.trainer, "capture", None)  # a GraphTrainer: every bucket's graph
+            capture = getattr(run.trainer, "capture", None)  # a GraphTrainer: its graph
             if capture is not None:
                 capture(batches)
             step, last = _stepper(run.trainer, batches, order)

@@ -1,6 +1,7 @@
 """A training step captured once per bucket as a CUDA graph and replayed (`--graph`).
 
     gt = GraphTrainer(Trainer(model, layout, ...))
+    gt.plan(batches)         # optional: one bucket all of these fit (else planned batch by batch)
     gb = gt.prepare(batch)   # pad to a bucket (roo_ref.pad) + the model's prepare: outside timing
     gt.capture([gb, ...])    # capture every bucket these batches need (else: on first use)
     loss = gt.step(gb)       # copy gb into the bucket's static buffers, replay, return the loss
@@ -18,11 +19,13 @@ The dense Adam runs with `capturable=True` (its step count stays on the device);
 row-wise Adagrad (roo_ref.sparse_optim) is sync-free and its only host state, the row-gradient
 lists, is filled and emptied within the captured step.
 
-Buckets: a batch goes to the smallest planned bucket it fits; if none, a new bucket is planned
-that covers the batch and every earlier bucket (so sizes that drift upwards re-capture rarely),
-up to `max_buckets` (default 4); past that a batch that fits no bucket is a UserError naming the
-batch's sizes and the largest bucket. All graphs share one memory pool (a graph's temporaries
-are only alive during its own replay; the loss is copied out right after the replay).
+Buckets (roo_ref.pad.BucketPlan): a batch goes to the smallest planned bucket it fits; if none, a
+new bucket is planned that covers the batch and every earlier bucket (so sizes that drift upwards
+re-capture rarely), up to `max_buckets` (default 4); past that a batch that fits no bucket is a
+UserError naming the batch's sizes and the largest bucket. `plan(batches)` plans one bucket for a
+known set of batches (what the harness does), so they share one graph. All graphs share one
+memory pool (a graph's temporaries are only alive during its own replay; the loss is copied out
+right after the replay).
 `close()` (or leaving `with GraphTrainer(...)`) frees the graphs.
 
 Results: `step` returns a copy of the loss; the dense parameters' `.grad` after a replay belong
@@ -39,7 +42,7 @@ from typing import Any
 
 import torch
 
-from roo_ref.pad import Bucket, batch_sizes, bucket_for, fits, pad_batch
+from roo_ref.pad import Bucket, BucketPlan, batch_sizes, pad_batch
 from roo_ref.train import Trainer
 from workloads.errors import UserError
 
@@ -142,14 +145,6 @@ def make_capturable(opt: torch.optim.Optimizer | None) -> None:
         g["capturable"] = True
 
 
-def cover(buckets: list[Bucket]) -> Bucket | None:
-    """The elementwise maximum of `buckets` (None for none): a floor covering each of them."""
-    if not buckets:
-        return None
-    rows = [dataclasses.astuple(b) for b in buckets]
-    return Bucket(*(max(col) for col in zip(*rows, strict=True)))
-
-
 # --- the trainer ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GraphBatch:
@@ -183,7 +178,7 @@ class GraphTrainer:
         self.model, self.layout = trainer.model, trainer.layout
         self.sequences = not getattr(self.model, "pooled_history", True)
         self.max_history_len = self.model.config.max_history_len if self.sequences else 0
-        self.buckets: list[Bucket] = []
+        self.plans = BucketPlan(max_buckets)
         self.graphs: dict[Bucket, _Graph] = {}
         self._pool = None
 
@@ -204,28 +199,23 @@ class GraphTrainer:
         torch.cuda.empty_cache()
 
     # -- host side: buckets and padding
-    def _bucket(self, need: Bucket) -> Bucket:
-        fitting = [b for b in self.buckets if fits(need, b)]
-        if fitting:
-            return min(fitting, key=lambda b: (b.rows, b.impressions, b.history, b.seq_len))
-        if len(self.buckets) >= self.max_buckets:
-            largest = max(self.buckets, key=lambda b: (b.rows, b.impressions, b.history))
-            raise UserError(
-                f"a batch of ({need.describe()}) fits none of the {len(self.buckets)} CUDA-graph buckets "
-                f"(the largest: {largest.describe()}) and max_buckets={self.max_buckets} are captured; "
-                "raise max_buckets or keep the batch sizes steadier"
-            )
-        bucket = bucket_for(need, cover(self.buckets))  # growing sizes re-capture rarely
+    @property
+    def buckets(self) -> list[Bucket]:
+        return self.plans.buckets
 
-        self.buckets.append(bucket)
-        return bucket
+    def plan(self, batches) -> Bucket | None:
+        """Plan one bucket that every raw batch of `batches` fits, so a timed loop over them
+        captures a single graph: a second capture's eager warm-up would run beside the first
+        graph's memory pool, which at production HSTU shapes does not fit twice."""
+        raw = [b for b in batches if not isinstance(b, GraphBatch)]
+        return self.plans.plan_all([batch_sizes(b, self.max_history_len, self.sequences) for b in raw])
 
     def prepare(self, batch) -> GraphBatch:
         """`batch` padded to its bucket and prepared (syncs: call it outside a timed step)."""
         if isinstance(batch, GraphBatch):
             return batch
         need = batch_sizes(batch, self.max_history_len, self.sequences)
-        bucket = self._bucket(need)
+        bucket = self.plans.choose(need)
         prepared = self.trainer.prepare(pad_batch(batch, bucket, need))
         if self.sequences:  # the attention bound is the bucket's, whatever this batch's longest sequence
             prepared = dataclasses.replace(prepared, extra=dataclasses.replace(prepared.extra, max_len=bucket.seq_len))

@@ -4,6 +4,7 @@ batch of the bucket: every tensor of the prepared batch then has the bucket's sh
     need = batch_sizes(batch, max_history_len, sequences)   # what the batch holds (host ints)
     cap = bucket_for(need)                                    # sizes rounded up on a coarse grid
     padded = pad_batch(batch, cap, need)                      # a PaddedRequestBatch / PaddedImpressionBatch
+    BucketPlan(max_buckets)                                   # a run's buckets: choose / plan_all
 
 A `Bucket` is the capacity of every size a step's shapes depend on: rows (requests in the ROO
 layout, impressions in the impression layout), impressions, user / item sparse values, history
@@ -288,3 +289,51 @@ def pad_batch(
     if need.roo:
         return PaddedRequestBatch(num_impressions=torch.cat([b.num_impressions, p_targets]), **out)
     return PaddedImpressionBatch(**out)
+
+
+def cover(buckets: list[Bucket]) -> Bucket | None:
+    """The elementwise maximum of `buckets` (None for none): a floor covering each of them."""
+    if not buckets:
+        return None
+    rows = [dataclasses.astuple(b) for b in buckets]
+    return Bucket(*(max(col) for col in zip(*rows, strict=True)))
+
+
+class BucketPlan:
+    """The buckets of one run (host only), at most `max_buckets` of them."""
+
+    def __init__(self, max_buckets: int):
+        self.max_buckets = max_buckets
+        self.buckets: list[Bucket] = []
+
+    def _add(self, bucket: Bucket, need: Bucket) -> Bucket:
+        if bucket in self.buckets:
+            return bucket
+        if len(self.buckets) >= self.max_buckets:
+            largest = max(self.buckets, key=lambda b: (b.rows, b.impressions, b.history))
+            raise UserError(
+                f"a batch of ({need.describe()}) fits none of the {len(self.buckets)} CUDA-graph buckets "
+                f"(the largest: {largest.describe()}) and max_buckets={self.max_buckets} are planned; "
+                "raise max_buckets or keep the batch sizes steadier"
+            )
+        self.buckets.append(bucket)
+        return bucket
+
+    def choose(self, need: Bucket) -> Bucket:
+        """The smallest planned bucket `need` fits, else a new one covering it and every earlier one."""
+        fitting = [b for b in self.buckets if fits(need, b)]
+        if fitting:
+            return min(fitting, key=lambda b: (b.rows, b.impressions, b.history, b.seq_len))
+        return self._add(bucket_for(need, cover(self.buckets)), need)
+
+    def plan_all(self, needs: list[Bucket]) -> Bucket | None:
+        """One bucket (covering the planned ones) that every one of `needs` fits: grown pass by
+        pass until all fit (each pass only grows it, so this ends)."""
+        bucket = cover(self.buckets)
+        if not needs:
+            return bucket
+        while bucket is None or not all(fits(n, bucket) for n in needs):
+            for n in needs:
+                if bucket is None or not fits(n, bucket):
+                    bucket = bucket_for(n, bucket)
+        return self._add(bucket, max(needs, key=lambda n: n.rows))

@@ -22,6 +22,7 @@ from roo_ref.graph_step import GraphTrainer, clone_tree, copy_into, restore, sig
 from roo_ref.models import build_model
 from roo_ref.pad import (
     Bucket,
+    BucketPlan,
     PaddedImpressionBatch,
     PaddedRequestBatch,
     batch_sizes,
@@ -103,6 +104,26 @@ def test_bucket_for_fits_and_covers_its_floor(layout, seq):
     assert not fits(need, small)
     with pytest.raises(UserError, match="does not fit the graph bucket"):
         pad_batch(b, small, need)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seq", [False, True])
+def test_bucket_plan_chooses_grows_plans_and_stops(layout, seq):
+    max_hist = 6 if seq else 0
+    needs = [batch_sizes(_batch(layout, requests=r, seed=r), max_hist, seq) for r in (4, 9, 3, 12, 7)]
+    one = BucketPlan(max_buckets=1)
+    bucket = one.plan_all(needs)  # one bucket every batch fits
+    assert one.buckets == [bucket] and all(fits(n, bucket) for n in needs)
+    assert all(one.choose(n) == bucket for n in needs)
+    grow = BucketPlan(max_buckets=2)
+    first = grow.choose(needs[0])
+    second = grow.choose(needs[3])  # larger: a new bucket covering the first
+    assert first != second and all(
+        x >= y for x, y in zip(dataclasses.astuple(second), dataclasses.astuple(first), strict=True)
+    )
+    assert grow.choose(needs[2]) == first  # the smallest bucket that fits
+    with pytest.raises(UserError, match="fits none of the 2 CUDA-graph buckets.*max_buckets=2"):
+        grow.choose(batch_sizes(_batch(layout, requests=40, seed=1), max_hist, seq))
 
 
 # --- padding trains as the unpadded batch ---------------------------------------------------------
