@@ -12,6 +12,11 @@ confidence interval comes from `harness.timers.ratio_interval`.
 FILE` with `--set` overrides, and the model preset `--model NAME` (default: the workload's own).
 `measure_preset(...)` is the whole of `roo-bench bench`'s measurement: that workload, a few seeded
 request batches, a freshly built model and Trainer per layout.
+
+CUDA graphs (`graph=True`, `--graph`): the trainer is a roo_ref.graph_step.GraphTrainer. Its
+`plan` picks one bucket all the layout's batches fit, `prepare` pads each batch to it and prepares
+it, and `capture` records the bucket's graph, all here before the timed steps; a timed step is
+then the copy into the bucket's static buffers and one replay, timed by the same CUDA events.
 """
 
 from __future__ import annotations
@@ -133,7 +138,13 @@ def measure_layouts(
                 raise ValueError(f"layout {layout}: {len(run.batches)} batches for {len(request_batches)} requests")
             # the per-batch bookkeeping (Trainer.prepare) is built here, outside the timed steps
             prepare = getattr(run.trainer, "prepare", None)
+            plan = getattr(run.trainer, "plan", None)  # a GraphTrainer: one bucket for all the batches
+            if plan is not None:
+                plan(run.batches)
             batches = run.batches if prepare is None else [prepare(b) for b in run.batches]
+            capture = getattr(run.trainer, "capture", None)  # a GraphTrainer: its graph
+            if capture is not None:
+                capture(batches)
             step, last = _stepper(run.trainer, batches, order)
             timing = time_steps(step, warmup=warmup, steps=steps, device=device, region=run.region)
             extra = run.report(timing) if run.report is not None else {}
@@ -241,6 +252,17 @@ def kernel_options_from_env(environ: Mapping[str, str] | None = None):
         raise UserError(str(e)) from None
 
 
+def check_graph_device(graph: bool, device_type: str) -> None:
+    """CUDA graphs need a CUDA device: anything else is one UserError."""
+    if graph and device_type != "cuda":
+        raise UserError(f"graph mode (--graph) captures CUDA graphs and needs a CUDA device, not {device_type!r}")
+
+
+def graph_buckets(trainer) -> list[dict]:
+    """The buckets a GraphTrainer captured (their capacities), for a record."""
+    return [dataclasses.asdict(b) for b in trainer.buckets]
+
+
 DATA_DEVICES = ("auto", "cpu")
 
 
@@ -276,18 +298,21 @@ def measure_preset(
     sets: Sequence[str] = (),
     seed: int = 0,
     data_device: str = "auto",
+    graph: bool = False,
 ) -> PresetMeasurement:
     """Train `workload` (a resolved Workload, or a preset name with `sets` as its `--set`
     overrides) in each layout on the same few seeded request batches, from the same initial weights
     (same seed), with the same optimizer and dtype; time the steps. `dtype="bf16"` is autocast with
-    fp32 master weights. The batches are made per `data_device` (make_request_batch). A non-finite
-    loss is a UserError."""
+    fp32 master weights. The batches are made per `data_device` (make_request_batch). `graph`: the
+    steps are CUDA-graph replays (roo_ref.graph_step; a CUDA device only). A non-finite loss is a
+    UserError."""
     import torch
 
     from roo_ref.models import build_model
     from roo_ref.train import Trainer
 
     device = torch.device(device)
+    check_graph_device(graph, device.type)
     w = resolve_workload(workload, list(sets)) if isinstance(workload, str) else workload
     spec, cfg = w.spec, w.model_config
     if cfg.attention_backend == "triton" and cfg.arch == "hstu" and device.type != "cuda":
@@ -305,7 +330,14 @@ def measure_preset(
     def setup(layout: Layout) -> Iterator[LayoutRun]:
         batches = req if layout is Layout.ROO else [b.to_impressions() for b in req]
         model = build_model(spec, w.model_preset, w.model_overrides, device=device, seed=seed, kernel_options=options)
-        yield LayoutRun(Trainer(model, layout, amp_bf16=(dtype == "bf16"), seed=seed), batches)
+        trainer = Trainer(model, layout, amp_bf16=(dtype == "bf16"), seed=seed)
+        if not graph:
+            yield LayoutRun(trainer, batches)
+            return
+        from roo_ref.graph_step import GraphTrainer
+
+        with GraphTrainer(trainer) as gt:
+            yield LayoutRun(gt, batches, report=lambda _timing: {"graph_buckets": graph_buckets(gt)})
 
     m = measure_layouts(layouts, req, setup, warmup=warmup, steps=steps, device=device)
     for layout, r in m.layouts.items():

@@ -35,6 +35,7 @@ LAUNCH_NAMES = (
     "cudaLaunchKernelExC",
     "cuLaunchKernelEx",
     "cudaLaunchCooperativeKernel",
+    "cudaGraphLaunch",  # a CUDA-graph replay (--graph): one launch for the whole step
 )
 SYNC_NAMES = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 # The models' record_function ranges, one per component (roo_ref.models); the harness splits the

@@ -23,6 +23,13 @@ layout = FLOPs per step / (median step time x this point's matmul rate), measure
 by harness.devices.calibrate (bf16 on a GPU, fp32 on the CPU). The profiled steps are not timed
 steps, so `profile` and `profile_steps` are not part of the point's identity (its hash).
 
+CUDA graphs (`graph = true`, a CUDA device only): the trainer is roo_ref.graph_step's GraphTrainer.
+The batch is padded to its bucket and prepared before anything is measured, FLOPs and ops are
+counted over one eager step of the padded batch (a replay is invisible to FlopCounterMode), then
+the bucket's graph is captured; timed and profiled steps are replays. A replay runs no Python, so
+its profile has no roo/* ranges: busy time and launches stand, the component split (and s_u) is
+None with the reason. The record's `graph_buckets` per layout lists the captured buckets.
+
 The record's `config_hash` is the hash of the *input* config (PointConfig.hash_dict: preset,
 overrides, device, dtype, timing settings, ...), which a sweep can compute before running the
 point; the record's `config` adds the resolved `spec` and `model` dicts and the sweep `axes`.
@@ -38,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.measure import DTYPES, kernel_options_from_env
+from harness.measure import DTYPES, check_graph_device, graph_buckets, kernel_options_from_env
 from workloads.errors import UserError
 from workloads.layout import LAYOUTS
 
@@ -72,6 +79,7 @@ class PointConfig:
     # where the batch is made: "auto" on the training device (the torch generator on CUDA), "cpu"
     # the numpy reference then copied; a seed's GPU and CPU batches differ (harness.measure)
     data_device: str = "auto"
+    graph: bool = False  # CUDA-graph steps: padded to a bucket, captured once, replayed (roo_ref.graph_step)
     axes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -138,6 +146,8 @@ class PointConfig:
             d.pop(k)
         if d["data_device"] == "auto":  # the default keeps the hashes points had before the setting
             d.pop("data_device")
+        if not d["graph"]:  # likewise: eager points keep their hashes
+            d.pop("graph")
         return d
 
     def config_hash(self) -> str:
@@ -212,6 +222,10 @@ def _check_spec_names_model(name: str, spec_file: str, where: str) -> None:
         )
 
 
+GRAPH_COMPONENTS_REASON = (
+    "CUDA-graph replay: no Python runs in a replay, so the roo/* ranges are absent; "
+    "an eager point (graph = false) has the split by component"
+)
 _INT = ("warmup", "steps", "seed", "profile_steps")
 _NOT_IDENTITY = ("axes", "profile", "profile_steps")
 
@@ -224,7 +238,7 @@ def _coerce(k: str, v, where: str):
         if isinstance(v, bool) or not isinstance(v, int):
             raise bad("an integer")
         return v
-    if k in ("nvml", "count_flops", "profile"):
+    if k in ("nvml", "count_flops", "profile", "graph"):
         if not isinstance(v, bool):
             raise bad("true or false")
         return v
@@ -286,7 +300,12 @@ def default_builder(spec, pc: PointConfig, layout: str):
         seed=pc.seed,
         kernel_options=kernel_options_from_env(),
     )
-    return model, Trainer(model, layout, amp_bf16=pc.dtype == "bf16", seed=pc.seed)
+    trainer = Trainer(model, layout, amp_bf16=pc.dtype == "bf16", seed=pc.seed)
+    if pc.graph:
+        from roo_ref.graph_step import GraphTrainer
+
+        trainer = GraphTrainer(trainer)
+    return model, trainer
 
 
 # --- cost model --------------------------------------------------------------------------------
@@ -368,9 +387,9 @@ def _model_config(model) -> dict:
 
 # --- the point ---------------------------------------------------------------------------------
 def _layout_fields(
-    timing, n_imp: int, n_req: int, peak, cost: dict, energy: dict, profile=None, profile_reason=None
+    timing, n_imp: int, n_req: int, peak, cost: dict, energy: dict, profile=None, profile_reason=None, **extra
 ) -> dict:
-    """One layout's entry of the record's `layouts` (docs/contracts.md)."""
+    """One layout's entry of the record's `layouts` (docs/contracts.md); `extra`: e.g. graph_buckets."""
     from harness.profile_step import layout_fields
 
     med_s = timing.stats.median / 1e3
@@ -397,6 +416,7 @@ def _layout_fields(
         "cost": cost["cost_extra"],
         "ideal_speedup": cost["ideal_speedup"],
         "energy": energy,
+        **extra,
         **layout_fields(profile, profile_reason),
     }
 
@@ -503,7 +523,9 @@ def _point_setup(pc: PointConfig, spec, rb, rb_cpu, builder: Builder, device_nam
         # the per-batch bookkeeping once, outside every measured step (counting, timing, profiling)
         prepare = getattr(trainer, "prepare", None)
         batch = batch if prepare is None else prepare(batch)
-        counted = count_flops_and_ops(lambda: trainer.step(batch)) if pc.count_flops else (None, None)
+        # a GraphTrainer counts an eager step of the padded batch, before its graph is captured
+        counted_step = getattr(trainer, "eager_step", trainer.step)
+        counted = count_flops_and_ops(lambda: counted_step(batch)) if pc.count_flops else (None, None)
         sampler = NvmlSampler(pc.device, pc.nvml_interval_ms, enabled=pc.nvml)
 
         def report(timing) -> dict:
@@ -512,12 +534,19 @@ def _point_setup(pc: PointConfig, spec, rb, rb_cpu, builder: Builder, device_nam
             cost["flops_counted_per_step"], cost["aten_ops_per_step"] = counted
             out = {"cost": cost, "peak": peak, "energy": sampler.summary(pc.steps, n_imp)}
             out["profile"], out["profile_reason"] = _profile(pc, lambda: trainer.step(batch), cuda)
+            if pc.graph:
+                out["graph_buckets"] = graph_buckets(trainer)
+                if out["profile"] is not None:
+                    out["profile"]["components_reason"] = GRAPH_COMPONENTS_REASON
             return out
 
         try:
             yield LayoutRun(trainer, [batch], region=lambda: sampler, report=report)
         finally:
             sampler.close()
+            close = getattr(trainer, "close", None)  # a GraphTrainer frees its graphs
+            if close is not None:
+                close()
 
     return setup
 
@@ -534,12 +563,14 @@ def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> 
 
     pc = config if isinstance(config, PointConfig) else PointConfig.from_dict(config)
     check_device(pc.device)
+    check_graph_device(pc.graph, torch.device(pc.device).type)  # here, not in PointConfig: a sweep may move to cpu
     spec = pc.resolve_spec()
     if pc.threads is not None:
         # On a shared CPU, OpenMP threads spin-waiting for a busy core make steps several times
         # slower and far noisier; CPU sweeps pin this (ci-tiny uses 1).
         torch.set_num_threads(pc.threads)
     prov = provenance.collect(pc.seed, pc.device, kernel_options=kernel_options_from_env())
+    prov["cuda_graph"] = pc.graph
     calib = _calibration(pc)
     rb = make_request_batch(spec, spec.requests_per_batch, pc.seed, pc.device, pc.data_device)
     rb_cpu = rb.to("cpu") if rb.request_id.is_cuda else rb  # what the cost model reads, on the host

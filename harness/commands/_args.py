@@ -29,6 +29,8 @@ def check_step_args(args) -> tuple[tuple[Layout, ...], object]:
         )
     if args.threads < 0:
         raise UserError(f"--threads {args.threads}: must be >= 0")
+    if getattr(args, "graph", False) and args.device != "cuda":
+        raise UserError(f"--graph captures CUDA graphs and needs --device cuda (got --device {args.device})")
     return parse_layouts(args.layout), torch.device(args.device)
 
 
@@ -61,13 +63,13 @@ def workload_config(w) -> dict:
     }
 
 
-def step_provenance(seed: int, device: str) -> dict:
+def step_provenance(seed: int, device: str, graph: bool = False) -> dict:
     """The provenance of a bench/profile record (harness.provenance.collect, with the kernel options
-    of the ROO_HSTU_* variables in force)."""
+    of the ROO_HSTU_* variables in force, and whether the steps were CUDA-graph replays)."""
     from harness.measure import kernel_options_from_env
     from harness.provenance import collect
 
-    return collect(seed, device, kernel_options=kernel_options_from_env())
+    return {**collect(seed, device, kernel_options=kernel_options_from_env()), "cuda_graph": graph}
 
 
 # The inputs of a bench/profile run, its record's config (the hash tells two runs apart, a spec
@@ -83,6 +85,7 @@ STEP_CONFIG_KEYS = (
     "model",
     "device",
     "dtype",
+    "graph",
     "seed",
     "steps",
     "warmup",
@@ -93,6 +96,7 @@ def emit_step_record(kind, res: dict, args) -> None:
     """Print a bench/profile result as a record of `kind`: its inputs as config, the rest as metrics."""
     from workloads.records import emit
 
-    config = {k: res[k] for k in STEP_CONFIG_KEYS}
+    # graph only when on: eager records keep the config hashes they had before the option
+    config = {k: res[k] for k in STEP_CONFIG_KEYS if k != "graph" or res.get("graph")}
     metrics = {k: v for k, v in res.items() if k not in STEP_CONFIG_KEYS}
-    emit(kind, config, metrics, provenance=step_provenance(args.seed, args.device))
+    emit(kind, config, metrics, provenance=step_provenance(args.seed, args.device, bool(res.get("graph"))))

@@ -1,6 +1,6 @@
 """`roo-bench bench --preset NAME | --spec FILE [--model NAME] --layout impression|roo|both
-[--device cpu|cuda] [--steps N] [--dtype fp32|bf16] [--set k=v ...] [--json]`: train steps in each
-layout and report throughput.
+[--device cpu|cuda] [--steps N] [--dtype fp32|bf16] [--graph] [--set k=v ...] [--json]`: train steps
+in each layout and report throughput.
 
 `--spec FILE` runs a workload spec file (e.g. one `roo-bench fit` wrote) instead of a preset; the
 model is the model preset `--model NAME` (tiny, retrieval, early-ranking, late-ranking,
@@ -11,6 +11,10 @@ the request batch, the model starts from the same weights (same seed), the same 
 dtype. The timed loop is harness.measure's (the one sweep points use): warm-up, one dropped step,
 CUDA events on a GPU or perf_counter on the CPU; every median comes with its spread, and the
 speedup with its 95% interval.
+
+`--graph` (CUDA only): each step is a CUDA-graph replay (roo_ref.graph_step): batches are padded
+to a bucket (impressions, sparse values, history tokens rounded up on a 1/16-octave grid) and one
+graph per bucket is captured before the timed steps; the record lists the buckets per layout.
 
 `--set key=value`: keys of the model config (roo_ref.model_presets.ModelConfig, e.g.
 hstu_layers=2) go to the model; any other dotted key goes to the workload spec (e.g.
@@ -42,6 +46,11 @@ def register(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="data and weight seed (default 0)")
     p.add_argument(
+        "--graph",
+        action="store_true",
+        help="CUDA-graph steps: pad batches to buckets, capture once per bucket, time replays (cuda only)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -54,7 +63,9 @@ def register(sub) -> None:
 
 def _layout_result(r, steps: int, warmup: int) -> dict:
     s = r.stats
+    graph = {"graph_buckets": r.extra["graph_buckets"]} if "graph_buckets" in r.extra else {}
     return {
+        **graph,
         "impressions_per_s": r.impressions_per_s,
         "requests_per_s": r.requests_per_s,
         "step_ms_median": s.median,
@@ -71,15 +82,18 @@ def _layout_result(r, steps: int, warmup: int) -> dict:
     }
 
 
-def bench(workload, layouts, device, steps: int, warmup: int, dtype: str, sets=(), seed: int = 0) -> dict:
+def bench(
+    workload, layouts, device, steps: int, warmup: int, dtype: str, sets=(), seed: int = 0, graph: bool = False
+) -> dict:
     """`roo-bench bench --json`'s object: per-layout throughput and step-time spread, and the
     ROO speedup (median impression step / median ROO step) with its 95% interval. `workload`: a
-    harness.measure.Workload, or a preset name with `sets` as its `--set` overrides."""
+    harness.measure.Workload, or a preset name with `sets` as its `--set` overrides. `graph`:
+    CUDA-graph steps (harness.measure)."""
     import torch
 
     from harness.measure import measure_preset
 
-    pm = measure_preset(workload, layouts, device, steps, warmup, dtype, sets, seed)
+    pm = measure_preset(workload, layouts, device, steps, warmup, dtype, sets, seed, graph=graph)
     device = torch.device(device)
     ci = pm.measurement.speedup_interval(seed=seed)
     return {
@@ -87,6 +101,7 @@ def bench(workload, layouts, device, steps: int, warmup: int, dtype: str, sets=(
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": dtype,
+        "graph": graph,
         "seed": seed,
         "steps": steps,
         "warmup": warmup,
@@ -125,7 +140,7 @@ def _run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    res = bench(workload, layouts, device, args.steps, args.warmup, args.dtype, seed=args.seed)
+    res = bench(workload, layouts, device, args.steps, args.warmup, args.dtype, seed=args.seed, graph=args.graph)
     if args.json:
         emit_step_record(Kind.BENCH, res, args)
         return 0

@@ -43,9 +43,34 @@ def check_layout(batch, layout: str | Layout) -> bool:
     return roo
 
 
-def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """BCE per task, mean over impressions (and tasks); computed in fp32 under autocast."""
-    return F.binary_cross_entropy_with_logits(at_least_fp32(logits), labels.to(at_least_fp32(logits).dtype))
+Weights = tuple[torch.Tensor, torch.Tensor]
+
+
+def impression_weights(batch) -> Weights | None:
+    """(weight [N], real count) of a batch padded to a CUDA-graph bucket (roo_ref.pad: 1 on real
+    impressions, 0 on padding ones; the count a 0-d device tensor, so no sync); None for a plain batch."""
+    w = getattr(batch, "impression_weight", None)
+    return None if w is None else (w, batch.real_impressions)
+
+
+def weighted_mean(x: torch.Tensor, weights: Weights | None) -> torch.Tensor:
+    """Mean over the leading (impression) dim, and over any others; with `weights`, padding rows
+    count 0 and the sum is divided by the real count (so it equals the unpadded batch's mean)."""
+    if weights is None:
+        return x.mean()
+    w, count = weights
+    w = w.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+    per_row = x[0].numel() if x.dim() > 1 else 1
+    return (x * w).sum() / (count.to(x.dtype) * per_row)
+
+
+def bce_loss(logits: torch.Tensor, labels: torch.Tensor, weights: Weights | None = None) -> torch.Tensor:
+    """BCE per task, mean over impressions (and tasks); computed in fp32 under autocast.
+    `weights` (impression_weights): a padded batch's mean over its real impressions."""
+    x = at_least_fp32(logits)
+    if weights is None:
+        return F.binary_cross_entropy_with_logits(x, labels.to(x.dtype))
+    return weighted_mean(F.binary_cross_entropy_with_logits(x, labels.to(x.dtype), reduction="none"), weights)
 
 
 def at_least_fp32(t: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 
 from roo_ref.embeddings import EmbeddingBagCollection
 from roo_ref.model_presets import ModelConfig
-from roo_ref.models.common import MLP, bce_loss
+from roo_ref.models.common import MLP, bce_loss, impression_weights
 from roo_ref.models.regions import INTERACTION, ITEM, LOSS, USER, Regions
 from roo_ref.models.user_features import PreparedBatch, UserFeatureModel
 from workloads.spec import WorkloadSpec
@@ -109,6 +109,6 @@ class DLRM(UserFeatureModel):
             logits = self.heads(self.top_arch(self.interaction(z)))
         regions.tag(INTERACTION, logits)
         with regions(LOSS):
-            loss = bce_loss(logits, p.batch.labels)
+            loss = bce_loss(logits, p.batch.labels, impression_weights(p.batch))
         regions.tag(LOSS, loss)
         return {"loss": loss, "logits": logits}

@@ -38,7 +38,7 @@ from roo_ref.embeddings import EmbeddingBagCollection
 from roo_ref.jagged import row_index
 from roo_ref.jagged_dispatch import complete_cumsum, jagged_concat, jagged_tail, positions_in_segment
 from roo_ref.model_presets import ModelConfig
-from roo_ref.models.common import MLP, bce_loss, param_dtype
+from roo_ref.models.common import MLP, bce_loss, impression_weights, param_dtype
 from roo_ref.models.regions import INTERACTION, ITEM, LOSS, USER, Regions
 from roo_ref.models.user_features import PreparedBatch, UserFeatureModel
 from workloads.spec import WorkloadSpec
@@ -214,6 +214,6 @@ class HSTURanker(UserFeatureModel):
             logits = self.heads(self.head(out))
         regions.tag(INTERACTION, logits)
         with regions(LOSS):
-            loss = bce_loss(logits, p.batch.labels)
+            loss = bce_loss(logits, p.batch.labels, impression_weights(p.batch))
         regions.tag(LOSS, loss)
         return {"loss": loss, "logits": logits}

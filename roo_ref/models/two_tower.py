@@ -21,7 +21,7 @@ from torch import nn
 
 from roo_ref.embeddings import EmbeddingBagCollection
 from roo_ref.model_presets import ModelConfig
-from roo_ref.models.common import MLP, at_least_fp32, bce_loss
+from roo_ref.models.common import MLP, at_least_fp32, bce_loss, impression_weights, weighted_mean
 from roo_ref.models.regions import INTERACTION, ITEM, LOSS, USER, Regions
 from roo_ref.models.user_features import PreparedBatch, UserFeatureModel
 from workloads.spec import WorkloadSpec
@@ -32,10 +32,13 @@ class InBatchSimilarity(nn.Module):
         super().__init__()
         self.scale = 1.0 / math.sqrt(dim)
 
-    def forward(self, u_rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """logsumexp over all the batch's items for each user row: [rows]."""
-        s = torch.matmul(u_rows, items.t()) * self.scale
-        return torch.logsumexp(at_least_fp32(s), dim=1)
+    def forward(self, u_rows: torch.Tensor, items: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        """logsumexp over all the batch's items for each user row: [rows]. `real` [N] bool: the
+        items that count (a padded batch's real impressions; padding items are no negatives)."""
+        s = at_least_fp32(torch.matmul(u_rows, items.t()) * self.scale)
+        if real is not None:
+            s = s.masked_fill(~real[None, :], float("-inf"))
+        return torch.logsumexp(s, dim=1)
 
 
 class TwoTower(UserFeatureModel):
@@ -67,8 +70,9 @@ class TwoTower(UserFeatureModel):
             i = self.item_side(p).to(u.dtype)
         regions.tag(ITEM, i)
         # the similarity runs once per user row (once per request under ROO): user side in ROO's sense
+        weights = impression_weights(p.batch)
         with regions(USER):
-            lse = self.similarity(u, i)
+            lse = self.similarity(u, i, None if weights is None else weights[0] > 0)
         regions.tag(USER, lse)
         with regions(INTERACTION):
             if p.expand is not None:
@@ -78,7 +82,7 @@ class TwoTower(UserFeatureModel):
             logits = self.heads(pos[:, None])
         regions.tag(INTERACTION, logits, pos, lse)
         with regions(LOSS):
-            ce = (lse - at_least_fp32(pos)).mean()
-            loss = ce + bce_loss(logits, p.batch.labels)
+            ce = weighted_mean(lse - at_least_fp32(pos), weights)
+            loss = ce + bce_loss(logits, p.batch.labels, weights)
         regions.tag(LOSS, loss)
         return {"loss": loss, "logits": logits}
