@@ -31,7 +31,7 @@ from roo_ref.pad import (
     grid_ceil,
     pad_batch,
 )
-from roo_ref.sparse_optim import rowwise_adagrad_update
+from roo_ref.sparse_optim import RowGradSource, rowwise_adagrad_update
 from roo_ref.train import Trainer
 from workloads.errors import UserError
 from workloads.generator import generate
@@ -195,20 +195,26 @@ def test_padding_sequences_are_no_longer_than_the_longest_real_one(layout):
     assert p.extra.history_items.numel() == cap.history  # the kept history is the bucket's, whole
 
 
-def test_rowwise_adagrad_leaves_a_row_with_zero_gradient_bit_equal():
+@pytest.mark.parametrize(
+    "backend",
+    ["torch", pytest.param("triton", marks=pytest.mark.gpu)],
+)
+def test_rowwise_adagrad_leaves_a_row_with_zero_gradient_bit_equal(backend):
+    dev = "cuda" if backend == "triton" else "cpu"
     torch.manual_seed(0)
-    w, state = torch.randn(6, 4), torch.rand(6)
+    w, state = torch.randn(6, 4, device=dev), torch.rand(6, device=dev)
     w0, s0 = w.clone(), state.clone()
-    ids = torch.tensor([1, 3, 3, 5, 5])
-    rows = torch.randn(5, 4)
+    ids = torch.tensor([1, 3, 3, 5, 5], device=dev)
+    rows = torch.randn(5, 4, device=dev)
     rows[3:] = 0.0  # row 5: only padding lookups (gradient rows exactly 0)
-    rowwise_adagrad_update(w, state, ids, rows, lr=0.1, eps=1e-8)
+    rowwise_adagrad_update(w, state, [RowGradSource(ids, rows)], lr=0.1, eps=1e-8, backend=backend)
     assert torch.equal(w[5], w0[5]) and torch.equal(state[5], s0[5])
     assert not torch.equal(w[3], w0[3])
-    fresh_w, fresh_s = torch.randn(6, 4), torch.zeros(6)  # a never-touched row: state 0
+    fresh_w, fresh_s = torch.randn(6, 4, device=dev), torch.zeros(6, device=dev)  # a never-touched row: state 0
     keep = fresh_w.clone()
-    rowwise_adagrad_update(fresh_w, fresh_s, torch.tensor([2]), torch.zeros(1, 4), lr=0.1, eps=1e-8)
-    assert torch.equal(fresh_w, keep) and torch.equal(fresh_s, torch.zeros(6))
+    one = RowGradSource(torch.tensor([2], device=dev), torch.zeros(1, 4, device=dev))
+    rowwise_adagrad_update(fresh_w, fresh_s, [one], lr=0.1, eps=1e-8, backend=backend)
+    assert torch.equal(fresh_w, keep) and torch.equal(fresh_s, torch.zeros(6, device=dev))
 
 
 # --- the static buffers and the warm-up's state restore --------------------------------------------
