@@ -70,8 +70,9 @@ def _request_kernel(
     if DU > 0:
         d = tl.arange(0, DU_P2)
         e = r * DU + d
-        w, _, _, _ = tl.randint4x(key, e | (S_DENSE << 40))
-        tl.store(user_dense + e, _normal(w, normal_table), mask=d < DU)
+        # distinct names: Triton types every name once per function, and the loop below reuses none
+        wd, _d1, _d2, _d3 = tl.randint4x(key, e | (S_DENSE << 40))
+        tl.store(user_dense + e, _normal(wd, normal_table), mask=d < DU)
     start = tl.load(h_off + r)
     length = tl.load(h_off + r + 1) - start
     n_blocks = tl.cdiv(length, BLOCK)
@@ -80,7 +81,7 @@ def _request_kernel(
         i = (n_blocks - 1 - jb) * BLOCK + tl.arange(0, BLOCK)
         m = i < length
         p = start + i
-        w0, w1, w2, _ = tl.randint4x(key, p | (S_HIST << 40))
+        w0, w1, w2, _w3 = tl.randint4x(key, p | (S_HIST << 40))
         gap = tl.load(gap_table + ((w2.to(tl.int64) & 0xFFFFFFFF) >> 20))
         gap = tl.where(m, gap, 0)
         total = tl.sum(gap, 0)
@@ -112,18 +113,18 @@ def _impression_kernel(
 ):
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = i < n
-    w, _, _, _ = tl.randint4x(key, i | (S_ID << 40))
-    tl.store(item_id + i, _zipf(w, zipf_table), mask=m)
+    wi, _i1, _i2, _i3 = tl.randint4x(key, i | (S_ID << 40))
+    tl.store(item_id + i, _zipf(wi, zipf_table), mask=m)
     if DI > 0:
         d = tl.arange(0, DI_P2)
         e = i[:, None] * DI + d[None, :]
-        w, _, _, _ = tl.randint4x(key, e | (S_DENSE << 40))
-        tl.store(item_dense + e, _normal(w, normal_table), mask=m[:, None] & (d[None, :] < DI))
+        wd, _d1, _d2, _d3 = tl.randint4x(key, e | (S_DENSE << 40))
+        tl.store(item_dense + e, _normal(wd, normal_table), mask=m[:, None] & (d[None, :] < DI))
     t = tl.arange(0, T_P2)
     e = i[:, None] * T + t[None, :]
-    w, _, _, _ = tl.randint4x(key, e | (S_LABEL << 40))
+    wl, _l1, _l2, _l3 = tl.randint4x(key, e | (S_LABEL << 40))
     thr = tl.load(thresholds + t, mask=t < T, other=0)
-    hit = ((w.to(tl.int64) & 0xFFFFFFFF) >> 8) < thr[None, :]
+    hit = ((wl.to(tl.int64) & 0xFFFFFFFF) >> 8) < thr[None, :]
     tl.store(labels + e, hit.to(tl.float32), mask=m[:, None] & (t[None, :] < T))
 
 
@@ -135,7 +136,7 @@ def _keyed_kernel(key, starts, kinds, cards, tables, out, n, n_feat, STREAM: tl.
     for i in range(1, n_feat):
         f += (v >= tl.load(starts + i)).to(tl.int64)
     card = tl.load(cards + f, mask=m, other=1)
-    w0, w1, _, _ = tl.randint4x(key, v | (STREAM << 40))
+    w0, w1, _w2, _w3 = tl.randint4x(key, v | (STREAM << 40))
     hi = w0.to(tl.int64) & 0xFFFFFFFF
     lo = w1.to(tl.int64) & 0xFFFFFFFF
     uniform = (hi * card + ((lo * card) >> 32)) >> 32  # floor(u64 * card / 2^64)
