@@ -110,6 +110,27 @@ def _stepper(trainer, batches: Sequence, order: list[int]) -> tuple[Callable[[],
     return step, last
 
 
+def _measure_run(
+    run: LayoutRun, layout: Layout, order: list[int], imps: float, reqs: float, **timing_kw
+) -> LayoutMeasurement:
+    """One layout's timed steps. A function of its own so that nothing of the trainer (its bound
+    `prepare`, `plan`, `capture`, the prepared batches, the stepper) outlives it: the next layout's
+    setup frees and resets the peak memory with this layout's model gone."""
+    # the per-batch bookkeeping (Trainer.prepare) is built here, outside the timed steps
+    prepare = getattr(run.trainer, "prepare", None)
+    plan = getattr(run.trainer, "plan", None)  # a GraphTrainer: one bucket for all the batches
+    if plan is not None:
+        plan(run.batches)
+    batches = run.batches if prepare is None else [prepare(b) for b in run.batches]
+    capture = getattr(run.trainer, "capture", None)  # a GraphTrainer: its graph
+    if capture is not None:
+        capture(batches)
+    step, last = _stepper(run.trainer, batches, order)
+    timing = time_steps(step, region=run.region, **timing_kw)
+    extra = run.report(timing) if run.report is not None else {}
+    return LayoutMeasurement(layout, timing, imps, reqs, last["loss"], extra)
+
+
 def measure_layouts(
     layouts: Sequence[Layout | str],
     request_batches: Sequence,
@@ -136,20 +157,7 @@ def measure_layouts(
         with setup(layout) as run:
             if len(run.batches) != len(request_batches):
                 raise ValueError(f"layout {layout}: {len(run.batches)} batches for {len(request_batches)} requests")
-            # the per-batch bookkeeping (Trainer.prepare) is built here, outside the timed steps
-            prepare = getattr(run.trainer, "prepare", None)
-            plan = getattr(run.trainer, "plan", None)  # a GraphTrainer: one bucket for all the batches
-            if plan is not None:
-                plan(run.batches)
-            batches = run.batches if prepare is None else [prepare(b) for b in run.batches]
-            capture = getattr(run.trainer, "capture", None)  # a GraphTrainer: its graph
-            if capture is not None:
-                capture(batches)
-            step, last = _stepper(run.trainer, batches, order)
-            timing = time_steps(step, warmup=warmup, steps=steps, device=device, region=run.region)
-            extra = run.report(timing) if run.report is not None else {}
-            out[layout] = LayoutMeasurement(layout, timing, imps, reqs, last["loss"], extra)
-            del step, last, batches
+            out[layout] = _measure_run(run, layout, order, imps, reqs, warmup=warmup, steps=steps, device=device)
         del run  # this layout's model and batches go before the next layout's setup starts
     return Measurement(out)
 

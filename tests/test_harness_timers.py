@@ -171,3 +171,43 @@ def test_measure_layouts_same_batches_in_every_layout():
     assert ci["lo"] <= ci["ratio"] <= ci["hi"]
     one = measure_layouts(["roo"], reqs, setup, warmup=0, steps=2, device="cpu")
     assert list(one.layouts) == [Layout.ROO] and one.speedup_interval() is None
+
+
+def test_measure_layouts_frees_a_layouts_trainer_before_the_next_setup():
+    """Nothing of one layout's trainer (its bound prepare/plan/capture, its prepared batches) may
+    outlive it: the next layout's setup frees memory and resets the peak, so a surviving model would
+    count in the next layout's peak memory."""
+    import contextlib
+    import gc
+    import weakref
+    from types import SimpleNamespace
+
+    from harness.measure import LayoutRun, measure_layouts
+
+    reqs = [SimpleNamespace(num_impressions_total=10, num_requests=1)]
+    alive_at_setup = []
+    trainers: list[weakref.ref] = []
+
+    class Trainer:
+        def prepare(self, batch):
+            return SimpleNamespace(batch=batch, owner=self)
+
+        def plan(self, batches):
+            self.planned = len(batches)
+
+        def capture(self, batches):
+            self.captured = batches
+
+        def step(self, batch):
+            return 0.0
+
+    @contextlib.contextmanager
+    def setup(layout):
+        gc.collect()
+        alive_at_setup.append([r() is not None for r in trainers])
+        t = Trainer()
+        trainers.append(weakref.ref(t))
+        yield LayoutRun(t, reqs, report=lambda timing: {})
+
+    measure_layouts(["impression", "roo"], reqs, setup, warmup=1, steps=2, device="cpu")
+    assert alive_at_setup == [[], [False]]

@@ -287,12 +287,12 @@ def predict_layouts(
     from roo_ref.cost.step import layout_components
     from workloads.layout import LAYOUTS
 
-    out = {}
+    out: dict[str, LayoutTime] = {}
     for layout in LAYOUTS:
         comps = layout_components(spec, cfg, stats, layout, dtype)
         comps.insert(len(comps) - 1, embedding_optimizer(cfg, stats, layout, dtype_bytes(dtype)))
         ops = (aten_ops or {}).get(layout)
-        out[layout] = tm.layout_time(
+        out[str(layout)] = tm.layout_time(
             spec, cfg, stats, comps, layout, dtype, graph, ops, float((syncs or {}).get(layout) or 0.0)
         )
     return out
