@@ -86,6 +86,19 @@ def _is_cpu(evt) -> bool:
     return str(getattr(evt, "device_type", "")).endswith("CPU")
 
 
+STEP_RANGE = "roo/step"  # profile_steps' range around each step: syncs outside it are the harness's
+
+
+def _syncs_in_steps(events) -> int:
+    """Synchronizing runtime calls inside a step's range (profile_steps marks each step): the
+    closing synchronize that ends the profiled region, and the profiler's own, are not the step's.
+    Every one when no step range exists (a profile made elsewhere)."""
+    syncs = [e for e in events if e.name in SYNC_NAMES]
+    if not any(e.name == STEP_RANGE for e in events):
+        return len(syncs)
+    return sum(1 for e in syncs if any(a.name == STEP_RANGE for a in _ancestors(e.cpu_parent)))
+
+
 def _ancestors(evt):
     while evt is not None:
         yield evt
@@ -174,7 +187,7 @@ def summarize(prof, steps: int, wall_s: float, top: int = 25, cuda: bool | None 
     avgs = prof.key_averages()
     events = prof.events()
     launches = sum(e.count for e in avgs if e.key in LAUNCH_NAMES)
-    syncs = sum(e.count for e in avgs if e.key in SYNC_NAMES)
+    syncs = _syncs_in_steps(prof.events())
     aten = sum(e.count for e in avgs if e.key.startswith("aten::"))
     # device-side events: kernels, memcpy, memset — but not the GPU-timeline copies of user
     # annotations (e.g. "Optimizer.step#...", which span their kernels and would count them twice)
@@ -223,7 +236,7 @@ def profile_steps(
     step: Callable[[], object], *, warmup: int, steps: int, cuda: bool, trace_path: str | None = None, top: int = 25
 ) -> dict:
     import torch
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, record_function
 
     def sync() -> None:
         if cuda:
@@ -236,7 +249,8 @@ def profile_steps(
     with profile(activities=acts, record_shapes=False) as prof:
         t0 = time.perf_counter()
         for _ in range(steps):
-            step()
+            with record_function(STEP_RANGE):
+                step()
         sync()
         wall = time.perf_counter() - t0
     if trace_path:

@@ -68,3 +68,23 @@ def test_profile_runs_a_fitted_spec(capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "name one explicitly (`--model NAME`" in err[0]
     assert not (tmp_path / "t2").exists()
+
+
+def test_syncs_count_only_inside_a_steps_range():
+    """The closing synchronize of the profiled region (and the profiler's own) are not a step's
+    syncs: only those under profile_steps' per-step range count, all of them without such ranges."""
+    from types import SimpleNamespace as E
+
+    from harness.profile_step import STEP_RANGE, _syncs_in_steps
+
+    step = E(name=STEP_RANGE, cpu_parent=None)
+    inner = E(name="aten::item", cpu_parent=step)
+    events = [
+        step,
+        inner,
+        E(name="cudaStreamSynchronize", cpu_parent=inner),  # a sync inside a step (e.g. .item())
+        E(name="cudaDeviceSynchronize", cpu_parent=None),  # the harness's closing synchronize
+        E(name="cudaDeviceSynchronize", cpu_parent=E(name="ProfilerStep", cpu_parent=None)),
+    ]
+    assert _syncs_in_steps(events) == 1
+    assert _syncs_in_steps([e for e in events if e is not step and e is not inner]) == 3
