@@ -307,8 +307,8 @@ def _step(lt: LayoutTime, serial: bool, syncs: float) -> tuple[float, str]:
         return steady + lt.sync_s, "graph: max(host, device) + syncs"
     if syncs <= 0:
         return steady, "pipelined: max(host, device)"
-    drained = _walk(lt.rows) + lt.sync_s
-    s = min(syncs, 1.0)
+    s = min(syncs, 1.0)  # the share of steps that drain: each of them waits for one sync at least
+    drained = _walk(lt.rows) + lt.sync_s / s
     return s * drained + (1 - s) * steady, f"{s:g} of the steps drained: walk + syncs, else max(host, device)"
 
 
