@@ -18,12 +18,20 @@ import time
 __all__ = ["calibrate_kernels"]
 
 
-def _hstu_dims() -> tuple[int, int, int]:
-    """(heads, d_qk, d_v per head) of the hstu-ranking preset, the shapes the class is used at."""
+def _hstu_shape() -> dict:
+    """The hstu-ranking preset's attention call (heads, dims per head, relative bias), the shape
+    the class is used at (its rate is per FLOP, so other dims scale by their FLOPs)."""
     from roo_ref.model_presets import get_model_config
 
     cfg = get_model_config("hstu-ranking")
-    return cfg.num_heads, cfg.d_qk, cfg.d_v
+    return {
+        "heads": cfg.num_heads,
+        "d_qk": cfg.d_qk,
+        "d_v": cfg.d_v,
+        "rab": bool(cfg.rab),
+        "pos_buckets": cfg.pos_buckets,
+        "time_buckets": cfg.time_buckets,
+    }
 
 
 def calibrate_kernels(device: str = "cpu", seed: int = 0) -> dict:
@@ -47,7 +55,9 @@ def calibrate_kernels(device: str = "cpu", seed: int = 0) -> dict:
         return out
 
     def rates(t: dict | None, what: str) -> dict | None:
-        return None if t is None else RateGrid.from_times(t["axes"], t["values"], t["work"], what).to_dict()
+        if t is None:
+            return None
+        return RateGrid.from_times(t["axes"], t["values"], t["work"], what, t.get("measured")).to_dict()
 
     gemm = {
         "bf16" if cuda else "fp32": timed(
@@ -58,8 +68,8 @@ def calibrate_kernels(device: str = "cpu", seed: int = 0) -> dict:
         gemm["fp32"] = timed("gemm_fp32", kernels.gemm_table, torch, dev, torch.float32, grids.gemm_fp32, grids, g)
     curves = timed("bandwidth", kernels.bandwidth_curves, torch, dev, grids, g)
     red = timed("grad_reduce", kernels.grad_reduce_table, torch, dev, grids, g)
-    heads, dqk, dv = _hstu_dims()
-    att = timed("hstu_attention", hstu.hstu_table, torch, dev, grids, g, heads, dqk, dv)
+    shape = _hstu_shape()
+    att = timed("hstu_attention", hstu.hstu_table, torch, dev, grids, g, shape)
     host = timed("host", host_terms, torch, dev, g)
     tiny_ops = host.pop("tiny_step_ops")
     return {
@@ -67,7 +77,7 @@ def calibrate_kernels(device: str = "cpu", seed: int = 0) -> dict:
         **curves,
         "grad_reduce": {**rates(red, "grad_reduce"), "dim": red["dim"]},
         "hstu_attention": rates(att, "hstu_attention"),
-        "hstu_shape": None if att is None else {"heads": heads, "d_qk": dqk, "d_v": dv},
+        "hstu_shape": None if att is None else shape,
         "host": host,
         "serial": not cuda,
         "source": "calibration",

@@ -1,5 +1,12 @@
 """Host terms: per aten op of an eager training step, per bare eager op, per CUDA-graph replay,
-per device synchronization. Measured on tiny tensors, so the device is never the bottleneck."""
+per device synchronization, per Triton launch from Python. Measured on tiny tensors, so the
+device is never the bottleneck.
+
+Why a per-op cost from a whole small step rather than from a bare op: an eager step's host time
+per aten op includes autograd's bookkeeping, Python module and custom-Function overhead and the
+optimizers' loops, which a bare `torch.add` in a loop does not have (per_launch_s is that bare
+cost, for reference). A Triton kernel is not an aten op: its launch from Python (argument
+binding, the launcher) is priced apart, per launch."""
 
 from __future__ import annotations
 
@@ -23,28 +30,67 @@ def _per_call(fn, reps: int, dev) -> float:
 
 
 def _tiny_step(torch, dev, g):
-    """A small model's eager training step (embedding bag, MLP, BCE, backward, fused Adam): the
-    op mix of a recommender step at sizes where only the host's work counts."""
+    """A small recommender's eager training step at sizes where only the host's work counts, with
+    the op mix of the presets' steps: two fused embedding-bag collections on the project's own
+    row-gradient path (a custom autograd Function, its sync-free row-wise Adagrad, the torch
+    backend so that every op is an aten op), dense and top MLPs with LayerNorm, a pairwise dot
+    interaction, BCE, backward and fused Adam: about 300 aten ops."""
+    from roo_ref.embeddings import EmbeddingBagCollection, enable_row_grads
+    from roo_ref.sparse_optim import FusedRowWiseAdagrad
+
     nn = torch.nn
-    emb = nn.EmbeddingBag(64, 16, mode="sum").to(dev)
-    mlp = nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(16, 16), nn.ReLU())], nn.Linear(16, 1)).to(dev)
-    params = list(emb.parameters()) + list(mlp.parameters())
+
+    def mlp(dims):
+        layers = []
+        for a, b in zip(dims, dims[1:], strict=False):
+            layers += [nn.Linear(a, b), nn.LayerNorm(b), nn.ReLU()]
+        return nn.Sequential(*layers[:-2])
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.user, self.item = EmbeddingBagCollection([64] * 3, 16, 64), EmbeddingBagCollection([64] * 2, 16, 64)
+            self.dense, self.top = mlp([8, 32, 16, 16]), mlp([16 + 15, 32, 16, 1])
+
+        def forward(self, ul, uv, il, iv, x):
+            e = torch.cat([self.dense(x).unsqueeze(1), self.user(ul, uv), self.item(il, iv)], dim=1)
+            z = torch.bmm(e, e.transpose(1, 2))
+            iu = torch.triu_indices(6, 6, 1, device=e.device)
+            return self.top(torch.cat([e[:, 0], z[:, iu[0], iu[1]]], dim=1))
+
+    model = Tiny().to(dev)
+    sinks = enable_row_grads(model)
+    emb = [model.user.weight, model.item.weight]
+    dense = [p for p in model.parameters() if all(p is not w for w in emb)]
     try:
-        opt = torch.optim.Adam(params, lr=1e-3, fused=True)
+        opt = torch.optim.Adam(dense, lr=1e-3, fused=True)
     except (RuntimeError, TypeError):
-        opt = torch.optim.Adam(params, lr=1e-3)
-    ids = torch.randint(0, 64, (32,), device=dev, generator=g)
-    offs = torch.arange(0, 32, 4, device=dev)
-    y = torch.rand(8, 1, device=dev, generator=g)
+        opt = torch.optim.Adam(dense, lr=1e-3)
+    eopt = FusedRowWiseAdagrad(emb, [sinks.get(id(p)) for p in emb], lr=0.01, backend="torch")
+    B = 8
+    ul, il = (torch.full((n, B), 2, device=dev, dtype=torch.int64) for n in (3, 2))
+    uv, iv = (torch.randint(0, 1 << 20, (n * B * 2,), device=dev, generator=g) for n in (3, 2))
+    x, y = torch.rand(B, 8, device=dev, generator=g), torch.rand(B, 1, device=dev, generator=g)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        x = emb(ids, offs)
-        loss = nn.functional.binary_cross_entropy_with_logits(mlp(x * 1.5 + 0.1), y)
+        eopt.zero_grad(set_to_none=True)
+        loss = nn.functional.binary_cross_entropy_with_logits(model(ul, uv, il, iv, x), y)
         loss.backward()
         opt.step()
+        eopt.step()
 
     return step
+
+
+def _triton_launch_s(torch, dev, g) -> float:
+    """Host seconds of one launch of a Triton kernel from Python (0 without Triton)."""
+    try:
+        from harness.calibration.triton_probe import launch_add_one
+    except ImportError:
+        return 0.0
+    x = torch.rand(256, device=dev, generator=g)
+    return _per_call(lambda: launch_add_one(x), 500, dev)
 
 
 def host_terms(torch, dev, g) -> dict:
@@ -58,7 +104,7 @@ def host_terms(torch, dev, g) -> dict:
     x = torch.rand(8, device=dev, generator=g)
     y = torch.empty_like(x)
     per_launch = _per_call(lambda: torch.add(x, 1.0, out=y), 2000, dev)
-    graph_launch, per_sync = per_launch, 0.0
+    graph_launch, per_sync, per_triton = per_launch, 0.0, 0.0
     if cuda:
         s = torch.cuda.Stream()
         with torch.cuda.stream(s):
@@ -69,10 +115,12 @@ def host_terms(torch, dev, g) -> dict:
             torch.add(x, 1.0, out=y)
         graph_launch = _per_call(gr.replay, 500, dev)
         per_sync = _per_call(lambda: y.sum().item(), 500, dev) - per_launch
+        per_triton = _triton_launch_s(torch, dev, g)
     return {
         "per_op_s": per_step / max(ops or 1, 1),
         "per_launch_s": per_launch,
         "graph_launch_s": graph_launch,
         "per_sync_s": max(per_sync, 0.0),
+        "per_triton_launch_s": per_triton,
         "tiny_step_ops": ops,
     }

@@ -1,8 +1,11 @@
 """The kernel-class microbenchmarks (roo_ref.cost.kernel_classes says what each class prices).
 
 Every input is random (never zeros); every table is measured on sizes a grid names (`Grids`:
-small on the CPU so its calibration takes seconds, wide on a GPU). Big GEMM grid points past a
-work cap are not run: their rate is the best rate measured, the saturated one."""
+small on the CPU so its calibration takes seconds, wide on a GPU). The GEMM axes span the models'
+real shapes (rows from one request to ~2M HSTU tokens, widths from a 1-wide head to the widest
+layer; a backward GEMM puts the rows on the k axis): GEMM grid cells past a work or memory cap
+are not run and are left unmeasured (roo_ref.cost.kernel_classes.fill_nearest gives them the rate
+of the nearest smaller measured cell, never an invented one)."""
 
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ class Grids:
     reduce_dups: tuple[int, ...]
     hstu_lens: tuple[int, ...]
     hstu_targets: tuple[int, ...]
-    hstu_tokens: int
+    hstu_seqs: tuple[int, ...]
+    hstu_max_tokens: int
+    hstu_max_pairs: float
 
 
 CPU = Grids(
@@ -38,19 +43,23 @@ CPU = Grids(
     reduce_dups=(1, 16, 1 << 14),
     hstu_lens=(),
     hstu_targets=(),
-    hstu_tokens=0,
+    hstu_seqs=(),
+    hstu_max_tokens=0,
+    hstu_max_pairs=0.0,
 )
 CUDA = Grids(
-    gemm=(16, 128, 1024, 8192, 65536, 524288),
-    gemm_fp32=(128, 2048, 32768),
-    gemm_max_flops=2e12,
+    gemm=(1, 8, 64, 256, 1024, 4096, 16384, 65536, 262144, 2097152),
+    gemm_fp32=(1, 64, 1024, 16384, 262144),
+    gemm_max_flops=4e12,
     gemm_max_elems=1 << 30,
     bytes=tuple(4**i for i in range(6, 16)),
     reduce_ids=(1 << 12, 1 << 15, 1 << 18, 1 << 21, 1 << 23),
     reduce_dups=(1, 16, 256, 1 << 22),
-    hstu_lens=(64, 256, 1024),
-    hstu_targets=(1, 8, 64),
-    hstu_tokens=1 << 17,
+    hstu_lens=(64, 256, 1024, 4096),
+    hstu_targets=(1, 16, 128),
+    hstu_seqs=(8, 64, 512),
+    hstu_max_tokens=1 << 20,
+    hstu_max_pairs=3e8,
 )
 
 
@@ -59,20 +68,30 @@ def _randn(torch, shape, dev, dtype, g):
 
 
 def gemm_table(torch, dev, dtype, axis: tuple[int, ...], grids: Grids, g) -> dict:
-    """{"axes", "values" (seconds), "work"} of torch.matmul over the (m, k, n) grid."""
+    """{"axes", "values" (seconds; NaN where not run), "work", "measured"} of torch.matmul over
+    the (m, k, n) grid. The operands are views of three random buffers allocated once, and the
+    product is written into one (`out=`): no allocation inside a timed or captured call."""
     n_ax = len(axis)
     secs = np.full((n_ax,) * 3, np.nan)
     work = np.zeros((n_ax,) * 3)
+    cells = []
     for (i, m), (j, k), (l, n) in itertools.product(enumerate(axis), repeat=3):
         work[i, j, l] = 2.0 * m * k * n
-        if work[i, j, l] > grids.gemm_max_flops or max(m * k, k * n, m * n) > grids.gemm_max_elems:
-            continue
-        a, b = _randn(torch, (m, k), dev, dtype, g), _randn(torch, (k, n), dev, dtype, g)
-        secs[i, j, l] = device_seconds(lambda a=a, b=b: torch.matmul(a, b), dev)
-        del a, b
-    best = np.nanmax(work / secs)
-    secs = np.where(np.isnan(secs), work / best, secs)
-    return {"axes": [list(axis)] * 3, "values": secs.tolist(), "work": work.tolist()}
+        if work[i, j, l] <= grids.gemm_max_flops and max(m * k, k * n, m * n) <= grids.gemm_max_elems:
+            cells.append((i, j, l, m, k, n))
+    elems = max(max(m * k, k * n, m * n) for *_, m, k, n in cells)
+    bufs = [_randn(torch, (elems,), dev, dtype, g) for _ in range(3)]
+    for i, j, l, m, k, n in cells:
+        a, b, c = bufs[0][: m * k].view(m, k), bufs[1][: k * n].view(k, n), bufs[2][: m * n].view(m, n)
+        secs[i, j, l] = device_seconds(lambda a=a, b=b, c=c: torch.matmul(a, b, out=c), dev)
+    del bufs
+    measured = np.isfinite(secs)
+    return {
+        "axes": [list(axis)] * 3,
+        "values": np.where(measured, secs, np.nan).tolist(),
+        "work": work.tolist(),
+        "measured": measured.tolist(),
+    }
 
 
 def _n_of(nbytes: int, per: int) -> int:

@@ -36,6 +36,7 @@ def _run(args) -> int:
             print(
                 f"kernel classes in {sum(kc['benchmark']['seconds'].values()):.1f} s; host: "
                 f"{h['per_op_s'] * 1e6:.1f} us/op (eager step), {h['per_launch_s'] * 1e6:.1f} us/launch, "
-                f"{h['graph_launch_s'] * 1e6:.1f} us/graph replay, {h['per_sync_s'] * 1e6:.1f} us/sync"
+                f"{h['graph_launch_s'] * 1e6:.1f} us/graph replay, {h['per_sync_s'] * 1e6:.1f} us/sync, "
+                f"{h.get('per_triton_launch_s', 0.0) * 1e6:.1f} us/Triton launch"
             )
     return 0

@@ -5,9 +5,13 @@ For every measured point (a sweep's results.jsonl, a bench/point record) the ste
 regenerated on the CPU with the point's seed (the same distributions; `--expected` uses the
 spec's expectations instead), with the calibration's kernel classes. Counted quantities the
 record carries (aten ops per step, syncs per step, `graph`) are inputs, as counted FLOPs are;
-measured times never are. Reports per point and layout the signed error, the geomean and max
-|error| over points whose measured step is >= --min-step-ms, the ROO speedup's error, and for the
-worst three points the predicted vs profiled time per component (`component_ms`)."""
+measured times never are. The profiled syncs per step include the profiler loop's own final
+synchronize (one per `profile_steps` steps) and whatever else syncs once per profiled run; a sync
+of the step itself recurs every step, so the step's own syncs are the whole part of what is left
+(`in_step_syncs`). Reports per point and layout the signed error, the geomean and max |error|
+over points whose measured step is >= --min-step-ms, the ROO speedup's error, and for the worst
+three points the predicted vs profiled time per component (`component_ms`); `--why` adds each
+layout's predicted time per kernel class and the rule that made its step."""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("--calibration", required=True, help="a `roo-bench calibrate --json` file of the device")
     p.add_argument("--min-step-ms", type=float, default=5.0, help="summary over steps >= this (default 5)")
     p.add_argument("--expected", action="store_true", help="expected batch statistics instead of a regenerated batch")
+    p.add_argument("--why", action="store_true", help="also print the predicted ms per kernel class and layout")
     p.add_argument("--json", action="store_true", help="print one JSON record")
     p.set_defaults(func=_run)
 
@@ -75,6 +80,14 @@ def _err(pred: float, meas: float | None) -> float | None:
     return None if not meas else pred / meas - 1.0
 
 
+def in_step_syncs(profiled: float | None, profile_steps: float | None) -> float:
+    """The step's own syncs from a profile's syncs per step (module docstring)."""
+    if not profiled:
+        return 0.0
+    left = float(profiled) - (1.0 / float(profile_steps) if profile_steps else 0.0)
+    return float(math.floor(left + 1e-9)) if left > 0 else 0.0
+
+
 def predict_point(tm, rec: dict, expected: bool = False) -> dict:
     """One point's predicted and measured steps per layout, their errors and the speedup's."""
     from roo_ref.cost.time_model import predict_layouts
@@ -84,7 +97,10 @@ def predict_point(tm, rec: dict, expected: bool = False) -> dict:
     lays = m["layouts"]
     graph = bool(c.get("graph")) or any(bool(v.get("graph")) for v in lays.values())
     ops = {k: v["aten_ops_per_step"] for k, v in lays.items() if v.get("aten_ops_per_step")}
-    syncs = {k: v.get("syncs_per_step") or 0.0 for k, v in lays.items()}
+    syncs = {
+        k: in_step_syncs(v.get("syncs_per_step"), v.get("profile_steps") or c.get("profile_steps"))
+        for k, v in lays.items()
+    }
     pred = predict_layouts(tm, spec, cfg, stats, c.get("dtype", "bf16"), graph, ops, syncs)
     out: dict[str, Any] = {"preset": c.get("preset"), "config_hash": rec.get("config_hash"), "graph": graph}
     layouts = {}
@@ -160,6 +176,17 @@ def _abs_pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 100:.1f}%"
 
 
+def print_why(points: list[dict]) -> None:
+    """Predicted ms per kernel class (device) and the host's issue time, per point and layout."""
+    print("predicted ms per kernel class (device) and host issue; the step's rule:")
+    for p in points:
+        for lay, L in p["layouts"].items():
+            q = L["predicted"]
+            ranked = sorted(q["class_ms"].items(), key=lambda x: -x[1])
+            cells = ", ".join(f"{k} {v:.2f}" for k, v in ranked if v >= 0.005)
+            print(f"  {str(p['preset']):<16} {lay:<10} {cells}  [{q['step_rule']}]")
+
+
 def print_report(points: list[dict], summary: dict, worst_rows: list[dict], source: str) -> None:
     print(f"step-time model: {source}")
     print(f"{'preset':<16} {'layout':<10} {'pred ms':>9} {'meas ms':>9} {'error':>7}  host ms  device ms")
@@ -204,4 +231,6 @@ def _run(args) -> int:
         emit(Kind.VALIDATE, config, {"time_model": res})
     else:
         print_report(res["points"], res["summary"], res["worst"], res["model"])
+        if args.why:
+            print_why(res["points"])
     return 0

@@ -12,15 +12,21 @@ them back. The classes and what they are measured with:
   elementwise    a binary elementwise op vs the bytes it moves (a kernel's fixed cost below)
   reduction      a row-sum vs the bytes it reads
   optimizer      fused Adam vs the bytes of parameters + state it streams
-  hstu_attention the Triton HSTU attention, forward + backward, mask-aware FLOP rate vs
-                 (max sequence length, targets per sequence)
+  hstu_attention the Triton HSTU attention, forward + backward as one layer calls it, mask-aware
+                 FLOP rate vs (max sequence length, targets per sequence, sequences), at least
+                 `floor_s` (a tiny call's kernel time) per call
   host           per-op host cost of an eager training step (autograd, dispatch, launch),
-                 per-launch cost of a bare eager op, one CUDA-graph replay, one device sync
+                 per-launch cost of a bare eager op, of a Triton kernel launched from Python,
+                 one CUDA-graph replay, one device sync
 
 Interpolation is multilinear in log(size) with the value clamped at the grid's edges: a rate
 stays the edge's rate beyond the grid (time grows with the work), and no kernel is cheaper than
 the class's `floor_s` (the smallest time measured: a launch's fixed cost). Tables are made
 monotone in size on load (`isotonic`), so a bigger kernel never prices cheaper.
+
+A grid cell the calibration could not measure (past its memory or work cap) takes the rate of the
+nearest measured cell no larger in any size (`fill_nearest`): a rate is never invented above what
+was measured, and a table's `measured` mask says which cells are real.
 
 `from_roofs` builds the same classes from two roofs (a datasheet entry or an old calibration
 record with only matmul FLOP/s and copy bandwidth): the roofline as a degenerate calibration.
@@ -92,6 +98,23 @@ class Grid:
         return {"axes": [a.tolist() for a in self.axes], "values": self.values.tolist()}
 
 
+def fill_nearest(values: Any, measured: Any) -> np.ndarray:
+    """`values` with every unmeasured cell (`measured` False) set to the value of the nearest
+    measured cell that is no larger along any axis (distance: grid steps, summed); the cell at the
+    grid's origin must be measured. Why dominated cells only: rates rise with size up to a
+    saturation, so a smaller measured shape's rate never overstates a bigger one's."""
+    v = np.array(values, dtype=float)
+    ok = np.asarray(measured, dtype=bool).reshape(v.shape)
+    if not ok.flat[0]:
+        raise UserError("calibration table: the smallest cell was not measured")
+    idx = np.argwhere(ok)
+    for cell in np.argwhere(~ok):
+        below = idx[np.all(idx <= cell, axis=1)]
+        near = below[np.argmin(np.abs(cell - below).sum(axis=1))]
+        v[tuple(cell)] = v[tuple(near)]
+    return v
+
+
 def isotonic(times: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """`times` made non-decreasing along each of `axes` (a running max): measurement noise never
     makes a bigger kernel cheaper."""
@@ -131,39 +154,51 @@ class Curve:
 @dataclass(frozen=True)
 class RateGrid:
     """Work per second on a grid of sizes: time = work / rate(sizes), at least `floor_s`.
-    Built from measured seconds made monotone in every size, so time never falls with size."""
+    Built from measured seconds made monotone in every size, so time never falls with size.
+    `measured`: which cells were measured (None: all); the others hold `fill_nearest`'s rate."""
 
     grid: Grid
     floor_s: float
+    measured: np.ndarray | None = None
 
     @classmethod
-    def from_times(cls, axes: Any, seconds: Any, work: Any, what: str) -> RateGrid:
-        g = Grid.make(axes, seconds, what)
-        t = isotonic(g.values, tuple(range(len(g.axes))))
+    def from_times(cls, axes: Any, seconds: Any, work: Any, what: str, measured: Any = None) -> RateGrid:
+        """`seconds` may hold NaN where `measured` is False (or NaN cells are the unmeasured ones)."""
+        t = np.array(seconds, dtype=float)
+        ok = np.isfinite(t) if measured is None else np.asarray(measured, dtype=bool).reshape(t.shape)
         w = _arr(work, f"{what} work").reshape(t.shape)
-        return cls(Grid(g.axes, w / t), float(t.min()))
+        rate = fill_nearest(np.where(ok, w / np.where(ok, t, 1.0), np.nan), ok)
+        g = Grid.make(axes, w / rate, what)
+        t = isotonic(g.values, tuple(range(len(g.axes))))
+        return cls(Grid(g.axes, w / t), float(t[ok].min()), None if ok.all() else ok)
 
     def seconds(self, work: Any, *sizes: Any) -> Any:
         return np.maximum(np.asarray(work, dtype=float) / self.grid(*sizes), self.floor_s)
 
     def to_dict(self) -> dict:
-        return {**self.grid.to_dict(), "floor_s": self.floor_s}
+        out = {**self.grid.to_dict(), "floor_s": self.floor_s}
+        if self.measured is not None:
+            out["measured"] = self.measured.tolist()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict, what: str) -> RateGrid:
         g = Grid.make(d["axes"], d["values"], what)
-        return cls(g, float(d["floor_s"]))
+        m = d.get("measured")
+        return cls(g, float(d["floor_s"]), None if m is None else np.asarray(m, dtype=bool).reshape(g.values.shape))
 
 
 @dataclass(frozen=True)
 class Host:
     """Host-side costs (seconds): per aten op of an eager training step, per bare eager op,
-    per CUDA-graph replay, per device synchronization."""
+    per CUDA-graph replay, per device synchronization, per Triton kernel launched from Python
+    (0 where the calibration has none: an older record, or no Triton)."""
 
     per_op_s: float
     per_launch_s: float
     graph_launch_s: float
     per_sync_s: float
+    per_triton_launch_s: float = 0.0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -180,7 +215,8 @@ class KernelClasses:
     elementwise: Curve
     reduction: Curve
     optimizer: Curve
-    hstu_attention: RateGrid | None  # axes (max length, targets per sequence); work = FLOPs
+    # axes (max length, targets per sequence[, sequences]); work = one call's FLOPs
+    hstu_attention: RateGrid | None
     host: Host
     source: str
     serial: bool = False  # host and kernels share one thread (CPU): their times add, never overlap
@@ -192,6 +228,18 @@ class KernelClasses:
             or next(iter(self.gemm.values()))
         )
         return g.seconds(2.0 * np.asarray(m, float) * k * n, m, k, n)
+
+    def hstu_attention_s(self, flops: Any, max_len: Any, targets: Any, seqs: Any, calls: int = 1) -> Any:
+        """Seconds of `calls` equal attention calls (one per layer) doing `flops` in all. A table
+        of an older calibration has no sequences axis and was measured at one large token count,
+        so its floor is no per-call cost: it prices the work as one call."""
+        h = self.hstu_attention
+        if h is None:
+            raise UserError("calibration has no hstu_attention class")
+        if len(h.grid.axes) == 2:
+            return h.seconds(flops, max_len, targets)
+        sizes = (max_len, targets, seqs)
+        return calls * h.seconds(np.asarray(flops, dtype=float) / calls, *sizes)
 
     def grad_reduce_s(self, ids: Any, distinct: Any, dim: int) -> Any:
         ids = np.maximum(np.asarray(ids, dtype=float), 1.0)
@@ -225,7 +273,7 @@ class KernelClasses:
                 reduction=Curve.from_dict(d["reduction"], "reduction"),
                 optimizer=Curve.from_dict(d["optimizer"], "optimizer"),
                 hstu_attention=None if hstu is None else RateGrid.from_dict(hstu, "hstu_attention"),
-                host=Host(**{k: float(v) for k, v in d["host"].items()}),
+                host=Host(**{k: float(v) for k, v in d["host"].items() if k in Host.__dataclass_fields__}),
                 source=str(d.get("source", "calibration")),
                 serial=bool(d.get("serial", False)),
             )

@@ -3,18 +3,25 @@
 The cost model's rows (roo_ref.cost.step) count FLOPs, bytes and kernels; this module prices them
 with a calibration's kernel classes (roo_ref.cost.kernel_classes) instead of two roofs:
 
-  device(component) = sum over its matmuls of gemm(m, k, n)          (forward and both backward)
+  device(component) = sum over its matmuls of gemm(m, k, n)   (forward and both backward shapes)
                     + sum over its lookups of 2 gather(ids x width x 4 B)  (lookup, grad rows)
-                    + its kernel-class special: hstu_attention (Triton backend), grad_reduce per
-                      embedding table (the embedding optimizer), optimizer (dense Adam)
+                    + its kernel-class special: hstu_attention per layer (Triton backend),
+                      grad_reduce per embedding table (the embedding optimizer), optimizer (Adam)
                     + (kernels left) x elementwise(bytes left / kernels left)
-  host(component)   = aten ops x per-op host cost (eager) — the ops split over the rows by their
-                      kernel counts; a CUDA-graph step costs one graph replay in all
-  step              = a critical-path walk: the rows' forward shares (1/3 of each row's work) in
-                      order, their backward shares (2/3) in reverse, the optimizers last; each
-                      piece starts on the device when both the device is free and the host has
-                      issued it:  h_i = h_{i-1} + host_i,  d_i = max(d_{i-1}, h_i) + device_i;
-                      step = d_last + syncs x per-sync cost.
+  host(component)   = aten ops x per-op host cost + Triton launches x per-launch cost (eager),
+                      the ops split over the rows by their kernel counts; a CUDA-graph step costs
+                      one graph replay and its input copy in all
+  step (GPU)        = max(host, device) when the step has no device sync of its own: steps are
+                      timed back to back, so a host that runs ahead keeps the device fed (device
+                      bound) and a slower host starves it (host bound) — over a step either way
+                      the slower side sets the pace;
+                      with s >= 1 syncs per step the pipeline drains every step: a critical-path
+                      walk from an idle device — the rows' forward shares (1/3 of each row's
+                      work) in order, backward shares (2/3) in reverse, the optimizers last; each
+                      piece starts when the device is free and the host has issued it
+                      (h_i = h_{i-1} + host_i, d_i = max(d_{i-1}, h_i) + device_i), plus s x
+                      per-sync; 0 < s < 1 blends the two by s
+  step (CPU)        = host + device + syncs (one thread does both)
 
 The mapping of rows to classes (COMPONENT_CLASSES) and to the profiler's regions (PROFILE_GROUP)
 is documented in docs/cost-model.md. Nothing here is fitted to step times: the classes come from
@@ -40,6 +47,13 @@ FWD_SHARE = 1.0 / 3.0  # a training step's backward does about twice its forward
 # Aten ops per kernel the cost model counts, when no counted op total is at hand (eager steps
 # dispatch views, allocations and copies besides the launching ops).
 OPS_PER_KERNEL = 1.7
+# Triton launches from Python: the HSTU attention per layer (forward; backward dk/dv and dq),
+# the embedding optimizer per table (segment sum, its carry pass, the row update)
+TRITON_PER_ATTENTION_LAYER = 3
+TRITON_PER_TABLE_UPDATE = 3
+# host ops of a CUDA-graph step besides its replay: the inputs' copy into the static buffers and
+# the loss's detach
+GRAPH_HOST_OPS = 2
 
 # the classes each row's kernels fall in (docs/cost-model.md, "Kernel classes")
 COMPONENT_CLASSES = {
@@ -77,6 +91,7 @@ class RowTime:
     device_s: float
     host_s: float
     optimizer: bool
+    classes: dict[str, float] = field(default_factory=dict)  # device seconds per kernel class
 
 
 @dataclass
@@ -92,11 +107,22 @@ class LayoutTime:
     graph: bool = False
     ops: float = 0.0
     ops_source: str = ""
+    triton_launches: float = 0.0
+    step_rule: str = ""
 
     def group_ms(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for r in self.rows:
             out[r.group] = out.get(r.group, 0.0) + r.device_s * 1e3
+        return out
+
+    def class_ms(self) -> dict[str, float]:
+        """Predicted device ms per kernel class, and the host's issue time ("host")."""
+        out: dict[str, float] = {}
+        for r in self.rows:
+            for k, v in r.classes.items():
+                out[k] = out.get(k, 0.0) + v * 1e3
+        out["host"] = self.host_s * 1e3
         return out
 
     def to_dict(self) -> dict:
@@ -111,6 +137,8 @@ class LayoutTime:
             "aten_ops_source": self.ops_source,
             "device_busy_share": self.device_s / self.step_s if self.step_s > 0 else None,
             "component_ms": self.group_ms(),
+            "class_ms": self.class_ms(),
+            "step_rule": self.step_rule,
             "rows_ms": {r.name: r.device_s * 1e3 for r in self.rows},
         }
 
@@ -127,7 +155,8 @@ def _distinct(draws: float, rows: float) -> float:
 
 
 def embedding_tables(spec: WorkloadSpec, cfg: ModelConfig, stats: StepStats, layout: str) -> list[tuple[float, float]]:
-    """(ids, expected distinct rows) of every table the embedding optimizer updates in one step.
+    """(ids, expected distinct rows) of every table the embedding optimizer updates in one step:
+    the user and item feature collections, the item-id table, the action table.
 
     Impression-layout copies of a request's ids add ids but no distinct rows; distinct rows are
     those of the request-level draws under uniform popularity (an upper bound for Zipf ids)."""
@@ -136,12 +165,12 @@ def embedding_tables(spec: WorkloadSpec, cfg: ModelConfig, stats: StepStats, lay
     R, N = _f(stats.requests), _f(stats.impressions)
     rep = _f(v.user_ids) / max(_f(stats.user_ids), 1.0)  # k-fold copies in the impression layout
     out = []
-    for _, g in spec.user_features():
-        draws = R * g.pooling.mean()
-        out.append((draws * rep, _distinct(draws, min(g.cardinality, cap))))
-    for _, g in spec.item_features():
-        draws = N * g.pooling.mean()
-        out.append((draws, _distinct(draws, min(g.cardinality, cap))))
+    # one fused collection per side (roo_ref.embeddings.EmbeddingBagCollection): one update each,
+    # its features' row blocks disjoint, so their distinct rows add up
+    user = [(R * g.pooling.mean(), min(g.cardinality, cap)) for _, g in spec.user_features()]
+    out.append((sum(d for d, _ in user) * rep, sum(_distinct(d, c) for d, c in user)))
+    item = [(N * g.pooling.mean(), min(g.cardinality, cap)) for _, g in spec.item_features()]
+    out.append((sum(d for d, _ in item), sum(_distinct(d, c) for d, c in item)))
     hist_roo = _f(stats.hist_capped if cfg.arch == "hstu" else stats.hist)
     hist = _f(v.hist_capped if cfg.arch == "hstu" else v.hist)
     items = min(spec.history.item_cardinality, cap)
@@ -183,9 +212,9 @@ class TimeModel:
         return t, by
 
     def _attention_s(self, c: Component, cfg: ModelConfig, v: Any) -> float | None:
-        """The Triton kernel's forward + backward over the mask-aware pairs (None: no class)."""
-        h = self.classes.hstu_attention
-        if h is None or cfg.attention_backend == "torch":
+        """The Triton kernel's forward + backward over the mask-aware pairs, one call per layer
+        (None: no class, or the torch backend)."""
+        if self.classes.hstu_attention is None or cfg.attention_backend == "torch":
             return None
         pad, padlen = _f(v.pad), _f(v.padlen)
         if pad <= 0 or padlen <= 0:
@@ -193,29 +222,39 @@ class TimeModel:
         nmax = pad / padlen
         seqs = padlen / nmax
         targets = max(_f(v.impressions) / seqs, 1.0)
-        return _f(h.seconds(_f(c.flops_mask_aware), nmax, targets))
+        calls = max(int(cfg.hstu_layers), 1)
+        return _f(self.classes.hstu_attention_s(_f(c.flops_mask_aware), nmax, targets, seqs, calls))
 
-    def row_s(self, c: Component, cfg: ModelConfig, v: Any, dtype: str, tables: list) -> float:
-        """Device seconds of one row (see the module docstring)."""
+    def row_s(self, c: Component, cfg: ModelConfig, v: Any, dtype: str, tables: list) -> dict[str, float]:
+        """Device seconds of one row per kernel class (see the module docstring)."""
         k = self.classes
         if c.name.startswith("embedding optimizer"):
-            return sum(_f(k.grad_reduce_s(n, u, cfg.embedding_dim)) for n, u in tables)
+            return {"grad_reduce": sum(_f(k.grad_reduce_s(n, u, cfg.embedding_dim)) for n, u in tables)}
         if c.name.startswith("dense optimizer"):
-            return _f(k.optimizer(_f(c.bytes))) if _f(c.bytes) > 0 else 0.0
+            return {"optimizer": _f(k.optimizer(_f(c.bytes))) if _f(c.bytes) > 0 else 0.0}
         att = self._attention_s(c, cfg, v) if c.name == "hstu attention" else None
         if att is not None:
-            return att
+            return {"hstu_attention": att}
         tg, fl, gb = self._gemms_s(c, dtype)
         tl, lb = self._lookups_s(c)
-        t = tg + tl
+        out = {"gemm": tg, "gather": tl}
         left_flops = _f(c.flops) - fl
         if left_flops > 1e-6 * max(fl, 1.0):  # matmul work without a recorded shape: a bmm-like one
-            t += _f(k.gemm_s(left_flops / (2 * 64 * 1024), 64, 1024, dtype))
+            out["gemm"] += _f(k.gemm_s(left_flops / (2 * 64 * 1024), 64, 1024, dtype))
         kernels = max(_f(c.kernels) - len(c.gemms) - 2 * len(c.lookups), 1.0)
         left_bytes = max(_f(c.bytes) - gb - lb, 0.0)
-        if left_bytes > 0:
-            t += kernels * _f(k.elementwise(left_bytes / kernels))
-        return t
+        out["elementwise"] = kernels * _f(k.elementwise(left_bytes / kernels)) if left_bytes > 0 else 0.0
+        return {n: t for n, t in out.items() if t > 0}
+
+    def _triton_launches(self, c: Component, cfg: ModelConfig, tables: list) -> float:
+        """Triton kernels the row launches from Python (the host prices them apart from aten ops)."""
+        if self.classes.serial:
+            return 0.0
+        if c.name == "hstu attention" and cfg.attention_backend != "torch":
+            return TRITON_PER_ATTENTION_LAYER * max(int(cfg.hstu_layers), 1)
+        if c.name.startswith("embedding optimizer"):
+            return TRITON_PER_TABLE_UPDATE * len(tables)
+        return 0.0
 
     def layout_time(
         self,
@@ -229,9 +268,12 @@ class TimeModel:
         aten_ops: float | None = None,
         syncs: float = 0.0,
     ) -> LayoutTime:
-        """Predicted step of one layout's compute rows (`comps`, from roo_ref.cost.step)."""
+        """Predicted step of one layout's compute rows (`comps`, from roo_ref.cost.step).
+        `syncs`: the step's own device syncs (not a profiler's or timer's)."""
         if aten_ops is not None and not aten_ops >= 0:
             raise UserError(f"aten_ops={aten_ops} must be >= 0")
+        if not syncs >= 0:
+            raise UserError(f"syncs={syncs} must be >= 0")
         v = stats.of_layout(layout)
         tables = embedding_tables(spec, cfg, stats, layout)
         rows = [c for c in comps if c.side not in ("comm", "storage")]
@@ -242,29 +284,41 @@ class TimeModel:
         per_kernel_host = 0.0 if graph else ops * h.per_op_s / total_k
         out = LayoutTime(layout, graph=graph, ops=ops, ops_source="counted" if aten_ops is not None else "estimated")
         for c, kn in zip(rows, kernels, strict=True):
-            dev = self.row_s(c, cfg, v, dtype, tables)
+            cls = self.row_s(c, cfg, v, dtype, tables)
+            tri = 0.0 if graph else self._triton_launches(c, cfg, tables)
+            out.triton_launches += tri
+            host = kn * per_kernel_host + tri * h.per_triton_launch_s
             out.rows.append(
-                RowTime(c.name, profile_group(c, cfg.arch), dev, kn * per_kernel_host, c.side == "optimizer")
+                RowTime(c.name, profile_group(c, cfg.arch), sum(cls.values()), host, c.side == "optimizer", cls)
             )
         out.device_s = sum(r.device_s for r in out.rows)
-        out.host_s = h.graph_launch_s if graph else sum(r.host_s for r in out.rows)
+        out.host_s = h.graph_launch_s + GRAPH_HOST_OPS * h.per_op_s if graph else sum(r.host_s for r in out.rows)
         out.sync_s = syncs * h.per_sync_s
-        if self.classes.serial:  # one thread issues and runs every kernel
-            out.step_s = out.host_s + out.device_s + out.sync_s
-        else:
-            out.step_s = _walk(out.rows, h.graph_launch_s if graph else None) + out.sync_s
+        out.step_s, out.step_rule = _step(out, self.classes.serial, syncs)
         return out
 
 
-def _walk(rows: list[RowTime], graph_launch_s: float | None) -> float:
-    """The critical path of host issue and device work (module docstring)."""
+def _step(lt: LayoutTime, serial: bool, syncs: float) -> tuple[float, str]:
+    """(step seconds, the rule that gave it): see the module docstring."""
+    if serial:  # one thread issues and runs every kernel
+        return lt.host_s + lt.device_s + lt.sync_s, "serial: host + device + syncs"
+    steady = max(lt.host_s, lt.device_s)
+    if lt.graph:
+        return steady + lt.sync_s, "graph: max(host, device) + syncs"
+    if syncs <= 0:
+        return steady, "pipelined: max(host, device)"
+    s = min(syncs, 1.0)  # the share of steps that drain: each of them waits for one sync at least
+    drained = _walk(lt.rows) + lt.sync_s / s
+    return s * drained + (1 - s) * steady, f"{s:g} of the steps drained: walk + syncs, else max(host, device)"
+
+
+def _walk(rows: list[RowTime]) -> float:
+    """The critical path of host issue and device work from an idle device (module docstring)."""
     compute = [r for r in rows if not r.optimizer]
     pieces = [(r.host_s * FWD_SHARE, r.device_s * FWD_SHARE) for r in compute]
     pieces += [(r.host_s * (1 - FWD_SHARE), r.device_s * (1 - FWD_SHARE)) for r in reversed(compute)]
     pieces += [(r.host_s, r.device_s) for r in rows if r.optimizer]
     h = d = 0.0
-    if graph_launch_s is not None:
-        h = graph_launch_s
     for host, dev in pieces:
         h += host
         d = max(d, h) + dev
