@@ -5,10 +5,10 @@ For every measured point (a sweep's results.jsonl, a bench/point record) the ste
 regenerated on the CPU with the point's seed (the same distributions; `--expected` uses the
 spec's expectations instead), with the calibration's kernel classes. Counted quantities the
 record carries (aten ops per step, syncs per step, `graph`) are inputs, as counted FLOPs are;
-measured times never are. The profiled syncs per step include the profiler loop's own final
-synchronize (one per `profile_steps` steps) and whatever else syncs once per profiled run; a sync
-of the step itself recurs every step, so the step's own syncs are the whole part of what is left
-(`in_step_syncs`). Reports per point and layout the signed error, the geomean and max |error|
+measured times never are. A profile counts the syncs inside each step's range
+(harness.profile_step); older records also counted the profiled loop's closing synchronize and the
+profiler's own (under one per step in all), while a sync of the step itself recurs every step, so
+the step's own syncs are the whole part of the count (`in_step_syncs`). Reports per point and layout the signed error, the geomean and max |error|
 over points whose measured step is >= --min-step-ms, the ROO speedup's error, and for the worst
 three points the predicted vs profiled time per component (`component_ms`); `--why` adds each
 layout's predicted time per kernel class and the rule that made its step."""
@@ -80,12 +80,12 @@ def _err(pred: float, meas: float | None) -> float | None:
     return None if not meas else pred / meas - 1.0
 
 
-def in_step_syncs(profiled: float | None, profile_steps: float | None) -> float:
-    """The step's own syncs from a profile's syncs per step (module docstring)."""
+def in_step_syncs(profiled: float | None, profile_steps: float | None = None) -> float:
+    """The step's own syncs from a profile's syncs per step: its whole part (module docstring).
+    `profile_steps` is accepted for older callers and unused."""
     if not profiled:
         return 0.0
-    left = float(profiled) - (1.0 / float(profile_steps) if profile_steps else 0.0)
-    return float(math.floor(left + 1e-9)) if left > 0 else 0.0
+    return float(math.floor(float(profiled) + 1e-9))
 
 
 def predict_point(tm, rec: dict, expected: bool = False) -> dict:
