@@ -2,13 +2,13 @@
 
 For every measured point (a sweep's results.jsonl, a bench/point record) the step-time model
 (roo_ref.cost.time_model) prices both layouts from the point's spec, model config and a batch
-regenerated on the CPU with the point's seed (the same distributions; `--expected` uses the
-spec's expectations instead), with the calibration's kernel classes. Counted quantities the
-record carries (aten ops per step, syncs per step, `graph`) are inputs, as counted FLOPs are;
-measured times never are. A profile counts the syncs inside each step's range
-(harness.profile_step); older records also counted the profiled loop's closing synchronize and the
-profiler's own (under one per step in all), while a sync of the step itself recurs every step, so
-the step's own syncs are the whole part of the count (`in_step_syncs`). Reports per point and layout the signed error, the geomean and max |error|
+regenerated on the CPU with the point's seed (the same distributions; `--expected` uses the spec's
+expectations instead), with the calibration's kernel classes. Counted quantities the record carries
+(aten ops per step, syncs per step, `graph`) are inputs, as counted FLOPs are; measured times never
+are. A profile counts the syncs inside each step's range (harness.profile_step); older records also
+counted the profiled loop's closing synchronize and the profiler's own (under one per step in all),
+while a sync of the step itself recurs every step, so the step's own syncs are the whole part of the
+count (`in_step_syncs`). Reports per point and layout the signed error, the geomean and max |error|
 over points whose measured step is >= --min-step-ms, the ROO speedup's error, and for the worst
 three points the predicted vs profiled time per component (`component_ms`); `--why` adds each
 layout's predicted time per kernel class and the rule that made its step."""
