@@ -205,11 +205,11 @@ def bucket_for(need: Bucket, floor: Bucket | None = None, steps: int = GRID_STEP
 
 
 def _split(total: int, rows: int, per_row: int | None) -> torch.Tensor:
-    """[rows] counts summing to `total`, each <= per_row (None: all on the first row), filled greedily."""
+    """[rows] counts summing to `total`, each <= per_row, filled greedily. per_row None: spread
+    evenly (ceil(total / rows) each): a kernel that gives a bag or a sequence to one thread block
+    (ATen's embedding_bag) would otherwise run the whole padding as one serial bag."""
     if per_row is None:
-        out = torch.zeros(rows, dtype=torch.int64)
-        out[0] = total
-        return out
+        per_row = max(1, math.ceil(total / rows))
     start = torch.arange(rows, dtype=torch.int64) * per_row
     return (total - start).clamp(0, per_row)
 
@@ -230,7 +230,8 @@ def _padding_layout(need: Bucket, cap: Bucket) -> tuple[torch.Tensor, torch.Tens
 
 
 def _pad_keyed(lengths: torch.Tensor, values: torch.Tensor, rows: int, extra: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keyed jagged [F, r] -> [F, rows]: `extra` padding ids (0) in feature 0 of the first padding row."""
+    """Keyed jagged [F, r] -> [F, rows]: `extra` padding ids (0) in feature 0, spread evenly over the
+    padding rows (_split)."""
     n_feat, r = lengths.shape
     out = lengths.new_zeros((n_feat, rows))
     out[:, :r] = lengths
@@ -238,7 +239,7 @@ def _pad_keyed(lengths: torch.Tensor, values: torch.Tensor, rows: int, extra: in
         return out, values
     if n_feat == 0:
         raise UserError(f"cannot pad {extra} sparse values into a batch with no sparse features")
-    out[0, r] = extra
+    out[0, r:] = _split(extra, rows - r, None)
     first = int(lengths[0].sum())  # feature 0's values come first (feature-major)
     pad = values.new_zeros(extra)
     return out, torch.cat([values[:first], pad, values[first:]])

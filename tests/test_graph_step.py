@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,26 @@ def test_padding_sequences_are_no_longer_than_the_longest_real_one(layout):
     real_rows = need.rows
     assert int(lengths[real_rows:].max()) <= need.seq_len and lengths[real_rows:].numel() == cap.rows - real_rows
     assert p.extra.history_items.numel() == cap.history  # the kept history is the bucket's, whole
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_padding_bags_are_spread_over_the_padding_rows(layout):
+    """Pooled models: the padding history and sparse values are spread evenly over the padding rows,
+    never one long bag (ATen's embedding_bag gives a bag to one thread block: one padding bag of
+    ~300k ids ran 30x the real bags' time on an H100)."""
+    batch = _batch(layout, requests=7)
+    need = batch_sizes(batch)
+    cap = bucket_for(need, _big_floor(need))
+    padded = pad_batch(batch, cap, need)
+    r, p_rows = need.rows, cap.rows - need.rows
+    assert p_rows > 1
+    for lengths, total in (
+        (padded.history_lengths[r:], cap.history - need.history),
+        (padded.user_sparse_lengths[:, r:], cap.user_values - need.user_values),
+        (padded.item_sparse_lengths[:, -(cap.impressions - need.impressions) :], cap.item_values - need.item_values),
+    ):
+        assert int(lengths.sum()) == total > 0
+        assert int(lengths.max()) <= math.ceil(total / lengths.shape[-1])
 
 
 @pytest.mark.parametrize(
