@@ -42,7 +42,10 @@ def _normal(w, normal_table):
     return tl.load(normal_table + ((w.to(tl.int64) & 0xFFFFFFFF) >> 16))
 
 
-@triton.jit
+# A fresh seed per batch is a fresh `key`: Triton would compile a kernel again whenever an integer
+# argument changes between divisible-by-16 and not (its default specialization); a data loader's
+# batches must not recompile.
+@triton.jit(do_not_specialize=["key", "n_actions", "t0"])
 def _request_kernel(
     key,
     h_off,
@@ -92,7 +95,7 @@ def _request_kernel(
         carry += total
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["key", "n"])
 def _impression_kernel(
     key,
     zipf_table,
@@ -128,7 +131,7 @@ def _impression_kernel(
     tl.store(labels + e, hit.to(tl.float32), mask=m[:, None] & (t[None, :] < T))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["key", "n", "n_feat"])
 def _keyed_kernel(key, starts, kinds, cards, tables, out, n, n_feat, STREAM: tl.constexpr, BLOCK: tl.constexpr):
     v = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = v < n
