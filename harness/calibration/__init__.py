@@ -40,6 +40,7 @@ def calibrate_kernels(device: str = "cpu", seed: int = 0) -> dict:
 
     from harness.calibration import hstu, kernels
     from harness.calibration.host import host_terms
+    from harness.calibration.timing import TIMING
     from roo_ref.cost.kernel_classes import RateGrid
 
     dev = torch.device(device)
@@ -81,5 +82,6 @@ def calibrate_kernels(device: str = "cpu", seed: int = 0) -> dict:
         "host": host,
         "serial": not cuda,
         "source": "calibration",
+        "timing": TIMING,
         "benchmark": {"seconds": took, "tiny_step_ops": tiny_ops, "grid": "cuda" if cuda else "cpu"},
     }

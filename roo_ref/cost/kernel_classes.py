@@ -22,7 +22,15 @@ them back. The classes and what they are measured with:
 Interpolation is multilinear in log(size) with the value clamped at the grid's edges: a rate
 stays the edge's rate beyond the grid (time grows with the work), and no kernel is cheaper than
 the class's `floor_s` (the smallest time measured: a launch's fixed cost). Tables are made
-monotone in size on load (`isotonic`), so a bigger kernel never prices cheaper.
+monotone in size on load (`isotonic`: each time at most the time of any bigger size), so a bigger
+kernel never prices cheaper and one slow warm-up call at a small size does not raise every size.
+
+A record whose timer could put the host's issue into a long call's time (`timing` not "device":
+one eager call between two CUDA events, taken for a call whose first timing was >= EVENTS_TIMED_S)
+holds, for a class whose smallest cell took that path, a plateau of cells at the host's issue time
+of one call. The host term prices that issue already (counted aten ops, Triton launches), so those
+cells carry no kernel time: `strip_host_plateau` gives them the rate of the nearest cell above the
+plateau that is no smaller in any size (a measured device rate) and the floor of one kernel.
 
 A grid cell the calibration could not measure (past its memory or work cap) takes the rate of the
 nearest measured cell no larger in any size (`fill_nearest`): a rate is never invented above what
@@ -42,6 +50,9 @@ import numpy as np
 from workloads.errors import UserError
 
 CLASSES = ("gemm", "gather", "grad_reduce", "elementwise", "reduction", "optimizer", "hstu_attention")
+# harness.calibration.timing times a call eagerly, between two CUDA events, when its first timing
+# is at least this long; a record without `timing: "device"` had the host's issue inside that time
+EVENTS_TIMED_S = 300e-6
 
 
 def _arr(x: Any, what: str) -> np.ndarray:
@@ -115,13 +126,48 @@ def fill_nearest(values: Any, measured: Any) -> np.ndarray:
     return v
 
 
+def hstu_cell_flops(axes: Any, shape: dict) -> np.ndarray:
+    """Mask-aware forward + backward FLOPs of each (max length, targets, sequences) cell of the
+    hstu_attention table, as harness.calibration.hstu measures them (targets < length)."""
+    L, t, B = np.meshgrid(*(np.asarray(a, dtype=float) for a in axes), indexing="ij")
+    t = np.minimum(t, L - 1)
+    h = L - t
+    pairs = h * (h + 1) / 2 + t * (h + 1)
+    return 3 * 2 * shape["heads"] * (shape["d_qk"] + shape["d_v"]) * B * pairs
+
+
 def isotonic(times: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """`times` made non-decreasing along each of `axes` (a running max): measurement noise never
-    makes a bigger kernel cheaper."""
+    """`times` made non-decreasing along each of `axes`: each time at most the time of any bigger
+    size (a running min from the big end). Why not a running max from the small end: a timing's
+    noise is upward (a warm-up call, a clock ramp, a host stall), and a running max lets one slow
+    call at the smallest size set the time of every size up to where the device catches up."""
     t = np.array(times, dtype=float)
     for ax in axes:
-        t = np.maximum.accumulate(t, axis=ax)
+        t = np.flip(np.minimum.accumulate(np.flip(t, axis=ax), axis=ax), axis=ax)
     return t
+
+
+def strip_host_plateau(rg: RateGrid, work: Any, floor_s: float) -> RateGrid:
+    """`rg` without the host-issue plateau of an events-timed smallest cell (module docstring):
+    the cells whose time is the floor take the rate of the nearest cell above it that is no
+    smaller in any size (none such: the nearest above it), are marked unmeasured, and the floor
+    becomes `floor_s`. A table whose floor is below EVENTS_TIMED_S, or with no cell above the
+    plateau, is returned as it is."""
+    if rg.floor_s < EVENTS_TIMED_S:
+        return rg
+    w = np.broadcast_to(np.asarray(work, dtype=float), rg.grid.values.shape)
+    plateau = w / rg.grid.values <= rg.floor_s * (1 + 1e-6)
+    above = np.argwhere(~plateau)
+    if not len(above):
+        return rg
+    rate = np.array(rg.grid.values)
+    for cell in np.argwhere(plateau):
+        dom = above[np.all(above >= cell, axis=1)]
+        pool = dom if len(dom) else above
+        near = pool[np.argmin(np.abs(pool - cell).sum(axis=1))]
+        rate[tuple(cell)] = rate[tuple(near)]
+    measured = ~plateau if rg.measured is None else rg.measured & ~plateau
+    return RateGrid(Grid(rg.grid.axes, rate), float(floor_s), measured)
 
 
 @dataclass(frozen=True)
@@ -242,9 +288,13 @@ class KernelClasses:
         return calls * h.seconds(np.asarray(flops, dtype=float) / calls, *sizes)
 
     def grad_reduce_s(self, ids: Any, distinct: Any, dim: int) -> Any:
+        """Seconds of one table's update: `ids` of width `dim` priced as ids x dim / (the table's
+        dim) ids of the measured width, at the same duplicates per row. Why the work and not the
+        time is scaled: the bytes per id grow with the width, a call's fixed cost does not."""
         ids = np.maximum(np.asarray(ids, dtype=float), 1.0)
         dup = ids / np.clip(distinct, 1.0, ids)
-        return self.grad_reduce.seconds(ids, ids, dup) * (dim / self.grad_reduce_dim)
+        eq = ids * (dim / self.grad_reduce_dim)
+        return self.grad_reduce.seconds(eq, eq, dup)
 
     def to_dict(self) -> dict:
         return {
@@ -258,21 +308,30 @@ class KernelClasses:
             "host": self.host.to_dict(),
             "source": self.source,
             "serial": self.serial,
+            "timing": "device",  # host plateaus, if any, were stripped on load
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> KernelClasses:
         try:
             hstu = d.get("hstu_attention")
+            elementwise = Curve.from_dict(d["elementwise"], "elementwise")
+            red = RateGrid.from_dict(d["grad_reduce"], "grad_reduce")
+            att = None if hstu is None else RateGrid.from_dict(hstu, "hstu_attention")
+            if d.get("timing") != "device":  # an older timer: strip the host-issue plateaus
+                kernel = float(elementwise.seconds[0])
+                red = strip_host_plateau(red, red.grid.axes[0][:, None], kernel)
+                if att is not None and d.get("hstu_shape") and len(att.grid.axes) == 3:
+                    att = strip_host_plateau(att, hstu_cell_flops(att.grid.axes, d["hstu_shape"]), kernel)
             return cls(
                 gemm={k: RateGrid.from_dict(v, f"gemm {k}") for k, v in d["gemm"].items()},
                 gather=Curve.from_dict(d["gather"], "gather"),
-                grad_reduce=RateGrid.from_dict(d["grad_reduce"], "grad_reduce"),
+                grad_reduce=red,
                 grad_reduce_dim=int(d["grad_reduce"]["dim"]),
-                elementwise=Curve.from_dict(d["elementwise"], "elementwise"),
+                elementwise=elementwise,
                 reduction=Curve.from_dict(d["reduction"], "reduction"),
                 optimizer=Curve.from_dict(d["optimizer"], "optimizer"),
-                hstu_attention=None if hstu is None else RateGrid.from_dict(hstu, "hstu_attention"),
+                hstu_attention=att,
                 host=Host(**{k: float(v) for k, v in d["host"].items() if k in Host.__dataclass_fields__}),
                 source=str(d.get("source", "calibration")),
                 serial=bool(d.get("serial", False)),

@@ -9,8 +9,10 @@ with a calibration's kernel classes (roo_ref.cost.kernel_classes) instead of two
                       grad_reduce per embedding table (the embedding optimizer), optimizer (Adam)
                     + (kernels left) x elementwise(bytes left / kernels left)
   host(component)   = aten ops x per-op host cost + Triton launches x per-launch cost (eager),
-                      the ops split over the rows by their kernel counts; a CUDA-graph step costs
-                      one graph replay and its input copy in all
+                      the ops split over the rows by their kernel counts; the ops are the step's
+                      counted aten ops, else OPS_PER_KERNEL x its counted kernel launches (less
+                      the Triton ones), else OPS_PER_KERNEL x the rows' kernels; a CUDA-graph
+                      step costs one graph replay and its input copy in all
   step (GPU)        = max(host, device) when the step has no device sync of its own: steps are
                       timed back to back, so a host that runs ahead keeps the device fed (device
                       bound) and a slower host starves it (host bound) — over a step either way
@@ -267,11 +269,14 @@ class TimeModel:
         graph: bool = False,
         aten_ops: float | None = None,
         syncs: float = 0.0,
+        launches: float | None = None,
     ) -> LayoutTime:
         """Predicted step of one layout's compute rows (`comps`, from roo_ref.cost.step).
-        `syncs`: the step's own device syncs (not a profiler's or timer's)."""
-        if aten_ops is not None and not aten_ops >= 0:
-            raise UserError(f"aten_ops={aten_ops} must be >= 0")
+        `syncs`: the step's own device syncs (not a profiler's or timer's); `launches`: the
+        step's counted kernel launches (eager), used where its aten ops were not counted."""
+        for name, x in (("aten_ops", aten_ops), ("launches", launches)):
+            if x is not None and not x >= 0:
+                raise UserError(f"{name}={x} must be >= 0")
         if not syncs >= 0:
             raise UserError(f"syncs={syncs} must be >= 0")
         v = stats.of_layout(layout)
@@ -279,10 +284,11 @@ class TimeModel:
         rows = [c for c in comps if c.side not in ("comm", "storage")]
         kernels = [max(_f(c.kernels), 0.0) for c in rows]
         total_k = sum(kernels) or 1.0
-        ops = float(aten_ops) if aten_ops is not None else OPS_PER_KERNEL * total_k
+        triton = 0.0 if graph else sum(self._triton_launches(c, cfg, tables) for c in rows)
+        ops, source = _host_ops(aten_ops, launches, triton, total_k)
         h = self.classes.host
         per_kernel_host = 0.0 if graph else ops * h.per_op_s / total_k
-        out = LayoutTime(layout, graph=graph, ops=ops, ops_source="counted" if aten_ops is not None else "estimated")
+        out = LayoutTime(layout, graph=graph, ops=ops, ops_source=source)
         for c, kn in zip(rows, kernels, strict=True):
             cls = self.row_s(c, cfg, v, dtype, tables)
             tri = 0.0 if graph else self._triton_launches(c, cfg, tables)
@@ -296,6 +302,18 @@ class TimeModel:
         out.sync_s = syncs * h.per_sync_s
         out.step_s, out.step_rule = _step(out, self.classes.serial, syncs)
         return out
+
+
+def _host_ops(aten_ops: float | None, launches: float | None, triton: float, kernels: float) -> tuple[float, str]:
+    """(aten ops the host issues, where the number came from): counted ops; else the counted
+    kernel launches less the Triton ones (priced per launch), OPS_PER_KERNEL ops each; else the
+    rows' kernel count, OPS_PER_KERNEL ops each. Why launches before the rows' kernels: they are
+    the step's own count (as FLOPs are), the rows' kernels an estimate of it."""
+    if aten_ops is not None:
+        return float(aten_ops), "counted"
+    if launches:
+        return OPS_PER_KERNEL * max(float(launches) - triton, 0.0), "counted launches"
+    return OPS_PER_KERNEL * kernels, "estimated"
 
 
 def _step(lt: LayoutTime, serial: bool, syncs: float) -> tuple[float, str]:
@@ -334,9 +352,11 @@ def predict_layouts(
     graph: bool = False,
     aten_ops: dict[str, float] | None = None,
     syncs: dict[str, float] | None = None,
+    launches: dict[str, float] | None = None,
 ) -> dict[str, LayoutTime]:
     """Both layouts' predicted steps from the step's statistics (exact or expected).
-    `aten_ops`/`syncs`: counted per layout when known (a count, like FLOPs), else estimated / 0."""
+    `aten_ops`/`syncs`/`launches`: counted per layout when known (a count, like FLOPs), else
+    estimated / 0 / none."""
     from roo_ref.cost.optimizers import embedding_optimizer
     from roo_ref.cost.step import layout_components
     from workloads.layout import LAYOUTS
@@ -345,10 +365,9 @@ def predict_layouts(
     for layout in LAYOUTS:
         comps = layout_components(spec, cfg, stats, layout, dtype)
         comps.insert(len(comps) - 1, embedding_optimizer(cfg, stats, layout, dtype_bytes(dtype)))
-        ops = (aten_ops or {}).get(layout)
-        out[str(layout)] = tm.layout_time(
-            spec, cfg, stats, comps, layout, dtype, graph, ops, float((syncs or {}).get(layout) or 0.0)
-        )
+        ops, n = (aten_ops or {}).get(layout), (launches or {}).get(layout)
+        s = float((syncs or {}).get(layout) or 0.0)
+        out[str(layout)] = tm.layout_time(spec, cfg, stats, comps, layout, dtype, graph, ops, s, n)
     return out
 
 
