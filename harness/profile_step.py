@@ -282,6 +282,36 @@ def format_summary(layout: str, s: dict, top: int = 12) -> str:
     return "\n".join(lines)
 
 
+def count_flops_and_ops(step: Callable[[], object]) -> tuple[float | None, int | None]:
+    """(FLOPs, aten ops) of one training step (forward + backward + optimizer), in one pass.
+
+    FLOPs by torch's FlopCounterMode: what the torch ops do; the reference attention's padded
+    matmuls are counted dense (masked work included); a Triton kernel is invisible to it.
+    Aten ops: every op that reaches the dispatcher below autograd, on the point's device (a CPU
+    step decomposes differently: ~73k ops for an early-ranking step vs ~1.3k on an H100). Each costs
+    host time whether its kernel is big or tiny: an eager step with many small ops is bound by the
+    host (docs/notebook/perf.md, "H100 campaign 3"), which a FLOP/byte roofline does not price."""
+    try:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import FlopCounterMode
+    except ImportError:
+        return None, None
+
+    class OpCounter(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    counter = OpCounter()
+    with FlopCounterMode(display=False) as fc, counter:
+        step()
+    return float(fc.get_total_flops()), counter.ops
+
+
 # --- the point record's fields (harness.run_point) ---------------------------------------------------
 PROFILE_TOP = 10  # kernels / operators kept per layout in a point record
 

@@ -13,8 +13,10 @@ harness.timers.time_steps: warm-up steps, one dropped step, `steps` timed steps;
 by torch's FlopCounterMode over one extra warm-up step (`flops_counted_per_step`), which also
 counts the step's aten ops (`aten_ops_per_step`: the host-side work of an eager step).
 
-Where the time goes (`profile = true`, the default): after the timed steps, `profile_steps` more
-steps of each layout run under torch.profiler (harness.profile_step): host wall and device-busy
+Where the time goes (`profile = true`, the default): once every layout's timed steps are done,
+each layout is built again and `profile_steps` steps of it (after `warmup` + 2 unprofiled ones) run
+under torch.profiler (harness.profile_step); a profiler's leftovers (on a GPU, CUPTI subscribed to
+launches) must not slow the layouts timed after it. Recorded: host wall and device-busy
 ms per step, their ratio, launches and syncs per step, and the busy time split by the models'
 `roo/*` profiler ranges. From those, per point: s_u (the user side's share of the impression
 layout's busy time) and the time-ideal speedup 1 / (s_u / k + 1 - s_u), beside the FLOP-ideal
@@ -46,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.measure import DTYPES, check_graph_device, graph_buckets, kernel_options_from_env
+from harness.profile_step import count_flops_and_ops
 from workloads.errors import UserError
 from workloads.layout import LAYOUTS
 
@@ -344,36 +347,6 @@ def cost_of(spec, model, request_batch, layout: str, pc: PointConfig, device_nam
     return out
 
 
-def count_flops_and_ops(step: Callable[[], object]) -> tuple[float | None, int | None]:
-    """(FLOPs, aten ops) of one training step (forward + backward + optimizer), in one pass.
-
-    FLOPs by torch's FlopCounterMode: what the torch ops do; the reference attention's padded
-    matmuls are counted dense (masked work included); a Triton kernel is invisible to it.
-    Aten ops: every op that reaches the dispatcher below autograd, on the point's device (a CPU
-    step decomposes differently: ~73k ops for an early-ranking step vs ~1.3k on an H100). Each costs
-    host time whether its kernel is big or tiny: an eager step with many small ops is bound by the
-    host (docs/notebook/perf.md, "H100 campaign 3"), which a FLOP/byte roofline does not price."""
-    try:
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils.flop_counter import FlopCounterMode
-    except ImportError:
-        return None, None
-
-    class OpCounter(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops += 1
-            return func(*args, **(kwargs or {}))
-
-    counter = OpCounter()
-    with FlopCounterMode(display=False) as fc, counter:
-        step()
-    return float(fc.get_total_flops()), counter.ops
-
-
 def _model_config(model) -> dict:
     cfg = getattr(model, "config", None)
     if cfg is None:
@@ -496,11 +469,13 @@ def _time_metrics(layouts: dict, n_imp: int, n_req: int, speedup, calib: dict) -
     return {**point_fields(layouts, n_imp / n_req, speedup), "calibration": calib}
 
 
-def _point_setup(pc: PointConfig, spec, rb, rb_cpu, builder: Builder, device_name: str | None, model_cfgs: list):
+def _point_setup(
+    pc: PointConfig, spec, rb, rb_cpu, builder: Builder, device_name: str | None, model_cfgs: list, profiling: bool
+):
     """harness.measure's per-layout setup for a point: frees the previous layout first (so the
-    peak memory is this layout's alone), builds the model from the point's seed, counts FLOPs and
-    ops over one extra warm-up step, encloses the timed steps in the NVML sampler, and profiles
-    `profile_steps` more steps once the timed ones are done (peak memory read before)."""
+    peak memory is this layout's alone) and builds the model from the point's seed. The timed pass
+    (`profiling` False) counts FLOPs and ops over one extra warm-up step and encloses the timed
+    steps in the NVML sampler; the profile pass profiles `profile_steps` steps after its own."""
     import torch
 
     from harness.measure import LayoutRun
@@ -525,19 +500,22 @@ def _point_setup(pc: PointConfig, spec, rb, rb_cpu, builder: Builder, device_nam
         batch = batch if prepare is None else prepare(batch)
         # a GraphTrainer counts an eager step of the padded batch, before its graph is captured
         counted_step = getattr(trainer, "eager_step", trainer.step)
-        counted = count_flops_and_ops(lambda: counted_step(batch)) if pc.count_flops else (None, None)
-        sampler = NvmlSampler(pc.device, pc.nvml_interval_ms, enabled=pc.nvml)
+        count = pc.count_flops and not profiling
+        counted = count_flops_and_ops(lambda: counted_step(batch)) if count else (None, None)
+        sampler = NvmlSampler(pc.device, pc.nvml_interval_ms, enabled=pc.nvml and not profiling)
 
         def report(timing) -> dict:
+            if profiling:
+                prof, why = _profile(pc, lambda: trainer.step(batch), cuda)
+                if pc.graph and prof is not None:
+                    prof["components_reason"] = GRAPH_COMPONENTS_REASON
+                return {"profile": prof, "profile_reason": why}
             peak = int(torch.cuda.max_memory_allocated(dev)) if cuda else None
             cost = cost_of(spec, model, rb_cpu, str(layout), pc, device_name)
             cost["flops_counted_per_step"], cost["aten_ops_per_step"] = counted
             out = {"cost": cost, "peak": peak, "energy": sampler.summary(pc.steps, n_imp)}
-            out["profile"], out["profile_reason"] = _profile(pc, lambda: trainer.step(batch), cuda)
             if pc.graph:
                 out["graph_buckets"] = graph_buckets(trainer)
-                if out["profile"] is not None:
-                    out["profile"]["components_reason"] = GRAPH_COMPONENTS_REASON
             return out
 
         try:
@@ -575,10 +553,18 @@ def run_point(config: PointConfig | dict, *, builder: Builder | None = None) -> 
     rb = make_request_batch(spec, spec.requests_per_batch, pc.seed, pc.device, pc.data_device)
     rb_cpu = rb.to("cpu") if rb.request_id.is_cuda else rb  # what the cost model reads, on the host
     model_cfgs: list[dict] = []
-    setup = _point_setup(pc, spec, rb, rb_cpu, builder or default_builder, prov.get("device_name"), model_cfgs)
-    m = measure_layouts(pc.layouts, [rb_cpu], setup, warmup=pc.warmup, steps=pc.steps, device=torch.device(pc.device))
+    args = (pc, spec, rb, rb_cpu, builder or default_builder, prov.get("device_name"), model_cfgs)
+    timed = dict(warmup=pc.warmup, device=torch.device(pc.device))
+    m = measure_layouts(pc.layouts, [rb_cpu], _point_setup(*args, profiling=False), steps=pc.steps, **timed)
+    # Every layout's timed steps run before any profiled step: a profiler can leave work behind in
+    # the process (on a GPU, Kineto keeps CUPTI subscribed to launches unless TEARDOWN_CUPTI=1),
+    # which would slow only the layouts timed after it. Each layout's model is rebuilt for its profile.
+    off = {"profile": None, "profile_reason": "profile = false"}
+    if pc.profile:
+        p = measure_layouts(pc.layouts, [rb_cpu], _point_setup(*args, profiling=True), steps=1, **timed)
     n_imp, n_req = rb_cpu.num_impressions_total, rb_cpu.num_requests
-    layouts = {str(k): _layout_fields(r.timing, n_imp, n_req, **r.extra) for k, r in m.layouts.items()}
+    extra = {k: {**r.extra, **(p.layouts[k].extra if pc.profile else off)} for k, r in m.layouts.items()}
+    layouts = {str(k): _layout_fields(r.timing, n_imp, n_req, **extra[k]) for k, r in m.layouts.items()}
     metrics = _speedup_metrics(layouts, m.speedup_interval(seed=pc.seed))
     metrics.update(_time_metrics(layouts, n_imp, n_req, metrics["speedup"], calib))
     on_gpu = pc.data_device == "auto" and torch.device(pc.device).type == "cuda"

@@ -417,3 +417,35 @@ def test_data_device_is_a_point_setting_recorded_with_its_generator():
     rec = run_point({"preset": "tiny", "data_device": "cpu", "warmup": 0, "steps": 2, "nvml": False, "profile": False})
     assert rec["config"]["data_device"] == "cpu"
     assert rec["metrics"]["data_made_by"] == "workloads.generator (numpy)"
+
+
+@pytest.mark.parametrize("layouts", [["impression", "roo"], ["roo", "impression"]])
+def test_no_timed_step_runs_after_a_profiler_session(monkeypatch, layouts):
+    """A profiler leaves work behind in the process (on a GPU, CUPTI stays subscribed to every
+    kernel launch), so a layout timed after another layout's profile would pay for it: every
+    layout's timed steps come before the first profiled step, in either layout order."""
+    import harness.measure
+    import harness.profile_step
+
+    calls: list[tuple[str, int]] = []
+    real_time, real_profile = harness.measure.time_steps, harness.profile_step.profile_steps
+
+    def time_steps(fn, **kw):
+        calls.append(("time", kw["steps"]))
+        return real_time(fn, **kw)
+
+    def profile_steps(step, **kw):
+        calls.append(("profile", kw["steps"]))
+        return real_profile(step, **kw)
+
+    monkeypatch.setattr(harness.measure, "time_steps", time_steps)
+    monkeypatch.setattr(harness.profile_step, "profile_steps", profile_steps)
+    cfg = {"preset": "tiny", "spec_overrides": FIXED, "warmup": 1, "steps": 4, "threads": 1, "profile_steps": 2}
+    rec = run_point({**cfg, "layouts": layouts}, builder=_labeled_builder)
+    first_profile = calls.index(("profile", 2))
+    assert [c for c in calls[:first_profile] if c == ("time", 4)] == [("time", 4)] * 2
+    assert ("time", 4) not in calls[first_profile:]
+    assert [c[0] for c in calls].count("profile") == 2
+    for L in rec["metrics"]["layouts"].values():  # each layout still has its own profile
+        assert L["profile_reason"] is None and L["profile_steps"] == 2 and L["host_wall_ms"] > 0
+        assert L["step_ms"]["n"] == 4 and L["component_ms"]["user"] > 0
