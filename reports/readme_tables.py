@@ -39,7 +39,8 @@ impressions, bf16; same-call calibration: bf16 {n}³ matmul {tflops} TFLOP/s, co
 steps, and CUDA-graph replays (`--graph`) where they were measured without a padding bug (see
 `docs/performance.md`). Time-ideal = 1/(s_u/k + 1 − s_u), with s_u the user side's share of the
 impression layout's profiled GPU time (the eager point's profile; a replay has no per-component
-split); FLOP- and byte-ideal price every FLOP or byte alike:"""
+split), a lower bound at the DLRM-style presets, where the profile leaves the embedding optimizer's
+Triton kernels outside every side; FLOP- and byte-ideal price every FLOP or byte alike:"""
 KXL = """\
 {preset} k × L ({batches} requests per step, L = {Ls}–{Ll}; `reports/data/h100/{camp}/{sweep}/`, eager,
 GPU busy {busy_lo}–{busy_hi}% in the ROO step): {k1}× at k = 1, {k4}× at k = 4, {k16}× at k = 16 and
