@@ -335,3 +335,44 @@ def test_generator_output_is_byte_identical_to_the_golden_digests(name, n, seed)
 def test_streamed_chunks_are_byte_identical_to_the_golden_digests():
     parts = iter_request_batches(_mixed_spec(), 2 * BLOCK + 5, seed=3, chunk_requests=3000)
     assert tuple(_batch_digest(b) for b in parts) == GOLDEN_MIXED_CHUNKS
+
+
+@pytest.mark.parametrize("cardinality", [1, 2, 50, 40_000_000, (1 << 31) - 1])
+@pytest.mark.parametrize("a", [1.0, 1.1, 1.3, 2.5])
+def test_fast_zipf_ids_equal_the_reference_on_random_and_edge_draws(cardinality, a):
+    from workloads.generator import _zipf_from_bits, _zipf_from_bits_fast, _zipf_offsets, _zipf_table
+
+    rng = np.random.default_rng([cardinality, int(a * 10)])
+    bucket_edges = np.arange(4096, dtype=np.uint64) << 20
+    edges = np.concatenate([bucket_edges, bucket_edges + (1 << 20) - 1, [0, (1 << 32) - 1]]).astype(np.uint32)
+    bits = np.concatenate([rng.integers(0, 1 << 32, 50_000, dtype=np.uint64).astype(np.uint32), edges])
+    table = _zipf_table(cardinality, a)
+    ref, fast = np.empty(bits.size, np.int64), np.empty(bits.size, np.int64)
+    _zipf_from_bits(bits, table, ref)
+    _zipf_from_bits_fast(bits, table[1], _zipf_offsets(cardinality, a), fast)
+    assert np.array_equal(fast, ref)
+    assert ref.min() >= 0 and ref.max() < cardinality
+
+
+def test_pooled_output_memory_never_overwrites_a_live_batch():
+    import workloads.generator as gen
+
+    spec = get_preset("tiny")
+    kept = generate(spec, 500, seed=1)
+    snapshot = {k: v.clone() for k, v in kept.tensors().items()}
+    for s in range(2, 8):  # more batches than the pool holds, some dropped, some kept
+        b = generate(spec, 500, seed=s)
+        if s % 3 == 0:
+            snapshot_b = b
+    assert all(torch.equal(v, snapshot[k]) for k, v in kept.tensors().items())
+    assert snapshot_b.equal(generate(spec, 500, seed=6))
+    # a dropped batch's memory is reused, and what is made there equals a fresh batch
+    gen.release_pooled_memory()
+    first = generate(spec, 500, seed=3)
+    ptr = first.history_item_ids.data_ptr()
+    fresh = {k: v.clone() for k, v in first.tensors().items()}
+    del first
+    again = generate(spec, 500, seed=3)
+    assert again.history_item_ids.data_ptr() == ptr
+    assert all(torch.equal(v, fresh[k]) for k, v in again.tensors().items())
+    assert len(gen._tls.arenas) <= gen._POOL_ARENAS
