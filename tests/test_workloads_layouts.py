@@ -2,6 +2,8 @@
 and to_impressions() (every workloads.expand backend) equal to an expansion built from the
 workloads.jagged primitives."""
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -276,3 +278,101 @@ def test_triton_expansion_equals_the_reference():
     for seed in (1, 2):
         b = generate(spec, 24, seed=seed)
         assert b.to_impressions("triton").equal(expand_reference(b))
+
+
+def _batch_digest(b: RequestBatch) -> str:
+    """sha256 (first 16 hex digits) over every field's name, dtype, shape and bytes."""
+    m = hashlib.sha256()
+    for name, t in sorted(b.tensors().items()):
+        a = t.numpy()
+        m.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        m.update(np.ascontiguousarray(a).tobytes())
+    return m.hexdigest()[:16]
+
+
+def _mixed_spec() -> WorkloadSpec:
+    """Every code path of the numpy generator: uniform and Zipf groups, random and fixed pooling,
+    several groups per side, non-power-of-two action types, two tasks."""
+    return WorkloadSpec(
+        impressions=_d(kind="uniform", low=1, high=4, min=1),
+        history=HistorySpec(length=_d(kind="poisson", mean=5.0), item_cardinality=50, action_types=5),
+        user_sparse=(
+            SparseGroup("u", 2, 30, _d(kind="uniform", low=0, high=3), "uniform", 1.1),
+            SparseGroup("u2", 3, 3000, _d(kind="geometric", mean=2.0, max=9), "zipf", 1.3),
+        ),
+        user_dense=3,
+        item_sparse=(
+            SparseGroup("i", 2, 40, _d(kind="uniform", low=0, high=3), "zipf", 1.2),
+            SparseGroup("i2", 1, 400, _d(kind="fixed", value=2), "uniform", 1.2),
+        ),
+        item_dense=2,
+        tasks=(Task("a", 0.3), Task("b", 0.1)),
+    )
+
+
+# Digests of batches the numpy generator made before its speed work: a faster generator must give
+# the same bytes for the same seed. numpy's Generator may change its distribution algorithms in a
+# new version (NEP 19); a mismatch after a numpy upgrade alone means that, not a generator bug.
+GOLDEN = {
+    ("early-ranking", 300, 5): "961956a700eb7472",
+    ("hstu-ranking", 300, 5): "bbf9f3d6f27d9323",
+    ("late-ranking", 300, 5): "ee4903d68cdf9a25",
+    ("retrieval", 300, 5): "961956a700eb7472",
+    ("tiny", 300, 5): "39281371ceb13036",
+    ("tiny", 2 * BLOCK + 17, 9): "0ec65eb89ec18aec",
+    ("early-ranking", 5000, 11): "339244a4acd32092",
+    ("mixed", 2 * BLOCK + 5, 3): "0f541081b2b431a1",
+}
+GOLDEN_MIXED_CHUNKS = ("3ffd35121814e492", "1627619d4b0b23dd", "18992f1ab0a2b341")
+
+
+@pytest.mark.parametrize(("name", "n", "seed"), list(GOLDEN))
+def test_generator_output_is_byte_identical_to_the_golden_digests(name, n, seed):
+    spec = _mixed_spec() if name == "mixed" else get_preset(name)
+    assert _batch_digest(generate(spec, n, seed=seed)) == GOLDEN[(name, n, seed)]
+
+
+def test_streamed_chunks_are_byte_identical_to_the_golden_digests():
+    parts = iter_request_batches(_mixed_spec(), 2 * BLOCK + 5, seed=3, chunk_requests=3000)
+    assert tuple(_batch_digest(b) for b in parts) == GOLDEN_MIXED_CHUNKS
+
+
+@pytest.mark.parametrize("cardinality", [1, 2, 50, 40_000_000, (1 << 31) - 1])
+@pytest.mark.parametrize("a", [1.0, 1.1, 1.3, 2.5])
+def test_fast_zipf_ids_equal_the_reference_on_random_and_edge_draws(cardinality, a):
+    from workloads.generator import _zipf_from_bits, _zipf_from_bits_fast, _zipf_offsets, _zipf_table
+
+    rng = np.random.default_rng([cardinality, int(a * 10)])
+    bucket_edges = np.arange(4096, dtype=np.uint64) << 20
+    edges = np.concatenate([bucket_edges, bucket_edges + (1 << 20) - 1, [0, (1 << 32) - 1]]).astype(np.uint32)
+    bits = np.concatenate([rng.integers(0, 1 << 32, 50_000, dtype=np.uint64).astype(np.uint32), edges])
+    table = _zipf_table(cardinality, a)
+    ref, fast = np.empty(bits.size, np.int64), np.empty(bits.size, np.int64)
+    _zipf_from_bits(bits, table, ref)
+    _zipf_from_bits_fast(bits, table[1], _zipf_offsets(cardinality, a), fast)
+    assert np.array_equal(fast, ref)
+    assert ref.min() >= 0 and ref.max() < cardinality
+
+
+def test_pooled_output_memory_never_overwrites_a_live_batch():
+    import workloads.generator as gen
+
+    spec = get_preset("tiny")
+    kept = generate(spec, 500, seed=1)
+    snapshot = {k: v.clone() for k, v in kept.tensors().items()}
+    for s in range(2, 8):  # more batches than the pool holds, some dropped, some kept
+        b = generate(spec, 500, seed=s)
+        if s % 3 == 0:
+            snapshot_b = b
+    assert all(torch.equal(v, snapshot[k]) for k, v in kept.tensors().items())
+    assert snapshot_b.equal(generate(spec, 500, seed=6))
+    # a dropped batch's memory is reused, and what is made there equals a fresh batch
+    gen.release_pooled_memory()
+    first = generate(spec, 500, seed=3)
+    ptr = first.history_item_ids.data_ptr()
+    fresh = {k: v.clone() for k, v in first.tensors().items()}
+    del first
+    again = generate(spec, 500, seed=3)
+    assert again.history_item_ids.data_ptr() == ptr
+    assert all(torch.equal(v, fresh[k]) for k, v in again.tensors().items())
+    assert len(gen._tls.arenas) <= gen._POOL_ARENAS

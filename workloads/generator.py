@@ -17,12 +17,17 @@ a draw pick an equal-mass bucket, the next 20 bits interpolate linearly inside i
 no transcendental function runs per id. Time gaps are exponential quantiles from a 4096-entry table;
 dense features are standard-normal quantiles at 2^16 equal-probability levels (a 16-bit lookup,
 ~5x faster than numpy's ziggurat here). Chunk temporaries are per-thread scratch buffers, and every
-output array is allocated once per window and written once (page faults on fresh output memory are
-~1/4 of the time at 1M impressions/s, so no field is built twice).
+output field is written once into a view of one buffer per window. Fresh memory costs the kernel a
+page fault and a zeroed page per page touched (about a fifth of the CPU time at 1M impressions/s),
+so each thread pools two such buffers and reuses one once no view of it is alive: a loop that
+holds at most one batch while it makes the next touches no fresh memory (see _arena;
+release_pooled_memory() hands the pool back).
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import threading
 from collections.abc import Iterator
 from functools import lru_cache
@@ -50,6 +55,7 @@ _MAX_TABLE_CARD = (1 << 31) - 1
 _S_COUNTS, _S_HISTORY, _S_USER, _S_ITEM_ID, _S_ITEM, _S_USER_DENSE, _S_ITEM_DENSE, _S_LABELS = range(8)
 
 _tls = threading.local()
+_POOL_ARENAS = 2  # output buffers kept per thread: the batch in use and the one being made
 
 
 def _scratch(name: str, m: int, dtype) -> np.ndarray:
@@ -73,6 +79,14 @@ def _zipf_table(cardinality: int, a: float) -> tuple[np.ndarray, np.ndarray]:
     # the top knot is exclusive: ids stay < cardinality
     fx[-1] = cardinality << _FP
     return fx[:-1] << _FRAC_BITS, np.diff(fx)
+
+
+@lru_cache(maxsize=64)
+def _zipf_offsets(cardinality: int, a: float) -> np.ndarray:
+    """E_j = (X_j << 20) - D_j * (j << 20), wrapped to int64: with it the id is (D_j * bits + E_j) >> 32
+    for the whole 32-bit draw (frac = bits - (j << 20)), which spares the mask of the fraction."""
+    xs20, ds = _zipf_table(cardinality, a)
+    return xs20 - ds * (np.arange(_KNOTS, dtype=np.int64) << _FRAC_BITS)
 
 
 def _inverse_cdf(u: np.ndarray, cardinality: int, a: float) -> np.ndarray:
@@ -101,6 +115,21 @@ def _zipf_from_bits(bits32: np.ndarray, table: tuple[np.ndarray, np.ndarray], ou
     out >>= _FRAC_BITS + _FP
 
 
+def _zipf_from_bits_fast(bits32: np.ndarray, ds: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
+    """_zipf_from_bits with one pass fewer: id = (D_j * bits + E_j) >> 32 (_zipf_offsets). The
+    products and sums wrap modulo 2^64, and their true total, X_j << 20 + D_j * frac, lies in
+    [0, C << 32) with C < 2^31, so the wrapped int64 total is exact."""
+    m = bits32.size
+    j = _scratch("j", m, np.intp)
+    f = _scratch("f", m, np.int64)
+    np.right_shift(bits32, _FRAC_BITS, out=j, casting="unsafe")
+    np.take(ds, j, out=out, mode="clip")
+    np.multiply(out, bits32, out=out, casting="unsafe")
+    np.take(offsets, j, out=f, mode="clip")
+    out += f
+    out >>= _FRAC_BITS + _FP
+
+
 def zipf_ids(rng: np.random.Generator, n: int, cardinality: int, a: float, out: np.ndarray | None = None):
     """n ids in [0, cardinality) with P(id) ~ (id+1)^-a (see the module docstring)."""
     out = np.empty(n, dtype=np.int64) if out is None else out
@@ -108,13 +137,14 @@ def zipf_ids(rng: np.random.Generator, n: int, cardinality: int, a: float, out: 
         x = _inverse_cdf(rng.random(n), cardinality, a)
         np.minimum(x.astype(np.int64) - 1, cardinality - 1, out=out)
         return out
-    table = _zipf_table(int(cardinality), float(a))
+    ds = _zipf_table(int(cardinality), float(a))[1]
+    offsets = _zipf_offsets(int(cardinality), float(a))
     raw_gen = rng.bit_generator.random_raw
     for s in range(0, n, _CHUNK):
         e = min(n, s + _CHUNK)
         m = e - s
         raw = raw_gen((m + 1) // 2).astype("<u8", copy=False)
-        _zipf_from_bits(raw.view("<u4")[:m], table, out[s:e])
+        _zipf_from_bits_fast(raw.view("<u4")[:m], ds, offsets, out[s:e])
     return out
 
 
@@ -244,45 +274,118 @@ def _normals_into(rng: np.random.Generator, out: np.ndarray) -> None:
         np.take(tab, j, out=flat[s:e], mode="clip")
 
 
-def _fill(spec: WorkloadSpec, seed: int, blocks: list[tuple[int, int]]) -> dict[str, np.ndarray]:
-    """Arrays for consecutive blocks [(block, n_requests), ...], each written once, in place."""
+def _arena(nbytes: int) -> np.ndarray:
+    """A uint8 buffer of >= nbytes for a window's outputs: a free one from this thread's pool, else
+    a fresh one (pooled, with slack: the next window's random sizes differ a little).
+
+    A buffer is free when no view of it is alive (only the pool holds it), so a caller's batch is
+    never overwritten."""
+    pool: list[np.ndarray] = _tls.__dict__.setdefault("arenas", [])
+    free = [i for i in range(len(pool)) if _idle(pool, i) and pool[i].size >= nbytes]
+    if free:
+        return pool[min(free, key=lambda i: pool[i].size)]
+    buf = np.empty(nbytes + (nbytes >> 3) + 64, np.uint8)
+    # a full pool drops a free buffer first (its memory goes back), else its oldest, which lives on
+    # only as long as its batch does
+    if len(pool) >= _POOL_ARENAS:
+        idle = [i for i in range(len(pool)) if _idle(pool, i)]
+        pool.pop(idle[0] if idle else 0)
+    pool.append(buf)
+    return buf
+
+
+def _idle(pool: list[np.ndarray], i: int) -> bool:
+    """No view of pool[i] is alive: its only references are the pool's and getrefcount's argument."""
+    return sys.getrefcount(pool[i]) <= 2
+
+
+def release_pooled_memory() -> None:
+    """Drop this thread's pooled output buffers (those in use live on with their batches)."""
+    _tls.__dict__.pop("arenas", None)
+
+
+def _carve(fields: dict[str, tuple[tuple[int, ...], type]]) -> dict[str, np.ndarray]:
+    """Arrays of the given shapes and dtypes as 64-byte-aligned views of one buffer (_arena): one
+    large allocation also gets numpy's huge-page advice as a whole where it is fresh."""
+    offsets, total = {}, 0
+    for name, (shape, dtype) in fields.items():
+        total = (total + 63) & ~63
+        offsets[name] = total
+        total += math.prod(shape) * np.dtype(dtype).itemsize
+    buf = _arena(total + 64)
+    base = -buf.ctypes.data % 64
+    out = {}
+    for name, (shape, dtype) in fields.items():
+        o = base + offsets[name]
+        out[name] = buf[o : o + math.prod(shape) * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+    return out
+
+
+def _counts(spec: WorkloadSpec, seed: int, blocks: list[tuple[int, int]]):
+    """Per-request counts and per-row pooling lengths of a window, drawn block by block (in the
+    order of the determinism contract) into scratch buffers: (count rngs, k, hl, usl, isl)."""
     count_rngs = [np.random.default_rng([seed, b, _S_COUNTS]) for b, _ in blocks]
     k = np.concatenate([spec.impressions.sample(rng, n) for rng, (_, n) in zip(count_rngs, blocks, strict=True)])
-    hl_parts = [spec.history.length.sample(rng, n) for rng, (_, n) in zip(count_rngs, blocks, strict=True)]
-    hl = np.concatenate(hl_parts)
-    r = k.size
+    hl = np.concatenate([spec.history.length.sample(rng, n) for rng, (_, n) in zip(count_rngs, blocks, strict=True)])
+    r, n_imp = k.size, int(k.sum())
+    usl = _scratch("usl", _n_feats(spec.user_sparse) * r, np.int64).reshape(-1, r)
+    isl = _scratch("isl", _n_feats(spec.item_sparse) * n_imp, np.int64).reshape(-1, n_imp)
+    r0 = i0 = 0
+    for rng, (_, n) in zip(count_rngs, blocks, strict=True):
+        ni = int(k[r0 : r0 + n].sum())
+        _lengths_into(rng, spec.user_sparse, usl[:, r0 : r0 + n])
+        _lengths_into(rng, spec.item_sparse, isl[:, i0 : i0 + ni])
+        r0, i0 = r0 + n, i0 + ni
+    return k, hl, usl, isl
+
+
+def _window_arrays(spec: WorkloadSpec, k, hl, usl, isl) -> dict[str, np.ndarray]:
+    """Every output field of a window, allocated at once (see _carve), counts copied in."""
+    r, n_imp, n_hist = k.size, int(k.sum()), int(hl.sum())
+    i64, f32 = np.int64, np.float32
+    a = _carve(
+        {
+            "request_id": ((r,), i64),
+            "timestamp": ((r,), i64),
+            "num_impressions": ((r,), i64),
+            "user_dense": ((r, spec.user_dense), f32),
+            "user_sparse_lengths": (usl.shape, i64),
+            "user_sparse_values": ((int(usl.sum()),), i64),
+            "history_lengths": ((r,), i64),
+            "history_item_ids": ((n_hist,), i64),
+            "history_actions": ((n_hist,), i64),
+            "history_timestamps": ((n_hist,), i64),
+            "item_id": ((n_imp,), i64),
+            "item_sparse_lengths": (isl.shape, i64),
+            "item_sparse_values": ((int(isl.sum()),), i64),
+            "item_dense": ((n_imp, spec.item_dense), f32),
+            "labels": ((n_imp, spec.n_tasks), f32),
+        }
+    )
+    a["num_impressions"][:] = k
+    a["history_lengths"][:] = hl
+    a["user_sparse_lengths"][...] = usl
+    a["item_sparse_lengths"][...] = isl
+    return a
+
+
+def _fill(spec: WorkloadSpec, seed: int, blocks: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Arrays for consecutive blocks [(block, n_requests), ...], each written once, in place."""
+    a = _window_arrays(spec, *_counts(spec, seed, blocks))
+    k, hl = a["num_impressions"], a["history_lengths"]
     req_starts = np.zeros(len(blocks) + 1, dtype=np.int64)
     np.cumsum([n for _, n in blocks], out=req_starts[1:])
-    imp_pre = np.zeros(r + 1, dtype=np.int64)
-    np.cumsum(k, out=imp_pre[1:])
-    hist_pre = np.zeros(r + 1, dtype=np.int64)
-    np.cumsum(hl, out=hist_pre[1:])
-    imp_starts, hist_starts = imp_pre[req_starts], hist_pre[req_starts]
-    n_imp, n_hist = int(imp_starts[-1]), int(hist_starts[-1])
-
-    # pooling lengths: the same draws, in the same order, as drawing them per block
-    usl = np.empty((_n_feats(spec.user_sparse), r), np.int64)
-    isl = np.empty((_n_feats(spec.item_sparse), n_imp), np.int64)
-    for bi, rng in enumerate(count_rngs):
-        _lengths_into(rng, spec.user_sparse, usl[:, req_starts[bi] : req_starts[bi + 1]])
-        _lengths_into(rng, spec.item_sparse, isl[:, imp_starts[bi] : imp_starts[bi + 1]])
-
-    rid = np.concatenate([np.arange(b * BLOCK, b * BLOCK + n, dtype=np.int64) for b, n in blocks])
-    ts = rid + T0
-
-    h_ids = np.empty(n_hist, np.int64)
-    h_act = np.empty(n_hist, np.int64)
-    h_ts = np.empty(n_hist, np.int64)
-    user_dense = np.empty((r, spec.user_dense), np.float32)
-    item_dense = np.empty((n_imp, spec.item_dense), np.float32)
-    item_id = np.empty(n_imp, np.int64)
-    usv = np.empty(int(usl.sum()), np.int64)
-    isv = np.empty(int(isl.sum()), np.int64)
-    n_tasks = spec.n_tasks
-    labels = np.empty((n_imp, n_tasks), np.float32)
+    imp_starts = np.zeros(len(blocks) + 1, dtype=np.int64)
+    np.cumsum(np.add.reduceat(k, req_starts[:-1]) if k.size else [], out=imp_starts[1:])
+    hist_starts = np.zeros(len(blocks) + 1, dtype=np.int64)
+    np.cumsum(np.add.reduceat(hl, req_starts[:-1]) if hl.size else [], out=hist_starts[1:])
+    rid, ts = a["request_id"], a["timestamp"]
+    for bi, (b, n) in enumerate(blocks):
+        rid[req_starts[bi] : req_starts[bi] + n] = np.arange(b * BLOCK, b * BLOCK + n, dtype=np.int64)
+    np.add(rid, T0, out=ts)
+    h_ids, h_act, h_ts = a["history_item_ids"], a["history_actions"], a["history_timestamps"]
     rates = np.array([t.base_rate for t in spec.tasks], dtype=np.float32)
     h = spec.history
-
     user_rngs, item_rngs = [], []
     for bi, (b, n) in enumerate(blocks):
         r0, i0, h0 = int(req_starts[bi]), int(imp_starts[bi]), int(hist_starts[bi])
@@ -292,33 +395,17 @@ def _fill(spec: WorkloadSpec, seed: int, blocks: list[tuple[int, int]]) -> dict[
             return np.random.default_rng([seed, b, stream])
 
         _history_into(block_rng(_S_HISTORY), spec, h_ids[h0 : h0 + nh], h_act[h0 : h0 + nh], h_ts[h0 : h0 + nh])
-        zipf_ids(block_rng(_S_ITEM_ID), ni, h.item_cardinality, h.zipf_a, out=item_id[i0 : i0 + ni])
-        _normals_into(block_rng(_S_USER_DENSE), user_dense[r0 : r0 + n])
-        _normals_into(block_rng(_S_ITEM_DENSE), item_dense[i0 : i0 + ni])
-        u = block_rng(_S_LABELS).random((ni, n_tasks), dtype=np.float32)
-        np.less(u, rates, out=labels[i0 : i0 + ni], casting="unsafe")
+        zipf_ids(block_rng(_S_ITEM_ID), ni, h.item_cardinality, h.zipf_a, out=a["item_id"][i0 : i0 + ni])
+        _normals_into(block_rng(_S_USER_DENSE), a["user_dense"][r0 : r0 + n])
+        _normals_into(block_rng(_S_ITEM_DENSE), a["item_dense"][i0 : i0 + ni])
+        u = block_rng(_S_LABELS).random((ni, spec.n_tasks), dtype=np.float32)
+        np.less(u, rates, out=a["labels"][i0 : i0 + ni], casting="unsafe")
         user_rngs.append(block_rng(_S_USER))
         item_rngs.append(block_rng(_S_ITEM))
-    _keyed_fill(user_rngs, spec.user_sparse, usl, req_starts, usv)
-    _keyed_fill(item_rngs, spec.item_sparse, isl, imp_starts, isv)
+    _keyed_fill(user_rngs, spec.user_sparse, a["user_sparse_lengths"], req_starts, a["user_sparse_values"])
+    _keyed_fill(item_rngs, spec.item_sparse, a["item_sparse_lengths"], imp_starts, a["item_sparse_values"])
     _history_timestamps(h_ts, hl, ts)
-    return {
-        "request_id": rid,
-        "timestamp": ts,
-        "num_impressions": k,
-        "user_dense": user_dense,
-        "user_sparse_lengths": usl,
-        "user_sparse_values": usv,
-        "history_lengths": hl,
-        "history_item_ids": h_ids,
-        "history_actions": h_act,
-        "history_timestamps": h_ts,
-        "item_id": item_id,
-        "item_sparse_lengths": isl,
-        "item_sparse_values": isv,
-        "item_dense": item_dense,
-        "labels": labels,
-    }
+    return a
 
 
 def _history_timestamps(gaps: np.ndarray, lengths: np.ndarray, request_ts: np.ndarray) -> None:
@@ -497,4 +584,12 @@ def expected_counts(spec: WorkloadSpec) -> dict[str, float]:
     }
 
 
-__all__ = ["BLOCK", "Dist", "expected_counts", "generate", "iter_request_batches", "zipf_ids"]
+__all__ = [
+    "BLOCK",
+    "Dist",
+    "expected_counts",
+    "generate",
+    "iter_request_batches",
+    "release_pooled_memory",
+    "zipf_ids",
+]
