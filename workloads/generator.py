@@ -314,7 +314,7 @@ def _carve(fields: dict[str, tuple[tuple[int, ...], type]]) -> dict[str, np.ndar
         total += math.prod(shape) * np.dtype(dtype).itemsize
     buf = _arena(total + 64)
     base = -buf.ctypes.data % 64
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for name, (shape, dtype) in fields.items():
         o = base + offsets[name]
         out[name] = buf[o : o + math.prod(shape) * np.dtype(dtype).itemsize].view(dtype).reshape(shape)

@@ -114,6 +114,7 @@ class Plan:
 
 @lru_cache(maxsize=64)
 def _zipf_on(cardinality: int, a: float, device: str) -> torch.Tensor:
+    """numpy's fixed-point knots as one [4096, 2] int64 table (X_j << 20, D_j) on a device."""
     xs20, ds = _zipf_table(cardinality, a)
     return torch.stack([torch.from_numpy(xs20), torch.from_numpy(ds)], 1).to(device)
 

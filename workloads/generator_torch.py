@@ -33,23 +33,18 @@ import torch
 from workloads import generator_philox
 from workloads.batch import RequestBatch
 from workloads.errors import SpecError
-from workloads.generator import _MAX_TABLE_CARD, T0, _gap_table, _zipf_table
+from workloads.expand import _triton_available
+from workloads.generator import _MAX_TABLE_CARD, T0
 from workloads.spec import SparseGroup, WorkloadSpec
 
 BACKENDS = ("auto", "triton", "philox", "torch")
 _FRAC_BITS = 20  # low bits of a 32-bit draw that place an id inside its knot bucket (as numpy's)
 
 
-@lru_cache(maxsize=64)
-def _zipf_table_on(cardinality: int, a: float, device: str) -> torch.Tensor:
-    """numpy's fixed-point knots as one [4096, 2] int64 table (X_j << 20, D_j) on a device."""
-    xs20, ds = _zipf_table(cardinality, a)
-    return torch.stack([torch.from_numpy(xs20), torch.from_numpy(ds)], 1).to(device)
-
-
-@lru_cache(maxsize=16)
-def _gap_table_on(mean_gap_s: float, device: str) -> torch.Tensor:
-    return torch.from_numpy(_gap_table(mean_gap_s)).to(device)
+# numpy's fixed-point Zipf knots ([4096, 2] int64: X_j << 20, D_j) and exponential-gap table, cached
+# per device; shared with the Philox backend
+_zipf_table_on = generator_philox._zipf_on
+_gap_table_on = generator_philox._gaps_on
 
 
 @lru_cache(maxsize=16)
@@ -286,15 +281,6 @@ def resolve_backend(spec: WorkloadSpec, device: torch.device, backend: str = "au
     if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise SpecError("backend='triton' needs a CUDA device (or TRITON_INTERPRET=1)")
     return backend
-
-
-@lru_cache(maxsize=1)
-def _triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _fixed(g: SparseGroup) -> int:

@@ -32,9 +32,13 @@ def _wall(fn: Callable[[], object], reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def _events(torch, fn: Callable[[], object], reps: int) -> float:
+def _events(torch, fn: Callable[[], object], reps: int, spin_cycles: int = 0) -> float:
+    """Seconds per call between two events; a `spin_cycles` device spin queued first lets the host
+    issue the calls while the device waits, so their issue stays out of the time."""
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
+    if spin_cycles:
+        torch.cuda._sleep(spin_cycles)
     a.record()
     for _ in range(reps):
         fn()
@@ -53,16 +57,7 @@ def _spin_rate(torch) -> float:
 def _events_ahead(torch, fn: Callable[[], object], reps: int, spin_s: float) -> float:
     """Seconds per call between two events with a `spin_s` spin queued before the first: the
     host issues the calls while the device spins, so their issue stays out of the time."""
-    rate = _spin_rate(torch)
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    torch.cuda._sleep(int(spin_s * rate) + 1)
-    a.record()
-    for _ in range(reps):
-        fn()
-    b.record()
-    torch.cuda.synchronize()
-    return a.elapsed_time(b) / 1e3 / reps
+    return _events(torch, fn, reps, spin_cycles=int(spin_s * _spin_rate(torch)) + 1)
 
 
 def _graph(torch, fn: Callable[[], object], reps: int) -> float | None:
