@@ -290,7 +290,7 @@ def count_flops_and_ops(step: Callable[[], object]) -> tuple[float | None, int |
     Aten ops: every op that reaches the dispatcher below autograd, on the point's device (a CPU
     step decomposes differently: ~73k ops for an early-ranking step vs ~1.3k on an H100). Each costs
     host time whether its kernel is big or tiny: an eager step with many small ops is bound by the
-    host (docs/notebook/perf.md, "H100 campaign 3"), which a FLOP/byte roofline does not price."""
+    host (docs/performance.md), which a FLOP/byte roofline does not price."""
     try:
         from torch.utils._python_dispatch import TorchDispatchMode
         from torch.utils.flop_counter import FlopCounterMode
