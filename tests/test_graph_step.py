@@ -199,8 +199,8 @@ def test_padding_sequences_are_no_longer_than_the_longest_real_one(layout):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_padding_bags_are_spread_over_the_padding_rows(layout):
     """Pooled models: the padding history and sparse values are spread evenly over the padding rows,
-    never one long bag (ATen's embedding_bag gives a bag to one thread block: one padding bag of
-    ~300k ids ran 30x the real bags' time on an H100)."""
+    never one long bag (ATen's embedding_bag gives a bag to one thread block, so one bag holding a
+    bucket's whole padding runs serially for longer than all the real bags together)."""
     batch = _batch(layout, requests=7)
     need = batch_sizes(batch)
     cap = bucket_for(need, _big_floor(need))
