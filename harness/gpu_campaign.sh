@@ -8,7 +8,7 @@
 #   ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) ROO_BENCH_GIT_DIRTY=0 OUT=... bash harness/gpu_campaign.sh
 set -uo pipefail
 : "${OUT:?set OUT to an output directory}"
-STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: steptests segsum generator production dlrmpresets hstupreset profile kernels (= ktest + kbench) ksweep kncu rabprobe bench
+STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: steptests segsum generator trace production dlrmpresets hstupreset profile kernels (= ktest + kbench) ksweep kncu rabprobe bench
 export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 D="$OUT/campaign"
 mkdir -p "$D"
@@ -120,6 +120,11 @@ for s in $STAGES; do
     generator) log "the on-device generator"
               timeout 150 python3 -m benchmarks.generator --device cuda --out "$D/generator.json" > "$D/generator.log" 2>&1
               tail -n 20 "$D/generator.log" ;;
+    trace)    log "Chrome traces of early-ranking's profiled steps: which range each kernel falls under"
+              mkdir -p "$D/trace"
+              timeout 240 python3 -m harness profile --preset early-ranking --layout both --device cuda --dtype bf16 \
+                --steps 2 --warmup 3 --trace-dir "$D/trace" --json > "$D/trace/profile.json"
+              gzip -9f "$D/trace"/trace-*.json ;;
     gpubench) log "asv GPU track_ benchmarks run directly"
               python3 -m benchmarks.gpu --json ${GPUBENCH_ONLY:+--only "$GPUBENCH_ONLY"} > "$D/asv-gpu.json" 2> "$D/asv-gpu.log" ;;
     *) echo "unknown stage $s" >&2; false ;;
