@@ -15,38 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.cli import main
-from workloads.foreign_log import CONFLICT_COLUMNS, HISTORY, HISTORY_TS, KEY, ForeignLogConfig, write_foreign_log
+from tests.harness_fixtures.foreign_bytes import USER, direct_bytes
+from workloads.foreign_log import CONFLICT_COLUMNS, KEY, ForeignLogConfig, write_foreign_log
 from workloads.records import from_dict, validate_record
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
-USER = ("u_user_id", "u_age", "u_score", "u_country", "u_embedding", HISTORY, HISTORY_TS)
-
-
-def py_bytes(v, t: pa.DataType) -> float:
-    """Arrow bytes of one value, counted in plain Python from its type."""
-    if pa.types.is_string(t):
-        return 4 + len(v.encode())
-    if pa.types.is_list(t):
-        return 4 + sum(py_bytes(x, t.value_type) for x in v)
-    return t.bit_width / 8
-
-
-def direct_count(path: Path, ro: tuple[str, ...]) -> tuple[float, float]:
-    """(impression-level, request-level) bytes: every row as it is, and every request once with its
-    RO values from its first row in file order and a list per other column."""
-    t = pq.read_table(path)
-    types = {f.name: f.type for f in t.schema}
-    imp = req = 0.0
-    seen: set = set()
-    for r in t.to_pylist():
-        imp += sum(py_bytes(r[c], types[c]) for c in types)
-        if r[KEY] not in seen:
-            seen.add(r[KEY])
-            req += sum(py_bytes(r[c], types[c]) for c in (KEY, *ro)) + 4 * (len(types) - 1 - len(ro))
-        req += sum(py_bytes(r[c], types[c]) for c in types if c not in ro and c != KEY)
-    return imp, req
-
-
 def run(capsys, *args):
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
@@ -106,7 +79,7 @@ def test_analyze_writes_the_report_the_record_and_the_dataset(analyzed, log, cap
 
 def test_storage_ratio_matches_a_direct_count(analyzed, log):
     m = json.loads((analyzed / "analyze.json").read_text())["metrics"]
-    imp, req = direct_count(log.path, USER)
+    imp, req = direct_bytes(log.path, USER)
     assert m["storage"]["uncompressed_bytes"] == {"impression": imp, "request": req}
     assert m["storage"]["measured_uncompressed_ratio"] == pytest.approx(imp / req, rel=1e-12)
     assert m["storage"]["predicted_uncompressed_ratio"] == pytest.approx(imp / req, rel=0.05)

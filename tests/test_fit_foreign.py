@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.cli import main
+from tests.harness_fixtures.foreign_bytes import USER, direct_bytes, py_bytes
 from workloads.fit_log import fit_log
 from workloads.foreign_log import CONFLICT_COLUMNS, HISTORY, HISTORY_TS, KEY, ForeignLogConfig, write_foreign_log
 from workloads.generator import generate
@@ -27,33 +28,6 @@ from workloads.spec import WorkloadSpec
 from workloads.storage import measure, predicted_uncompressed_ratio
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-USER = ("u_user_id", "u_age", "u_score", "u_country", "u_embedding", HISTORY, HISTORY_TS)
-
-
-def py_bytes(v, t: pa.DataType) -> float:
-    """Arrow bytes of one value, counted in plain Python from its type (independent of row_bytes)."""
-    if pa.types.is_string(t):
-        return 4 + len(v.encode())
-    if pa.types.is_list(t):
-        return 4 + sum(py_bytes(x, t.value_type) for x in v)
-    return t.bit_width / 8
-
-
-def direct_bytes(path, ro: tuple[str, ...]) -> tuple[float, float]:
-    """(impression-level, request-level) bytes of the log by a direct count: every row, and every
-    request with its RO values from its first row in file order and one list per other column."""
-    t = pq.read_table(path)
-    types = {f.name: f.type for f in t.schema}
-    rows = t.to_pylist()
-    imp = sum(py_bytes(r[c], types[c]) for r in rows for c in types)
-    seen: set = set()
-    req = 0.0
-    for r in rows:
-        if r[KEY] not in seen:
-            seen.add(r[KEY])
-            req += sum(py_bytes(r[c], types[c]) for c in (KEY, *ro)) + 4 * (len(types) - 1 - len(ro))
-        req += sum(py_bytes(r[c], types[c]) for c in types if c not in ro and c != KEY)
-    return imp, req
 
 
 def write_log(tmp_path, requests: int = 800, conflicts: int = 12, **kw):
