@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 
 import torch
 
@@ -52,25 +50,12 @@ def zipf_ids(n: int, rows: int, a: float, gen: torch.Generator, device) -> torch
     return torch.randperm(rows, generator=gen, device=device)[ranks]
 
 
-def cuda_ms(fn, warmup: int, reps: int) -> float:
-    """Median ms of `fn` over `reps` calls: CUDA events on a GPU, the host clock otherwise (the
-    interpreter smoke test)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        if not torch.cuda.is_available():
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-            continue
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+def median_ms(fn, warmup: int, reps: int, device) -> float:
+    """Median ms of `fn` over `reps` calls (harness.timers: CUDA events on a GPU, the host clock
+    otherwise, as in the interpreter smoke test)."""
+    from harness.timers import time_steps
+
+    return time_steps(fn, warmup=warmup, steps=reps, device=device).stats.median
 
 
 def parse_configs(text: str) -> list[tuple[int, int, int]]:
@@ -108,7 +93,7 @@ def run(args, device: str = "cuda") -> dict:
     def old_sum():
         return torch.zeros(args.nnz, args.dim, device=dev).index_add_(0, inverse, rows)
 
-    add("sum index_add_", cuda_ms(old_sum, args.warmup, args.reps), floor_gb)
+    add("sum index_add_", median_ms(old_sum, args.warmup, args.reps, dev), floor_gb)
     # the exact sums (fp64) and, per element, the fp32 summation error any order may make: a few
     # units in the last place of the sum of the terms' magnitudes, times sqrt(run length)
     rows64 = rows.double()
@@ -121,14 +106,18 @@ def run(args, device: str = "cuda") -> dict:
         got, _ = segment_sum(grad, bag, None, perm, seg, sorted_ids, config=cfg)
         bad = ((got[:u].double() - exact[:u]).abs() > tol[:u]).sum()
         require(int(bad) == 0, f"segment_sum {cfg}: {int(bad)} sums outside the fp32 summation error")
-        ms = cuda_ms(
-            lambda cfg=cfg: segment_sum(grad, bag, None, perm, seg, sorted_ids, config=cfg), args.warmup, args.reps
+        ms = median_ms(
+            lambda cfg=cfg: segment_sum(grad, bag, None, perm, seg, sorted_ids, config=cfg), args.warmup, args.reps, dev
         )
         add(f"sum triton {','.join(map(str, cfg))}", ms, floor_gb)
     weight = torch.randn(args.rows, args.dim, generator=gen, device=dev)
     state = torch.zeros(args.rows, device=dev)
     for backend in ("torch", "triton"):
-        ms = cuda_ms(lambda b=backend: rowwise_adagrad_update(weight, state, [source], 1e-3, 1e-8, b), 1, args.reps)
+
+        def update(b=backend) -> None:
+            rowwise_adagrad_update(weight, state, [source], 1e-3, 1e-8, b)
+
+        ms = median_ms(update, 1, args.reps, dev)
         add(f"update {backend}", ms, None)
     require(all(r["ms"] > 0 for r in results), "a timing is not positive")
     return {
