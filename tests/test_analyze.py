@@ -20,6 +20,8 @@ from workloads.foreign_log import CONFLICT_COLUMNS, KEY, ForeignLogConfig, write
 from workloads.records import from_dict, validate_record
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
+
+
 def run(capsys, *args):
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
