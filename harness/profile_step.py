@@ -135,6 +135,46 @@ def _optimizer_shares(evt) -> dict[str, float]:
     return {}
 
 
+def _is_device(evt) -> bool:
+    return str(getattr(evt, "device_type", "")).endswith("CUDA")
+
+
+def _unlinked_by_range(events, cpu: list) -> list[tuple[float, str, dict[str, float]]]:
+    """(µs, component, optimizer side shares) of each device kernel that no CPU event launched.
+
+    The profiler links a kernel to the operator open at its launch; one launched under user ranges
+    only (a Triton kernel called from Python outside every operator) is linked to nothing. Such a
+    kernel is charged by the GPU-timeline copies of the user ranges: the innermost one spanning it
+    that names a component (a range's copy spans its kernels, and one stream runs them in order).
+    Outside every such range it is "other"."""
+    ids = {e.id for e in cpu}
+    kernels = [
+        e
+        for e in events
+        if _is_device(e)
+        and not getattr(e, "is_user_annotation", False)
+        and getattr(e, "linked_correlation_id", 0) not in ids
+    ]
+    if not kernels:
+        return []
+    spans = sorted(
+        (
+            (e.time_range.start, e.time_range.end, e.name)
+            for e in events
+            if _is_device(e) and getattr(e, "is_user_annotation", False)
+        ),
+        key=lambda a: a[1] - a[0],
+    )
+    out = []
+    for k in kernels:
+        start, end = k.time_range.start, k.time_range.end
+        names = [n for s, e, n in spans if s <= start and end <= e]  # innermost first
+        comp = next((c for n in names if (c := _range_component(n)) is not None), "other")
+        shares = next((sh for n in names if (sh := side_shares(n)) is not None), {})
+        out.append((float(end - start), comp, shares))
+    return out
+
+
 def breakdown(events, steps: int, cuda: bool) -> dict:
     """Busy time per step (ms: `busy_ms`) and its split by component (`components_ms`, or None
     and `components_reason`), from the profiler's events.
@@ -142,7 +182,8 @@ def breakdown(events, steps: int, cuda: bool) -> dict:
     The busy time of a CPU-side event is what ran on the device for it alone: on a GPU the kernels
     it launched, on the CPU its self time when it is an aten operator. The profiler also hangs a
     range's GPU-timeline copy (same name, spanning the range's kernels and the gaps between them)
-    on the range as if it were a kernel: that one is not busy time."""
+    on the range as if it were a kernel: that one is not busy time. A kernel no CPU event launched
+    is charged by those copies (`_unlinked_by_range`)."""
     cpu = [e for e in events if _is_cpu(e)]
 
     def busy_us(e) -> float:
@@ -168,6 +209,10 @@ def breakdown(events, steps: int, cuda: bool) -> dict:
                     sides[side] += us * share
         elif us:
             totals["other"] += us
+    for us, comp, shares in _unlinked_by_range(events, cpu) if cuda and has_ranges else []:
+        totals[comp] += us
+        for side, share in shares.items() if comp == "optimizer" else ():
+            sides[side] += us * share
     out: dict = {"components_ms": None, "components_reason": None, "optimizer_sides_ms": None}
     if has_ranges:
         out["components_ms"] = {k: v / steps / 1e3 for k, v in totals.items()}
@@ -202,7 +247,7 @@ def summarize(prof, steps: int, wall_s: float, top: int = 25, cuda: bool | None 
     attributed_ms = parts.pop("busy_ms")
     busy_ms = device_us / steps / 1e3 if cuda else attributed_ms
     comps = parts["components_ms"]
-    if comps is not None and cuda:  # a kernel no CPU event launched (none expected) counts as other
+    if comps is not None and cuda:  # device time neither an operator nor a range claims: other
         comps["other"] += max(0.0, busy_ms - attributed_ms)
     wall_ms = wall_s / steps * 1e3
     rows_dev = sorted(avgs, key=self_device_us, reverse=True)[:top]
@@ -365,7 +410,9 @@ def time_ideal(imp: dict, k: float) -> tuple[float | None, float | None, str | N
     if not busy:
         return None, None, "the impression layout's profile shows no busy time"
     user = comps["user"] + (imp.get("optimizer_side_ms") or {}).get("user", 0.0)
-    s_u = min(1.0, user / busy)
+    # over the larger of the busy time and the components' sum: the profiler can link a kernel to
+    # more than one operator, and then the components add up to more than the device was busy
+    s_u = min(1.0, user / max(busy, sum(comps.values())))
     return s_u, 1.0 / (s_u / k + 1.0 - s_u), None
 
 

@@ -305,3 +305,14 @@ def test_cpu_step_profile_has_sided_optimizer_ranges(family, one_torch_thread):
     assert (
         s_u == pytest.approx((comps["user"] + sides["user"]) / out["busy_ms"]) and s_u > comps["user"] / out["busy_ms"]
     )
+
+
+def test_time_ideal_share_is_over_the_components_when_they_overcount():
+    """When the profiler links kernels to more than one operator the components sum past the busy
+    time; s_u is then the user share of the components, never user / busy capped at 1."""
+    from harness.profile_step import time_ideal
+
+    imp = {"busy_ms": 10.0, "component_ms": {"user": 9.0, "item": 2.0, "other": 1.0}, "optimizer_side_ms": None}
+    s_u, ideal, reason = time_ideal(imp, k=10)
+    assert reason is None and s_u == pytest.approx(9.0 / 12.0) and ideal == pytest.approx(1 / (0.075 + 0.25))
+    assert time_ideal({**imp, "component_ms": {"user": 6.0, "item": 2.0, "other": 1.0}}, k=10)[0] == 0.6

@@ -35,6 +35,8 @@ import torch
 import triton
 import triton.language as tl
 
+from roo_ref.kernels.profiling import kernel_range
+
 GRAD_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # (BLOCK positions, BLOCK_D columns, num_warps) of the segmented sum; a [BLOCK, BLOCK_D] fp32 tile
 # plus its int32 segment numbers stays in registers at 4 warps.
@@ -154,10 +156,17 @@ def segment_sum(
     uniq = alloc((nnz,), dtype=torch.int64, device=grad.device)
     if nnz == 0 or dim == 0:
         return out.zero_() if zero_tail else out, uniq
+    carry = torch.empty((triton.cdiv(nnz, config[0]), dim), dtype=torch.float32, device=grad.device)
+    with kernel_range("roo::segment_sum"):
+        _launch_segment_sum(grad, src, scale, perm, seg, sorted_ids, out, carry, uniq, zero_tail, config)
+    return out, uniq
+
+
+def _launch_segment_sum(grad, src, scale, perm, seg, sorted_ids, out, carry, uniq, zero_tail, config) -> None:
+    nnz, dim = perm.numel(), grad.shape[1]
     block, block_d, warps = config
     block_d = min(block_d, triton.next_power_of_2(dim))
     n_blocks, n_cols = triton.cdiv(nnz, block), triton.cdiv(dim, block_d)
-    carry = torch.empty((n_blocks, dim), dtype=torch.float32, device=grad.device)
     _segment_sum_kernel[(n_blocks, n_cols)](
         grad,
         grad if src is None else src,
@@ -180,7 +189,6 @@ def segment_sum(
     )
     if n_blocks > 1:
         _carry_kernel[(n_blocks - 1, n_cols)](seg, carry, out, dim, BLOCK=block, BLOCK_D=block_d, num_warps=1)
-    return out, uniq
 
 
 @triton.jit
@@ -255,20 +263,21 @@ def apply_update(
         return
     block_d = triton.next_power_of_2(dim)
     block_r = max(1, min(64, 4096 // block_d))
-    _update_kernel[(triton.cdiv(nnz, block_r),)](
-        out,
-        uniq,
-        seg,
-        weight,
-        out if state is None else state,
-        nnz,
-        dim,
-        weight.stride(0),
-        float(lr),
-        float(eps),
-        ADAGRAD=state is not None,
-        RNE_BF16=weight.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") == "1",
-        BLOCK_R=block_r,
-        BLOCK_D=block_d,
-        num_warps=4,
-    )
+    with kernel_range("roo::rowwise_update"):
+        _update_kernel[(triton.cdiv(nnz, block_r),)](
+            out,
+            uniq,
+            seg,
+            weight,
+            out if state is None else state,
+            nnz,
+            dim,
+            weight.stride(0),
+            float(lr),
+            float(eps),
+            ADAGRAD=state is not None,
+            RNE_BF16=weight.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") == "1",
+            BLOCK_R=block_r,
+            BLOCK_D=block_d,
+            num_warps=4,
+        )
