@@ -139,6 +139,11 @@ def _is_device(evt) -> bool:
     return str(getattr(evt, "device_type", "")).endswith("CUDA")
 
 
+def _is_kernel(evt) -> bool:
+    """A device activity (kernel, memcpy, memset), not a user range's GPU-timeline copy."""
+    return _is_device(evt) and not getattr(evt, "is_user_annotation", False)
+
+
 def _unlinked_by_range(events, cpu: list) -> list[tuple[float, str, dict[str, float]]]:
     """(µs, component, optimizer side shares) of each device kernel that no CPU event launched.
 
@@ -147,14 +152,8 @@ def _unlinked_by_range(events, cpu: list) -> list[tuple[float, str, dict[str, fl
     kernel is charged by the GPU-timeline copies of the user ranges: the innermost one spanning it
     that names a component (a range's copy spans its kernels, and one stream runs them in order).
     Outside every such range it is "other"."""
-    ids = {e.id for e in cpu}
-    kernels = [
-        e
-        for e in events
-        if _is_device(e)
-        and not getattr(e, "is_user_annotation", False)
-        and getattr(e, "linked_correlation_id", 0) not in ids
-    ]
+    ids = {getattr(e, "id", None) for e in cpu}
+    kernels = [e for e in events if _is_kernel(e) and getattr(e, "linked_correlation_id", 0) not in ids]
     if not kernels:
         return []
     spans = sorted(
@@ -209,7 +208,13 @@ def breakdown(events, steps: int, cuda: bool) -> dict:
                     sides[side] += us * share
         elif us:
             totals["other"] += us
-    for us, comp, shares in _unlinked_by_range(events, cpu) if cuda and has_ranges else []:
+    unlinked = _unlinked_by_range(events, cpu) if cuda and has_ranges else []
+    device_us = sum(float(e.time_range.end - e.time_range.start) for e in events if _is_kernel(e))
+    if sum(u for u, _, _ in unlinked) > device_us - sum(totals.values()) + 1.0:
+        # more "unlinked" time than the operators left unclaimed: this torch's events carry no
+        # usable link ids, so the split stays as the operators give it (the rest is "other")
+        unlinked = []
+    for us, comp, shares in unlinked:
         totals[comp] += us
         for side, share in shares.items() if comp == "optimizer" else ():
             sides[side] += us * share
@@ -236,11 +241,7 @@ def summarize(prof, steps: int, wall_s: float, top: int = 25, cuda: bool | None 
     aten = sum(e.count for e in avgs if e.key.startswith("aten::"))
     # device-side events: kernels, memcpy, memset — but not the GPU-timeline copies of user
     # annotations (e.g. "Optimizer.step#...", which span their kernels and would count them twice)
-    device_us = sum(
-        float(e.device_time_total or 0.0)
-        for e in events
-        if str(getattr(e, "device_type", "")).endswith("CUDA") and not getattr(e, "is_user_annotation", False)
-    )
+    device_us = sum(float(e.device_time_total or 0.0) for e in events if _is_kernel(e))
     if cuda is None:
         cuda = device_us > 0
     parts = breakdown(events, steps, cuda)

@@ -368,6 +368,8 @@ def _layout_fields(
     med_s = timing.stats.median / 1e3
     flops, flops_counted = cost["flops_per_step"], cost["flops_counted_per_step"]
     pred = cost["predicted_step_ms"]
+    prof = layout_fields(profile, profile_reason)
+    busy = prof["busy_ms"] if prof["busy_source"] == "cuda" else None
     return {
         "step_ms": timing.stats.to_dict(),
         "dropped_ms": timing.dropped_ms,
@@ -390,7 +392,11 @@ def _layout_fields(
         "ideal_speedup": cost["ideal_speedup"],
         "energy": energy,
         **extra,
-        **layout_fields(profile, profile_reason),
+        **prof,
+        # the busy time over the timed step: the profiler slows the host's issue, not the kernels,
+        # so `busy_share` (over the profiled wall time) understates what an unprofiled step keeps
+        # the GPU busy
+        "busy_share_of_step": busy / timing.stats.median if busy and timing.stats.median > 0 else None,
     }
 
 

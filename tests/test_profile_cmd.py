@@ -138,3 +138,9 @@ def test_a_kernel_no_operator_launched_is_charged_by_the_ranges_gpu_spans():
     sides = out["optimizer_sides_ms"]
     assert sides["user"] * 1e3 == 0.75 * (5.0 + 40.0) and sides["item"] * 1e3 == 0.25 * (5.0 + 40.0)
     assert out["busy_ms"] * 1e3 == 5.0 + 40.0 + 20.0 + 7.0
+    # a torch whose events carry no link ids: every kernel looks unlinked, more than the operators
+    # left unclaimed, so the ranges charge nothing (no kernel is counted twice)
+    for e in events:
+        e.linked_correlation_id = 0
+    out = breakdown(events, steps=1, cuda=True)
+    assert out["components_ms"]["optimizer"] * 1e3 == 5.0 and out["busy_ms"] * 1e3 == 5.0
