@@ -107,10 +107,13 @@ def test_fewer_ids_than_a_block_with_the_default_config(mode):
     check_pool(*make_bags([4, 0, 30, 9], 40, 5, torch.bfloat16, gen), mode, config=DEFAULT_CONFIG)
 
 
-def test_fp16_int32_indices_and_a_strided_weight():
+def test_fp16_int32_indices_and_strided_inputs():
     gen = torch.Generator().manual_seed(8)
     weight, ids, offsets, bag = make_bags(lognormal_lengths(30, 6.0, gen), 60, 10, torch.float16, gen, torch.int32)
     check_pool(weight, ids, offsets, bag, "mean")
+    every_other = torch.stack([ids, torch.randint(0, 60, ids.shape, generator=gen).to(ids)], 1).reshape(-1)[::2]
+    assert every_other.stride(0) == 2 and torch.equal(every_other, ids)
+    check_pool(weight, every_other, offsets, bag, "sum")
     wide = torch.randn(60, 24, generator=gen).to(DEV)
     view = wide[:, 3:13]  # row stride 24, unit column stride
     assert not view.is_contiguous()

@@ -160,6 +160,7 @@ def bag_pool(
     """[bags, dim] in weight's dtype, bags = offsets.numel() - 1: F.embedding_bag(ids, weight,
     offsets, mode=mode, include_last_offset=True), with bag[p] the bag of position p."""
     _check(weight, ids, offsets, bag, mode)
+    ids, offsets, bag = ids.contiguous(), offsets.contiguous(), bag.contiguous()  # the kernels step by 1
     nnz, dim, bags = ids.numel(), weight.shape[1], offsets.numel() - 1
     out = torch.zeros((bags, dim), dtype=weight.dtype, device=weight.device)
     if nnz == 0 or dim == 0 or bags == 0:
