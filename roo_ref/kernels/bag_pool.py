@@ -42,7 +42,8 @@ WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 INDEX_DTYPES = (torch.int32, torch.int64)
 MODES = ("sum", "mean")
 # (BLOCK positions, BLOCK_D columns, num_warps): a [BLOCK, BLOCK_D] fp32 tile and its int32 bag
-# numbers stay in registers at 4 warps, as in segment_sum.
+# numbers stay in registers at 4 warps, as in segment_sum; the scan also stages both in shared
+# memory (8 bytes an element), so BLOCK x BLOCK_D beyond 256 x 64 does not fit an H100 block.
 DEFAULT_CONFIG = (128, 64, 4)
 # heads the finishing kernel adds per step of its loop over a long bag's blocks
 _CHUNK = 16
