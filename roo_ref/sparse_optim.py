@@ -23,10 +23,17 @@ Two backends sum the duplicates ("auto": triton for CUDA tables, torch otherwise
   a run crosses a block boundary; then one program per distinct row updates it in place. On CUDA,
   index_add_ adds every duplicate with a float atomic at its destination: Zipf-popular ids and the
   impression layout's k-fold repeated history make those atomics collide and serialize.
+
+A bag lookup's forward pools with roo_ref.kernels.bag_pool under the sink's `backend` (the same
+three names; "auto": Triton for CUDA weights of fp32/bf16/fp16): ATen's embedding_bag forward walks
+each bag serially per column, which leaves most of the GPU idle on ROO's few long history bags; the
+kernel spreads the positions over the GPU instead. F.embedding_bag stays the reference and the CPU
+path.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -94,9 +101,12 @@ class RowGrads:
     """The gradient rows one table received in this step's backward(s), until the optimizer takes
     them: each lookup of the table adds a RowGradSource, with the side of the model that looked it
     up (roo_ref.models.regions.current_side: "user", "item" or None) for the optimizer's profiler
-    ranges."""
+    ranges. `backend` (BACKENDS) chooses how the table's bag lookups pool in their forward."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: str = "auto") -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}; allowed: {', '.join(BACKENDS)}")
+        self.backend = backend
         self._parts: list[RowGradSource] = []
         self._nnz: dict[str | None, int] = {}
 
@@ -146,6 +156,10 @@ class _RowGradLookup(torch.autograd.Function):
     def forward(ctx, weight, ids, offsets, bag, mode, sink, side):
         if offsets is None:
             out = F.embedding(ids, weight)
+        elif _pool_with_triton(weight, mode, sink.backend):
+            from roo_ref.kernels.bag_pool import bag_pool
+
+            out = bag_pool(weight, ids, offsets, bag, mode)
         else:
             out = F.embedding_bag(ids, weight, offsets, mode=mode, include_last_offset=True)
         ctx.mode, ctx.sink, ctx.side = mode, sink, side
@@ -163,6 +177,24 @@ class _RowGradLookup(torch.autograd.Function):
             source = RowGradSource(ids, grad, bag, scale)
         ctx.sink.add_source(source, ctx.side)
         return None, None, None, None, None, None, None
+
+
+def _pool_with_triton(weight: torch.Tensor, mode: str, backend: str) -> bool:
+    """Whether a bag lookup pools with roo_ref.kernels.bag_pool: "auto" on CUDA weights it takes,
+    "triton" wherever Triton runs (CUDA, or the interpreter under TRITON_INTERPRET=1)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}; allowed: {', '.join(BACKENDS)}")
+    fits = weight.dtype in _TRITON_DTYPES and mode in ("sum", "mean") and weight.stride(-1) == 1
+    if backend == "triton":
+        if not fits:
+            raise ValueError(
+                f"the triton backend pools fp32/bf16/fp16 weights with unit column stride by sum or mean,"
+                f" got {weight.dtype} by {mode}"
+            )
+        if not weight.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
+            raise ValueError(f"the triton backend needs a CUDA weight or TRITON_INTERPRET=1, weight on {weight.device}")
+        return True
+    return backend == "auto" and weight.is_cuda and fits
 
 
 def row_grad_lookup(
