@@ -8,7 +8,7 @@
 #   ROO_BENCH_GIT_SHA=$(git rev-parse HEAD) ROO_BENCH_GIT_DIRTY=0 OUT=... bash harness/gpu_campaign.sh
 set -uo pipefail
 : "${OUT:?set OUT to an output directory}"
-STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: steptests segsum generator trace production dlrmpresets hstupreset profile kernels (= ktest + kbench) ksweep kncu rabprobe bench
+STAGES=${STAGES:-"calib presets early hstu nvml gpubench"}  # also: steptests segsum bagpool generator trace production dlrmpresets hstupreset profile kernels (= ktest + kbench) ksweep kncu rabprobe bench
 export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 D="$OUT/campaign"
 mkdir -p "$D"
@@ -110,13 +110,16 @@ for s in $STAGES; do
               rb bench $S --set rab=false > "$D/rab/off.json"
               rb bench $S --set rab=true > "$D/rab/on.json" ;;
     steptests) log "GPU tests of the training step, the gradient reduction, the generator, the calibration"
-              timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -m gpu $(ls tests/test_segment_sum.py \
+              timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -m gpu $(ls tests/test_segment_sum.py tests/test_bag_pool.py \
                 tests/test_sync_free.py tests/test_rowwise_adagrad.py tests/test_embeddings_fused.py \
                 tests/test_generator_torch.py tests/test_time_model.py tests/test_graph_step.py 2>/dev/null) > "$D/gpu_tests.log" 2>&1
               tail -n 3 "$D/gpu_tests.log" ;;
     segsum)   log "the embedding gradient reduction: index_add_ vs the segment-sum kernel"
               timeout 120 python3 -m benchmarks.segment_sum --out "$D/segment_sum.json" > "$D/segment_sum.log" 2>&1
               tail -n 12 "$D/segment_sum.log" ;;
+    bagpool)  log "the pooled embedding-bag forward: ATen's embedding_bag vs the Triton kernel, configs swept"
+              timeout 150 python3 -m benchmarks.bag_pool --configs sweep --json "$D/bag_pool.json" > "$D/bag_pool.log" 2>&1
+              tail -n 30 "$D/bag_pool.log" ;;
     generator) log "the on-device generator"
               timeout 150 python3 -m benchmarks.generator --device cuda --out "$D/generator.json" > "$D/generator.log" 2>&1
               tail -n 20 "$D/generator.log" ;;
