@@ -248,7 +248,7 @@ def summarize(prof, steps: int, wall_s: float, top: int = 25, cuda: bool | None 
     attributed_ms = parts.pop("busy_ms")
     busy_ms = device_us / steps / 1e3 if cuda else attributed_ms
     comps = parts["components_ms"]
-    if comps is not None and cuda:  # device time neither an operator nor a range claims: other
+    if comps is not None and cuda:  # GPU time neither an operator nor a range claims: other
         comps["other"] += max(0.0, busy_ms - attributed_ms)
     wall_ms = wall_s / steps * 1e3
     rows_dev = sorted(avgs, key=self_device_us, reverse=True)[:top]

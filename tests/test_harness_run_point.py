@@ -244,7 +244,7 @@ def _check_profile_fields(m: dict) -> None:
         assert L["profile_reason"] is None and L["profile_steps"] == 2 and L["busy_source"] == "cpu"
         assert L["host_wall_ms"] > 0 and 0 < L["busy_ms"] <= L["host_wall_ms"]
         assert L["busy_share"] == pytest.approx(L["busy_ms"] / L["host_wall_ms"]) and 0 < L["busy_share"] <= 1
-        assert L["busy_share_of_step"] is None  # a CPU busy time is operator self time, not device time
+        assert L["busy_share_of_step"] is None  # a CPU busy time is operator self time, not GPU time
         assert L["launches_per_step"] == 0 and L["syncs_per_step"] == 0  # nothing runs on a GPU here
         assert L["profile_top"]["cpu"] and all(r["name"] for r in L["profile_top"]["cpu"])
         flops = L["flops_per_step"] or L["flops_counted_per_step"]
