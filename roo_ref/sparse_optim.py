@@ -156,7 +156,7 @@ class _RowGradLookup(torch.autograd.Function):
     def forward(ctx, weight, ids, offsets, bag, mode, sink, side):
         if offsets is None:
             out = F.embedding(ids, weight)
-        elif _pool_with_triton(weight, mode, sink.backend):
+        elif _pool_with_triton(weight, mode, sink.backend, ids.numel(), offsets.numel() - 1):
             from roo_ref.kernels.bag_pool import bag_pool
 
             out = bag_pool(weight, ids, offsets, bag, mode)
@@ -179,9 +179,17 @@ class _RowGradLookup(torch.autograd.Function):
         return None, None, None, None, None, None, None
 
 
-def _pool_with_triton(weight: torch.Tensor, mode: str, backend: str) -> bool:
-    """Whether a bag lookup pools with roo_ref.kernels.bag_pool: "auto" on CUDA weights it takes,
-    "triton" wherever Triton runs (CUDA, or the interpreter under TRITON_INTERPRET=1)."""
+# "auto" pools with the kernel from this mean bag length up. ATen's embedding_bag walks a bag's ids
+# serially, one thread per (bag, column): fine for short bags (many bags, little work each), latency
+# bound for long histories; the kernel's per-block scan costs more than that at a few ids per bag
+# (benchmarks/bag_pool.py).
+POOL_MIN_MEAN_BAG = 32
+
+
+def _pool_with_triton(weight: torch.Tensor, mode: str, backend: str, nnz: int = 0, bags: int = 0) -> bool:
+    """Whether a bag lookup pools with roo_ref.kernels.bag_pool: "auto" on CUDA weights it takes
+    when the bags average POOL_MIN_MEAN_BAG ids or more (`nnz`, `bags`: the lookup's sizes, known
+    on the host), "triton" wherever Triton runs (CUDA, or the interpreter under TRITON_INTERPRET=1)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}; allowed: {', '.join(BACKENDS)}")
     fits = weight.dtype in _TRITON_DTYPES and mode in ("sum", "mean") and weight.stride(-1) == 1
@@ -194,7 +202,7 @@ def _pool_with_triton(weight: torch.Tensor, mode: str, backend: str) -> bool:
         if not weight.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
             raise ValueError(f"the triton backend needs a CUDA weight or TRITON_INTERPRET=1, weight on {weight.device}")
         return True
-    return backend == "auto" and weight.is_cuda and fits
+    return backend == "auto" and weight.is_cuda and fits and nnz >= POOL_MIN_MEAN_BAG * max(bags, 1)
 
 
 def row_grad_lookup(
@@ -261,13 +269,17 @@ def _use_triton(weight: torch.Tensor, parts: list[RowGradSource], backend: str) 
     return backend == "triton" or (backend == "auto" and weight.is_cuda and fits and weight.stride(1) == 1)
 
 
-def _segment_sums(parts: list[RowGradSource]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(sums [nnz, dim] fp32, uniq [nnz], seg [nnz]) from the Triton segmented sum."""
+def _segment_sums(parts: list[RowGradSource], rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sums [nnz, dim] fp32, uniq [nnz], seg [nnz]) from the Triton segmented sum of the rows of
+    a table with `rows` rows."""
     from roo_ref.kernels.segment_sum import segment_sum
 
     src = merge_sources(parts)
     grad = src.grad if src.grad.stride(1) == 1 else src.grad.contiguous()
-    sorted_ids, perm, seg = _sorted_segments(src.ids)
+    # sorted as int32 where the table allows: a radix sort passes once per key byte, so 32-bit
+    # keys take half the passes of 64-bit ones (the kernel widens the ids it stores)
+    keys = src.ids.to(torch.int32) if rows <= torch.iinfo(torch.int32).max else src.ids
+    sorted_ids, perm, seg = _sorted_segments(keys)
     sums, uniq = segment_sum(grad, src.src, src.scale, perm, seg, sorted_ids)
     return sums, uniq, seg
 
@@ -287,7 +299,7 @@ def rowwise_adagrad_update(
     if _use_triton(weight, parts, backend):
         from roo_ref.kernels.segment_sum import apply_update
 
-        sums, uniq, seg = _segment_sums(parts)
+        sums, uniq, seg = _segment_sums(parts, weight.shape[0])
         apply_update(weight, state, sums, uniq, seg, lr, eps)
         return
     ids, rows = materialize(parts, weight.dtype)
@@ -310,7 +322,7 @@ def sgd_update(weight: torch.Tensor, parts: list[RowGradSource], lr: float, back
     if _use_triton(weight, parts, backend):
         from roo_ref.kernels.segment_sum import apply_update
 
-        sums, uniq, seg = _segment_sums(parts)
+        sums, uniq, seg = _segment_sums(parts, weight.shape[0])
         apply_update(weight, None, sums, uniq, seg, lr)
         return
     ids, rows = materialize(parts, weight.dtype)

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 triton = pytest.importorskip("triton")
 
 from roo_ref.kernels.bag_pool import DEFAULT_CONFIG, bag_pool  # noqa: E402
-from roo_ref.sparse_optim import RowGrads, _pool_with_triton, row_grad_lookup  # noqa: E402
+from roo_ref.sparse_optim import POOL_MIN_MEAN_BAG, RowGrads, _pool_with_triton, row_grad_lookup  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEV = torch.device("cuda" if CUDA else "cpu")
@@ -184,8 +184,10 @@ def test_row_grad_lookup_on_triton_equals_torch(mode, dtype, monkeypatch):
 def test_lookup_backend_selection(monkeypatch):
     w = torch.randn(5, 4)
     assert not _pool_with_triton(w, "sum", "torch")
-    assert _pool_with_triton(w, "sum", "auto") == w.is_cuda  # auto: the kernel on CUDA only
-    assert not _pool_with_triton(w.double().to(DEV), "sum", "auto")  # nor for fp64 weights
+    long_bags = (POOL_MIN_MEAN_BAG * 10, 10)  # (ids, bags)
+    assert _pool_with_triton(w, "sum", "auto", *long_bags) == w.is_cuda  # auto: the kernel on CUDA only
+    assert not _pool_with_triton(w.to(DEV), "sum", "auto", POOL_MIN_MEAN_BAG * 10 - 1, 10)  # short bags: ATen
+    assert not _pool_with_triton(w.double().to(DEV), "sum", "auto", *long_bags)  # nor for fp64 weights
     with pytest.raises(ValueError, match="the triton backend pools fp32/bf16/fp16 weights"):
         _pool_with_triton(w.double(), "sum", "triton")
     with pytest.raises(ValueError, match="got torch.float32 by max"):

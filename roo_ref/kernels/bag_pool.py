@@ -44,7 +44,9 @@ MODES = ("sum", "mean")
 # (BLOCK positions, BLOCK_D columns, num_warps): a [BLOCK, BLOCK_D] fp32 tile and its int32 bag
 # numbers stay in registers at 4 warps, as in segment_sum; the scan also stages both in shared
 # memory (8 bytes an element), so BLOCK x BLOCK_D beyond 256 x 64 does not fit an H100 block.
-DEFAULT_CONFIG = (128, 64, 4)
+# 64 x 64 at 2 warps: the smallest tile keeps the most blocks resident per SM, which is what a
+# gather-bound kernel needs (the fastest of benchmarks/bag_pool.py's configs on an H100 at 1k-id bags).
+DEFAULT_CONFIG = (64, 64, 2)
 # heads the finishing kernel adds per step of its loop over a long bag's blocks
 _CHUNK = 16
 
