@@ -472,7 +472,7 @@ def test_validate_time_summarizes_graph_points_apart(tmp_path, capsys):
     f.write_text(json.dumps(eager) + "\n" + json.dumps(graph) + "\n")
     out = validate_time([str(f)], str(cal))
     s = out["summary"]
-    assert s["step"]["n"] == 2 and s["graph"]["step"]["n"] == 2 and "padding" in s["graph"]["reason"]
+    assert s["step"]["n"] == 2 and s["graph"]["step"]["n"] == 2 and "device model's alone" in s["graph"]["reason"]
     assert s["speedup"]["n"] == 1 and s["graph"]["speedup"]["n"] == 1
     assert all(w["preset"] for w in out["worst"]) and len(out["worst"]) == 2  # eager layouts only
     comp = s["components"]

@@ -130,8 +130,9 @@ def _geomean_abs(errs: list[float]) -> float | None:
 
 
 GRAPH_REASON = (
-    "graph points are summarized apart: their impression steps at retrieval/early-ranking ran with"
-    " a padding bag of ~330k ids (fixed since, not re-measured)"
+    "graph points are summarized apart: a replay issues no per-op host work, so their error is the"
+    " device model's alone (records measured before roo_ref.pad spread a bucket's padding over its"
+    " padding rows ran one padding bag of the whole bucket's padding)"
 )
 
 
