@@ -214,8 +214,11 @@ def test_cuda_calibration_loads_and_prices_every_class():
     assert kc.host.per_triton_launch_s > 0
     h = kc.hstu_attention
     assert len(h.grid.axes) == 3
-    # realistic calls (64 sequences of 1k tokens, 32 targets) run far above a tiny call's rate
-    assert h.grid(1024.0, 32.0, 64.0) > 2 * h.grid(64.0, 1.0, 8.0)
+    # a few sequences leave SMs idle: at L = 1024 the rate rises with the sequences per call (a
+    # tiny call is not a slow one per FLOP: timed on a spun-ahead device, L = 64 x 8 sequences
+    # costs the kernels' few microseconds)
+    assert h.grid(1024.0, 1.0, 512.0) > 1.2 * h.grid(1024.0, 1.0, 8.0)
+    assert len(h.grid.axes[2]) == 4 and h.grid(256.0, 1.0, 2048.0) > 0  # the impression layout's calls
     spec, cfg = get_preset("hstu-ranking"), get_model_config("hstu-ranking")
     lt = predict_layouts(TimeModel(kc), spec, cfg, expected_stats(spec, cfg, 16.0))
     assert lt["impression"].device_s > lt["roo"].device_s > 0

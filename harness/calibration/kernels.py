@@ -57,7 +57,9 @@ CUDA = Grids(
     reduce_dups=(1, 16, 256, 1 << 22),
     hstu_lens=(64, 256, 1024, 4096),
     hstu_targets=(1, 16, 128),
-    hstu_seqs=(8, 64, 512),
+    # up to the impression layout's thousands of one-target sequences (hstu-ranking: 2,048 of 257
+    # tokens); the token cap leaves out the long ones
+    hstu_seqs=(8, 64, 512, 2048),
     hstu_max_tokens=1 << 20,
     hstu_max_pairs=3e8,
 )

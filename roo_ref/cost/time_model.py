@@ -4,7 +4,8 @@ The cost model's rows (roo_ref.cost.step) count FLOPs, bytes and kernels; this m
 with a calibration's kernel classes (roo_ref.cost.kernel_classes) instead of two roofs:
 
   device(component) = sum over its matmuls of gemm(m, k, n)   (forward and both backward shapes)
-                    + sum over its lookups of 2 gather(ids x width x 4 B)  (lookup, grad rows)
+                    + sum over its lookups of gather(ids x width x 4 B)  (the forward lookup; the
+                      backward's per-id rows are read in the embedding optimizer's grad_reduce)
                     + its kernel-class special: hstu_attention per layer (Triton backend),
                       grad_reduce per embedding table (the embedding optimizer), optimizer (Adam)
                     + (kernels left) x elementwise(bytes left / kernels left)
@@ -209,8 +210,10 @@ class TimeModel:
         for ids, width in c.lookups:
             b = _f(ids) * width * PARAM_BYTES
             if b > 0:
-                t += 2 * _f(self.classes.gather(b))
-                by += 2 * b
+                # the forward lookup only: the backward hands the pooled output's gradient to the
+                # embedding optimizer, whose grad_reduce class reads the per-id rows
+                t += _f(self.classes.gather(b))
+                by += b
         return t, by
 
     def _attention_s(self, c: Component, cfg: ModelConfig, v: Any) -> float | None:
@@ -243,7 +246,7 @@ class TimeModel:
         left_flops = _f(c.flops) - fl
         if left_flops > 1e-6 * max(fl, 1.0):  # matmul work without a recorded shape: a bmm-like one
             out["gemm"] += _f(k.gemm_s(left_flops / (2 * 64 * 1024), 64, 1024, dtype))
-        kernels = max(_f(c.kernels) - len(c.gemms) - 2 * len(c.lookups), 1.0)
+        kernels = max(_f(c.kernels) - len(c.gemms) - len(c.lookups), 1.0)
         left_bytes = max(_f(c.bytes) - gb - lb, 0.0)
         out["elementwise"] = kernels * _f(k.elementwise(left_bytes / kernels)) if left_bytes > 0 else 0.0
         return {n: t for n, t in out.items() if t > 0}
