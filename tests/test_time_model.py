@@ -212,6 +212,11 @@ def test_cuda_calibration_loads_and_prices_every_class():
     assert g.measured is None or g.measured.sum() > 0.5 * g.measured.size
     assert 1e-7 < kc.host.per_op_s < 1e-3 and kc.host.graph_launch_s < kc.host.per_op_s * 100
     assert kc.host.per_triton_launch_s > 0
+    from harness.calibration.host import MODEL_PRESETS
+
+    by_model = kc.host.per_op_by_model  # each preset's own step, both layouts
+    assert set(by_model) == set(MODEL_PRESETS) and all(set(v) == {"impression", "roo"} for v in by_model.values())
+    assert all(1e-7 < x < 1e-3 for v in by_model.values() for x in v.values())
     h = kc.hstu_attention
     assert len(h.grid.axes) == 3
     # a few sequences leave SMs idle: at L = 1024 the rate rises with the sequences per call (a
@@ -319,6 +324,27 @@ def test_triton_launches_cost_host_time_in_eager_steps_only():
     assert b.host_s - a.host_s == pytest.approx(b.triton_launches * 1e-3)
     g = predict_layouts(TimeModel(slow), spec, cfg, st, graph=True)["roo"]
     assert g.triton_launches == 0 and g.host_s < 1e-4
+
+
+def test_a_models_own_host_cost_per_op_prices_its_eager_steps():
+    """A calibration's per-model host cost per op (the preset's own step at a few requests) prices
+    that model's eager steps, layout by layout; another model, and a replay, keep per_op_s. It
+    survives the record round trip."""
+    spec, cfg, st = _early(256.0)
+    base = _synthetic(per_op_s=5e-6)
+    own = Host(5e-6, 3e-6, 8e-6, 2e-5, per_op_by_model={"early-ranking": {"roo": 2e-5}})
+    kc = KernelClasses(**{**base.__dict__, "host": own})
+    assert KernelClasses.from_dict(kc.to_dict()).host == own
+    ops = {"impression": 400.0, "roo": 400.0}
+    fallback = predict_layouts(TimeModel(base), spec, cfg, st, aten_ops=ops)
+    mine = predict_layouts(TimeModel(kc), spec, cfg, st, aten_ops=ops, model="early-ranking")
+    other = predict_layouts(TimeModel(kc), spec, cfg, st, aten_ops=ops, model="late-ranking")
+    tri = mine["roo"].triton_launches * own.per_triton_launch_s
+    assert mine["roo"].host_s == pytest.approx(400 * 2e-5 + tri)
+    assert mine["impression"].host_s == pytest.approx(fallback["impression"].host_s)  # no entry: per_op_s
+    assert other["roo"].host_s == pytest.approx(fallback["roo"].host_s)
+    graph = predict_layouts(TimeModel(kc), spec, cfg, st, graph=True, model="early-ranking")["roo"]
+    assert graph.host_s == pytest.approx(8e-6 + 2 * 5e-6)  # a replay's host work is not the eager mix
 
 
 def test_step_is_pipelined_without_syncs_and_drained_with_them():

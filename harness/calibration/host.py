@@ -6,7 +6,14 @@ Why a per-op cost from a whole small step rather than from a bare op: an eager s
 per aten op includes autograd's bookkeeping, Python module and custom-Function overhead and the
 optimizers' loops, which a bare `torch.add` in a loop does not have (per_launch_s is that bare
 cost, for reference). A Triton kernel is not an aten op: its launch from Python (argument
-binding, the launcher) is priced apart, per launch."""
+binding, the launcher) is priced apart, per launch.
+
+On a GPU, each model preset's own eager step (bf16, both layouts) is timed too, at MODEL_REQUESTS
+requests and tables of MODEL_ROW_CAP rows, where its kernels are microseconds each and the host
+sets the pace: its host seconds per aten op (Triton launches taken out at their own cost), by
+model and layout (`per_op_by_model`). Why: the host cost of an aten op depends on the op mix
+(views, casts, autograd nodes, module code) and the tiny step's mix is not the presets'. These are
+steps of a few requests, never the points the time model is checked against."""
 
 from __future__ import annotations
 
@@ -93,6 +100,55 @@ def _triton_launch_s(torch, dev, g) -> float:
     return _per_call(lambda: launch_add_one(x), 500, dev)
 
 
+MODEL_PRESETS = ("retrieval", "early-ranking", "late-ranking", "hstu-ranking")
+MODEL_REQUESTS = 8
+MODEL_ROW_CAP = 4096
+TRITON_LAUNCH_NAMES = ("cuLaunchKernel", "cuLaunchKernelEx")  # the driver API Triton launches through
+
+
+def _triton_launches(torch, step) -> float:
+    """Triton launches in one call of `step` (the profiler's driver-API launch count)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    return float(sum(e.count for e in prof.key_averages() if e.key in TRITON_LAUNCH_NAMES))
+
+
+def model_host_terms(torch, dev, per_triton_s: float, models=MODEL_PRESETS) -> dict:
+    """{model preset: {layout: host seconds per aten op}} of each preset's own eager bf16 step at
+    MODEL_REQUESTS requests (module docstring); {} off CUDA."""
+    if dev.type != "cuda":
+        return {}
+    from harness.run_point import count_flops_and_ops
+    from roo_ref.models import build_model
+    from roo_ref.train import Trainer
+    from workloads.generator import generate
+    from workloads.presets import get_preset
+
+    out: dict = {}
+    for name in models:
+        spec = get_preset(name)
+        req = generate(spec, MODEL_REQUESTS, seed=0).to(dev)
+        out[name] = {}
+        for layout in ("impression", "roo"):
+            model = build_model(spec, name, [f"max_table_rows={MODEL_ROW_CAP}"], device=dev, seed=0)
+            trainer = Trainer(model, layout, amp_bf16=True, seed=0)
+            batch = trainer.prepare(req if layout == "roo" else req.to_impressions())
+
+            def step(t=trainer, b=batch):
+                t.step(b)
+
+            step()
+            _, ops = count_flops_and_ops(step)
+            triton = _triton_launches(torch, step)
+            wall = _per_call(step, 10, dev)
+            out[name][layout] = max(wall - triton * per_triton_s, 0.0) / max(ops or 1, 1)
+            del trainer, model, batch, step
+    return out
+
+
 def host_terms(torch, dev, g) -> dict:
     from harness.run_point import count_flops_and_ops
 
@@ -117,6 +173,7 @@ def host_terms(torch, dev, g) -> dict:
         per_sync = _per_call(lambda: y.sum().item(), 500, dev) - per_launch
         per_triton = _triton_launch_s(torch, dev, g)
     return {
+        "per_op_by_model": model_host_terms(torch, dev, per_triton),
         "per_op_s": per_step / max(ops or 1, 1),
         "per_launch_s": per_launch,
         "graph_launch_s": graph_launch,

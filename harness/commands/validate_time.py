@@ -103,7 +103,8 @@ def predict_point(tm, rec: dict, expected: bool = False) -> dict:
     }
     # a graph step's launch count is its replay: no count of the ops it replays
     launches = {} if graph else {k: v["launches_per_step"] for k, v in lays.items() if v.get("launches_per_step")}
-    pred = predict_layouts(tm, spec, cfg, stats, c.get("dtype", "bf16"), graph, ops, syncs, launches)
+    model = c.get("model_preset") or c.get("preset")
+    pred = predict_layouts(tm, spec, cfg, stats, c.get("dtype", "bf16"), graph, ops, syncs, launches, model)
     out: dict[str, Any] = {"preset": c.get("preset"), "config_hash": rec.get("config_hash"), "graph": graph}
     layouts = {}
     for lay, lt in pred.items():

@@ -42,7 +42,7 @@ record with only matmul FLOP/s and copy bandwidth): the roofline as a degenerate
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -245,9 +245,24 @@ class Host:
     graph_launch_s: float
     per_sync_s: float
     per_triton_launch_s: float = 0.0
+    # {model preset: {layout: per aten op}} from that preset's own step at a few requests
+    # (harness.calibration.host); per_op_s for any other model
+    per_op_by_model: dict = field(default_factory=dict)
+
+    def per_op(self, model: str | None, layout: str) -> float:
+        """Host seconds per aten op of `model`'s eager step in `layout`."""
+        return float(self.per_op_by_model.get(model or "", {}).get(str(layout), self.per_op_s))
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "per_op_by_model": {m: dict(v) for m, v in self.per_op_by_model.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Host:
+        by_model = {
+            str(m): {str(lay): float(x) for lay, x in v.items()} for m, v in (d.get("per_op_by_model") or {}).items()
+        }
+        scalars = {k: float(v) for k, v in d.items() if k in cls.__dataclass_fields__ and k != "per_op_by_model"}
+        return cls(**scalars, per_op_by_model=by_model)
 
 
 @dataclass(frozen=True)
@@ -332,7 +347,7 @@ class KernelClasses:
                 reduction=Curve.from_dict(d["reduction"], "reduction"),
                 optimizer=Curve.from_dict(d["optimizer"], "optimizer"),
                 hstu_attention=att,
-                host=Host(**{k: float(v) for k, v in d["host"].items() if k in Host.__dataclass_fields__}),
+                host=Host.from_dict(d["host"]),
                 source=str(d.get("source", "calibration")),
                 serial=bool(d.get("serial", False)),
             )

@@ -84,7 +84,7 @@ def time_model_report(
     from roo_ref.cost.time_model import predict_layouts
 
     stats = batch_stats(batch, cfg) if batch is not None else expected_stats(spec, cfg, requests)
-    pred = predict_layouts(tm, spec, cfg, stats, dtype)
+    pred = predict_layouts(tm, spec, cfg, stats, dtype, model=spec.name)
     layouts = {}
     for lay, lt in pred.items():
         flops = sum(c.flops for c in layout_components(spec, cfg, stats, lay, dtype))

@@ -9,7 +9,8 @@ with a calibration's kernel classes (roo_ref.cost.kernel_classes) instead of two
                     + its kernel-class special: hstu_attention per layer (Triton backend),
                       grad_reduce per embedding table (the embedding optimizer), optimizer (Adam)
                     + (kernels left) x elementwise(bytes left / kernels left)
-  host(component)   = aten ops x per-op host cost + Triton launches x per-launch cost (eager),
+  host(component)   = aten ops x per-op host cost (the model preset's own where the calibration
+                      measured it) + Triton launches x per-launch cost (eager),
                       the ops split over the rows by their kernel counts; the ops are the step's
                       counted aten ops, else OPS_PER_KERNEL x its counted kernel launches (less
                       the Triton ones), else OPS_PER_KERNEL x the rows' kernels; a CUDA-graph
@@ -273,10 +274,12 @@ class TimeModel:
         aten_ops: float | None = None,
         syncs: float = 0.0,
         launches: float | None = None,
+        model: str | None = None,
     ) -> LayoutTime:
         """Predicted step of one layout's compute rows (`comps`, from roo_ref.cost.step).
         `syncs`: the step's own device syncs (not a profiler's or timer's); `launches`: the
-        step's counted kernel launches (eager), used where its aten ops were not counted."""
+        step's counted kernel launches (eager), used where its aten ops were not counted;
+        `model`: the model preset, whose own host cost per op the calibration may hold."""
         for name, x in (("aten_ops", aten_ops), ("launches", launches)):
             if x is not None and not x >= 0:
                 raise UserError(f"{name}={x} must be >= 0")
@@ -290,7 +293,7 @@ class TimeModel:
         triton = 0.0 if graph else sum(self._triton_launches(c, cfg, tables) for c in rows)
         ops, source = _host_ops(aten_ops, launches, triton, total_k)
         h = self.classes.host
-        per_kernel_host = 0.0 if graph else ops * h.per_op_s / total_k
+        per_kernel_host = 0.0 if graph else ops * h.per_op(model, layout) / total_k
         out = LayoutTime(layout, graph=graph, ops=ops, ops_source=source)
         for c, kn in zip(rows, kernels, strict=True):
             cls = self.row_s(c, cfg, v, dtype, tables)
@@ -356,10 +359,11 @@ def predict_layouts(
     aten_ops: dict[str, float] | None = None,
     syncs: dict[str, float] | None = None,
     launches: dict[str, float] | None = None,
+    model: str | None = None,
 ) -> dict[str, LayoutTime]:
     """Both layouts' predicted steps from the step's statistics (exact or expected).
     `aten_ops`/`syncs`/`launches`: counted per layout when known (a count, like FLOPs), else
-    estimated / 0 / none."""
+    estimated / 0 / none; `model`: the model preset (its host cost per op, where calibrated)."""
     from roo_ref.cost.optimizers import embedding_optimizer
     from roo_ref.cost.step import layout_components
     from workloads.layout import LAYOUTS
@@ -370,7 +374,7 @@ def predict_layouts(
         comps.insert(len(comps) - 1, embedding_optimizer(cfg, stats, layout, dtype_bytes(dtype)))
         ops, n = (aten_ops or {}).get(layout), (launches or {}).get(layout)
         s = float((syncs or {}).get(layout) or 0.0)
-        out[str(layout)] = tm.layout_time(spec, cfg, stats, comps, layout, dtype, graph, ops, s, n)
+        out[str(layout)] = tm.layout_time(spec, cfg, stats, comps, layout, dtype, graph, ops, s, n, model)
     return out
 
 
