@@ -24,9 +24,11 @@ def calibrate(
     copy_bytes: int | None = None,
     repeats: int = 10,
     kernels: bool = False,
+    host_models: tuple[str, ...] = (),
 ) -> dict:
     """Measure the bf16 (GPU) / fp32 (CPU) matmul rate and the copy bandwidth on `device`, and,
-    with `kernels`, every kernel class (harness.calibration.calibrate_kernels).
+    with `kernels`, every kernel class (harness.calibration.calibrate_kernels; `host_models`: the
+    model presets whose own steps also price the host).
 
     Returns a dict with the measured numbers and a DeviceSpec (`spec`) whose roofs are replaced by
     them. Inputs are random (never zeros: zeros run faster on some parts)."""
@@ -77,5 +79,5 @@ def calibrate(
     if kernels:
         from harness.calibration import calibrate_kernels
 
-        out["kernel_classes"] = calibrate_kernels(device)
+        out["kernel_classes"] = calibrate_kernels(device, host_models=tuple(host_models))
     return out

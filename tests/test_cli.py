@@ -51,6 +51,12 @@ def test_calibrate_cuda_without_gpu_is_a_clean_error(capsys):
     )
 
 
+def test_calibrate_host_models_needs_the_kernel_classes(capsys):
+    assert main(["calibrate", "--roofs-only", "--host-models"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--host-models prices the kernel classes' host term" in err[0]
+
+
 HEAVY = ("torch", "numpy", "pyarrow", "scipy", "matplotlib")
 
 # What a fresh interpreter imports for the parser, `roo-bench --help` and every `roo-bench X --help`.

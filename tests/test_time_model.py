@@ -212,11 +212,7 @@ def test_cuda_calibration_loads_and_prices_every_class():
     assert g.measured is None or g.measured.sum() > 0.5 * g.measured.size
     assert 1e-7 < kc.host.per_op_s < 1e-3 and kc.host.graph_launch_s < kc.host.per_op_s * 100
     assert kc.host.per_triton_launch_s > 0
-    from harness.calibration.host import MODEL_PRESETS
-
-    by_model = kc.host.per_op_by_model  # each preset's own step, both layouts
-    assert set(by_model) == set(MODEL_PRESETS) and all(set(v) == {"impression", "roo"} for v in by_model.values())
-    assert all(1e-7 < x < 1e-3 for v in by_model.values() for x in v.values())
+    assert kc.host.per_op_by_model == {}  # opt-in (--host-models)
     h = kc.hstu_attention
     assert len(h.grid.axes) == 3
     # a few sequences leave SMs idle: at L = 1024 the rate rises with the sequences per call (a
@@ -345,6 +341,28 @@ def test_a_models_own_host_cost_per_op_prices_its_eager_steps():
     assert other["roo"].host_s == pytest.approx(fallback["roo"].host_s)
     graph = predict_layouts(TimeModel(kc), spec, cfg, st, graph=True, model="early-ranking")["roo"]
     assert graph.host_s == pytest.approx(8e-6 + 2 * 5e-6)  # a replay's host work is not the eager mix
+
+
+def test_a_models_own_step_prices_its_host_per_op_on_the_cpu():
+    """model_host_terms times the model's own eager step per layout and divides by its counted
+    aten ops: the CPU path (no Triton launches to take out)."""
+    import torch
+
+    from harness.calibration.host import model_host_terms
+
+    out = model_host_terms(torch, torch.device("cpu"), 1e-3, models=("tiny",))
+    assert set(out) == {"tiny"} and set(out["tiny"]) == {"impression", "roo"}
+    assert all(1e-7 < x < 1e-2 for x in out["tiny"].values())
+
+
+@pytest.mark.gpu
+def test_cuda_host_cost_of_a_models_own_step():
+    import torch
+
+    from harness.calibration.host import model_host_terms
+
+    out = model_host_terms(torch, torch.device("cuda"), 2e-5, models=("early-ranking",))
+    assert all(1e-7 < x < 1e-3 for x in out["early-ranking"].values())
 
 
 def test_step_is_pipelined_without_syncs_and_drained_with_them():

@@ -34,8 +34,9 @@ def _hstu_shape() -> dict:
     }
 
 
-def calibrate_kernels(device: str = "cpu", seed: int = 0) -> dict:
-    """The `kernel_classes` object of a calibration record, measured on `device`."""
+def calibrate_kernels(device: str = "cpu", seed: int = 0, host_models: tuple[str, ...] = ()) -> dict:
+    """The `kernel_classes` object of a calibration record, measured on `device`; `host_models`:
+    model presets whose own steps also price the host (harness.calibration.host)."""
     import torch
 
     from harness.calibration import hstu, kernels
@@ -71,7 +72,7 @@ def calibrate_kernels(device: str = "cpu", seed: int = 0) -> dict:
     red = timed("grad_reduce", kernels.grad_reduce_table, torch, dev, grids, g)
     shape = _hstu_shape()
     att = timed("hstu_attention", hstu.hstu_table, torch, dev, grids, g, shape)
-    host = timed("host", host_terms, torch, dev, g)
+    host = timed("host", host_terms, torch, dev, g, tuple(host_models))
     tiny_ops = host.pop("tiny_step_ops")
     return {
         "gemm": {k: rates(v, f"gemm {k}") for k, v in gemm.items()},

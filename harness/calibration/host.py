@@ -8,10 +8,12 @@ optimizers' loops, which a bare `torch.add` in a loop does not have (per_launch_
 cost, for reference). A Triton kernel is not an aten op: its launch from Python (argument
 binding, the launcher) is priced apart, per launch.
 
-On a GPU, each model preset's own eager step (bf16, both layouts) is timed too, at MODEL_REQUESTS
-requests and tables of MODEL_ROW_CAP rows, where its kernels are microseconds each and the host
-sets the pace: its host seconds per aten op (Triton launches taken out at their own cost), by
-model and layout (`per_op_by_model`). Why: the host cost of an aten op depends on the op mix
+With `models` (`roo-bench calibrate --host-models`), each of those model presets' own eager step
+(bf16 autocast on a GPU, both layouts) is timed too, at MODEL_REQUESTS requests and tables of
+MODEL_ROW_CAP rows, where its kernels are microseconds each and the host sets the pace: its host
+seconds per aten op (Triton launches taken out at their own cost), by model and layout
+(`per_op_by_model`). It is opt-in because it builds every preset's model and compiles its Triton
+kernels (minutes on a GPU). Why: the host cost of an aten op depends on the op mix
 (views, casts, autograd nodes, module code) and the tiny step's mix is not the presets'. These are
 steps of a few requests, never the points the time model is checked against."""
 
@@ -106,8 +108,10 @@ MODEL_ROW_CAP = 4096
 TRITON_LAUNCH_NAMES = ("cuLaunchKernel", "cuLaunchKernelEx")  # the driver API Triton launches through
 
 
-def _triton_launches(torch, step) -> float:
-    """Triton launches in one call of `step` (the profiler's driver-API launch count)."""
+def _triton_launches(torch, step, dev) -> float:
+    """Triton launches in one call of `step` (the profiler's driver-API launch count; 0 off CUDA)."""
+    if dev.type != "cuda":
+        return 0.0
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -117,10 +121,8 @@ def _triton_launches(torch, step) -> float:
 
 
 def model_host_terms(torch, dev, per_triton_s: float, models=MODEL_PRESETS) -> dict:
-    """{model preset: {layout: host seconds per aten op}} of each preset's own eager bf16 step at
-    MODEL_REQUESTS requests (module docstring); {} off CUDA."""
-    if dev.type != "cuda":
-        return {}
+    """{model preset: {layout: host seconds per aten op}} of each preset's own eager step at
+    MODEL_REQUESTS requests (module docstring)."""
     from harness.run_point import count_flops_and_ops
     from roo_ref.models import build_model
     from roo_ref.train import Trainer
@@ -134,7 +136,7 @@ def model_host_terms(torch, dev, per_triton_s: float, models=MODEL_PRESETS) -> d
         out[name] = {}
         for layout in ("impression", "roo"):
             model = build_model(spec, name, [f"max_table_rows={MODEL_ROW_CAP}"], device=dev, seed=0)
-            trainer = Trainer(model, layout, amp_bf16=True, seed=0)
+            trainer = Trainer(model, layout, amp_bf16=dev.type == "cuda", seed=0)
             batch = trainer.prepare(req if layout == "roo" else req.to_impressions())
 
             def step(t=trainer, b=batch):
@@ -142,14 +144,14 @@ def model_host_terms(torch, dev, per_triton_s: float, models=MODEL_PRESETS) -> d
 
             step()
             _, ops = count_flops_and_ops(step)
-            triton = _triton_launches(torch, step)
+            triton = _triton_launches(torch, step, dev)
             wall = _per_call(step, 10, dev)
             out[name][layout] = max(wall - triton * per_triton_s, 0.0) / max(ops or 1, 1)
             del trainer, model, batch, step
     return out
 
 
-def host_terms(torch, dev, g) -> dict:
+def host_terms(torch, dev, g, models: tuple[str, ...] = ()) -> dict:
     from harness.run_point import count_flops_and_ops
 
     cuda = dev.type == "cuda"
@@ -173,7 +175,7 @@ def host_terms(torch, dev, g) -> dict:
         per_sync = _per_call(lambda: y.sum().item(), 500, dev) - per_launch
         per_triton = _triton_launch_s(torch, dev, g)
     return {
-        "per_op_by_model": model_host_terms(torch, dev, per_triton),
+        "per_op_by_model": model_host_terms(torch, dev, per_triton, models) if models else {},
         "per_op_s": per_step / max(ops or 1, 1),
         "per_launch_s": per_launch,
         "graph_launch_s": graph_launch,

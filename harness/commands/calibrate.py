@@ -12,15 +12,26 @@ def register(sub) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--roofs-only", action="store_true", help="only the two roofs (seconds), no kernel classes")
+    p.add_argument(
+        "--host-models",
+        action="store_true",
+        help="also time each model preset's own eager step at a few requests for the host cost per "
+        "op (builds every preset's model and compiles its kernels: minutes on a GPU)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
+    from harness.calibration.host import MODEL_PRESETS
     from harness.devices import calibrate
     from harness.provenance import collect
+    from workloads.errors import UserError
 
-    res = calibrate(args.device, kernels=not args.roofs_only)
+    if args.host_models and args.roofs_only:
+        raise UserError("--host-models prices the kernel classes' host term; it cannot go with --roofs-only")
+    models = MODEL_PRESETS if args.host_models else ()
+    res = calibrate(args.device, kernels=not args.roofs_only, host_models=models)
     if args.json:
         # the provenance ties the roofs to a host and a session: the report draws a run's roofline
         # with the calibration of the same campaign only
