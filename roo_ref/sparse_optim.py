@@ -25,7 +25,8 @@ Two backends sum the duplicates ("auto": triton for CUDA tables, torch otherwise
   impression layout's k-fold repeated history make those atomics collide and serialize.
 
 A bag lookup's forward pools with roo_ref.kernels.bag_pool under the sink's `backend` (the same
-three names; "auto": Triton for CUDA weights of fp32/bf16/fp16): ATen's embedding_bag forward walks
+three names; "auto": Triton for CUDA weights of fp32/bf16/fp16 whose bags average
+POOL_MIN_MEAN_BAG ids or more): ATen's embedding_bag forward walks
 each bag serially per column, which leaves most of the GPU idle on ROO's few long history bags; the
 kernel spreads the positions over the GPU instead. F.embedding_bag stays the reference and the CPU
 path.

@@ -129,11 +129,10 @@ def model_host_terms(torch, dev, per_triton_s: float, models=MODEL_PRESETS) -> d
     from workloads.generator import generate
     from workloads.presets import get_preset
 
-    out: dict = {}
+    timed: dict = {}
     for name in models:
         spec = get_preset(name)
         req = generate(spec, MODEL_REQUESTS, seed=0).to(dev)
-        out[name] = {}
         for layout in ("impression", "roo"):
             model = build_model(spec, name, [f"max_table_rows={MODEL_ROW_CAP}"], device=dev, seed=0)
             trainer = Trainer(model, layout, amp_bf16=dev.type == "cuda", seed=0)
@@ -144,10 +143,13 @@ def model_host_terms(torch, dev, per_triton_s: float, models=MODEL_PRESETS) -> d
 
             step()
             _, ops = count_flops_and_ops(step)
-            triton = _triton_launches(torch, step, dev)
-            wall = _per_call(step, 10, dev)
-            out[name][layout] = max(wall - triton * per_triton_s, 0.0) / max(ops or 1, 1)
-            del trainer, model, batch, step
+            timed[(name, layout)] = (step, _per_call(step, 10, dev), max(ops or 1, 1))
+    # launches are counted only once every step is timed: after a profiler session CUPTI may stay
+    # hooked to every launch (pytorch/pytorch#144455), a host cost the timed steps must not pay
+    out: dict = {name: {} for name in models}
+    for (name, layout), (step, wall, ops) in timed.items():
+        triton = _triton_launches(torch, step, dev)
+        out[name][layout] = max(wall - triton * per_triton_s, 0.0) / ops
     return out
 
 
