@@ -18,7 +18,9 @@ returns a summary per step:
   from the ranges roo/optimizer/<sides> around each embedding table's update (a range's busy time
   times the share it names; roo_ref.models.regions says how shares are set). Still counted as
   optimizer time in `components_ms`; `time_ideal` counts the user part as user-side work;
-- `top_device` / `top_cpu`: the operators and kernels with the most self time.
+- `components_top`: per component, its kernels with the most GPU time (GPU profiles only);
+- `top_device` / `top_cpu`: the operators and kernels with the most self time (the user ranges'
+  GPU-timeline copies left out of `top_device`: they span gaps too).
 
 The numbers come from the profiler, which itself adds overhead per op (a few µs): use it to find
 where the time goes, and harness.run_point (CUDA events, no profiler) for the step time itself.
@@ -174,6 +176,27 @@ def _unlinked_by_range(events, cpu: list) -> list[tuple[float, str, dict[str, fl
     return out
 
 
+COMPONENT_TOP = 8  # kernels kept per component in `components_top`
+
+
+def _kernels_by_component(cpu: list, by_seq: dict[int, str], steps: int) -> dict[str, list[dict]]:
+    """{component: its COMPONENT_TOP kernels by GPU time, ms per step}: the kernels each operator
+    launched, charged as `breakdown` charges the operator (a range's GPU-timeline copy left out)."""
+    acc: dict[str, dict[str, float]] = {}
+    for e in cpu:
+        ks = [k for k in e.kernels if e.is_legacy or k.name != e.name]
+        if ks:
+            per = acc.setdefault(_component(e, by_seq), {})
+            for k in ks:
+                per[k.name] = per.get(k.name, 0.0) + float(k.duration)
+    return {
+        comp: [
+            {"name": n, "ms": us / steps / 1e3} for n, us in sorted(per.items(), key=lambda x: -x[1])[:COMPONENT_TOP]
+        ]
+        for comp, per in acc.items()
+    }
+
+
 def breakdown(events, steps: int, cuda: bool) -> dict:
     """Busy time per step (ms: `busy_ms`) and its split by component (`components_ms`, or None
     and `components_reason`), from the profiler's events.
@@ -218,10 +241,11 @@ def breakdown(events, steps: int, cuda: bool) -> dict:
         totals[comp] += us
         for side, share in shares.items() if comp == "optimizer" else ():
             sides[side] += us * share
-    out: dict = {"components_ms": None, "components_reason": None, "optimizer_sides_ms": None}
+    out: dict = {"components_ms": None, "components_reason": None, "optimizer_sides_ms": None, "components_top": None}
     if has_ranges:
         out["components_ms"] = {k: v / steps / 1e3 for k, v in totals.items()}
         out["optimizer_sides_ms"] = {k: v / steps / 1e3 for k, v in sides.items()}
+        out["components_top"] = _kernels_by_component(cpu, by_seq, steps) if cuda else None
     else:
         out["components_reason"] = (
             f"no {RANGE_PREFIX}* profiler ranges in the step (the model labels none of "
@@ -251,7 +275,9 @@ def summarize(prof, steps: int, wall_s: float, top: int = 25, cuda: bool | None 
     if comps is not None and cuda:  # GPU time neither an operator nor a range claims: other
         comps["other"] += max(0.0, busy_ms - attributed_ms)
     wall_ms = wall_s / steps * 1e3
-    rows_dev = sorted(avgs, key=self_device_us, reverse=True)[:top]
+    # a user range's GPU-timeline copy spans its kernels and the gaps between them: not a kernel
+    spans = {e.name for e in events if getattr(e, "is_user_annotation", False)}
+    rows_dev = sorted((e for e in avgs if e.key not in spans), key=self_device_us, reverse=True)[:top]
     rows_cpu = sorted(avgs, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
 
     def row(e) -> dict:
@@ -359,7 +385,7 @@ def count_flops_and_ops(step: Callable[[], object]) -> tuple[float | None, int |
 
 
 # --- the point record's fields (harness.run_point) ---------------------------------------------------
-PROFILE_TOP = 10  # kernels / operators kept per layout in a point record
+PROFILE_TOP = 20  # kernels / operators kept per layout in a point record
 
 
 def layout_fields(summary: dict | None, reason: str | None) -> dict:
@@ -379,6 +405,7 @@ def layout_fields(summary: dict | None, reason: str | None) -> dict:
         "component_ms": comps,
         "component_reason": s.get("components_reason") if summary is not None else reason,
         "optimizer_side_ms": s.get("optimizer_sides_ms"),
+        "component_top": s.get("components_top"),
         "profile_top": {"device": s.get("top_device", [])[:PROFILE_TOP], "cpu": s.get("top_cpu", [])[:PROFILE_TOP]}
         if summary is not None
         else None,

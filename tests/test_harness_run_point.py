@@ -405,6 +405,9 @@ def test_breakdown_on_a_gpu_counts_kernels_not_range_spans():
     assert out["components_ms"]["user"] == pytest.approx((40 + 100 + 150 + 50) / 1e3)
     assert out["components_ms"]["other"] == pytest.approx(10 / 1e3)
     assert out["busy_ms"] == pytest.approx(350 / 1e3)
+    # per component, its kernels by GPU time (the backward's gemms charged to the forward's range)
+    top = {c: [(k["name"], round(k["ms"] * 1e3, 6)) for k in v] for c, v in out["components_top"].items()}
+    assert top == {"user": [("sm90_gemm", 300.0), ("_hstu_attn_fwd", 40.0)], "other": [("elementwise", 10.0)]}
 
 
 def test_data_device_is_a_point_setting_recorded_with_its_generator():

@@ -138,6 +138,7 @@ def test_a_kernel_no_operator_launched_is_charged_by_the_ranges_gpu_spans():
     sides = out["optimizer_sides_ms"]
     assert sides["user"] * 1e3 == 0.75 * (5.0 + 40.0) and sides["item"] * 1e3 == 0.25 * (5.0 + 40.0)
     assert out["busy_ms"] * 1e3 == 5.0 + 40.0 + 20.0 + 7.0
+    assert out["components_top"] == {"optimizer": [{"name": "gemm", "ms": 5.0 / 1e3}]}  # what operators launched
     # a torch whose events carry no link ids: every kernel looks unlinked, more than the operators
     # left unclaimed, so the ranges charge nothing (no kernel is counted twice)
     for e in events:
