@@ -137,43 +137,9 @@ def _optimizer_shares(evt) -> dict[str, float]:
     return {}
 
 
-def _is_device(evt) -> bool:
-    return str(getattr(evt, "device_type", "")).endswith("CUDA")
-
-
 def _is_kernel(evt) -> bool:
     """A device activity (kernel, memcpy, memset), not a user range's GPU-timeline copy."""
-    return _is_device(evt) and not getattr(evt, "is_user_annotation", False)
-
-
-def _unlinked_by_range(events, cpu: list) -> list[tuple[float, str, dict[str, float]]]:
-    """(µs, component, optimizer side shares) of each device kernel that no CPU event launched.
-
-    The profiler links a kernel to the operator open at its launch; one launched under user ranges
-    only (a Triton kernel called from Python outside every operator) is linked to nothing. Such a
-    kernel is charged by the GPU-timeline copies of the user ranges: the innermost one spanning it
-    that names a component (a range's copy spans its kernels, and one stream runs them in order).
-    Outside every such range it is "other"."""
-    ids = {getattr(e, "id", None) for e in cpu}
-    kernels = [e for e in events if _is_kernel(e) and getattr(e, "linked_correlation_id", 0) not in ids]
-    if not kernels:
-        return []
-    spans = sorted(
-        (
-            (e.time_range.start, e.time_range.end, e.name)
-            for e in events
-            if _is_device(e) and getattr(e, "is_user_annotation", False)
-        ),
-        key=lambda a: a[1] - a[0],
-    )
-    out = []
-    for k in kernels:
-        start, end = k.time_range.start, k.time_range.end
-        names = [n for s, e, n in spans if s <= start and end <= e]  # innermost first
-        comp = next((c for n in names if (c := _range_component(n)) is not None), "other")
-        shares = next((sh for n in names if (sh := side_shares(n)) is not None), {})
-        out.append((float(end - start), comp, shares))
-    return out
+    return str(getattr(evt, "device_type", "")).endswith("CUDA") and not getattr(evt, "is_user_annotation", False)
 
 
 COMPONENT_TOP = 8  # kernels kept per component in `components_top`
@@ -204,8 +170,9 @@ def breakdown(events, steps: int, cuda: bool) -> dict:
     The busy time of a CPU-side event is what ran on the device for it alone: on a GPU the kernels
     it launched, on the CPU its self time when it is an aten operator. The profiler also hangs a
     range's GPU-timeline copy (same name, spanning the range's kernels and the gaps between them)
-    on the range as if it were a kernel: that one is not busy time. A kernel no CPU event launched
-    is charged by those copies (`_unlinked_by_range`)."""
+    on the range as if it were a kernel: that one is not busy time. A kernel must be launched under
+    an operator to be charged (roo_ref.kernels.profiling wraps the Triton launches in one); one that
+    is not lands in "other" (`summarize`)."""
     cpu = [e for e in events if _is_cpu(e)]
 
     def busy_us(e) -> float:
@@ -231,16 +198,6 @@ def breakdown(events, steps: int, cuda: bool) -> dict:
                     sides[side] += us * share
         elif us:
             totals["other"] += us
-    unlinked = _unlinked_by_range(events, cpu) if cuda and has_ranges else []
-    device_us = sum(float(e.time_range.end - e.time_range.start) for e in events if _is_kernel(e))
-    if sum(u for u, _, _ in unlinked) > device_us - sum(totals.values()) + 1.0:
-        # more "unlinked" time than the operators left unclaimed: this torch's events carry no
-        # usable link ids, so the split stays as the operators give it (the rest is "other")
-        unlinked = []
-    for us, comp, shares in unlinked:
-        totals[comp] += us
-        for side, share in shares.items() if comp == "optimizer" else ():
-            sides[side] += us * share
     out: dict = {"components_ms": None, "components_reason": None, "optimizer_sides_ms": None, "components_top": None}
     if has_ranges:
         out["components_ms"] = {k: v / steps / 1e3 for k, v in totals.items()}

@@ -90,58 +90,39 @@ def test_syncs_count_only_inside_a_steps_range():
     assert _syncs_in_steps([e for e in events if e is not step and e is not inner]) == 3
 
 
-def test_a_kernel_no_operator_launched_is_charged_by_the_ranges_gpu_spans():
-    """A Triton kernel launched under user ranges only is linked to no CPU event; the breakdown
-    charges it to the innermost component range whose GPU-timeline copy spans it (with that
-    optimizer range's side shares), and to "other" outside every range."""
+def test_a_triton_launch_is_an_operator_inside_the_optimizers_side_range():
+    """The profiler links a kernel to the operator open at its launch, never to a user range: the
+    Triton launches run inside a FUNCTION-scope record (roo_ref.kernels.profiling), so their
+    kernels are charged to the side range around it, with its shares, and listed per component."""
     from types import SimpleNamespace as E
 
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
     from harness.profile_step import breakdown
+    from roo_ref.kernels.profiling import kernel_range
 
-    cpu, gpu = "DeviceType.CPU", "DeviceType.CUDA"
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with record_function("roo/optimizer/user=0.75,item=0.25"):
+            with kernel_range("roo::segment_sum"):
+                torch.ones(3).add_(1)
+    (op,) = [e for e in prof.events() if e.name == "roo::segment_sum"]
+    assert not op.is_user_annotation and op.cpu_parent.name == "roo/optimizer/user=0.75,item=0.25"
 
-    def span(a, b):
-        return E(start=a, end=b)
-
-    def ev(name, dev, a, b, ann=False, link=0, kernels=(), parent=None, id=0):
+    def ev(name, parent=None, kernels=()):
         return E(
             name=name,
-            device_type=dev,
-            time_range=span(a, b),
-            is_user_annotation=ann,
-            linked_correlation_id=link,
+            device_type="DeviceType.CPU",
             kernels=list(kernels),
             is_legacy=False,
             cpu_parent=parent,
             sequence_nr=-1,
-            id=id,
             self_cpu_time_total=0,
         )
 
-    opt = ev("roo/optimizer", cpu, 0, 100, ann=True, id=1)
-    side = ev("roo/optimizer/user=0.75,item=0.25", cpu, 10, 90, ann=True, parent=opt, id=2)
-    mm = ev("aten::mm", cpu, 12, 14, parent=side, id=3, kernels=[E(name="gemm", duration=5.0)])
-    events = [
-        opt,
-        side,
-        mm,
-        ev("gemm", gpu, 200, 205, link=3),  # linked to aten::mm: counted through it
-        ev("roo/optimizer", gpu, 190, 400, ann=True),
-        ev("roo/optimizer/user=0.75,item=0.25", gpu, 200, 300, ann=True),
-        ev("_segment_sum_kernel", gpu, 210, 250, link=0),  # inside the side range's span
-        ev("_update_kernel", gpu, 310, 330, link=0),  # inside roo/optimizer only
-        ev("_stray_kernel", gpu, 500, 507, link=0),  # inside no range
-    ]
-    out = breakdown(events, steps=1, cuda=True)
-    comps = out["components_ms"]
-    assert comps["optimizer"] * 1e3 == 5.0 + 40.0 + 20.0 and comps["other"] * 1e3 == 7.0
-    sides = out["optimizer_sides_ms"]
-    assert sides["user"] * 1e3 == 0.75 * (5.0 + 40.0) and sides["item"] * 1e3 == 0.25 * (5.0 + 40.0)
-    assert out["busy_ms"] * 1e3 == 5.0 + 40.0 + 20.0 + 7.0
-    assert out["components_top"] == {"optimizer": [{"name": "gemm", "ms": 5.0 / 1e3}]}  # what operators launched
-    # a torch whose events carry no link ids: every kernel looks unlinked, more than the operators
-    # left unclaimed, so the ranges charge nothing (no kernel is counted twice)
-    for e in events:
-        e.linked_correlation_id = 0
-    out = breakdown(events, steps=1, cuda=True)
-    assert out["components_ms"]["optimizer"] * 1e3 == 5.0 and out["busy_ms"] * 1e3 == 5.0
+    side = ev("roo/optimizer/user=0.75,item=0.25", kernels=[E(name="roo/optimizer/user=0.75,item=0.25", duration=90.0)])
+    launch = ev("roo::segment_sum", side, [E(name="_segment_sum_kernel", duration=40.0)])
+    out = breakdown([side, launch, ev("aten::add", kernels=[E(name="add", duration=7.0)])], steps=1, cuda=True)
+    assert out["components_ms"]["optimizer"] * 1e3 == 40.0 and out["components_ms"]["other"] * 1e3 == 7.0
+    assert out["optimizer_sides_ms"] == {"user": 0.75 * 40.0 / 1e3, "item": 0.25 * 40.0 / 1e3}
+    assert out["components_top"]["optimizer"] == [{"name": "_segment_sum_kernel", "ms": 40.0 / 1e3}]
