@@ -111,8 +111,8 @@ def intro() -> str:
     )
 
 
-def kxl(camp: str, sweep: str, md: str) -> str:
-    recs = [r for r in points(f"{camp}/{sweep}") if mode(r) == md]
+def kxl(camp: str, sweep: str, md: str, recs: list[dict]) -> str:
+    """The paragraph of one k x L sweep's points of one step mode (`recs`)."""
     by_k: dict[int, list[float]] = {}
     for r in recs:
         by_k.setdefault(shape(r)[0], []).append(r["metrics"]["speedup"])
@@ -148,8 +148,9 @@ def kxl_paragraphs() -> list[str]:
     """One paragraph per k × L sweep and step mode it holds."""
     out = []
     for camp, sweep in KXL_SWEEPS:
-        modes = {mode(r) for r in points(f"{camp}/{sweep}")}
-        out += [kxl(camp, sweep, md) for md in MODES if md in modes]
+        recs = points(f"{camp}/{sweep}")
+        by_mode = {md: [r for r in recs if mode(r) == md] for md in MODES}
+        out += [kxl(camp, sweep, md, rs) for md, rs in by_mode.items() if rs]
     return out
 
 
