@@ -3,7 +3,8 @@
 The user side (user embeddings, dense arch, history pooling, UserArch or user tower) runs on the
 layout's user rows: once per request under ROO, once per impression otherwise. The item side and
 everything after the join (interaction, top MLP, logits, heads) runs per impression; under ROO the
-user output is expanded to the impressions first (`expansion`).
+user output is expanded to the impressions first (`expansion`), and DCN-v2's first cross layer
+projects the user columns per request (V_user x_user on R rows), expanding that rank-wide product.
 """
 
 from __future__ import annotations
@@ -122,8 +123,10 @@ def _dlrm_top(sh: Shape, cfg: ModelConfig, v: LayoutStats, layout: str, e: int) 
     """The expansion under ROO, the interaction (dot or DCN-v2), the top MLP, the heads."""
     R, N, d = v.requests, v.impressions, cfg.embedding_dim
     out: list[Component] = []
-    if layout == "roo":
-        out.append(expansion(layout, R, N, cfg.user_vectors * d, e))
+    roo = layout == "roo"
+    split = roo and cfg.interaction == "dcn" and cfg.dcn_layers > 0  # V_user x_user per request
+    if roo:
+        out.append(expansion(layout, R, N, cfg.user_vectors * d + (cfg.dcn_rank if split else 0), e))
     V = cfg.user_vectors + cfg.item_vectors
     c = new_component("interaction", layout, "item", ("interaction",))
     if cfg.interaction == "dot":
@@ -136,9 +139,14 @@ def _dlrm_top(sh: Shape, cfg: ModelConfig, v: LayoutStats, layout: str, e: int) 
         width_out = V * (V - 1) // 2 + V * d
     else:
         a = Acc(c, e)
-        w = V * d
-        for _ in range(cfg.dcn_layers):
-            a.linear(N, w, cfg.dcn_rank, bias=False)
+        w, wu = V * d, cfg.user_vectors * d
+        for layer in range(cfg.dcn_layers):
+            if split and layer == 0:
+                a.linear(R, wu, cfg.dcn_rank, bias=False)
+                a.linear(N, w - wu, cfg.dcn_rank, bias=False)
+                a.elementwise(N * cfg.dcn_rank, reads=2, writes=1, bwd_passes=0, kernels=1)  # the sum
+            else:
+                a.linear(N, w, cfg.dcn_rank, bias=False)
             a.linear(N, cfg.dcn_rank, w)
             a.elementwise(N * w, reads=3, writes=1, bwd_passes=5, flops=2, kernels=4)
         width_out = w
@@ -152,7 +160,8 @@ def _dlrm_top(sh: Shape, cfg: ModelConfig, v: LayoutStats, layout: str, e: int) 
 
 
 def expansion(layout: str, R: Num, N: Num, width: int, e: int) -> Component:
-    """expand_by_request: index_select forward (read R rows, write N), index_add backward."""
+    """roo_ref.expansion: index_select forward (read R rows, write N); backward, each request's run
+    of impression gradients pooled by embedding_bag (read N rows and the positions, write R)."""
     c = new_component("request→impression expansion", layout, "expansion")
     c.bytes = e * width * (R + N) + ID_BYTES * N * 2 + e * width * (N + 2 * R) + ID_BYTES * N
     c.other_flops = width * N  # the backward's per-request gradient sum

@@ -6,17 +6,21 @@ sparse bags + candidate item id (the same item table as the history) + item dens
 (to `item_vectors` vectors). Then `interaction` -> `top_arch` -> `heads` (one logit per task).
 
 Layouts: "impression" runs every module on the impression rows (user features duplicated);
-"roo" runs the user side once per request and expands its output to the impressions (an
-index_select by the prepared impression -> request index) right before the interaction (backward:
-per-request gradient sum).
+"roo" runs the user side once per request and expands its output to the impressions right before
+the interaction (roo_ref.expansion; backward: the per-request gradient sum). The interaction takes
+the user vectors per request and expands them itself: DCN-v2's first cross layer projects the user
+columns of x0 once per request (a Linear is a sum over its input columns, so V x0 = V_user x_user +
+V_item x_item) and expands the rank-wide product, not the full width.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from roo_ref.embeddings import EmbeddingBagCollection
+from roo_ref.expansion import Expansion
 from roo_ref.model_presets import ModelConfig
 from roo_ref.models.common import MLP, bce_loss, impression_weights
 from roo_ref.models.regions import INTERACTION, ITEM, LOSS, USER, Regions
@@ -33,7 +37,9 @@ class DotInteraction(nn.Module):
         self.register_buffer("iu", iu, persistent=False)
         self.out_dim = iu.shape[1] + n_vectors * dim
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:  # z [N, V, D]
+    def forward(self, user: torch.Tensor, item: torch.Tensor, expand: Expansion | None = None) -> torch.Tensor:
+        """user [rows, Vu, D] (per request when `expand` is given), item [N, Vi, D] -> [N, out_dim]."""
+        z = torch.cat([user if expand is None else expand(user), item], 1)  # [N, V, D]
         dots = torch.bmm(z, z.transpose(1, 2))[:, self.iu[0], self.iu[1]]
         return torch.cat([dots, z.flatten(1)], 1)
 
@@ -46,8 +52,9 @@ class CrossLayer(nn.Module):
         self.v = nn.Linear(width, rank, bias=False)
         self.u = nn.Linear(rank, width)
 
-    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return x0 * self.u(self.v(x)) + x
+    def forward(self, x0: torch.Tensor, x: torch.Tensor, vx: torch.Tensor | None = None) -> torch.Tensor:
+        """`vx`: V x, when the caller has computed it (DCNInteraction under ROO)."""
+        return x0 * self.u(self.v(x) if vx is None else vx) + x
 
 
 class DCNInteraction(nn.Module):
@@ -57,9 +64,18 @@ class DCNInteraction(nn.Module):
         self.cross = nn.ModuleList(CrossLayer(width, rank) for _ in range(layers))
         self.out_dim = width
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x0 = x = z.flatten(1)
-        for layer in self.cross:
+    def forward(self, user: torch.Tensor, item: torch.Tensor, expand: Expansion | None = None) -> torch.Tensor:
+        """user [rows, Vu, D] (per request when `expand` is given), item [N, Vi, D] -> [N, width].
+        Under ROO the first layer's V meets the user columns once per request:
+        V x0 = expand(V_user user) + V_item item."""
+        x0 = torch.cat([user if expand is None else expand(user), item], 1).flatten(1)
+        x, layers = x0, list(self.cross)
+        if expand is not None and layers:
+            first, wu = layers.pop(0), user.shape[1] * user.shape[2]
+            v = first.v.weight  # [rank, width]: x0's first wu columns are the user vectors
+            vx = expand(F.linear(user.flatten(1), v[:, :wu])) + F.linear(item.flatten(1), v[:, wu:])
+            x = first(x0, x0, vx)
+        for layer in layers:
             x = layer(x0, x)
         return x
 
@@ -103,10 +119,8 @@ class DLRM(UserFeatureModel):
             item = self.item_side(p)
         regions.tag(ITEM, item)
         with regions(INTERACTION):
-            if p.expand is not None:
-                user = user.index_select(0, p.expand)
-            z = torch.cat([user, item.to(user.dtype)], 1)
-            logits = self.heads(self.top_arch(self.interaction(z)))
+            x = self.interaction(user, item.to(user.dtype), p.expand)
+            logits = self.heads(self.top_arch(x))
         regions.tag(INTERACTION, logits)
         with regions(LOSS):
             loss = bce_loss(logits, p.batch.labels, impression_weights(p.batch))

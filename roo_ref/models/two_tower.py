@@ -76,8 +76,7 @@ class TwoTower(UserFeatureModel):
         regions.tag(USER, lse)
         with regions(INTERACTION):
             if p.expand is not None:
-                u = u.index_select(0, p.expand)
-                lse = lse.index_select(0, p.expand)
+                u, lse = p.expand(u), p.expand(lse)
             pos = (u * i).sum(-1) * self.similarity.scale  # the impression's own item
             logits = self.heads(pos[:, None])
         regions.tag(INTERACTION, logits, pos, lse)

@@ -29,7 +29,9 @@ import torch
 from torch import nn
 
 from roo_ref.embeddings import BagLookup, EmbeddingBagCollection, Table
+from roo_ref.expansion import Expansion
 from roo_ref.jagged import row_index
+from roo_ref.jagged_dispatch import complete_cumsum
 from roo_ref.model_presets import ModelConfig
 from roo_ref.models.common import MLP, check_layout, model_layout, param_dtype
 from workloads.batch import ImpressionBatch, RequestBatch
@@ -44,8 +46,9 @@ class PreparedBatch:
 
     batch: the raw batch (dense features, labels); user_sparse / item_sparse: the collections'
     lookups; history_items / history_actions: the pooled history's lookups (pooled-history models);
-    item_rows: the candidate items' rows of `item_table`; expand: ROO's impression -> request index
-    (None in the impression layout); extra: the model's own (HSTU: its SequencePlan)."""
+    item_rows: the candidate items' rows of `item_table`; expand: ROO's request -> impression
+    expansion (roo_ref.expansion; None in the impression layout); extra: the model's own (HSTU: its
+    SequencePlan)."""
 
     batch: RequestBatch | ImpressionBatch
     layout: Layout
@@ -54,7 +57,7 @@ class PreparedBatch:
     item_rows: torch.Tensor
     history_items: BagLookup | None = None
     history_actions: BagLookup | None = None
-    expand: torch.Tensor | None = None
+    expand: Expansion | None = None
     extra: Any = None
     # the model shape that prepared it (its ids are hashed into that model's tables)
     made_for: str = ""
@@ -106,7 +109,7 @@ class UserFeatureModel(nn.Module):
             item_rows=self.item_table.hash(b.item_id),
             history_items=self.item_table.plan_mean(b.history_item_ids, b.history_lengths) if pooled else None,
             history_actions=self.action_table.plan_mean(b.history_actions, b.history_lengths) if pooled else None,
-            expand=row_index(b.num_impressions, n) if roo else None,
+            expand=Expansion(row_index(b.num_impressions, n), complete_cumsum(b.num_impressions)) if roo else None,
             extra=self.prepare_extra(b, roo),
             made_for=self.prepared_for(),
         )
