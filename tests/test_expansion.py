@@ -64,3 +64,14 @@ def test_wrong_row_count_is_a_clear_error():
     ex = _expansion([1, 2])
     with pytest.raises(ValueError, match="expanding 3 rows, but the batch has 2 requests"):
         ex(torch.zeros(3, 4))
+
+
+def test_interaction_benchmark_runs_every_variant_on_the_cpu(tmp_path):
+    import json
+
+    from benchmarks.interaction import VARIANTS, main
+
+    out = tmp_path / "interaction.json"
+    assert main(["--device", "cpu", "--preset", "tiny", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == list(VARIANTS)

@@ -144,7 +144,7 @@ def _dlrm_top(sh: Shape, cfg: ModelConfig, v: LayoutStats, layout: str, e: int) 
             if split and layer == 0:
                 a.linear(R, wu, cfg.dcn_rank, bias=False)
                 a.linear(N, w - wu, cfg.dcn_rank, bias=False)
-                a.elementwise(N * cfg.dcn_rank, reads=2, writes=1, bwd_passes=0, kernels=1)  # the sum
+                c.bytes += e * N * cfg.dcn_rank  # its addmm reads the expanded user product
             else:
                 a.linear(N, w, cfg.dcn_rank, bias=False)
             a.linear(N, cfg.dcn_rank, w)

@@ -72,8 +72,12 @@ class DCNInteraction(nn.Module):
         x, layers = x0, list(self.cross)
         if expand is not None and layers:
             first, wu = layers.pop(0), user.shape[1] * user.shape[2]
-            v = first.v.weight  # [rank, width]: x0's first wu columns are the user vectors
-            vx = expand(F.linear(user.flatten(1), v[:, :wu])) + F.linear(item.flatten(1), v[:, wu:])
+            # V [rank, width], x0's first wu columns being the user vectors: cast once and split
+            # (one cast and one concatenation in the backward, not a cast and a zero-filled copy
+            # per slice); the item product's addmm adds the expanded user product in place
+            v = first.v.weight.to(item.dtype)
+            v_user, v_item = v.split([wu, v.shape[1] - wu], 1)
+            vx = torch.addmm(expand(F.linear(user.flatten(1), v_user)), item.flatten(1), v_item.t())
             x = first(x0, x0, vx)
         for layer in layers:
             x = layer(x0, x)
