@@ -365,6 +365,18 @@ def test_cuda_host_cost_of_a_models_own_step():
     assert all(1e-7 < x < 1e-3 for x in out["early-ranking"].values())
 
 
+@pytest.mark.gpu
+def test_cuda_host_cost_of_a_device_bound_step_is_its_issue_time():
+    """hstu-ranking's impression step at a few requests is device-bound (256 sequences through the
+    attention): its host cost per op is the issue time, not the step's wall time over its ops."""
+    import torch
+
+    from harness.calibration.host import model_host_terms
+
+    out = model_host_terms(torch, torch.device("cuda"), 2e-5, models=("hstu-ranking",))
+    assert all(1e-7 < x < 2e-4 for x in out["hstu-ranking"].values())
+
+
 def test_step_is_pipelined_without_syncs_and_drained_with_them():
     spec, cfg, st = _early(256.0)
     tm = TimeModel(_synthetic(per_op_s=2e-5))
