@@ -70,8 +70,8 @@ def test_committed_comm_runs_counted_bytes_equal_analytic():
 
 # Record counts per kind of everything committed under reports/data/, as the loader read it before
 # every record carried its kind; the legacy reader path must give the same, with no new warning.
-COMMITTED_KIND_COUNTS = {"calibration": 7, "point": 129, "comm": 8, "bench": 1}
-FOLDED_IN_KIND_COUNTS = {"calibration": 6, "point": 67, "comm": 4}
+COMMITTED_KIND_COUNTS = {"calibration": 8, "point": 145, "comm": 8, "bench": 1}
+FOLDED_IN_KIND_COUNTS = {"calibration": 7, "point": 67, "comm": 4}
 # The bare `--json` outputs committed before records carried their kind, read by file name.
 LEGACY_BARE_FILES = {
     "h100/campaign/calibration.json": "calibration",
@@ -118,6 +118,6 @@ def test_committed_non_result_json_is_skipped_as_before():
         if str(p.relative_to(demo.COMMITTED)) not in LEGACY_BARE_FILES and "schema" not in json.loads(p.read_text())
     ]
     # kernel tables, profiler summaries, asv and benchmark output
-    assert len(others) == len(rs.warnings) == 39
+    assert len(others) == len(rs.warnings) == 41
     for p, w in zip(others, rs.warnings, strict=True):
         assert w == f"{p}: skipped, not a roo-bench result (no `schema` field and no known key set)"
