@@ -268,6 +268,21 @@ def test_project_vectorized_equals_scalar_and_model():
     assert float(s) == pytest.approx(1 - float(ratio))
 
 
+def test_layer_norms_under_half_autocast_run_in_fp32_with_casts():
+    """autocast runs layer_norm in fp32: a bf16 step's HSTU norms move more bytes than an fp32
+    step's (the casts each way plus fp32 reads and writes) and launch 4 more kernels per norm."""
+    spec = get_preset("hstu-ranking")
+    cfg = model_config_for(spec, "hstu-ranking")
+    rows = {}
+    for dtype in ("fp32", "bf16"):
+        lay = cost.model_cost(spec, cfg, dtype=dtype)["layouts"]["roo"]
+        rows[dtype] = next(c for c in lay.components if c.name == "hstu layer norms")
+    norms = 2 * cfg.hstu_layers + 1
+    assert rows["bf16"].bytes > rows["fp32"].bytes
+    assert rows["bf16"].kernels == rows["fp32"].kernels + 4 * norms
+    assert rows["bf16"].other_flops == rows["fp32"].other_flops
+
+
 # --- CLI -------------------------------------------------------------------------------------------
 def _run(capsys, *argv):
     rc = main(list(argv))

@@ -12,10 +12,11 @@ With `models` (`roo-bench calibrate --host-models`), each of those model presets
 (bf16 autocast on a GPU, both layouts) is timed too, at MODEL_REQUESTS requests and tables of
 MODEL_ROW_CAP rows: the host's time to issue the step (the device drained before each step and not
 waited for inside it, so a step whose kernels outlast their issue is still priced by its host work)
-per aten op (Triton launches taken out at their own cost), by model and layout (`per_op_by_model`). It is opt-in because it builds every preset's model and compiles its Triton
-kernels (minutes on a GPU). Why: the host cost of an aten op depends on the op mix
-(views, casts, autograd nodes, module code) and the tiny step's mix is not the presets'. These are
-steps of a few requests, never the points the time model is checked against."""
+per aten op (Triton launches taken out at their own cost), by model and layout (`per_op_by_model`).
+It is opt-in because it builds every preset's model and compiles its Triton kernels (minutes on a
+GPU). Why: the host cost of an aten op depends on the op mix (views, casts, autograd nodes, module
+code) and the tiny step's mix is not the presets'. These are steps of a few requests, never the
+points the time model is checked against."""
 
 from __future__ import annotations
 

@@ -131,9 +131,7 @@ def _geomean_abs(errs: list[float]) -> float | None:
 
 
 GRAPH_REASON = (
-    "graph points are summarized apart: a replay issues no per-op host work, so their error is the"
-    " device model's alone (records measured before roo_ref.pad spread a bucket's padding over its"
-    " padding rows ran one padding bag of the whole bucket's padding)"
+    "graph points are summarized apart: a replay issues no per-op host work, so their error is the device model's alone"
 )
 
 

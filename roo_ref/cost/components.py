@@ -135,9 +135,21 @@ class Acc:
         return self
 
     def layer_norm(self, rows: Num, width: int) -> Acc:
+        """nn.LayerNorm over rows x width. Under a half-precision autocast (e < 4) the norm runs in
+        fp32 (autocast's policy for layer_norm): its input is cast up, it reads and writes fp32 (the
+        backward reads dY and X twice: dX, then the gamma/beta reduction), the consumer casts the
+        output back down, and the backward casts the gradient each way too."""
         c, e = self.c, self.e
-        c.bytes += e * rows * width * (2 + 3) + 2 * PARAM_BYTES * width * 3
-        c.other_flops += (LN_FWD_FLOPS + LN_BWD_FLOPS) * rows * width
+        n = rows * width
+        if e < 4:
+            f32 = 4
+            c.bytes += n * ((e + f32) + 2 * f32 + (f32 + e))  # forward: cast up, norm, cast down
+            c.bytes += n * ((e + f32) + 5 * f32 + (f32 + e))  # backward: cast, dX + dgamma/dbeta, cast
+            c.kernels += 4
+        else:
+            c.bytes += e * n * (2 + 3)
+        c.bytes += 2 * PARAM_BYTES * width * 3
+        c.other_flops += (LN_FWD_FLOPS + LN_BWD_FLOPS) * n
         c.kernels += 3
         c.param_bytes += 2 * PARAM_BYTES * width
         return self
