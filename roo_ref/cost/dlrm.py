@@ -148,7 +148,10 @@ def _dlrm_top(sh: Shape, cfg: ModelConfig, v: LayoutStats, layout: str, e: int) 
             else:
                 a.linear(N, w, cfg.dcn_rank, bias=False)
             a.linear(N, cfg.dcn_rank, w)
-            a.elementwise(N * w, reads=3, writes=1, bwd_passes=5, flops=2, kernels=4)
+            # x0 * y + x: a mul and an add forward (6 passes); backward the mul's two products (6),
+            # the bias gradient's reduction (1) and autograd adding up x0's and x's gradients from
+            # their several uses (3 + 3)
+            a.elementwise(N * w, reads=4, writes=2, bwd_passes=13, flops=2, kernels=7)
         width_out = w
     out.append(c)
 
