@@ -108,7 +108,11 @@ def test_eager_host_term_scales_with_ops_and_graph_replaces_it():
         assert e.host_s == pytest.approx(0.5)  # 500 ops x 1 ms
         assert e.step_s >= e.host_s and e.step_s >= e.device_s
         assert g.host_s == pytest.approx(8e-6 + GRAPH_HOST_OPS * 1e-3) and g.step_s < e.step_s
-        assert g.device_s == pytest.approx(e.device_s)
+        # a replay runs the eager kernels plus the copy of its inputs into the static buffers
+        copy = [r for r in g.rows if r.name == "graph input copy"]
+        assert len(copy) == 1 and copy[0].device_s > 0
+        assert all(r.name != "graph input copy" for r in e.rows)
+        assert g.device_s == pytest.approx(e.device_s + copy[0].device_s)
     fast = predict_layouts(TimeModel(_synthetic(per_op_s=1e-9)), spec, cfg, st)
     assert fast["impression"].step_s == pytest.approx(fast["impression"].device_s, rel=1e-3)
 
@@ -583,3 +587,19 @@ def test_a_long_call_is_timed_without_the_hosts_issue():
 
     fake = _Timeline(issue_s=100e-6, kernel_s=10e-6)  # 1 ms of issue for 0.1 ms of kernels
     assert _device_seconds(fake, fake.call, True, 5) == pytest.approx(100e-6, rel=1e-6)
+
+
+def test_graph_input_bytes_follow_the_looked_up_ids():
+    """A replay's input copy grows with the step's looked-up ids: the impression layout's k-fold
+    history copies make its prepared batch several times ROO's."""
+    from roo_ref.cost.step import layout_components
+    from roo_ref.cost.time_model import INPUT_BYTES_PER_ID, graph_input_bytes
+
+    spec, cfg, st = _early(256.0)
+    by = {}
+    for lay in ("impression", "roo"):
+        rows = layout_components(spec, cfg, st, lay, "bf16")
+        ids = sum(float(n) for c in rows for n, _ in c.lookups)
+        by[lay] = graph_input_bytes(rows, st, lay, cfg)
+        assert by[lay] >= INPUT_BYTES_PER_ID * ids
+    assert by["impression"] > 3 * by["roo"]

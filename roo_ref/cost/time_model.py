@@ -15,6 +15,8 @@ with a calibration's kernel classes (roo_ref.cost.kernel_classes) instead of two
                       counted aten ops, else OPS_PER_KERNEL x its counted kernel launches (less
                       the Triton ones), else OPS_PER_KERNEL x the rows' kernels; a CUDA-graph
                       step costs one graph replay and its input copy in all
+  graph input copy  = (CUDA-graph steps) the batch copied into the graph's static buffers on the
+                      device: GRAPH_INPUT_TENSORS copies of graph_input_bytes / that many each
   step (GPU)        = max(host, device) when the step has no device sync of its own: steps are
                       timed back to back, so a host that runs ahead keeps the device fed (device
                       bound) and a slower host starves it (host bound) — over a step either way
@@ -58,6 +60,13 @@ TRITON_PER_TABLE_UPDATE = 3
 # host ops of a CUDA-graph step besides its replay: the inputs' copy into the static buffers and
 # the loss's detach
 GRAPH_HOST_OPS = 2
+# a prepared batch's tensors (roo_ref.models.user_features.PreparedBatch: the raw batch's and the
+# lookups' per-batch parts): each is copied into its static buffer before a replay
+GRAPH_INPUT_TENSORS = 30
+# bytes per looked-up id in a prepared batch: its raw id, the hashed id and its bag (int64 each);
+# a history event also carries its timestamp; an impression its label, candidate id and, under ROO,
+# its request index, in round numbers
+INPUT_BYTES_PER_ID, INPUT_BYTES_PER_EVENT, INPUT_BYTES_PER_IMPRESSION = 24, 8, 32
 
 # the classes each row's kernels fall in (docs/cost-model.md, "Kernel classes")
 COMPONENT_CLASSES = {
@@ -262,6 +271,12 @@ class TimeModel:
             return TRITON_PER_TABLE_UPDATE * len(tables)
         return 0.0
 
+    def _graph_input_copy(self, nbytes: float) -> RowTime:
+        """The device copy of a replay's inputs into the graph's static buffers."""
+        n = GRAPH_INPUT_TENSORS
+        t = n * _f(self.classes.elementwise(2 * nbytes / n)) if nbytes > 0 else 0.0  # read + write
+        return RowTime("graph input copy", "other", t, 0.0, False, {"elementwise": t} if t > 0 else {})
+
     def layout_time(
         self,
         spec: WorkloadSpec,
@@ -303,11 +318,22 @@ class TimeModel:
             out.rows.append(
                 RowTime(c.name, profile_group(c, cfg.arch), sum(cls.values()), host, c.side == "optimizer", cls)
             )
+        if graph:
+            out.rows.append(self._graph_input_copy(graph_input_bytes(rows, stats, layout, cfg)))
         out.device_s = sum(r.device_s for r in out.rows)
         out.host_s = h.graph_launch_s + GRAPH_HOST_OPS * h.per_op_s if graph else sum(r.host_s for r in out.rows)
         out.sync_s = syncs * h.per_sync_s
         out.step_s, out.step_rule = _step(out, self.classes.serial, syncs)
         return out
+
+
+def graph_input_bytes(rows: list[Component], stats: StepStats, layout: str, cfg: ModelConfig) -> float:
+    """Bytes of a prepared batch (what a replay copies in), from the rows' lookups and the step's
+    history events and impressions (round numbers per id, INPUT_BYTES_*)."""
+    v = stats.of_layout(layout)
+    ids = sum(_f(n) for c in rows for n, _ in c.lookups)
+    events = _f(v.hist_capped if cfg.arch == "hstu" else v.hist)
+    return INPUT_BYTES_PER_ID * ids + INPUT_BYTES_PER_EVENT * events + INPUT_BYTES_PER_IMPRESSION * _f(v.impressions)
 
 
 def _host_ops(aten_ops: float | None, launches: float | None, triton: float, kernels: float) -> tuple[float, str]:
