@@ -16,9 +16,10 @@ cap): one GPU's share of its source's largest table under 8-way row-wise shardin
 = 5M rows; DLRMv3: 10M / 8 = 1.25M rows). A scaled preset `NAME@SCALE` scales that cap too.
 
 Memory at production shape, estimated by tests/test_presets.py (fp32 tables + row-wise Adagrad
-state + dense Adam state + a quarter of the cost model's bytes per step for activations, a bound
-that holds for every committed H100 peak): impression / ROO layout retrieval 18.8 / 11.0 GB,
-early-ranking 18.4 / 11.0, late-ranking 22.0 / 20.6, hstu-ranking (Triton attention) 58.4 / 10.6.
+state + dense Adam state + a fifth of the cost model's bytes per step for activations, a bound
+that holds for every committed H100 peak): impression / ROO layout retrieval 17.1 / 10.8 GB,
+early-ranking 16.7 / 10.7, late-ranking 21.7 / 20.6, hstu-ranking (Triton attention) 73.4 / 11.1
+(measured on the H100: 55.7 / 9.5 GB).
 The DLRM tables are 34M rows (8.8 GB at dim 64, 17.5 GB at dim 128); hstu-ranking's 3.75M rows of
 dim 512 are 7.7 GB.
 

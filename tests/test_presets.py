@@ -174,7 +174,7 @@ def test_presets_scale_and_detail(capsys):
 
 
 # --- memory at production shape ---------------------------------------------------------------------
-ACT_PER_TRAFFIC = 0.25  # activations + transients per byte the step moves (committed H100 peaks: <= 0.242)
+ACT_PER_TRAFFIC = 0.2  # activations + transients per byte the step moves (committed H100 peaks: <= 0.190)
 SLACK = 1e9  # allocator and workspace bytes a step holds whatever its size
 
 

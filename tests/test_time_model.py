@@ -587,19 +587,3 @@ def test_a_long_call_is_timed_without_the_hosts_issue():
 
     fake = _Timeline(issue_s=100e-6, kernel_s=10e-6)  # 1 ms of issue for 0.1 ms of kernels
     assert _device_seconds(fake, fake.call, True, 5) == pytest.approx(100e-6, rel=1e-6)
-
-
-def test_graph_input_bytes_follow_the_looked_up_ids():
-    """A replay's input copy grows with the step's looked-up ids: the impression layout's k-fold
-    history copies make its prepared batch several times ROO's."""
-    from roo_ref.cost.step import layout_components
-    from roo_ref.cost.time_model import INPUT_BYTES_PER_ID, graph_input_bytes
-
-    spec, cfg, st = _early(256.0)
-    by = {}
-    for lay in ("impression", "roo"):
-        rows = layout_components(spec, cfg, st, lay, "bf16")
-        ids = sum(float(n) for c in rows for n, _ in c.lookups)
-        by[lay] = graph_input_bytes(rows, st, lay, cfg)
-        assert by[lay] >= INPUT_BYTES_PER_ID * ids
-    assert by["impression"] > 3 * by["roo"]
