@@ -112,7 +112,7 @@ for s in $STAGES; do
     steptests) log "GPU tests of the training step, the gradient reduction, the generator, the calibration"
               timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -m gpu $(ls tests/test_segment_sum.py tests/test_bag_pool.py \
                 tests/test_sync_free.py tests/test_rowwise_adagrad.py tests/test_embeddings_fused.py \
-                tests/test_generator_torch.py tests/test_time_model.py tests/test_graph_step.py tests/test_expansion.py 2>/dev/null) > "$D/gpu_tests.log" 2>&1
+                tests/test_generator_torch.py tests/test_time_model.py tests/test_graph_step.py tests/test_expansion.py tests/test_time_model_host.py 2>/dev/null) > "$D/gpu_tests.log" 2>&1
               tail -n 3 "$D/gpu_tests.log" ;;
     segsum)   log "the embedding gradient reduction: index_add_ vs the segment-sum kernel"
               timeout 120 python3 -m benchmarks.segment_sum --out "$D/segment_sum.json" > "$D/segment_sum.log" 2>&1

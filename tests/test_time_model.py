@@ -347,40 +347,6 @@ def test_a_models_own_host_cost_per_op_prices_its_eager_steps():
     assert graph.host_s == pytest.approx(8e-6 + 2 * 5e-6)  # a replay's host work is not the eager mix
 
 
-def test_a_models_own_step_prices_its_host_per_op_on_the_cpu():
-    """model_host_terms times the model's own eager step per layout and divides by its counted
-    aten ops: the CPU path (no Triton launches to take out)."""
-    import torch
-
-    from harness.calibration.host import model_host_terms
-
-    out = model_host_terms(torch, torch.device("cpu"), 1e-3, models=("tiny",))
-    assert set(out) == {"tiny"} and set(out["tiny"]) == {"impression", "roo"}
-    assert all(1e-7 < x < 1e-2 for x in out["tiny"].values())
-
-
-@pytest.mark.gpu
-def test_cuda_host_cost_of_a_models_own_step():
-    import torch
-
-    from harness.calibration.host import model_host_terms
-
-    out = model_host_terms(torch, torch.device("cuda"), 2e-5, models=("early-ranking",))
-    assert all(1e-7 < x < 1e-3 for x in out["early-ranking"].values())
-
-
-@pytest.mark.gpu
-def test_cuda_host_cost_of_a_device_bound_step_is_its_issue_time():
-    """hstu-ranking's impression step at a few requests is device-bound (256 sequences through the
-    attention): its host cost per op is the issue time, not the step's wall time over its ops."""
-    import torch
-
-    from harness.calibration.host import model_host_terms
-
-    out = model_host_terms(torch, torch.device("cuda"), 2e-5, models=("hstu-ranking",))
-    assert all(1e-7 < x < 2e-4 for x in out["hstu-ranking"].values())
-
-
 def test_step_is_pipelined_without_syncs_and_drained_with_them():
     spec, cfg, st = _early(256.0)
     tm = TimeModel(_synthetic(per_op_s=2e-5))

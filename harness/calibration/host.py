@@ -9,10 +9,11 @@ cost, for reference). A Triton kernel is not an aten op: its launch from Python 
 binding, the launcher) is priced apart, per launch.
 
 With `models` (`roo-bench calibrate --host-models`), each of those model presets' own eager step
-(bf16 autocast on a GPU, both layouts) is timed too, at MODEL_REQUESTS requests and tables of
-MODEL_ROW_CAP rows: the host's time to issue the step (the device drained before each step and not
-waited for inside it, so a step whose kernels outlast their issue is still priced by its host work)
-per aten op (Triton launches taken out at their own cost), by model and layout (`per_op_by_model`).
+(bf16 autocast on a GPU, both layouts) is timed too, at MODEL_REQUESTS requests of MODEL_HISTORY
+history events and tables of MODEL_ROW_CAP rows: the host's time to issue the step (the device
+drained before each step and not waited for inside it, so a step whose kernels outlast their issue
+is still priced by its host work) per aten op (Triton launches taken out at their own cost), by
+model and layout (`per_op_by_model`).
 It is opt-in because it builds every preset's model and compiles its Triton kernels (minutes on a
 GPU). Why: the host cost of an aten op depends on the op mix (views, casts, autograd nodes, module
 code) and the tiny step's mix is not the presets'. These are steps of a few requests, never the
@@ -120,6 +121,11 @@ def _triton_launch_s(torch, dev, g) -> float:
 MODEL_PRESETS = ("retrieval", "early-ranking", "late-ranking", "hstu-ranking")
 MODEL_REQUESTS = 8
 MODEL_ROW_CAP = 4096
+# every request's history at this many events: the op mix of a preset's step does not depend on the
+# history's length, its kernels' time does (at 8 requests, hstu-ranking's 258-token sequences through
+# the CPU's padded attention take minutes); at 64 the pooled history still takes the campaign's
+# pooling path (roo_ref.sparse_optim.POOL_MIN_MEAN_BAG)
+MODEL_HISTORY = 64
 TRITON_LAUNCH_NAMES = ("cuLaunchKernel", "cuLaunchKernelEx")  # the driver API Triton launches through
 
 
@@ -146,7 +152,8 @@ def model_host_terms(torch, dev, per_triton_s: float, models=MODEL_PRESETS) -> d
 
     timed: dict = {}
     for name in models:
-        spec = get_preset(name)
+        length = {"kind": "fixed", "value": MODEL_HISTORY, "max": MODEL_HISTORY}
+        spec = get_preset(name).with_overrides([f"history.length.{k}={v}" for k, v in length.items()])
         req = generate(spec, MODEL_REQUESTS, seed=0).to(dev)
         for layout in ("impression", "roo"):
             # the attention backend the campaign runs on a GPU (the torch reference pads every sequence)
