@@ -25,21 +25,21 @@ Two backends sum the duplicates ("auto": triton for CUDA tables, torch otherwise
   impression layout's k-fold repeated history make those atomics collide and serialize.
 
 A bag lookup's forward pools with roo_ref.kernels.bag_pool under the sink's `backend` (the same
-three names; "auto": Triton for CUDA weights of fp32/bf16/fp16 whose bags average
-POOL_MIN_MEAN_BAG ids or more): ATen's embedding_bag forward walks
-each bag serially per column, which leaves most of the GPU idle on ROO's few long history bags; the
-kernel spreads the positions over the GPU instead. F.embedding_bag stays the reference and the CPU
-path.
+three names; "auto": Triton for CUDA weights of fp32/bf16/fp16 whose bags average POOL_MIN_MEAN_BAG
+ids or more): ATen's embedding_bag forward walks each bag serially per column, which leaves most of
+the GPU idle on ROO's few long history bags; the kernel spreads the positions over the GPU instead.
+F.embedding_bag stays the reference and the CPU path.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from roo_ref.kernels import interpreting
 
 BACKENDS = ("auto", "triton", "torch")
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -200,7 +200,7 @@ def _pool_with_triton(weight: torch.Tensor, mode: str, backend: str, nnz: int = 
                 f"the triton backend pools fp32/bf16/fp16 weights with unit column stride by sum or mean,"
                 f" got {weight.dtype} by {mode}"
             )
-        if not weight.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        if not weight.is_cuda and not interpreting():
             raise ValueError(f"the triton backend needs a CUDA weight or TRITON_INTERPRET=1, weight on {weight.device}")
         return True
     return backend == "auto" and weight.is_cuda and fits and nnz >= POOL_MIN_MEAN_BAG * max(bags, 1)

@@ -150,16 +150,18 @@ def model_host_terms(torch, dev, per_triton_s: float, models=MODEL_PRESETS) -> d
     from workloads.generator import generate
     from workloads.presets import get_preset
 
+    cuda = dev.type == "cuda"
+    length = {"kind": "fixed", "value": MODEL_HISTORY, "max": MODEL_HISTORY}
     timed: dict = {}
     for name in models:
-        length = {"kind": "fixed", "value": MODEL_HISTORY, "max": MODEL_HISTORY}
         spec = get_preset(name).with_overrides([f"history.length.{k}={v}" for k, v in length.items()])
         req = generate(spec, MODEL_REQUESTS, seed=0).to(dev)
+        overrides = [f"max_table_rows={MODEL_ROW_CAP}"]
+        if cuda and name.startswith("hstu"):
+            overrides.append("attention_backend=triton")  # the campaign's (the torch reference pads every sequence)
         for layout in ("impression", "roo"):
-            # the attention backend the campaign runs on a GPU (the torch reference pads every sequence)
-            backend = ["attention_backend=triton"] if dev.type == "cuda" and name.startswith("hstu") else []
-            model = build_model(spec, name, [f"max_table_rows={MODEL_ROW_CAP}", *backend], device=dev, seed=0)
-            trainer = Trainer(model, layout, amp_bf16=dev.type == "cuda", seed=0)
+            model = build_model(spec, name, overrides, device=dev, seed=0)
+            trainer = Trainer(model, layout, amp_bf16=cuda, seed=0)
             batch = trainer.prepare(req if layout == "roo" else req.to_impressions())
 
             def step(t=trainer, b=batch):

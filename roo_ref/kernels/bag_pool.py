@@ -30,12 +30,11 @@ kernel cannot check that without a host sync.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from roo_ref.kernels import interpreting
 from roo_ref.kernels.segment_sum import _round_to, _seg_combine
 
 WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -174,7 +173,7 @@ def bag_pool(
     head = torch.empty((n_blocks, dim), dtype=torch.float32, device=weight.device)
     tail = torch.empty((n_blocks, dim), dtype=torch.float32, device=weight.device)
     mean = mode == "mean"
-    rne = weight.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") == "1"
+    rne = weight.dtype == torch.bfloat16 and interpreting()
     _pool_kernel[(n_blocks, n_cols)](
         weight,
         ids,

@@ -36,13 +36,12 @@ hstu_attention_triton; this module reads no ROO_HSTU_* variable and holds no swi
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 from roo_ref.attention_checks import check_inputs
+from roo_ref.kernels import interpreting as _interpreting
 from roo_ref.kernels.options import DEFAULT_OPTIONS, HstuKernelOptions, parse_config
 
 __all__ = ["SUPPORTED_HEAD_DIMS", "HstuKernelOptions", "KERNELS", "hstu_attention_triton", "parse_config"]
@@ -54,10 +53,6 @@ _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # every pair's atomic add on P + T addresses: an hstu-ranking step on the H100 then costs ~32 ns per
 # attention pair, ~100x the attention's FLOP time (docs/notebook/perf.md).
 RAB_GRAD_COPIES = 128
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages). For fwd/dq: M = queries, N = keys; for bwd (dk/dv):

@@ -29,12 +29,11 @@ suffice; programs past u return at once.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from roo_ref.kernels import interpreting
 from roo_ref.kernels.profiling import kernel_range
 
 GRAD_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -276,7 +275,7 @@ def apply_update(
             float(lr),
             float(eps),
             ADAGRAD=state is not None,
-            RNE_BF16=weight.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") == "1",
+            RNE_BF16=weight.dtype == torch.bfloat16 and interpreting(),
             BLOCK_R=block_r,
             BLOCK_D=block_d,
             num_warps=4,
