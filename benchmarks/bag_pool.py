@@ -22,14 +22,13 @@ time / the row's time.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 
 import torch
 
-from benchmarks.common import has_cuda, require
+from benchmarks.common import has_cuda, require, write_json
+from roo_ref.kernels import interpreting
 
 DEFAULT_SHAPES = "820,1000,64,bfloat16;8052,1000,64,bfloat16;8192,3,128,bfloat16;65536,20,128,bfloat16"
 # the scan stages its [BLOCK, BLOCK_D] tile and keys in shared memory (8 bytes an element): at most
@@ -190,14 +189,12 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not has_cuda():
         print("benchmarks.bag_pool needs a CUDA device (or --device cpu with TRITON_INTERPRET=1)", file=sys.stderr)
         return 2
-    if args.device == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+    if args.device == "cpu" and not interpreting():
         print("benchmarks.bag_pool --device cpu runs the Triton interpreter: set TRITON_INTERPRET=1", file=sys.stderr)
         return 2
     rec = run(args, device=args.device)
     print_table(rec)
-    with open(args.json, "w") as f:
-        json.dump(rec, f, indent=1)
-    print(f"wrote {args.json}")
+    write_json(rec, args.json)
     return 0
 
 

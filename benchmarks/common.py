@@ -19,3 +19,12 @@ def has_cuda() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+def write_json(obj, path: str) -> None:
+    """A benchmark's record, indented, at `path`; says where it went."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+    print(f"wrote {path}")

@@ -19,13 +19,12 @@ steps), which the host's issue of ~150 ops bounds at these sizes.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 
 import torch
 
-from benchmarks.common import has_cuda, require
+from benchmarks.common import has_cuda, require, write_json
 
 VARIANTS = ("impression", "roo_index", "roo_expansion", "roo_split")
 
@@ -138,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"variant": variant, "wall_ms": ms, "gpu_ms": gpu_ms, "launches": launches, "top": top})
         print(f"{variant:14s} GPU {gpu_ms:7.3f} ms  wall {ms:7.3f} ms  {launches} kernels", flush=True)
     out = {"preset": args.preset, "requests": user.shape[0], "impressions": item.shape[0], "rows": rows}
-    with open(args.json, "w") as f:
-        json.dump(out, f, indent=1)
+    write_json(out, args.json)
     return 0
 
 

@@ -19,12 +19,11 @@ row read once, from an L2-resident [bags, dim] gradient) + u x dim x 4 (the fp32
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch
 
-from benchmarks.common import has_cuda, require
+from benchmarks.common import has_cuda, require, write_json
 from roo_ref.sparse_optim import RowGradSource, _sorted_segments, rowwise_adagrad_update, segment_rows
 
 
@@ -148,9 +147,7 @@ def main(argv=None) -> int:
     for r in rec["results"]:
         gbps = f"{r['gbps']:13.0f}" if r["gbps"] else f"{'':13s}"
         print(f"{r['name']:24s} {r['ms']:9.3f} {gbps}")
-    with open(args.out, "w") as f:
-        json.dump(rec, f, indent=1)
-    print(f"wrote {args.out}")
+    write_json(rec, args.out)
     return 0
 
 
